@@ -1,0 +1,11 @@
+//! RabbitMQ adapter: topology, message formats, confirmed publishing.
+
+pub mod connect;
+pub mod messages;
+pub mod publish;
+pub mod topology;
+
+pub use connect::connect;
+pub use messages::{Completion, CreateJob, Outcome};
+pub use publish::{PublishError, Publisher};
+pub use topology::{QueueLimits, Topology};

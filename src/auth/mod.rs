@@ -1,0 +1,11 @@
+//! Credentials and what they allow: API tokens (Bearer) and legacy global API keys.
+//!
+//! Secrets are never stored: a token is `<8-char lookup id><32-char secret>`; the lookup id
+//! finds the row, and the SHA-256 of the whole token is compared in constant time. A legacy
+//! key is found by the user's email and compared the same way.
+
+pub mod credentials;
+pub mod principal;
+
+pub use credentials::{ApiKey, ApiToken, CredentialError, hash_secret};
+pub use principal::{Permission, Principal, Scope};

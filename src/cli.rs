@@ -1,0 +1,241 @@
+//! Command-line interface (subcommand names are fixed contracts: see DESIGN.md).
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::auth::{ApiKey, ApiToken, Permission, Scope};
+use crate::crypto::{KekId, Keyring};
+use crate::db::{build_pool, credentials};
+use crate::domain::{AccountId, KeyType, ZoneId};
+use crate::settings::{DbSettings, Settings};
+use crate::startup::{self, Role};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "csrd",
+    version,
+    about = "Cloudflare-compatible Custom CSR service"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run ingress and workers in one process (applies migrations first).
+    Serve(Settings),
+    /// Run the HTTP ingress only.
+    Ingress(Settings),
+    /// Run the key-generation workers only.
+    Worker(Settings),
+    /// Apply database migrations.
+    Migrate(DbSettings),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Manage legacy X-Auth-Email / X-Auth-Key users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage key-encryption keys.
+    #[command(subcommand)]
+    Kek(KekCommand),
+    /// Measure key generation and CSR signing speed.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ScopeArgs {
+    /// An account the credential may act on (repeatable).
+    #[arg(long = "account")]
+    pub accounts: Vec<String>,
+    /// A zone the credential may act on (repeatable).
+    #[arg(long = "zone")]
+    pub zones: Vec<String>,
+}
+
+impl ScopeArgs {
+    fn parse(&self) -> anyhow::Result<Scope> {
+        let scope = Scope {
+            accounts: self
+                .accounts
+                .iter()
+                .map(|a| {
+                    AccountId::parse(a)
+                        .with_context(|| format!("account id {a:?} is not 32 lowercase hex"))
+                })
+                .collect::<anyhow::Result<_>>()?,
+            zones: self
+                .zones
+                .iter()
+                .map(|z| {
+                    ZoneId::parse(z)
+                        .with_context(|| format!("zone id {z:?} is not 32 lowercase hex"))
+                })
+                .collect::<anyhow::Result<_>>()?,
+        };
+        if scope.is_empty() {
+            bail!("give at least one --account or --zone");
+        }
+        Ok(scope)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token; prints the token alone on stdout (it is shown only once).
+    Create {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// `read` (list, get) or `write` (everything).
+        #[arg(long, value_parser = ["read", "write"])]
+        permission: String,
+        /// A label for the token.
+        #[arg(long)]
+        name: Option<String>,
+        /// Expire the token after this many days.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        #[command(flatten)]
+        db: DbSettings,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user (or give an existing one a new key); prints the global API key alone on stdout.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        #[command(flatten)]
+        db: DbSettings,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KekCommand {
+    /// Print a new `id:base64key` entry for CSRD_KEKS.
+    Generate {
+        /// The KEK id (default: kek-YYYYMMDD).
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Key generation + CSR signing throughput, one core per thread.
+    Keygen {
+        /// `rsa2048`, `p256v1`, or `all`.
+        #[arg(long, default_value = "all")]
+        key_type: String,
+        /// Seconds to run each key type.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Parallel threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(s) => serve(Role::Serve, s).await,
+        Command::Ingress(s) => serve(Role::Ingress, s).await,
+        Command::Worker(s) => serve(Role::Worker, s).await,
+        Command::Migrate(db) => {
+            let applied = startup::migrate(&db).await?;
+            eprintln!(
+                "migrations applied: {}",
+                if applied.is_empty() {
+                    "none (up to date)".into()
+                } else {
+                    applied.join(", ")
+                }
+            );
+            Ok(())
+        }
+        Command::Token(TokenCommand::Create {
+            scope,
+            permission,
+            name,
+            expires_in_days,
+            db,
+        }) => {
+            let scope = scope.parse()?;
+            let permission =
+                Permission::parse(&permission).context("permission must be read or write")?;
+            let expires =
+                expires_in_days.map(|d| chrono::Utc::now() + chrono::Duration::days(i64::from(d)));
+            let token = ApiToken::generate();
+            let pool = build_pool(&db.database_url, 1, "csrd-cli")?;
+            let client = pool.get().await.context("connecting to Postgres")?;
+            credentials::insert_token(
+                &**client,
+                &token,
+                name.as_deref(),
+                permission,
+                &scope,
+                expires,
+            )
+            .await?;
+            println!("{}", token.reveal());
+            Ok(())
+        }
+        Command::User(UserCommand::Create { email, scope, db }) => {
+            let scope = scope.parse()?;
+            if !email.contains('@') {
+                bail!("{email:?} is not an email address");
+            }
+            let key = ApiKey::generate();
+            let pool = build_pool(&db.database_url, 1, "csrd-cli")?;
+            let client = pool.get().await.context("connecting to Postgres")?;
+            credentials::upsert_user(&**client, &email.to_ascii_lowercase(), &key, &scope).await?;
+            println!("{}", key.reveal());
+            Ok(())
+        }
+        Command::Kek(KekCommand::Generate { id }) => {
+            let id = id.unwrap_or_else(|| format!("kek-{}", chrono::Utc::now().format("%Y%m%d")));
+            let id = KekId::parse(&id).context("KEK ids are 1-64 of A-Z a-z 0-9 _ . -")?;
+            println!("{}", Keyring::generate_entry(&id).as_str());
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Keygen {
+            key_type,
+            seconds,
+            threads,
+        }) => {
+            let types = match key_type.as_str() {
+                "all" => KeyType::ALL.to_vec(),
+                k => vec![KeyType::parse(k).context("key type must be rsa2048, p256v1 or all")?],
+            };
+            crate::bench::keygen(&types, seconds, threads.max(1));
+            Ok(())
+        }
+    }
+}
+
+async fn serve(role: Role, settings: Settings) -> anyhow::Result<()> {
+    let running = startup::start(role, &settings, None).await?;
+    let token = running.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested; finishing in-flight work");
+        token.cancel();
+    });
+    running.wait().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

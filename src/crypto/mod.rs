@@ -1,0 +1,15 @@
+//! Key custody: key generation, CSR signing, and the envelope that seals private keys.
+//!
+//! Pure CPU code with no I/O; callers run it on the blocking pool.
+
+pub mod csr;
+pub mod envelope;
+pub mod keygen;
+pub mod keyring;
+pub mod secret;
+
+pub use csr::{CsrError, build_csr};
+pub use envelope::{EnvelopeError, SealedKey, open, seal};
+pub use keygen::{KeygenError, PrivateKey, generate_key};
+pub use keyring::{Kek, KekId, Keyring, KeyringError};
+pub use secret::SecretBytes;

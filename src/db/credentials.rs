@@ -1,0 +1,145 @@
+//! API tokens and legacy users. Only hashes of secrets are stored.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use super::DbError;
+use crate::auth::{ApiKey, ApiToken, Permission, Scope};
+use crate::domain::{AccountId, ZoneId};
+
+pub struct StoredToken {
+    pub id: Uuid,
+    pub token_hash: Vec<u8>,
+    pub permission: Permission,
+    pub scope: Scope,
+    pub usable: bool,
+}
+
+pub struct StoredUser {
+    pub email: String,
+    pub key_hash: Vec<u8>,
+    pub scope: Scope,
+}
+
+fn scope_arrays(scope: &Scope) -> (Vec<&str>, Vec<&str>) {
+    (
+        scope.accounts.iter().map(AccountId::as_str).collect(),
+        scope.zones.iter().map(ZoneId::as_str).collect(),
+    )
+}
+
+fn scope_from(accounts: Vec<String>, zones: Vec<String>) -> Result<Scope, DbError> {
+    let bad = || DbError::Corrupt("credential scope".into());
+    Ok(Scope {
+        accounts: accounts
+            .iter()
+            .map(|a| AccountId::parse(a).ok_or_else(bad))
+            .collect::<Result<_, _>>()?,
+        zones: zones
+            .iter()
+            .map(|z| ZoneId::parse(z).ok_or_else(bad))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+pub async fn insert_token(
+    client: &impl GenericClient,
+    token: &ApiToken,
+    name: Option<&str>,
+    permission: Permission,
+    scope: &Scope,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<Uuid, DbError> {
+    let id = Uuid::new_v4();
+    let (accounts, zones) = scope_arrays(scope);
+    client
+        .execute(
+            "INSERT INTO api_tokens (id, lookup_id, token_hash, name, permission, accounts, zones, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &id,
+                &token.lookup_id(),
+                &token.hash().as_slice(),
+                &name,
+                &permission.as_str(),
+                &accounts,
+                &zones,
+                &expires_at,
+            ],
+        )
+        .await?;
+    Ok(id)
+}
+
+pub async fn find_token(
+    client: &impl GenericClient,
+    lookup_id: &str,
+) -> Result<Option<StoredToken>, DbError> {
+    let row = client
+        .query_opt(
+            "SELECT id, token_hash, permission, accounts, zones,
+                    revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+             FROM api_tokens WHERE lookup_id = $1",
+            &[&lookup_id],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(StoredToken {
+        id: row.get(0),
+        token_hash: row.get(1),
+        permission: Permission::parse(row.get(2))
+            .ok_or_else(|| DbError::Corrupt("permission".into()))?,
+        scope: scope_from(row.get(3), row.get(4))?,
+        usable: row.get(5),
+    }))
+}
+
+pub async fn revoke_token(client: &impl GenericClient, id: Uuid) -> Result<bool, DbError> {
+    let n = client
+        .execute(
+            "UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
+            &[&id],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Creates the user, or gives an existing user a new key and scope (the old key stops working).
+pub async fn upsert_user(
+    client: &impl GenericClient,
+    email: &str,
+    key: &ApiKey,
+    scope: &Scope,
+) -> Result<(), DbError> {
+    let (accounts, zones) = scope_arrays(scope);
+    client
+        .execute(
+            "INSERT INTO api_users (email, key_hash, accounts, zones) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (email) DO UPDATE
+                 SET key_hash = EXCLUDED.key_hash, accounts = EXCLUDED.accounts,
+                     zones = EXCLUDED.zones, revoked_at = NULL",
+            &[&email, &key.hash().as_slice(), &accounts, &zones],
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn find_user(
+    client: &impl GenericClient,
+    email: &str,
+) -> Result<Option<StoredUser>, DbError> {
+    let row = client
+        .query_opt(
+            "SELECT email, key_hash, accounts, zones FROM api_users
+             WHERE email = $1 AND revoked_at IS NULL",
+            &[&email],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(StoredUser {
+        email: row.get(0),
+        key_hash: row.get(1),
+        scope: scope_from(row.get(2), row.get(3))?,
+    }))
+}

@@ -1,0 +1,43 @@
+//! KEK check values: a wrong key under a known KEK id is refused at start-up, not at the
+//! first decrypt.
+
+use tokio_postgres::Client;
+
+use super::DbError;
+use crate::crypto::Keyring;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KekCheckError {
+    #[error("KEK {0:?} does not match the key this database was sealed with; refusing to start")]
+    Mismatch(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Verifies every configured KEK against its stored check value, recording new ones.
+pub async fn verify_keyring(client: &Client, keyring: &Keyring) -> Result<(), KekCheckError> {
+    for kek in keyring.all() {
+        let id = kek.id().as_str();
+        let (nonce, ct) = kek.check_value();
+        client
+            .execute(
+                "INSERT INTO kek_checks (kek_id, nonce, ciphertext) VALUES ($1, $2, $3)
+                 ON CONFLICT (kek_id) DO NOTHING",
+                &[&id, &nonce, &ct],
+            )
+            .await
+            .map_err(DbError::from)?;
+        let row = client
+            .query_one(
+                "SELECT nonce, ciphertext FROM kek_checks WHERE kek_id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(DbError::from)?;
+        let (nonce, ct): (Vec<u8>, Vec<u8>) = (row.get(0), row.get(1));
+        if !kek.verify_check_value(&nonce, &ct) {
+            return Err(KekCheckError::Mismatch(id.to_owned()));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! Postgres adapter: the pool, migrations, and one repository module per table group.
+
+pub mod credentials;
+pub mod csrs;
+pub mod keks;
+pub mod migrate;
+pub mod pool;
+
+pub use pool::{DbError, Pool, build_pool};

@@ -1,0 +1,38 @@
+//! ISO 3166-1 alpha-2 country codes (officially assigned), for the subject's C attribute.
+
+const CODES: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ \
+BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER \
+ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM \
+IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF \
+MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK \
+PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD \
+TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW";
+
+/// The canonical (upper-case) code when `s` is an assigned alpha-2 code in either case.
+pub fn parse_country(s: &str) -> Option<String> {
+    if s.len() != 2 || !s.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return None;
+    }
+    let upper = s.to_ascii_uppercase();
+    CODES.split(' ').any(|c| c == upper).then_some(upper)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knows_all_249_assigned_codes() {
+        assert_eq!(CODES.split(' ').count(), 249);
+    }
+
+    #[test]
+    fn accepts_assigned_codes_in_any_case_and_rejects_the_rest() {
+        assert_eq!(parse_country("US").as_deref(), Some("US"));
+        assert_eq!(parse_country("de").as_deref(), Some("DE"));
+        assert_eq!(parse_country("XX"), None);
+        assert_eq!(parse_country("USA"), None);
+        assert_eq!(parse_country("U"), None);
+        assert_eq!(parse_country("Ü1"), None);
+    }
+}

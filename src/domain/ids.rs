@@ -1,0 +1,161 @@
+//! Identifiers: Cloudflare account and zone ids (32 lowercase hex), CSR ids (UUID), owners.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+fn is_cloudflare_id(s: &str) -> bool {
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+macro_rules! cloudflare_id {
+    ($name:ident, $what:literal) => {
+        #[doc = concat!("A Cloudflare ", $what, " id: 32 lowercase hex characters.")]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(s: &str) -> Option<Self> {
+                is_cloudflare_id(s).then(|| Self(s.to_owned()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                Self::parse(&s).ok_or_else(|| format!("malformed {} id", $what))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+cloudflare_id!(AccountId, "account");
+cloudflare_id!(ZoneId, "zone");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OwnerKind {
+    Account,
+    Zone,
+}
+
+impl OwnerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OwnerKind::Account => "account",
+            OwnerKind::Zone => "zone",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "account" => Some(OwnerKind::Account),
+            "zone" => Some(OwnerKind::Zone),
+            _ => None,
+        }
+    }
+}
+
+/// The tenant a CSR belongs to: exactly one account or one zone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "lowercase")]
+pub enum Owner {
+    Account(AccountId),
+    Zone(ZoneId),
+}
+
+impl Owner {
+    pub fn parse(kind: OwnerKind, id: &str) -> Option<Self> {
+        match kind {
+            OwnerKind::Account => AccountId::parse(id).map(Owner::Account),
+            OwnerKind::Zone => ZoneId::parse(id).map(Owner::Zone),
+        }
+    }
+
+    pub fn kind(&self) -> OwnerKind {
+        match self {
+            Owner::Account(_) => OwnerKind::Account,
+            Owner::Zone(_) => OwnerKind::Zone,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            Owner::Account(a) => a.as_str(),
+            Owner::Zone(z) => z.as_str(),
+        }
+    }
+}
+
+/// A custom CSR id. The ingress assigns it before publishing, so every retry of one job
+/// carries the same id and the worker's insert can be idempotent on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CsrId(pub Uuid);
+
+impl CsrId {
+    pub fn new() -> Self {
+        Self(Uuid::new_v4())
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        // Only the hyphenated form: it is what we hand out, and ids are at most 36 chars.
+        if s.len() != 36 {
+            return None;
+        }
+        Uuid::parse_str(s).ok().map(Self)
+    }
+}
+
+impl Default for CsrId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for CsrId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_id_must_be_32_lowercase_hex() {
+        assert!(AccountId::parse("023e105f4ecef8ad9ca31a8372d0c353").is_some());
+        assert!(AccountId::parse("023E105F4ECEF8AD9CA31A8372D0C353").is_none());
+        assert!(AccountId::parse("023e105f4ecef8ad9ca31a8372d0c35").is_none());
+        assert!(AccountId::parse("023e105f4ecef8ad9ca31a8372d0c35g").is_none());
+        assert!(AccountId::parse("").is_none());
+    }
+
+    #[test]
+    fn csr_id_accepts_only_hyphenated_uuids() {
+        assert!(CsrId::parse("7b163417-1d2b-4c84-a38a-2fb7a0cd7752").is_some());
+        assert!(CsrId::parse("7b1634171d2b4c84a38a2fb7a0cd7752").is_none());
+        assert!(CsrId::parse("not-a-uuid").is_none());
+    }
+}

@@ -1,0 +1,21 @@
+//! The domain: validated request types, owners, key types and the SAN rules.
+//!
+//! Nothing here knows about HTTP, AMQP or Postgres. Wire data becomes these types once, at
+//! the HTTP edge ("parse, don't validate"); everything behind the edge takes them as given.
+
+pub mod country;
+pub mod ids;
+pub mod key_type;
+pub mod name_policy;
+pub mod record;
+pub mod request;
+pub mod san;
+pub mod validation;
+
+pub use ids::{AccountId, CsrId, Owner, OwnerKind, ZoneId};
+pub use key_type::KeyType;
+pub use name_policy::NamePolicy;
+pub use record::CustomCsr;
+pub use request::{CreateCsr, Subject};
+pub use san::DnsName;
+pub use validation::{FieldError, ValidationErrors};

@@ -1,0 +1,417 @@
+//! The validated create request. `CreateCsr::parse` is the only way to build one from a body.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::country::parse_country;
+use super::{DnsName, FieldError, KeyType, NamePolicy, OwnerKind, ValidationErrors};
+
+pub const INVALID_JSON: u32 = 1400;
+pub const MISSING_COUNTRY: u32 = 1405;
+pub const MISSING_STATE: u32 = 1406;
+pub const MISSING_LOCALITY: u32 = 1407;
+pub const MISSING_ORGANIZATION: u32 = 1408;
+pub const MISSING_COMMON_NAME: u32 = 1409;
+pub const COMMON_NAME_TOO_LONG: u32 = 1410;
+pub const MISSING_SANS: u32 = 1411;
+pub const INVALID_SAN: u32 = super::san::INVALID_SAN;
+pub const UNKNOWN_KEY_TYPE: u32 = 1417;
+
+pub const MAX_SANS: usize = 150;
+/// X.520 upper bounds (RFC 5280 appendix A): CN, O, OU 64; ST, L 128.
+const MAX_COMMON_NAME: usize = 64;
+const MAX_ORGANIZATION: usize = 64;
+const MAX_ORGANIZATIONAL_UNIT: usize = 64;
+const MAX_STATE: usize = 128;
+const MAX_LOCALITY: usize = 128;
+/// Free-text metadata on account CSRs; bounded so rows and responses stay small.
+const MAX_NAME: usize = 255;
+const MAX_DESCRIPTION: usize = 1024;
+
+/// The subject distinguished name, in the order it is written: C, ST, L, O, OU, CN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subject {
+    pub country: String,
+    pub state: String,
+    pub locality: String,
+    pub organization: String,
+    pub organizational_unit: Option<String>,
+    pub common_name: String,
+}
+
+/// A create request that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateCsr {
+    pub subject: Subject,
+    pub sans: Vec<DnsName>,
+    pub key_type: KeyType,
+    /// Account CSRs only; always `None` for zones (Cloudflare's zone body has neither).
+    pub name: Option<String>,
+    pub description: Option<String>,
+}
+
+impl CreateCsr {
+    /// Parses a JSON body, collecting every field error with its Cloudflare code and pointer.
+    pub fn parse(
+        body: &[u8],
+        owner: OwnerKind,
+        policy: NamePolicy,
+    ) -> Result<Self, ValidationErrors> {
+        let value: Value = serde_json::from_slice(body).map_err(|e| {
+            ValidationErrors::single(FieldError::new(
+                INVALID_JSON,
+                "",
+                format!("request body is not valid JSON: {e}"),
+            ))
+        })?;
+        let Value::Object(obj) = value else {
+            return Err(ValidationErrors::single(FieldError::new(
+                INVALID_JSON,
+                "",
+                "request body must be a JSON object",
+            )));
+        };
+        let mut errors = Vec::new();
+        let mut field = |r: Result<String, FieldError>| r.map_err(|e| errors.push(e)).ok();
+
+        let country = field(required(&obj, "country", MISSING_COUNTRY, 2).and_then(|c| {
+            parse_country(&c).ok_or_else(|| {
+                FieldError::new(
+                    MISSING_COUNTRY,
+                    "/country",
+                    format!("country {c:?} is not an ISO 3166-1 alpha-2 code"),
+                )
+            })
+        }));
+        let state = field(required(&obj, "state", MISSING_STATE, MAX_STATE));
+        let locality = field(required(&obj, "locality", MISSING_LOCALITY, MAX_LOCALITY));
+        let organization = field(required(
+            &obj,
+            "organization",
+            MISSING_ORGANIZATION,
+            MAX_ORGANIZATION,
+        ));
+        let common_name = match required(&obj, "common_name", MISSING_COMMON_NAME, usize::MAX) {
+            Ok(cn) if cn.chars().count() > MAX_COMMON_NAME => {
+                errors.push(FieldError::new(
+                    COMMON_NAME_TOO_LONG,
+                    "/common_name",
+                    "common_name must be at most 64 characters",
+                ));
+                None
+            }
+            r => field(r),
+        };
+        let organizational_unit = optional(
+            &obj,
+            "organizational_unit",
+            INVALID_JSON,
+            MAX_ORGANIZATIONAL_UNIT,
+            true,
+        )
+        .map_err(|e| errors.push(e))
+        .ok()
+        .flatten();
+        let key_type = parse_key_type(&obj).map_err(|e| errors.push(e)).ok();
+        let sans = parse_sans(&obj, policy)
+            .map_err(|mut e| errors.append(&mut e))
+            .ok();
+        let (name, description) = match owner {
+            OwnerKind::Account => (
+                optional(&obj, "name", INVALID_JSON, MAX_NAME, false)
+                    .map_err(|e| errors.push(e))
+                    .ok()
+                    .flatten(),
+                optional(&obj, "description", INVALID_JSON, MAX_DESCRIPTION, false)
+                    .map_err(|e| errors.push(e))
+                    .ok()
+                    .flatten(),
+            ),
+            OwnerKind::Zone => (None, None),
+        };
+
+        if !errors.is_empty() {
+            return Err(ValidationErrors(errors));
+        }
+        // Every `None` above pushed an error, so these are all present.
+        let (Some(country), Some(state), Some(locality), Some(organization), Some(common_name)) =
+            (country, state, locality, organization, common_name)
+        else {
+            unreachable!("a missing field always records an error")
+        };
+        Ok(Self {
+            subject: Subject {
+                country,
+                state,
+                locality,
+                organization,
+                organizational_unit,
+                common_name,
+            },
+            sans: sans.unwrap_or_default(),
+            key_type: key_type.unwrap_or_default(),
+            name,
+            description,
+        })
+    }
+}
+
+/// Control characters have no place in a distinguished name, and NUL cannot be stored in a
+/// Postgres text column at all; rejecting them here keeps both out.
+fn has_forbidden_chars(s: &str, allow_newlines: bool) -> bool {
+    s.chars()
+        .any(|c| c.is_control() && !(allow_newlines && matches!(c, '\n' | '\r' | '\t')))
+}
+
+fn required(
+    obj: &Map<String, Value>,
+    key: &str,
+    code: u32,
+    max: usize,
+) -> Result<String, FieldError> {
+    let pointer = format!("/{key}");
+    match obj.get(key) {
+        None | Some(Value::Null) => {
+            Err(FieldError::new(code, pointer, format!("{key} is required")))
+        }
+        Some(Value::String(s)) if s.trim().is_empty() => Err(FieldError::new(
+            code,
+            pointer,
+            format!("{key} must not be empty"),
+        )),
+        Some(Value::String(s)) if s.chars().count() > max => Err(FieldError::new(
+            code,
+            pointer,
+            format!("{key} must be at most {max} characters"),
+        )),
+        Some(Value::String(s)) if has_forbidden_chars(s, false) => Err(FieldError::new(
+            code,
+            pointer,
+            format!("{key} must not contain control characters"),
+        )),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(FieldError::new(
+            code,
+            pointer,
+            format!("{key} must be a string"),
+        )),
+    }
+}
+
+/// An optional string: absent, null and (for subject fields) empty mean "not given".
+fn optional(
+    obj: &Map<String, Value>,
+    key: &str,
+    code: u32,
+    max: usize,
+    subject_field: bool,
+) -> Result<Option<String>, FieldError> {
+    let pointer = format!("/{key}");
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if subject_field && s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) if s.chars().count() > max => Err(FieldError::new(
+            code,
+            pointer,
+            format!("{key} must be at most {max} characters"),
+        )),
+        Some(Value::String(s)) if has_forbidden_chars(s, !subject_field) => Err(FieldError::new(
+            code,
+            pointer,
+            format!("{key} must not contain control characters"),
+        )),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(FieldError::new(
+            code,
+            pointer,
+            format!("{key} must be a string"),
+        )),
+    }
+}
+
+fn parse_key_type(obj: &Map<String, Value>) -> Result<KeyType, FieldError> {
+    match obj.get("key_type") {
+        None | Some(Value::Null) => Ok(KeyType::default()),
+        Some(Value::String(s)) => KeyType::parse(s).ok_or_else(|| {
+            FieldError::new(
+                UNKNOWN_KEY_TYPE,
+                "/key_type",
+                format!("key_type {s:?} is not supported; use \"rsa2048\" or \"p256v1\""),
+            )
+        }),
+        Some(_) => Err(FieldError::new(
+            UNKNOWN_KEY_TYPE,
+            "/key_type",
+            "key_type must be the string \"rsa2048\" or \"p256v1\"",
+        )),
+    }
+}
+
+fn parse_sans(
+    obj: &Map<String, Value>,
+    policy: NamePolicy,
+) -> Result<Vec<DnsName>, Vec<FieldError>> {
+    let items = match obj.get("sans") {
+        None | Some(Value::Null) => {
+            return Err(vec![FieldError::new(
+                MISSING_SANS,
+                "/sans",
+                "at least one SAN is required",
+            )]);
+        }
+        Some(Value::Array(items)) if items.is_empty() => {
+            return Err(vec![FieldError::new(
+                MISSING_SANS,
+                "/sans",
+                "at least one SAN is required",
+            )]);
+        }
+        Some(Value::Array(items)) if items.len() > MAX_SANS => {
+            return Err(vec![FieldError::new(
+                INVALID_SAN,
+                "/sans",
+                format!("at most {MAX_SANS} SANs are allowed, got {}", items.len()),
+            )]);
+        }
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err(vec![FieldError::new(
+                MISSING_SANS,
+                "/sans",
+                "sans must be an array of strings",
+            )]);
+        }
+    };
+    let mut names = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let pointer = format!("/sans/{i}");
+        let parsed = match item {
+            Value::String(s) => DnsName::parse(s, &pointer)
+                .and_then(|name| policy.check(&name, &pointer).map(|()| name)),
+            _ => Err(FieldError::new(
+                INVALID_SAN,
+                &pointer,
+                "each SAN must be a string",
+            )),
+        };
+        match parsed {
+            Ok(name) => names.push(name),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(names)
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn example() -> Value {
+        json!({
+            "common_name": "example.com",
+            "country": "US",
+            "locality": "San Francisco",
+            "organization": "Cloudflare, Inc.",
+            "sans": ["example.com", "www.example.com"],
+            "state": "California",
+            "description": "CSR for example.com wildcard",
+            "key_type": "rsa2048",
+            "name": "My Custom CSR",
+            "organizational_unit": "Engineering"
+        })
+    }
+
+    fn parse(v: &Value, owner: OwnerKind) -> Result<CreateCsr, ValidationErrors> {
+        CreateCsr::parse(v.to_string().as_bytes(), owner, NamePolicy::Permissive)
+    }
+
+    fn codes_with(key: &str, value: Value) -> Vec<u32> {
+        let mut body = example();
+        body[key] = value;
+        parse(&body, OwnerKind::Account).unwrap_err().codes()
+    }
+
+    #[test]
+    fn cloudflare_example_parses() {
+        let csr = parse(&example(), OwnerKind::Account).unwrap();
+        assert_eq!(csr.subject.common_name, "example.com");
+        assert_eq!(
+            csr.subject.organizational_unit.as_deref(),
+            Some("Engineering")
+        );
+        assert_eq!(csr.key_type, KeyType::Rsa2048);
+        assert_eq!(csr.name.as_deref(), Some("My Custom CSR"));
+        assert_eq!(csr.sans.len(), 2);
+    }
+
+    #[test]
+    fn zone_requests_drop_name_and_description() {
+        let csr = parse(&example(), OwnerKind::Zone).unwrap();
+        assert_eq!((csr.name, csr.description), (None, None));
+    }
+
+    #[test]
+    fn key_type_defaults_to_rsa2048() {
+        let mut body = example();
+        body.as_object_mut().unwrap().remove("key_type");
+        assert_eq!(
+            parse(&body, OwnerKind::Zone).unwrap().key_type,
+            KeyType::Rsa2048
+        );
+    }
+
+    #[test]
+    fn missing_subject_fields_get_their_codes() {
+        for (key, code) in [
+            ("country", 1405),
+            ("state", 1406),
+            ("locality", 1407),
+            ("organization", 1408),
+            ("common_name", 1409),
+        ] {
+            assert_eq!(codes_with(key, Value::Null), vec![code], "{key} null");
+            assert_eq!(codes_with(key, json!("")), vec![code], "{key} empty");
+            assert_eq!(codes_with(key, json!(7)), vec![code], "{key} number");
+        }
+    }
+
+    #[test]
+    fn other_field_errors_get_their_codes_and_pointers() {
+        assert_eq!(codes_with("common_name", json!("a".repeat(65))), vec![1410]);
+        assert_eq!(codes_with("sans", json!([])), vec![1411]);
+        assert_eq!(codes_with("sans", json!("example.com")), vec![1411]);
+        assert_eq!(codes_with("sans", json!(vec!["a.com"; 151])), vec![1412]);
+        assert_eq!(codes_with("key_type", json!("rsa4096")), vec![1417]);
+        assert_eq!(codes_with("country", json!("XX")), vec![1405]);
+        assert_eq!(codes_with("name", json!(5)), vec![1400]);
+        assert_eq!(codes_with("state", json!("Cali\u{0}fornia")), vec![1406]);
+        let mut body = example();
+        body["sans"] = json!(["ok.example.com", "10.0.0.1", 5, "bücher.de"]);
+        let err = parse(&body, OwnerKind::Account).unwrap_err();
+        let found: Vec<(u32, &str)> = err.0.iter().map(|e| (e.code, e.pointer.as_str())).collect();
+        assert_eq!(
+            found,
+            vec![(1412, "/sans/1"), (1412, "/sans/2"), (1413, "/sans/3")]
+        );
+    }
+
+    #[test]
+    fn non_objects_and_bad_json_are_1400() {
+        for body in ["", "[]", "nul", "\"x\"", "{\"a\":"] {
+            let err = CreateCsr::parse(body.as_bytes(), OwnerKind::Zone, NamePolicy::Permissive);
+            assert_eq!(err.unwrap_err().codes(), vec![1400], "{body}");
+        }
+    }
+
+    #[test]
+    fn all_errors_are_reported_together() {
+        let err = parse(&json!({}), OwnerKind::Zone).unwrap_err();
+        assert_eq!(err.codes(), vec![1405, 1406, 1407, 1408, 1409, 1411]);
+    }
+}

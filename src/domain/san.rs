@@ -1,0 +1,173 @@
+//! Subject Alternative Names: DNS names only, checked the way Cloudflare documents (1412/1413).
+//!
+//! Wildcards: `*` is accepted as the whole leftmost label (`*.shop.example.org`), because
+//! public CAs issue wildcard certificates and CSR users ask for them. A `*` anywhere else
+//! (`foo*.example.org`, `a.*.example.org`) is a special character and rejected with 1412.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use serde::{Deserialize, Serialize};
+
+use super::FieldError;
+
+pub const INVALID_SAN: u32 = 1412;
+pub const NON_ASCII_SAN: u32 = 1413;
+
+/// Cloudflare: a SAN of 256 characters or more is invalid.
+const MAX_SAN_LEN: usize = 255;
+const MAX_LABEL_LEN: usize = 63;
+
+/// A syntactically valid DNS name for a SAN, possibly with a leading `*.` wildcard label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DnsName(String);
+
+/// Deserialising (from a job message) re-checks the syntax: no unchecked name gets signed.
+impl TryFrom<String> for DnsName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s, "").map_err(|e| e.message)
+    }
+}
+
+impl From<DnsName> for String {
+    fn from(n: DnsName) -> String {
+        n.0
+    }
+}
+
+impl DnsName {
+    /// Validates one SAN; `pointer` names it in the error (`/sans/3`).
+    pub fn parse(s: &str, pointer: &str) -> Result<Self, FieldError> {
+        let invalid =
+            |why: &str| FieldError::new(INVALID_SAN, pointer, format!("invalid SAN {s:?}: {why}"));
+        if !s.is_ascii() {
+            return Err(FieldError::new(
+                NON_ASCII_SAN,
+                pointer,
+                "SANs must be ASCII; encode internationalised names as punycode (xn--)",
+            ));
+        }
+        if s.is_empty() {
+            return Err(invalid("empty"));
+        }
+        if s.len() > MAX_SAN_LEN {
+            return Err(invalid("must be shorter than 256 characters"));
+        }
+        if s.parse::<Ipv4Addr>().is_ok() || s.parse::<Ipv6Addr>().is_ok() || s.contains(':') {
+            return Err(invalid("IP addresses are not allowed"));
+        }
+        let host = s.strip_prefix("*.").unwrap_or(s);
+        if let Some(c) = host
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '.'))
+        {
+            return Err(invalid(&format!("character {c:?} is not allowed")));
+        }
+        for label in host.split('.') {
+            if label.is_empty() {
+                return Err(invalid("empty label"));
+            }
+            if label.len() > MAX_LABEL_LEN {
+                return Err(invalid("a label is longer than 63 characters"));
+            }
+            if label.starts_with('-') || label.ends_with('-') {
+                return Err(invalid("a label starts or ends with '-'"));
+            }
+        }
+        let tld = host.rsplit('.').next().unwrap_or(host);
+        if tld.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid(
+                "the top-level label is numeric (IP addresses are not allowed)",
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// A name read back from storage, where only validated names are ever written.
+    pub fn from_stored(s: String) -> Self {
+        Self(s)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name without a leading wildcard label.
+    pub fn base(&self) -> &str {
+        self.0.strip_prefix("*.").unwrap_or(&self.0)
+    }
+}
+
+impl fmt::Display for DnsName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(s: &str) -> Option<u32> {
+        DnsName::parse(s, "/sans/0").err().map(|e| e.code)
+    }
+
+    #[test]
+    fn accepts_ordinary_names_and_a_leftmost_wildcard() {
+        for ok in [
+            "example.com",
+            "www.example.com",
+            "xn--bcher-kva.example",
+            "a-b.c-d.io",
+            "*.shop.acme-widgets.io",
+            "intranet",
+            "1.example.com",
+        ] {
+            assert_eq!(code(ok), None, "{ok}");
+        }
+    }
+
+    #[test]
+    fn rejects_ip_addresses_and_special_characters_with_1412() {
+        for bad in [
+            "192.0.2.1",
+            "::1",
+            "2001:db8::1",
+            "1.2.3.4.5",
+            "exa mple.com",
+            "exa_mple.com",
+            "example.com/",
+            "a@b.com",
+            "foo*.example.com",
+            "a.*.example.com",
+            "*",
+            "*.",
+            "-a.example.com",
+            "a-.example.com",
+            "a..example.com",
+            ".example.com",
+            "example.com.",
+            "",
+        ] {
+            assert_eq!(code(bad), Some(1412), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_long_names_and_labels_with_1412() {
+        let label63 = "a".repeat(63);
+        assert_eq!(code(&format!("{label63}.com")), None);
+        assert_eq!(code(&format!("a{label63}.com")), Some(1412));
+        let long = format!("{label63}.{label63}.{label63}.{}.com", "a".repeat(59));
+        assert_eq!(long.len(), 255);
+        assert_eq!(code(&long), None);
+        assert_eq!(code(&format!("a{long}")), Some(1412));
+    }
+
+    #[test]
+    fn rejects_non_ascii_with_1413() {
+        assert_eq!(code("bücher.example"), Some(1413));
+    }
+}

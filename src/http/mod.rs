@@ -1,0 +1,62 @@
+//! The HTTP adapter: Cloudflare-compatible routes under `/client/v4`, health and metrics.
+
+pub mod auth;
+pub mod csrs;
+pub mod envelope;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod result;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+
+use crate::db::Pool;
+use crate::domain::NamePolicy;
+use crate::ingress::JobSubmitter;
+
+/// Everything a request handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: Pool,
+    pub submitter: JobSubmitter,
+    pub name_policy: NamePolicy,
+    pub create_wait: Duration,
+    pub amqp: Arc<Vec<Arc<lapin::Connection>>>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/client/v4/accounts/{account_id}/custom_csrs",
+            post(csrs::create_for_account),
+        )
+        .route(
+            "/client/v4/zones/{zone_id}/custom_csrs",
+            post(csrs::create_for_zone),
+        )
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async { ApiError::NoRoute })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(panic_response))
+}
+
+/// A panic is a bug; the client still gets the failure envelope, never a dropped connection.
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("request handler panicked");
+    let body = envelope::failure(&[envelope::ErrorItem::new(1500, "Internal error")]);
+    (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+}

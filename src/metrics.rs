@@ -1,0 +1,110 @@
+//! Process-wide Prometheus metrics, rendered in the text exposition format at `/metrics`.
+//!
+//! A handful of counters and sums is all csrd needs, so they live in one small map rather
+//! than behind a metrics framework.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Mutex, OnceLock};
+
+struct Family {
+    help: &'static str,
+    kind: &'static str,
+    samples: BTreeMap<String, f64>,
+}
+
+fn registry() -> &'static Mutex<BTreeMap<&'static str, Family>> {
+    static REGISTRY: OnceLock<Mutex<BTreeMap<&'static str, Family>>> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+fn add(
+    name: &'static str,
+    help: &'static str,
+    kind: &'static str,
+    labels: &[(&str, &str)],
+    value: f64,
+) {
+    let labels = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
+    let family = reg.entry(name).or_insert_with(|| Family {
+        help,
+        kind,
+        samples: BTreeMap::new(),
+    });
+    *family.samples.entry(labels).or_default() += value;
+}
+
+/// An HTTP response, by route template and status.
+pub fn http_response(route: &str, status: u16) {
+    add(
+        "csrd_http_responses_total",
+        "HTTP responses by route and status",
+        "counter",
+        &[("route", route), ("status", &status.to_string())],
+        1.0,
+    );
+}
+
+/// A finished job, by outcome (`created`, `replayed`, `failed`, `retried`, `rejected`).
+pub fn job(outcome: &str) {
+    add(
+        "csrd_jobs_total",
+        "Create jobs handled by workers, by outcome",
+        "counter",
+        &[("outcome", outcome)],
+        1.0,
+    );
+}
+
+/// Time spent generating a key and signing its CSR.
+pub fn keygen(key_type: &str, seconds: f64) {
+    add(
+        "csrd_keygen_seconds_sum",
+        "Key generation and CSR signing time",
+        "counter",
+        &[("key_type", key_type)],
+        seconds,
+    );
+    add(
+        "csrd_keygen_seconds_count",
+        "Key generations",
+        "counter",
+        &[("key_type", key_type)],
+        1.0,
+    );
+}
+
+pub fn render() -> String {
+    let reg = registry().lock().unwrap_or_else(|p| p.into_inner());
+    let mut out = String::new();
+    for (name, family) in reg.iter() {
+        let _ = writeln!(out, "# HELP {name} {}", family.help);
+        let _ = writeln!(out, "# TYPE {name} {}", family.kind);
+        for (labels, value) in &family.samples {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        job("created");
+        job("created");
+        let text = render();
+        assert!(text.contains("# TYPE csrd_jobs_total counter"));
+        assert!(
+            text.contains("csrd_jobs_total{outcome=\"created\"} 2"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,94 @@
+//! Runtime settings, from flags or the environment (names fixed by DESIGN.md).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::amqp::QueueLimits;
+use crate::domain::NamePolicy;
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+#[derive(Debug, Clone, Args)]
+pub struct DbSettings {
+    /// Postgres connection URL.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    /// Maximum pooled Postgres connections per process.
+    #[arg(long, env = "CSRD_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    #[command(flatten)]
+    pub db: DbSettings,
+    /// RabbitMQ connection URL.
+    #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL)]
+    pub amqp_url: String,
+    /// Prefix of every exchange and queue name.
+    #[arg(long, env = "CSRD_AMQP_PREFIX", default_value = "csrd")]
+    pub amqp_prefix: String,
+    /// HTTP listen address (ingress).
+    #[arg(long, env = "CSRD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Key-encryption keys: `id:base64key[,id:base64key...]`; the first encrypts.
+    #[arg(long, env = "CSRD_KEKS", hide_env_values = true)]
+    pub keks: Option<String>,
+    /// Where `csrd serve` keeps a development KEK when CSRD_KEKS is unset.
+    #[arg(long, env = "CSRD_DEV_KEK_FILE", default_value = ".csrd/dev-kek")]
+    pub dev_kek_file: PathBuf,
+    /// Concurrent key generations per worker process (default: number of cores).
+    #[arg(long, env = "CSRD_WORKERS")]
+    pub workers: Option<usize>,
+    /// SAN rules: `permissive` (syntax only) or `cloudflare` (adds 1414/1415/1416).
+    #[arg(long, env = "CSRD_NAME_POLICY", default_value = "permissive", value_parser = parse_name_policy)]
+    pub name_policy: NamePolicy,
+    /// How long a create waits for its CSR before answering 202 (seconds).
+    #[arg(long, env = "CSRD_CREATE_WAIT_SECS", default_value_t = 30)]
+    pub create_wait_secs: u64,
+    /// Deliveries of one job before it is dead-lettered.
+    #[arg(long, env = "CSRD_DELIVERY_LIMIT", default_value_t = 5)]
+    pub delivery_limit: i64,
+    /// Jobs the queue holds before creates are refused with 503.
+    #[arg(long, env = "CSRD_QUEUE_MAX_LENGTH", default_value_t = 200_000)]
+    pub queue_max_length: i64,
+}
+
+fn parse_name_policy(s: &str) -> Result<NamePolicy, String> {
+    NamePolicy::parse(s)
+        .ok_or_else(|| format!("unknown name policy {s:?}: use permissive or cloudflare"))
+}
+
+impl Settings {
+    pub fn workers(&self) -> usize {
+        self.workers
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+
+    pub fn create_wait(&self) -> Duration {
+        Duration::from_secs(self.create_wait_secs)
+    }
+
+    pub fn queue_limits(&self) -> QueueLimits {
+        QueueLimits {
+            delivery_limit: self.delivery_limit,
+            max_length: self.queue_max_length,
+        }
+    }
+
+    /// Defaults for everything, as if no flag or variable were set (tests start from this).
+    pub fn defaults() -> Self {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            s: Settings,
+        }
+        Only::parse_from(["csrd"]).s
+    }
+}
