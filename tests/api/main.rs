@@ -1,0 +1,9 @@
+//! The integration suite: the real service against real Postgres and RabbitMQ.
+
+mod auth;
+mod create;
+mod csr_check;
+mod custody;
+mod helpers;
+mod processes;
+mod validation;

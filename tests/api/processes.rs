@@ -1,0 +1,154 @@
+//! The real binary: `csrd ingress` and two `csrd worker` processes sharing one queue, and the
+//! credential subcommands.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use csrd::auth::Permission;
+use serde_json::json;
+
+use crate::csr_check::parse_csr;
+use crate::helpers::*;
+
+const CSRD: &str = env!("CARGO_BIN_EXE_csrd");
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(iso: &Isolation, args: &[&str], extra: &[(&str, String)]) -> Proc {
+    let mut cmd = Command::new(CSRD);
+    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::inherit());
+    for (k, v) in iso.env().into_iter().chain(extra.iter().map(|(k, v)| (*k, v.clone()))) {
+        cmd.env(k, v);
+    }
+    Proc(cmd.spawn().expect("csrd binary runs"))
+}
+
+fn run(iso: &Isolation, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(CSRD);
+    cmd.args(args);
+    for (k, v) in iso.env() {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("csrd binary runs")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str) {
+    for _ in 0..100 {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("csrd ingress did not become ready");
+}
+
+#[tokio::test]
+async fn ingress_and_two_workers_in_separate_processes_create_csrs() {
+    let iso = Isolation::new().await;
+    let migrate = run(&iso, &["migrate"]);
+    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+
+    let token = run(&iso, &["token", "create", "--account", ACCOUNT_A, "--zone", ZONE_A, "--permission", "write", "--name", "ci"]);
+    assert!(token.status.success(), "{}", String::from_utf8_lossy(&token.stderr));
+    let token = String::from_utf8(token.stdout).unwrap();
+    assert_eq!(token.lines().count(), 1, "the token alone on stdout");
+    let token = token.trim().to_owned();
+
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _w1 = spawn(&iso, &["worker"], &[]);
+    let _w2 = spawn(&iso, &["worker"], &[]);
+    let _ingress = spawn(&iso, &["ingress"], &[("CSRD_LISTEN", listen.clone())]);
+    let base = format!("http://{listen}");
+    let http = reqwest::Client::new();
+    wait_ready(&http, &base).await;
+
+    let mut handles = Vec::new();
+    for i in 0..6 {
+        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        let key_type = if i % 2 == 0 { "rsa2048" } else { "p256v1" };
+        handles.push(tokio::spawn(async move {
+            let body = with(with(example_body(), "key_type", json!(key_type)), "sans", json!([format!("host{i}.example.com")]));
+            let resp = http
+                .post(format!("{base}/client/v4/zones/{ZONE_A}/custom_csrs"))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 201);
+            let v: serde_json::Value = resp.json().await.unwrap();
+            let csr = parse_csr(v["result"]["csr"].as_str().unwrap());
+            assert_eq!(csr.key_type, key_type);
+            assert_eq!(csr.sans, vec![format!("host{i}.example.com")]);
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let pool = csrd::db::build_pool(&iso.database_url, 1, "csrd-tests").unwrap();
+    let rows: i64 = pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM custom_csrs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 6);
+}
+
+#[tokio::test]
+async fn ingress_and_worker_refuse_to_start_without_keks() {
+    let iso = Isolation::new().await;
+    for role in ["ingress", "worker"] {
+        let mut cmd = Command::new(CSRD);
+        cmd.arg(role);
+        for (k, v) in iso.env().into_iter().filter(|(k, _)| *k != "CSRD_KEKS") {
+            cmd.env(k, v);
+        }
+        let out = cmd.env_remove("CSRD_KEKS").output().unwrap();
+        assert!(!out.status.success(), "{role} must refuse to start");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("CSRD_KEKS"), "{role} says why");
+    }
+}
+
+#[tokio::test]
+async fn kek_generate_prints_a_usable_entry() {
+    let out = Command::new(CSRD).args(["kek", "generate", "--id", "prod-1"]).output().unwrap();
+    assert!(out.status.success());
+    let entry = String::from_utf8(out.stdout).unwrap();
+    let ring = csrd::crypto::Keyring::parse(entry.trim()).unwrap();
+    assert_eq!(ring.active().id().as_str(), "prod-1");
+}
+
+#[tokio::test]
+async fn user_create_prints_a_key_that_works_with_the_legacy_headers() {
+    let app = spawn_app().await;
+    let out = run(&app.iso, &["user", "create", "--email", "Ops@Example.com", "--account", ACCOUNT_A]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(key.len(), 37);
+    let resp = app
+        .create("accounts", ACCOUNT_A, Auth::Legacy("ops@example.com", &key), &with(example_body(), "key_type", json!("p256v1")))
+        .await;
+    assert_eq!(resp.status, 201, "{}", resp.body);
+    // A read token made by the CLI cannot create.
+    let out = run(&app.iso, &["token", "create", "--account", ACCOUNT_A, "--permission", "read"]);
+    let read = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    app.create("accounts", ACCOUNT_A, Auth::Bearer(&read), &example_body()).await.assert_failure(403, 10000);
+    let _ = Permission::Read;
+}
