@@ -178,8 +178,7 @@ async fn announce(
         id: job.id,
         outcome,
     };
-    let result = ctx
-        .events
+    ctx.events
         .publish_json(
             Route {
                 exchange: &exchange,
@@ -192,6 +191,5 @@ async fn announce(
             &completion,
             &[],
         )
-        .await;
-    result
+        .await
 }

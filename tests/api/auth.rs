@@ -20,23 +20,56 @@ async fn auth_matrix_for_create() {
     let body = p256();
     let create = |auth| app.create("accounts", ACCOUNT_A, auth, &body);
     create(Auth::None).await.assert_failure(400, 9106);
-    create(Auth::Header("Authorization", "Token abc")).await.assert_failure(400, 6003);
-    create(Auth::Header("Authorization", "Bearer not-a-token")).await.assert_failure(400, 6003);
-    create(Auth::Bearer(unknown.reveal())).await.assert_failure(403, 9109);
-    create(Auth::Bearer(&read_a)).await.assert_failure(403, 10000);
-    create(Auth::Bearer(&write_b)).await.assert_failure(403, 10000);
+    create(Auth::Header("Authorization", "Token abc"))
+        .await
+        .assert_failure(400, 6003);
+    create(Auth::Header("Authorization", "Bearer not-a-token"))
+        .await
+        .assert_failure(400, 6003);
+    create(Auth::Bearer(unknown.reveal()))
+        .await
+        .assert_failure(403, 9109);
+    create(Auth::Bearer(&read_a))
+        .await
+        .assert_failure(403, 10000);
+    create(Auth::Bearer(&write_b))
+        .await
+        .assert_failure(403, 10000);
     create(Auth::Bearer(&zone)).await.assert_failure(403, 10000);
-    create(Auth::Legacy("someone-else@example.com", &legacy)).await.assert_failure(403, 9109);
-    create(Auth::Header("X-Auth-Email", "owner@example.com")).await.assert_failure(400, 9106);
-    create(Auth::Header("X-Auth-Key", &legacy)).await.assert_failure(400, 9106);
-    create(Auth::Legacy("not-an-email", &legacy)).await.assert_failure(400, 6003);
+    create(Auth::Legacy("someone-else@example.com", &legacy))
+        .await
+        .assert_failure(403, 9109);
+    create(Auth::Header("X-Auth-Email", "owner@example.com"))
+        .await
+        .assert_failure(400, 9106);
+    create(Auth::Header("X-Auth-Key", &legacy))
+        .await
+        .assert_failure(400, 9106);
+    create(Auth::Legacy("not-an-email", &legacy))
+        .await
+        .assert_failure(400, 6003);
     let wrong_key = csrd::auth::ApiKey::generate();
-    create(Auth::Legacy("owner@example.com", wrong_key.reveal())).await.assert_failure(403, 9109);
+    create(Auth::Legacy("owner@example.com", wrong_key.reveal()))
+        .await
+        .assert_failure(403, 9109);
 
     assert_eq!(create(Auth::Bearer(&write_a)).await.status, 201);
-    assert_eq!(create(Auth::Legacy("owner@example.com", &legacy)).await.status, 201);
-    assert_eq!(create(Auth::Legacy("OWNER@example.com", &legacy)).await.status, 201, "emails are case-insensitive");
-    let zone_ok = app.create("zones", ZONE_A, Auth::Bearer(&zone), &p256()).await;
+    assert_eq!(
+        create(Auth::Legacy("owner@example.com", &legacy))
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        create(Auth::Legacy("OWNER@example.com", &legacy))
+            .await
+            .status,
+        201,
+        "emails are case-insensitive"
+    );
+    let zone_ok = app
+        .create("zones", ZONE_A, Auth::Bearer(&zone), &p256())
+        .await;
     assert_eq!(zone_ok.status, 201, "{}", zone_ok.body);
 }
 
@@ -49,7 +82,9 @@ async fn a_token_with_a_tampered_secret_is_refused() {
     let last = forged.len() - 1;
     forged[last] = if forged[last] == b'a' { b'b' } else { b'a' };
     let forged = String::from_utf8(forged).unwrap();
-    app.create("accounts", ACCOUNT_A, Auth::Bearer(&forged), &p256()).await.assert_failure(403, 9109);
+    app.create("accounts", ACCOUNT_A, Auth::Bearer(&forged), &p256())
+        .await
+        .assert_failure(403, 9109);
 }
 
 #[tokio::test]
@@ -59,7 +94,10 @@ async fn revoked_and_expired_tokens_are_refused() {
     let expired = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let client = app.pool.get().await.unwrap();
     client
-        .execute("UPDATE api_tokens SET revoked_at = now() WHERE lookup_id = $1", &[&&revoked[..8]])
+        .execute(
+            "UPDATE api_tokens SET revoked_at = now() WHERE lookup_id = $1",
+            &[&&revoked[..8]],
+        )
         .await
         .unwrap();
     client
@@ -69,8 +107,12 @@ async fn revoked_and_expired_tokens_are_refused() {
         )
         .await
         .unwrap();
-    app.create("accounts", ACCOUNT_A, Auth::Bearer(&revoked), &p256()).await.assert_failure(403, 9109);
-    app.create("accounts", ACCOUNT_A, Auth::Bearer(&expired), &p256()).await.assert_failure(403, 9109);
+    app.create("accounts", ACCOUNT_A, Auth::Bearer(&revoked), &p256())
+        .await
+        .assert_failure(403, 9109);
+    app.create("accounts", ACCOUNT_A, Auth::Bearer(&expired), &p256())
+        .await
+        .assert_failure(403, 9109);
 }
 
 #[tokio::test]
@@ -81,5 +123,8 @@ async fn credentials_are_stored_only_as_hashes() {
     let dump = crate::custody::pg_dump(&app.iso.database_url);
     assert!(!dump.contains(&token), "token in the database dump");
     assert!(!dump.contains(&key), "API key in the database dump");
-    assert!(dump.contains(&token[..8]), "the lookup id is stored (sanity check that the dump has the table)");
+    assert!(
+        dump.contains(&token[..8]),
+        "the lookup id is stored (sanity check that the dump has the table)"
+    );
 }

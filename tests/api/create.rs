@@ -8,7 +8,9 @@ use crate::helpers::*;
 async fn cloudflare_example_request_creates_an_account_csr_exactly_as_written() {
     let app = spawn_app().await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
-    let resp = app.create("accounts", ACCOUNT_A, Auth::Bearer(&token), &example_body()).await;
+    let resp = app
+        .create("accounts", ACCOUNT_A, Auth::Bearer(&token), &example_body())
+        .await;
     assert_eq!(resp.status, 201, "{}", resp.body);
     assert_eq!(resp.body["success"], json!(true));
     assert_eq!(resp.body["errors"], json!([]));
@@ -16,7 +18,8 @@ async fn cloudflare_example_request_creates_an_account_csr_exactly_as_written() 
     let r = &resp.body["result"];
     let id = r["id"].as_str().unwrap();
     assert!(uuid::Uuid::parse_str(id).is_ok() && id.len() == 36);
-    chrono::DateTime::parse_from_rfc3339(r["created_at"].as_str().unwrap()).expect("RFC 3339 created_at");
+    chrono::DateTime::parse_from_rfc3339(r["created_at"].as_str().unwrap())
+        .expect("RFC 3339 created_at");
     for (field, expected) in [
         ("key_type", json!("rsa2048")),
         ("account_tag", json!(ACCOUNT_A)),
@@ -61,17 +64,25 @@ async fn zone_create_with_p256_key_omits_account_fields_and_ou_when_absent() {
     body["key_type"] = json!("p256v1");
     body["sans"] = json!(["*.shop.acme-widgets.io", "shop.acme-widgets.io"]);
     body.as_object_mut().unwrap().remove("organizational_unit");
-    let resp = app.create("zones", ZONE_A, Auth::Bearer(&token), &body).await;
+    let resp = app
+        .create("zones", ZONE_A, Auth::Bearer(&token), &body)
+        .await;
     assert_eq!(resp.status, 201, "{}", resp.body);
     let r = &resp.body["result"];
     assert_eq!(r["key_type"], json!("p256v1"));
     for absent in ["account_tag", "name", "description", "organizational_unit"] {
-        assert!(r.get(absent).is_none(), "{absent} must be absent from a zone result: {r}");
+        assert!(
+            r.get(absent).is_none(),
+            "{absent} must be absent from a zone result: {r}"
+        );
     }
     let pem = r["csr"].as_str().unwrap();
     let csr = parse_csr(pem);
     assert_eq!(csr.key_type, "p256v1");
-    assert_eq!(csr.sans, vec!["*.shop.acme-widgets.io", "shop.acme-widgets.io"]);
+    assert_eq!(
+        csr.sans,
+        vec!["*.shop.acme-widgets.io", "shop.acme-widgets.io"]
+    );
     assert_eq!(
         csr.subject.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
         vec!["C", "ST", "L", "O", "CN"]
@@ -85,8 +96,12 @@ async fn key_type_defaults_to_rsa2048_and_every_create_gets_a_fresh_key() {
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let mut body = example_body();
     body.as_object_mut().unwrap().remove("key_type");
-    let first = app.create("accounts", ACCOUNT_A, Auth::Bearer(&token), &body).await;
-    let second = app.create("accounts", ACCOUNT_A, Auth::Bearer(&token), &body).await;
+    let first = app
+        .create("accounts", ACCOUNT_A, Auth::Bearer(&token), &body)
+        .await;
+    let second = app
+        .create("accounts", ACCOUNT_A, Auth::Bearer(&token), &body)
+        .await;
     assert_eq!((first.status, second.status), (201, 201));
     assert_eq!(first.body["result"]["key_type"], json!("rsa2048"));
     assert_ne!(first.body["result"]["id"], second.body["result"]["id"]);
@@ -96,10 +111,20 @@ async fn key_type_defaults_to_rsa2048_and_every_create_gets_a_fresh_key() {
     assert_ne!(a.spki_der, b.spki_der, "a fresh key per create");
 
     let p1 = app
-        .create("accounts", ACCOUNT_A, Auth::Bearer(&token), &with(body.clone(), "key_type", json!("p256v1")))
+        .create(
+            "accounts",
+            ACCOUNT_A,
+            Auth::Bearer(&token),
+            &with(body.clone(), "key_type", json!("p256v1")),
+        )
         .await;
     let p2 = app
-        .create("accounts", ACCOUNT_A, Auth::Bearer(&token), &with(body, "key_type", json!("p256v1")))
+        .create(
+            "accounts",
+            ACCOUNT_A,
+            Auth::Bearer(&token),
+            &with(body, "key_type", json!("p256v1")),
+        )
         .await;
     let (p1, p2) = (
         parse_csr(p1.body["result"]["csr"].as_str().unwrap()),
@@ -111,30 +136,52 @@ async fn key_type_defaults_to_rsa2048_and_every_create_gets_a_fresh_key() {
 #[tokio::test]
 async fn health_readiness_and_metrics_answer() {
     let app = spawn_app().await;
-    let health = app.send(reqwest::Method::GET, "/healthz", Auth::None, None).await;
+    let health = app
+        .send(reqwest::Method::GET, "/healthz", Auth::None, None)
+        .await;
     assert_eq!(health.status, 200);
-    let ready = app.send(reqwest::Method::GET, "/readyz", Auth::None, None).await;
+    let ready = app
+        .send(reqwest::Method::GET, "/readyz", Auth::None, None)
+        .await;
     assert_eq!(ready.status, 200, "{}", ready.body);
     assert_eq!(ready.body["postgres"], json!("ok"));
     let metrics = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(metrics.status().as_u16(), 200);
-    assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
 }
 
 #[tokio::test]
 async fn the_private_key_is_stored_sealed_and_matches_the_csr() {
     let app = spawn_app().await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
-    let resp = app.create("accounts", ACCOUNT_A, Auth::Bearer(&token), &example_body()).await;
+    let resp = app
+        .create("accounts", ACCOUNT_A, Auth::Bearer(&token), &example_body())
+        .await;
     assert_eq!(resp.status, 201);
     let id = csrd::domain::CsrId::parse(resp.body["result"]["id"].as_str().unwrap()).unwrap();
     let owner = csrd::domain::Owner::Account(csrd::domain::AccountId::parse(ACCOUNT_A).unwrap());
     let client = app.pool.get().await.unwrap();
-    let sealed = csrd::db::csrs::get_sealed_key(&**client, &owner, id).await.unwrap().unwrap();
+    let sealed = csrd::db::csrs::get_sealed_key(&**client, &owner, id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(sealed.kek_id, "test-kek");
     let pkcs8 = csrd::crypto::open(&app.keyring, id, &owner, &sealed).unwrap();
-    let key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8.expose().into(), &rcgen::PKCS_RSA_SHA256).unwrap();
+    let key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+        &pkcs8.expose().into(),
+        &rcgen::PKCS_RSA_SHA256,
+    )
+    .unwrap();
     let csr = parse_csr(resp.body["result"]["csr"].as_str().unwrap());
     use rcgen::PublicKeyData;
-    assert_eq!(key.subject_public_key_info(), csr.spki_der, "the sealed key is the CSR's key");
+    assert_eq!(
+        key.subject_public_key_info(),
+        csr.spki_der,
+        "the sealed key is the CSR's key"
+    );
 }

@@ -5,7 +5,7 @@ use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::oid_registry::{
     OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_PKCS1_RSAENCRYPTION, OID_PKCS1_SHA256WITHRSA,
     OID_SIG_ECDSA_WITH_SHA256, OID_X509_COMMON_NAME, OID_X509_COUNTRY_NAME, OID_X509_LOCALITY_NAME,
-    OID_X509_ORGANIZATIONAL_UNIT, OID_X509_ORGANIZATION_NAME, OID_X509_STATE_OR_PROVINCE_NAME,
+    OID_X509_ORGANIZATION_NAME, OID_X509_ORGANIZATIONAL_UNIT, OID_X509_STATE_OR_PROVINCE_NAME,
 };
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
@@ -22,13 +22,18 @@ pub struct ParsedCsr {
 
 pub fn pem_to_der(pem: &str) -> Vec<u8> {
     use base64::Engine;
-    let body: String = pem
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect();
-    assert!(pem.starts_with("-----BEGIN CERTIFICATE REQUEST-----\n"), "{pem}");
-    assert!(pem.trim_end().ends_with("-----END CERTIFICATE REQUEST-----"));
-    base64::engine::general_purpose::STANDARD.decode(body).unwrap()
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(
+        pem.starts_with("-----BEGIN CERTIFICATE REQUEST-----\n"),
+        "{pem}"
+    );
+    assert!(
+        pem.trim_end()
+            .ends_with("-----END CERTIFICATE REQUEST-----")
+    );
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap()
 }
 
 /// Parses, verifies the self-signature, and extracts what the tests assert on.
@@ -77,7 +82,10 @@ pub fn parse_csr(pem: &str) -> ParsedCsr {
             other => panic!("unexpected requested extension {other:?}"),
         }
     }
-    assert_eq!(extension_count, 1, "exactly one requested extension (subjectAltName)");
+    assert_eq!(
+        extension_count, 1,
+        "exactly one requested extension (subjectAltName)"
+    );
     let spki = &info.subject_pki;
     let (key_type, rsa_bits, rsa_exponent) = match spki.parsed().unwrap() {
         PublicKey::RSA(rsa) => {
@@ -86,12 +94,24 @@ pub fn parse_csr(pem: &str) -> ParsedCsr {
             (
                 "rsa2048",
                 Some(rsa.key_size()),
-                Some(rsa.exponent.iter().copied().skip_while(|b| *b == 0).collect()),
+                Some(
+                    rsa.exponent
+                        .iter()
+                        .copied()
+                        .skip_while(|b| *b == 0)
+                        .collect(),
+                ),
             )
         }
         PublicKey::EC(_) => {
             assert_eq!(spki.algorithm.algorithm, OID_KEY_TYPE_EC_PUBLIC_KEY);
-            let curve = spki.algorithm.parameters.as_ref().unwrap().as_oid().unwrap();
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .unwrap()
+                .as_oid()
+                .unwrap();
             assert_eq!(curve, OID_EC_P256, "P-256 curve");
             assert_eq!(csr.signature_algorithm.algorithm, OID_SIG_ECDSA_WITH_SHA256);
             ("p256v1", None, None)

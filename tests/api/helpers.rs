@@ -18,7 +18,8 @@ pub const ACCOUNT_B: &str = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0";
 pub const ZONE_A: &str = "9a7806061c88ada191ed06f989cc3dac";
 
 pub fn admin_url() -> String {
-    std::env::var("CSRD_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("CSRD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 pub fn amqp_url() -> String {
@@ -90,7 +91,10 @@ impl Drop for Isolation {
         let prefix = self.prefix.clone();
         // Drop cannot await; clean up on a thread with its own runtime.
         let cleanup = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 if let Ok(conn) = csrd::amqp::connect(&amqp_url(), "csrd-tests-cleanup").await {
                     if let Ok(ch) = conn.create_channel().await {
@@ -132,7 +136,9 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = iso.settings();
     configure(&mut settings);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let running: Running = startup::start(Role::Serve, &settings, Some(listener)).await.expect("csrd starts");
+    let running: Running = startup::start(Role::Serve, &settings, Some(listener))
+        .await
+        .expect("csrd starts");
     let addr = running.http_addr.unwrap();
     let shutdown = running.shutdown_token();
     tokio::spawn(running.wait());
@@ -156,7 +162,10 @@ impl Drop for TestApp {
 
 pub fn scope(accounts: &[&str], zones: &[&str]) -> Scope {
     Scope {
-        accounts: accounts.iter().map(|a| AccountId::parse(a).unwrap()).collect(),
+        accounts: accounts
+            .iter()
+            .map(|a| AccountId::parse(a).unwrap())
+            .collect(),
         zones: zones.iter().map(|z| ZoneId::parse(z).unwrap()).collect(),
     }
 }
@@ -181,7 +190,12 @@ impl Response {
         assert_eq!(self.body["success"], json!(false), "body: {}", self.body);
         assert_eq!(self.body["result"], Value::Null);
         assert_eq!(self.body["messages"], json!([]));
-        assert_eq!(self.codes().first().copied(), Some(code), "body: {}", self.body);
+        assert_eq!(
+            self.codes().first().copied(),
+            Some(code),
+            "body: {}",
+            self.body
+        );
     }
 }
 
@@ -200,20 +214,35 @@ impl TestApp {
     pub async fn token(&self, accounts: &[&str], zones: &[&str], permission: Permission) -> String {
         let token = ApiToken::generate();
         let client = self.pool.get().await.unwrap();
-        credentials::insert_token(&**client, &token, Some("test"), permission, &scope(accounts, zones), None)
-            .await
-            .unwrap();
+        credentials::insert_token(
+            &**client,
+            &token,
+            Some("test"),
+            permission,
+            &scope(accounts, zones),
+            None,
+        )
+        .await
+        .unwrap();
         token.reveal().to_owned()
     }
 
     pub async fn legacy_key(&self, email: &str, accounts: &[&str], zones: &[&str]) -> String {
         let key = ApiKey::generate();
         let client = self.pool.get().await.unwrap();
-        credentials::upsert_user(&**client, email, &key, &scope(accounts, zones)).await.unwrap();
+        credentials::upsert_user(&**client, email, &key, &scope(accounts, zones))
+            .await
+            .unwrap();
         key.reveal().to_owned()
     }
 
-    pub async fn send(&self, method: reqwest::Method, path: &str, auth: Auth<'_>, body: Option<String>) -> Response {
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        auth: Auth<'_>,
+        body: Option<String>,
+    ) -> Response {
         let mut req = self.http.request(method, self.url(path));
         req = match auth {
             Auth::None => req,
@@ -227,7 +256,8 @@ impl TestApp {
         let resp = req.send().await.expect("request reaches csrd");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"));
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"));
         Response { status, body }
     }
 

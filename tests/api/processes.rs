@@ -4,7 +4,6 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use csrd::auth::Permission;
 use serde_json::json;
 
 use crate::csr_check::parse_csr;
@@ -23,8 +22,14 @@ impl Drop for Proc {
 
 fn spawn(iso: &Isolation, args: &[&str], extra: &[(&str, String)]) -> Proc {
     let mut cmd = Command::new(CSRD);
-    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::inherit());
-    for (k, v) in iso.env().into_iter().chain(extra.iter().map(|(k, v)| (*k, v.clone()))) {
+    cmd.args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for (k, v) in iso
+        .env()
+        .into_iter()
+        .chain(extra.iter().map(|(k, v)| (*k, v.clone())))
+    {
         cmd.env(k, v);
     }
     Proc(cmd.spawn().expect("csrd binary runs"))
@@ -40,15 +45,19 @@ fn run(iso: &Isolation, args: &[&str]) -> std::process::Output {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn wait_ready(http: &reqwest::Client, base: &str) {
     for _ in 0..100 {
-        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
-            if r.status().is_success() {
-                return;
-            }
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -59,10 +68,32 @@ async fn wait_ready(http: &reqwest::Client, base: &str) {
 async fn ingress_and_two_workers_in_separate_processes_create_csrs() {
     let iso = Isolation::new().await;
     let migrate = run(&iso, &["migrate"]);
-    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
 
-    let token = run(&iso, &["token", "create", "--account", ACCOUNT_A, "--zone", ZONE_A, "--permission", "write", "--name", "ci"]);
-    assert!(token.status.success(), "{}", String::from_utf8_lossy(&token.stderr));
+    let token = run(
+        &iso,
+        &[
+            "token",
+            "create",
+            "--account",
+            ACCOUNT_A,
+            "--zone",
+            ZONE_A,
+            "--permission",
+            "write",
+            "--name",
+            "ci",
+        ],
+    );
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
     let token = String::from_utf8(token.stdout).unwrap();
     assert_eq!(token.lines().count(), 1, "the token alone on stdout");
     let token = token.trim().to_owned();
@@ -81,7 +112,11 @@ async fn ingress_and_two_workers_in_separate_processes_create_csrs() {
         let (http, base, token) = (http.clone(), base.clone(), token.clone());
         let key_type = if i % 2 == 0 { "rsa2048" } else { "p256v1" };
         handles.push(tokio::spawn(async move {
-            let body = with(with(example_body(), "key_type", json!(key_type)), "sans", json!([format!("host{i}.example.com")]));
+            let body = with(
+                with(example_body(), "key_type", json!(key_type)),
+                "sans",
+                json!([format!("host{i}.example.com")]),
+            );
             let resp = http
                 .post(format!("{base}/client/v4/zones/{ZONE_A}/custom_csrs"))
                 .bearer_auth(&token)
@@ -122,13 +157,19 @@ async fn ingress_and_worker_refuse_to_start_without_keks() {
         }
         let out = cmd.env_remove("CSRD_KEKS").output().unwrap();
         assert!(!out.status.success(), "{role} must refuse to start");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("CSRD_KEKS"), "{role} says why");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("CSRD_KEKS"),
+            "{role} says why"
+        );
     }
 }
 
 #[tokio::test]
 async fn kek_generate_prints_a_usable_entry() {
-    let out = Command::new(CSRD).args(["kek", "generate", "--id", "prod-1"]).output().unwrap();
+    let out = Command::new(CSRD)
+        .args(["kek", "generate", "--id", "prod-1"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let entry = String::from_utf8(out.stdout).unwrap();
     let ring = csrd::crypto::Keyring::parse(entry.trim()).unwrap();
@@ -138,17 +179,47 @@ async fn kek_generate_prints_a_usable_entry() {
 #[tokio::test]
 async fn user_create_prints_a_key_that_works_with_the_legacy_headers() {
     let app = spawn_app().await;
-    let out = run(&app.iso, &["user", "create", "--email", "Ops@Example.com", "--account", ACCOUNT_A]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(
+        &app.iso,
+        &[
+            "user",
+            "create",
+            "--email",
+            "Ops@Example.com",
+            "--account",
+            ACCOUNT_A,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert_eq!(key.len(), 37);
     let resp = app
-        .create("accounts", ACCOUNT_A, Auth::Legacy("ops@example.com", &key), &with(example_body(), "key_type", json!("p256v1")))
+        .create(
+            "accounts",
+            ACCOUNT_A,
+            Auth::Legacy("ops@example.com", &key),
+            &with(example_body(), "key_type", json!("p256v1")),
+        )
         .await;
     assert_eq!(resp.status, 201, "{}", resp.body);
     // A read token made by the CLI cannot create.
-    let out = run(&app.iso, &["token", "create", "--account", ACCOUNT_A, "--permission", "read"]);
+    let out = run(
+        &app.iso,
+        &[
+            "token",
+            "create",
+            "--account",
+            ACCOUNT_A,
+            "--permission",
+            "read",
+        ],
+    );
     let read = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    app.create("accounts", ACCOUNT_A, Auth::Bearer(&read), &example_body()).await.assert_failure(403, 10000);
-    let _ = Permission::Read;
+    app.create("accounts", ACCOUNT_A, Auth::Bearer(&read), &example_body())
+        .await
+        .assert_failure(403, 10000);
 }

@@ -15,43 +15,189 @@ async fn every_validation_failure_answers_400_with_its_cloudflare_code_and_point
     let token = app.token(&[ACCOUNT_A], &[ZONE_A], Permission::Write).await;
     let b = example_body;
     let cases: Vec<(&str, Value, u64, Option<&str>)> = vec![
-        ("missing country", without(b(), "country"), 1405, Some("/country")),
-        ("empty country", with(b(), "country", json!("")), 1405, Some("/country")),
-        ("country not ISO 3166", with(b(), "country", json!("XX")), 1405, Some("/country")),
-        ("country too long", with(b(), "country", json!("USA")), 1405, Some("/country")),
+        (
+            "missing country",
+            without(b(), "country"),
+            1405,
+            Some("/country"),
+        ),
+        (
+            "empty country",
+            with(b(), "country", json!("")),
+            1405,
+            Some("/country"),
+        ),
+        (
+            "country not ISO 3166",
+            with(b(), "country", json!("XX")),
+            1405,
+            Some("/country"),
+        ),
+        (
+            "country too long",
+            with(b(), "country", json!("USA")),
+            1405,
+            Some("/country"),
+        ),
         ("missing state", without(b(), "state"), 1406, Some("/state")),
-        ("missing locality", without(b(), "locality"), 1407, Some("/locality")),
-        ("missing organization", without(b(), "organization"), 1408, Some("/organization")),
-        ("missing common_name", without(b(), "common_name"), 1409, Some("/common_name")),
-        ("blank common_name", with(b(), "common_name", json!("  ")), 1409, Some("/common_name")),
-        ("common_name over 64", with(b(), "common_name", json!("a".repeat(65))), 1410, Some("/common_name")),
+        (
+            "missing locality",
+            without(b(), "locality"),
+            1407,
+            Some("/locality"),
+        ),
+        (
+            "missing organization",
+            without(b(), "organization"),
+            1408,
+            Some("/organization"),
+        ),
+        (
+            "missing common_name",
+            without(b(), "common_name"),
+            1409,
+            Some("/common_name"),
+        ),
+        (
+            "blank common_name",
+            with(b(), "common_name", json!("  ")),
+            1409,
+            Some("/common_name"),
+        ),
+        (
+            "common_name over 64",
+            with(b(), "common_name", json!("a".repeat(65))),
+            1410,
+            Some("/common_name"),
+        ),
         ("no sans", without(b(), "sans"), 1411, Some("/sans")),
-        ("empty sans", with(b(), "sans", json!([])), 1411, Some("/sans")),
-        ("IPv4 SAN", with(b(), "sans", json!(["192.0.2.10"])), 1412, Some("/sans/0")),
-        ("IPv6 SAN", with(b(), "sans", json!(["ok.example.com", "2001:db8::1"])), 1412, Some("/sans/1")),
-        ("special character", with(b(), "sans", json!(["exa$mple.com"])), 1412, Some("/sans/0")),
-        ("leading hyphen", with(b(), "sans", json!(["-example.com"])), 1412, Some("/sans/0")),
-        ("trailing hyphen", with(b(), "sans", json!(["example-.com"])), 1412, Some("/sans/0")),
-        ("256 characters", with(b(), "sans", json!([format!("{}coma", "a.".repeat(126))])), 1412, Some("/sans/0")),
-        ("label over 63", with(b(), "sans", json!([format!("{}.com", "a".repeat(64))])), 1412, Some("/sans/0")),
-        ("wildcard not leftmost", with(b(), "sans", json!(["www.*.example.com"])), 1412, Some("/sans/0")),
-        ("partial wildcard", with(b(), "sans", json!(["w*.example.com"])), 1412, Some("/sans/0")),
-        ("SAN not a string", with(b(), "sans", json!([42])), 1412, Some("/sans/0")),
-        ("over 150 SANs", with(b(), "sans", json!(vec!["a.example.com"; 151])), 1412, Some("/sans")),
-        ("non-ASCII SAN", with(b(), "sans", json!(["bücher.example"])), 1413, Some("/sans/0")),
-        ("unknown key_type", with(b(), "key_type", json!("rsa4096")), 1417, Some("/key_type")),
-        ("key_type wrong type", with(b(), "key_type", json!(2048)), 1417, Some("/key_type")),
-        ("sans wrong type", with(b(), "sans", json!("example.com")), 1411, Some("/sans")),
-        ("state wrong type", with(b(), "state", json!(["CA"])), 1406, Some("/state")),
-        ("name wrong type", with(b(), "name", json!({"a": 1})), 1400, Some("/name")),
-        ("NUL in organization", with(b(), "organization", json!("Acme\u{0}Inc")), 1408, Some("/organization")),
+        (
+            "empty sans",
+            with(b(), "sans", json!([])),
+            1411,
+            Some("/sans"),
+        ),
+        (
+            "IPv4 SAN",
+            with(b(), "sans", json!(["192.0.2.10"])),
+            1412,
+            Some("/sans/0"),
+        ),
+        (
+            "IPv6 SAN",
+            with(b(), "sans", json!(["ok.example.com", "2001:db8::1"])),
+            1412,
+            Some("/sans/1"),
+        ),
+        (
+            "special character",
+            with(b(), "sans", json!(["exa$mple.com"])),
+            1412,
+            Some("/sans/0"),
+        ),
+        (
+            "leading hyphen",
+            with(b(), "sans", json!(["-example.com"])),
+            1412,
+            Some("/sans/0"),
+        ),
+        (
+            "trailing hyphen",
+            with(b(), "sans", json!(["example-.com"])),
+            1412,
+            Some("/sans/0"),
+        ),
+        (
+            "256 characters",
+            with(b(), "sans", json!([format!("{}coma", "a.".repeat(126))])),
+            1412,
+            Some("/sans/0"),
+        ),
+        (
+            "label over 63",
+            with(b(), "sans", json!([format!("{}.com", "a".repeat(64))])),
+            1412,
+            Some("/sans/0"),
+        ),
+        (
+            "wildcard not leftmost",
+            with(b(), "sans", json!(["www.*.example.com"])),
+            1412,
+            Some("/sans/0"),
+        ),
+        (
+            "partial wildcard",
+            with(b(), "sans", json!(["w*.example.com"])),
+            1412,
+            Some("/sans/0"),
+        ),
+        (
+            "SAN not a string",
+            with(b(), "sans", json!([42])),
+            1412,
+            Some("/sans/0"),
+        ),
+        (
+            "over 150 SANs",
+            with(b(), "sans", json!(vec!["a.example.com"; 151])),
+            1412,
+            Some("/sans"),
+        ),
+        (
+            "non-ASCII SAN",
+            with(b(), "sans", json!(["bücher.example"])),
+            1413,
+            Some("/sans/0"),
+        ),
+        (
+            "unknown key_type",
+            with(b(), "key_type", json!("rsa4096")),
+            1417,
+            Some("/key_type"),
+        ),
+        (
+            "key_type wrong type",
+            with(b(), "key_type", json!(2048)),
+            1417,
+            Some("/key_type"),
+        ),
+        (
+            "sans wrong type",
+            with(b(), "sans", json!("example.com")),
+            1411,
+            Some("/sans"),
+        ),
+        (
+            "state wrong type",
+            with(b(), "state", json!(["CA"])),
+            1406,
+            Some("/state"),
+        ),
+        (
+            "name wrong type",
+            with(b(), "name", json!({"a": 1})),
+            1400,
+            Some("/name"),
+        ),
+        (
+            "NUL in organization",
+            with(b(), "organization", json!("Acme\u{0}Inc")),
+            1408,
+            Some("/organization"),
+        ),
     ];
     for (what, body, code, pointer) in cases {
-        let resp = app.create("accounts", ACCOUNT_A, Auth::Bearer(&token), &body).await;
+        let resp = app
+            .create("accounts", ACCOUNT_A, Auth::Bearer(&token), &body)
+            .await;
         assert_eq!(resp.status, 400, "{what}: {}", resp.body);
         assert_eq!(resp.codes(), vec![code], "{what}: {}", resp.body);
         assert_eq!(resp.body["success"], json!(false), "{what}");
-        assert_eq!(resp.body["errors"][0]["source"]["pointer"].as_str(), pointer, "{what}");
+        assert_eq!(
+            resp.body["errors"][0]["source"]["pointer"].as_str(),
+            pointer,
+            "{what}"
+        );
     }
 }
 
@@ -59,9 +205,22 @@ async fn every_validation_failure_answers_400_with_its_cloudflare_code_and_point
 async fn malformed_bodies_answer_1400() {
     let app = spawn_app().await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
-    for body in ["{", "", "[]", "\"text\"", "null", "{\"sans\": [}", "\u{feff}{}"] {
+    for body in [
+        "{",
+        "",
+        "[]",
+        "\"text\"",
+        "null",
+        "{\"sans\": [}",
+        "\u{feff}{}",
+    ] {
         let resp = app
-            .send(Method::POST, &format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs"), Auth::Bearer(&token), Some(body.into()))
+            .send(
+                Method::POST,
+                &format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs"),
+                Auth::Bearer(&token),
+                Some(body.into()),
+            )
             .await;
         resp.assert_failure(400, 1400);
     }
@@ -71,7 +230,14 @@ async fn malformed_bodies_answer_1400() {
 async fn several_errors_are_reported_together() {
     let app = spawn_app().await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
-    let resp = app.create("accounts", ACCOUNT_A, Auth::Bearer(&token), &json!({"key_type": "dsa"})).await;
+    let resp = app
+        .create(
+            "accounts",
+            ACCOUNT_A,
+            Auth::Bearer(&token),
+            &json!({"key_type": "dsa"}),
+        )
+        .await;
     assert_eq!(resp.status, 400);
     assert_eq!(resp.codes(), vec![1405, 1406, 1407, 1408, 1409, 1417, 1411]);
 }
@@ -88,11 +254,27 @@ async fn reserved_names_are_accepted_by_default_and_refused_under_the_cloudflare
         (json!(["www.example.com"]), 1416),
         (json!(["example.net"]), 1416),
     ] {
-        let resp = app.create("accounts", ACCOUNT_A, Auth::Bearer(&token), &with(b(), "sans", sans.clone())).await;
+        let resp = app
+            .create(
+                "accounts",
+                ACCOUNT_A,
+                Auth::Bearer(&token),
+                &with(b(), "sans", sans.clone()),
+            )
+            .await;
         resp.assert_failure(400, code);
     }
     let ok = app
-        .create("accounts", ACCOUNT_A, Auth::Bearer(&token), &with(with(b(), "sans", json!(["*.shop.acme-widgets.io"])), "key_type", json!("p256v1")))
+        .create(
+            "accounts",
+            ACCOUNT_A,
+            Auth::Bearer(&token),
+            &with(
+                with(b(), "sans", json!(["*.shop.acme-widgets.io"])),
+                "key_type",
+                json!("p256v1"),
+            ),
+        )
         .await;
     assert_eq!(ok.status, 201, "{}", ok.body);
 }
@@ -102,8 +284,15 @@ async fn malformed_owner_ids_answer_7003() {
     let app = spawn_app().await;
     let token = app.token(&[ACCOUNT_A], &[ZONE_A], Permission::Write).await;
     for kind in ["accounts", "zones"] {
-        for bad in ["abc", "023E105F4ECEF8AD9CA31A8372D0C353", "023e105f4ecef8ad9ca31a8372d0c353ff", "%FF%FE"] {
-            let resp = app.create(kind, bad, Auth::Bearer(&token), &example_body()).await;
+        for bad in [
+            "abc",
+            "023E105F4ECEF8AD9CA31A8372D0C353",
+            "023e105f4ecef8ad9ca31a8372d0c353ff",
+            "%FF%FE",
+        ] {
+            let resp = app
+                .create(kind, bad, Auth::Bearer(&token), &example_body())
+                .await;
             resp.assert_failure(400, 7003);
         }
     }
@@ -115,12 +304,25 @@ async fn framework_level_errors_use_the_failure_envelope() {
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let path = format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs");
 
-    app.send(Method::GET, "/client/v4/nothing/here", Auth::None, None).await.assert_failure(404, 7000);
-    app.send(Method::PUT, &path, Auth::Bearer(&token), Some("{}".into())).await.assert_failure(405, 7001);
-    app.send(Method::PATCH, &path, Auth::Bearer(&token), Some("{}".into())).await.assert_failure(405, 7001);
+    app.send(Method::GET, "/client/v4/nothing/here", Auth::None, None)
+        .await
+        .assert_failure(404, 7000);
+    app.send(Method::PUT, &path, Auth::Bearer(&token), Some("{}".into()))
+        .await
+        .assert_failure(405, 7001);
+    app.send(
+        Method::PATCH,
+        &path,
+        Auth::Bearer(&token),
+        Some("{}".into()),
+    )
+    .await
+    .assert_failure(405, 7001);
 
     let huge = format!("{{\"name\": \"{}\"}}", "a".repeat(1024 * 1024 + 10));
-    let resp = app.send(Method::POST, &path, Auth::Bearer(&token), Some(huge)).await;
+    let resp = app
+        .send(Method::POST, &path, Auth::Bearer(&token), Some(huge))
+        .await;
     resp.assert_failure(413, 1400);
 
     let resp = app
@@ -137,7 +339,9 @@ async fn framework_level_errors_use_the_failure_envelope() {
     assert_eq!(body["success"], json!(false));
 
     // Chunked body with no Content-Length, over the limit: refused while streaming.
-    let chunks = futures_util::stream::iter((0..20).map(|_| Ok::<_, std::io::Error>(vec![b' '; 100 * 1024])));
+    let chunks = futures_util::stream::iter(
+        (0..20).map(|_| Ok::<_, std::io::Error>(vec![b' '; 100 * 1024])),
+    );
     let resp = app
         .http
         .post(app.url(&path))

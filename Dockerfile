@@ -1,0 +1,22 @@
+# syntax=docker/dockerfile:1
+# Build stage: compile csrd in release mode.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY migrations ./migrations
+RUN cargo build --release --locked --bin csrd
+
+# Runtime stage: the binary alone on a slim Debian.
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /var/lib/csrd --create-home csrd
+COPY --from=build /src/target/release/csrd /usr/local/bin/csrd
+USER csrd
+WORKDIR /var/lib/csrd
+ENV CSRD_LISTEN=0.0.0.0:8080
+EXPOSE 8080
+ENTRYPOINT ["csrd"]
+CMD ["serve"]
