@@ -139,6 +139,28 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// A bounded create load against a running csrd; prints latency percentiles.
+    Create {
+        /// csrd's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        base_url: String,
+        /// A write token for the account or zone.
+        #[arg(long, env = "CSRD_TOKEN", hide_env_values = true)]
+        token: String,
+        #[arg(long, conflicts_with = "zone", required_unless_present = "zone")]
+        account: Option<String>,
+        #[arg(long)]
+        zone: Option<String>,
+        /// `rsa2048` or `p256v1`.
+        #[arg(long, default_value = "rsa2048")]
+        key_type: String,
+        /// Total requests (the load stops after these).
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+    },
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -212,8 +234,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "all" => KeyType::ALL.to_vec(),
                 k => vec![KeyType::parse(k).context("key type must be rsa2048, p256v1 or all")?],
             };
-            crate::bench::keygen(&types, seconds, threads.max(1));
+            crate::bench::keygen::keygen(&types, seconds, threads.max(1));
             Ok(())
+        }
+        Command::Bench(BenchCommand::Create {
+            base_url,
+            token,
+            account,
+            zone,
+            key_type,
+            requests,
+            concurrency,
+        }) => {
+            let owner_path = match (account, zone) {
+                (Some(a), _) => format!("accounts/{a}"),
+                (None, Some(z)) => format!("zones/{z}"),
+                (None, None) => bail!("give --account or --zone"),
+            };
+            let key_type =
+                KeyType::parse(&key_type).context("key type must be rsa2048 or p256v1")?;
+            crate::bench::load::run(crate::bench::load::LoadPlan {
+                base_url,
+                token,
+                owner_path,
+                key_type,
+                requests,
+                concurrency,
+            })
+            .await
         }
     }
 }

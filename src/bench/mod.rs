@@ -1,0 +1,4 @@
+//! `csrd bench`: measurements users can repeat on their own machines.
+
+pub mod keygen;
+pub mod load;
