@@ -122,6 +122,7 @@ pub struct TestApp {
     pub pool: Pool,
     pub http: reqwest::Client,
     pub keyring: Keyring,
+    pub settings: Settings,
     shutdown: Option<CancellationToken>,
     // Declared last: dropped after the app is told to stop.
     pub iso: Isolation,
@@ -132,11 +133,19 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_role(Role::Serve, configure).await
+}
+
+/// Starts one role (`Serve`, or `Ingress` alone so that jobs wait in the queue).
+pub async fn spawn_role(role: Role, configure: impl FnOnce(&mut Settings)) -> TestApp {
     let iso = Isolation::new().await;
+    if role != Role::Serve {
+        startup::migrate(&iso.settings().db).await.unwrap();
+    }
     let mut settings = iso.settings();
     configure(&mut settings);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let running: Running = startup::start(Role::Serve, &settings, Some(listener))
+    let running: Running = startup::start(role, &settings, Some(listener))
         .await
         .expect("csrd starts");
     let addr = running.http_addr.unwrap();
@@ -147,6 +156,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         pool: build_pool(&iso.database_url, 2, "csrd-tests").unwrap(),
         http: reqwest::Client::new(),
         keyring: Keyring::parse(&iso.keks).unwrap(),
+        settings,
         shutdown: Some(shutdown),
         iso,
     }
@@ -207,6 +217,34 @@ pub enum Auth<'a> {
 }
 
 impl TestApp {
+    /// Starts a worker process-equivalent (in this process) against the same database and prefix.
+    pub async fn start_worker(&self) -> Running {
+        startup::start(Role::Worker, &self.settings, None)
+            .await
+            .expect("worker starts")
+    }
+
+    pub async fn amqp_channel(&self) -> (lapin::Connection, lapin::Channel) {
+        let conn = csrd::amqp::connect(&amqp_url(), "csrd-tests")
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        (conn, ch)
+    }
+
+    pub fn topology(&self) -> Topology {
+        Topology::new(&self.iso.prefix, QueueLimits::default())
+    }
+
+    pub async fn row_count(&self) -> i64 {
+        let client = self.pool.get().await.unwrap();
+        client
+            .query_one("SELECT count(*) FROM custom_csrs", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

@@ -5,5 +5,6 @@ mod create;
 mod csr_check;
 mod custody;
 mod helpers;
+mod pipeline;
 mod processes;
 mod validation;
