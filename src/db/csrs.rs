@@ -5,7 +5,10 @@ use tokio_postgres::{GenericClient, Row};
 
 use super::DbError;
 use crate::crypto::SealedKey;
-use crate::domain::{CreateCsr, CsrId, CustomCsr, DnsName, KeyType, Owner, OwnerKind, Subject};
+use crate::domain::{
+    CreateCsr, CsrId, CustomCsr, Direction, DnsName, KeyType, ListQuery, Owner, OwnerKind,
+    SortField, Subject,
+};
 
 const PUBLIC_COLUMNS: &str = "id, owner_kind, owner_id, key_type, common_name, country, state, locality, \
      organization, organizational_unit, sans, name, description, csr_pem, created_at";
@@ -130,4 +133,64 @@ fn from_row(row: &Row) -> Result<CustomCsr, DbError> {
         csr_pem: row.get("csr_pem"),
         created_at,
     })
+}
+
+/// One page of `owner`'s CSRs and the total count.
+pub async fn list(
+    client: &impl GenericClient,
+    owner: &Owner,
+    q: &ListQuery,
+) -> Result<(Vec<CustomCsr>, i64), DbError> {
+    let dir = match q.direction {
+        Direction::Asc => "ASC",
+        Direction::Desc => "DESC",
+    };
+    // Every order ends with id, so ties never reorder between pages. `account_tag` is the
+    // same for every row of one tenant, which leaves id alone.
+    let order = match q.order {
+        SortField::CreatedAt => format!("created_at {dir}, id {dir}"),
+        SortField::Name => format!("name {dir}, id {dir}"),
+        SortField::AccountTag => format!("id {dir}"),
+    };
+    // The inner query walks only the tenant's index (no heap access) to find the page's ids;
+    // the outer one fetches those few rows. Deep pages stay cheap.
+    let page_sql = format!(
+        "SELECT {PUBLIC_COLUMNS} FROM custom_csrs WHERE id IN (
+             SELECT id FROM custom_csrs WHERE owner_kind = $1 AND owner_id = $2
+             ORDER BY {order} OFFSET $3 LIMIT $4)
+         ORDER BY {order}"
+    );
+    let kind = owner.kind().as_str();
+    let id = owner.id();
+    let limit = i64::try_from(q.per_page).unwrap_or(i64::MAX);
+    let offset = q.offset();
+    let page_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&kind, &id, &offset, &limit];
+    let count_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&kind, &id];
+    // Both statements go down one connection together (tokio-postgres pipelines them).
+    let (rows, total) = futures_util::try_join!(
+        client.query(&page_sql, &page_params),
+        client.query_one(
+            "SELECT count(*) FROM custom_csrs WHERE owner_kind = $1 AND owner_id = $2",
+            &count_params,
+        ),
+    )?;
+    let csrs = rows.iter().map(from_row).collect::<Result<_, _>>()?;
+    Ok((csrs, total.get(0)))
+}
+
+/// Deletes the CSR and its sealed key (the wrapped data key goes with the row). Returns
+/// whether `owner` had such a CSR.
+pub async fn delete(
+    client: &impl GenericClient,
+    owner: &Owner,
+    id: CsrId,
+) -> Result<bool, DbError> {
+    let n = client
+        .execute(
+            "DELETE FROM custom_csrs WHERE id = $1 AND owner_kind = $2 AND owner_id = $3",
+            &[&id.0, &owner.kind().as_str(), &owner.id()],
+        )
+        .await?;
+    Ok(n == 1)
 }

@@ -10,11 +10,18 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_init",
-    sql: include_str!("../../migrations/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_init",
+        sql: include_str!("../../migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_list_indexes",
+        sql: include_str!("../../migrations/0002_list_indexes.sql"),
+    },
+];
 
 /// Serialises concurrent `csrd migrate` / `csrd serve` starts on one database.
 const MIGRATION_LOCK: i64 = 0x6373_7264_6d69_6772; // "csrdmigr"

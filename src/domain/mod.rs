@@ -6,6 +6,7 @@
 pub mod country;
 pub mod ids;
 pub mod key_type;
+pub mod list;
 pub mod name_policy;
 pub mod record;
 pub mod request;
@@ -14,6 +15,7 @@ pub mod validation;
 
 pub use ids::{AccountId, CsrId, Owner, OwnerKind, ZoneId};
 pub use key_type::KeyType;
+pub use list::{Direction, ListQuery, SortField};
 pub use name_policy::NamePolicy;
 pub use record::CustomCsr;
 pub use request::{CreateCsr, Subject};

@@ -1,59 +1,108 @@
-//! `/client/v4/{accounts|zones}/{id}/custom_csrs` handlers.
+//! `/client/v4/{accounts|zones}/{id}/custom_csrs[/{custom_csr_id}]` handlers.
+//!
+//! Every operation runs the same gate in the same order: authenticate (9106/6003/9109), parse
+//! the owner id (7003), authorize against that owner (10000), and only then look at the CSR id
+//! or the body. A caller without access never learns whether an id exists; a caller with
+//! access sees another tenant's id exactly like an unknown one (404/1419).
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use super::auth::authenticate;
-use super::envelope::success;
-use super::extract::{OwnerSegment, read_body, require_json};
+use super::envelope::{
+    CsrCollection, CsrIdOnly, CsrPending, CsrSingle, Failure, IdOnly, ResultInfo,
+};
+use super::extract::{PathIds, query_pairs, read_body, require_json};
+use super::openapi::{AccountCreateBody, ListParams, ZoneCreateBody};
 use super::result::{CsrResult, PendingResult};
 use super::{ApiError, AppState};
 use crate::amqp::{CreateJob, Outcome, PublishError, messages::JOB_VERSION};
 use crate::auth::Permission;
-use crate::db::csrs;
-use crate::domain::{CreateCsr, CsrId, Owner, OwnerKind};
+use crate::db::{DbError, csrs};
+use crate::domain::{CreateCsr, CsrId, ListQuery, Owner, OwnerKind};
 
 /// While waiting for the completion event, Postgres is checked this often, so a lost event
 /// delays an answer by at most this much.
 const DB_POLL_INTERVAL: Duration = Duration::from_secs(2);
 
-pub async fn create_for_account(
-    State(app): State<AppState>,
-    segment: OwnerSegment,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    create(app, OwnerKind::Account, segment, headers, body).await
+/// Authenticates, parses the owner and checks the permission on it.
+async fn gate(
+    app: &AppState,
+    kind: OwnerKind,
+    ids: &PathIds,
+    headers: &HeaderMap,
+    needed: Permission,
+) -> Result<Owner, ApiError> {
+    let principal = authenticate(headers, &app.pool).await?;
+    let owner = ids.owner(kind)?;
+    if !principal.may(&owner, needed) {
+        tracing::debug!(principal = %principal.label, owner = owner.id(), "forbidden");
+        return Err(ApiError::Forbidden);
+    }
+    Ok(owner)
 }
 
-pub async fn create_for_zone(
+async fn client(app: &AppState) -> Result<deadpool_postgres::Object, ApiError> {
+    Ok(app.pool.get().await.map_err(DbError::from)?)
+}
+
+// ---- create ---------------------------------------------------------------------------
+
+#[utoipa::path(post, path = "/client/v4/accounts/{account_id}/custom_csrs", tag = "Custom CSRs (account)",
+    operation_id = "custom-csrs-for-an-account-create-custom-csr",
+    params(("account_id" = String, Path, description = "Account id (32 lowercase hex)")),
+    request_body = AccountCreateBody,
+    responses(
+        (status = 201, description = "Created", body = CsrSingle),
+        (status = 202, description = "Accepted, still being generated; GET the id later", body = CsrPending),
+        (status = "4XX", description = "Failure", body = Failure),
+        (status = "5XX", description = "Failure (503 with Retry-After when a dependency is down)", body = Failure),
+    ),
+    security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
+pub async fn create_for_account(
     State(app): State<AppState>,
-    segment: OwnerSegment,
+    ids: PathIds,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    create(app, OwnerKind::Zone, segment, headers, body).await
+    create(app, OwnerKind::Account, ids, headers, body).await
+}
+
+#[utoipa::path(post, path = "/client/v4/zones/{zone_id}/custom_csrs", tag = "Custom CSRs (zone)",
+    operation_id = "custom-csrs-for-a-zone-create-custom-csr",
+    params(("zone_id" = String, Path, description = "Zone id (32 lowercase hex)")),
+    request_body = ZoneCreateBody,
+    responses(
+        (status = 201, description = "Created", body = CsrSingle),
+        (status = 202, description = "Accepted, still being generated; GET the id later", body = CsrPending),
+        (status = "4XX", description = "Failure", body = Failure),
+        (status = "5XX", description = "Failure (503 with Retry-After when a dependency is down)", body = Failure),
+    ),
+    security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
+pub async fn create_for_zone(
+    State(app): State<AppState>,
+    ids: PathIds,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    create(app, OwnerKind::Zone, ids, headers, body).await
 }
 
 async fn create(
     app: AppState,
     kind: OwnerKind,
-    segment: OwnerSegment,
+    ids: PathIds,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let principal = authenticate(&headers, &app.pool).await?;
-    let owner = segment.parse(kind)?;
-    if !principal.may(&owner, Permission::Write) {
-        return Err(ApiError::Forbidden);
-    }
+    let owner = gate(&app, kind, &ids, &headers, Permission::Write).await?;
     require_json(&headers)?;
     let body = read_body(&headers, body).await?;
     let request = CreateCsr::parse(&body, kind, app.name_policy)?;
@@ -70,7 +119,7 @@ async fn create(
         PublishError::Encode(e) => ApiError::Internal(e.to_string()),
         other => ApiError::Unavailable(other.to_string()),
     })?;
-    tracing::info!(csr_id = %job.id, principal = %principal.label, key_type = job.request.key_type.as_str(), "create accepted");
+    tracing::info!(csr_id = %job.id, key_type = job.request.key_type.as_str(), "create accepted");
 
     let deadline = Instant::now() + app.create_wait;
     loop {
@@ -86,19 +135,13 @@ async fn create(
             )));
         }
         // Whether woken by the event or by the poll interval, Postgres has the answer.
-        if let Some(created) = fetch(&app, &job.owner, job.id).await? {
-            return Ok(created);
+        if let Some(csr) = csrs::get(&**client(&app).await?, &job.owner, job.id).await? {
+            return Ok((StatusCode::CREATED, Json(CsrSingle::new(csr.into()))).into_response());
         }
     }
     tracing::warn!(csr_id = %job.id, "create still pending when the wait budget ran out");
     let pending = PendingResult::new(job.id, &job.owner, job.request.key_type, job.created_at);
-    Ok((StatusCode::ACCEPTED, Json(success(pending))).into_response())
-}
-
-async fn fetch(app: &AppState, owner: &Owner, id: CsrId) -> Result<Option<Response>, ApiError> {
-    let client = app.pool.get().await.map_err(crate::db::DbError::from)?;
-    let csr = csrs::get(&**client, owner, id).await?;
-    Ok(csr.map(|csr| (StatusCode::CREATED, Json(success(CsrResult::new(&csr)))).into_response()))
+    Ok((StatusCode::ACCEPTED, Json(CsrPending::new(pending))).into_response())
 }
 
 /// Postgres keeps microseconds; stamping at that precision makes the 201 and every later
@@ -106,4 +149,180 @@ async fn fetch(app: &AppState, owner: &Owner, id: CsrId) -> Result<Option<Respon
 fn now_micros() -> DateTime<Utc> {
     let now = Utc::now();
     DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
+// ---- list -----------------------------------------------------------------------------
+
+#[utoipa::path(get, path = "/client/v4/accounts/{account_id}/custom_csrs", tag = "Custom CSRs (account)",
+    operation_id = "custom-csrs-for-an-account-list-custom-csrs",
+    params(("account_id" = String, Path, description = "Account id (32 lowercase hex)"), ListParams),
+    responses(
+        (status = 200, description = "A page of custom CSRs; a page past the end is empty", body = CsrCollection),
+        (status = "4XX", description = "Failure", body = Failure),
+        (status = "5XX", description = "Failure", body = Failure),
+    ),
+    security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
+pub async fn list_for_account(
+    State(app): State<AppState>,
+    ids: PathIds,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    list(app, OwnerKind::Account, ids, headers, q).await
+}
+
+#[utoipa::path(get, path = "/client/v4/zones/{zone_id}/custom_csrs", tag = "Custom CSRs (zone)",
+    operation_id = "custom-csrs-for-a-zone-list-custom-csrs",
+    params(("zone_id" = String, Path, description = "Zone id (32 lowercase hex)"), ListParams),
+    responses(
+        (status = 200, description = "A page of custom CSRs; a page past the end is empty", body = CsrCollection),
+        (status = "4XX", description = "Failure", body = Failure),
+        (status = "5XX", description = "Failure", body = Failure),
+    ),
+    security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
+pub async fn list_for_zone(
+    State(app): State<AppState>,
+    ids: PathIds,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    list(app, OwnerKind::Zone, ids, headers, q).await
+}
+
+async fn list(
+    app: AppState,
+    kind: OwnerKind,
+    ids: PathIds,
+    headers: HeaderMap,
+    raw_query: Option<String>,
+) -> Result<Response, ApiError> {
+    let owner = gate(&app, kind, &ids, &headers, Permission::Read).await?;
+    let pairs = query_pairs(raw_query.as_deref());
+    let query = ListQuery::parse(kind, pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let (page, total) = csrs::list(&**client(&app).await?, &owner, &query).await?;
+    let total = u64::try_from(total).unwrap_or(0);
+    let result_info = ResultInfo {
+        page: query.page,
+        per_page: query.per_page,
+        count: page.len() as u64,
+        total_count: total,
+        total_pages: total.div_ceil(query.per_page),
+    };
+    let body = CsrCollection {
+        success: true,
+        errors: Vec::new(),
+        messages: Vec::new(),
+        result: page.into_iter().map(CsrResult::from).collect(),
+        result_info,
+    };
+    Ok(Json(body).into_response())
+}
+
+// ---- get ------------------------------------------------------------------------------
+
+#[utoipa::path(get, path = "/client/v4/accounts/{account_id}/custom_csrs/{custom_csr_id}", tag = "Custom CSRs (account)",
+    operation_id = "custom-csrs-for-an-account-custom-csr-details",
+    params(("account_id" = String, Path, description = "Account id (32 lowercase hex)"),
+           ("custom_csr_id" = String, Path, description = "Custom CSR id (UUID)")),
+    responses(
+        (status = 200, description = "The custom CSR", body = CsrSingle),
+        (status = "4XX", description = "Failure (404/1419 for an unknown id or another tenant's)", body = Failure),
+        (status = "5XX", description = "Failure", body = Failure),
+    ),
+    security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
+pub async fn get_for_account(
+    State(app): State<AppState>,
+    ids: PathIds,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    get(app, OwnerKind::Account, ids, headers).await
+}
+
+#[utoipa::path(get, path = "/client/v4/zones/{zone_id}/custom_csrs/{custom_csr_id}", tag = "Custom CSRs (zone)",
+    operation_id = "custom-csrs-for-a-zone-custom-csr-details",
+    params(("zone_id" = String, Path, description = "Zone id (32 lowercase hex)"),
+           ("custom_csr_id" = String, Path, description = "Custom CSR id (UUID)")),
+    responses(
+        (status = 200, description = "The custom CSR", body = CsrSingle),
+        (status = "4XX", description = "Failure (404/1419 for an unknown id or another tenant's)", body = Failure),
+        (status = "5XX", description = "Failure", body = Failure),
+    ),
+    security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
+pub async fn get_for_zone(
+    State(app): State<AppState>,
+    ids: PathIds,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    get(app, OwnerKind::Zone, ids, headers).await
+}
+
+async fn get(
+    app: AppState,
+    kind: OwnerKind,
+    ids: PathIds,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let owner = gate(&app, kind, &ids, &headers, Permission::Read).await?;
+    let id = ids.csr_id()?;
+    let csr = csrs::get(&**client(&app).await?, &owner, id)
+        .await?
+        .ok_or(ApiError::CsrNotFound)?;
+    Ok(Json(CsrSingle::new(csr.into())).into_response())
+}
+
+// ---- delete ---------------------------------------------------------------------------
+
+#[utoipa::path(delete, path = "/client/v4/accounts/{account_id}/custom_csrs/{custom_csr_id}", tag = "Custom CSRs (account)",
+    operation_id = "custom-csrs-for-an-account-delete-custom-csr",
+    params(("account_id" = String, Path, description = "Account id (32 lowercase hex)"),
+           ("custom_csr_id" = String, Path, description = "Custom CSR id (UUID)")),
+    request_body(content = Option<Object>, description = "Optional and ignored (official SDKs send none)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Deleted, with its private key", body = CsrIdOnly),
+        (status = "4XX", description = "Failure (404/1419 for an unknown id or another tenant's)", body = Failure),
+        (status = "5XX", description = "Failure", body = Failure),
+    ),
+    security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
+pub async fn delete_for_account(
+    State(app): State<AppState>,
+    ids: PathIds,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    delete(app, OwnerKind::Account, ids, headers).await
+}
+
+#[utoipa::path(delete, path = "/client/v4/zones/{zone_id}/custom_csrs/{custom_csr_id}", tag = "Custom CSRs (zone)",
+    operation_id = "custom-csrs-for-a-zone-delete-custom-csr",
+    params(("zone_id" = String, Path, description = "Zone id (32 lowercase hex)"),
+           ("custom_csr_id" = String, Path, description = "Custom CSR id (UUID)")),
+    request_body(content = Option<Object>, description = "Optional and ignored (official SDKs send none)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Deleted, with its private key", body = CsrIdOnly),
+        (status = "4XX", description = "Failure (404/1419 for an unknown id or another tenant's)", body = Failure),
+        (status = "5XX", description = "Failure", body = Failure),
+    ),
+    security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
+pub async fn delete_for_zone(
+    State(app): State<AppState>,
+    ids: PathIds,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    delete(app, OwnerKind::Zone, ids, headers).await
+}
+
+/// The body, if any, is never read: Cloudflare's spec declares an unschema'd one and the
+/// official SDKs send none.
+async fn delete(
+    app: AppState,
+    kind: OwnerKind,
+    ids: PathIds,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let owner = gate(&app, kind, &ids, &headers, Permission::Write).await?;
+    let id = ids.csr_id()?;
+    if !csrs::delete(&**client(&app).await?, &owner, id).await? {
+        return Err(ApiError::CsrNotFound);
+    }
+    tracing::info!(csr_id = %id, "custom CSR and its sealed key deleted");
+    Ok(Json(CsrIdOnly::new(IdOnly { id: id.to_string() })).into_response())
 }

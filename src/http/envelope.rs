@@ -1,19 +1,28 @@
-//! Cloudflare's response envelopes.
+//! Cloudflare's response envelopes. These types are both what csrd serialises and what its
+//! OpenAPI document describes, so the two cannot drift apart.
 
 use serde::Serialize;
-use serde_json::{Value, json};
+use utoipa::ToSchema;
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+use super::result::{CsrResult, PendingResult};
+
+/// One error or message item.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct ErrorItem {
+    #[schema(minimum = 1000)]
     pub code: u32,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<ErrorSource>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// Where the error is: a JSON pointer into the body, or a query parameter.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct ErrorSource {
-    pub pointer: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameter: Option<String>,
 }
 
 impl ErrorItem {
@@ -25,20 +34,105 @@ impl ErrorItem {
         }
     }
 
-    pub fn at(code: u32, message: impl Into<String>, pointer: &str) -> Self {
+    /// `where_` is a JSON pointer (`/sans/3`), or `?name` for a query parameter.
+    pub fn at(code: u32, message: impl Into<String>, where_: &str) -> Self {
+        let source = match where_.strip_prefix('?') {
+            Some(parameter) => ErrorSource {
+                pointer: None,
+                parameter: Some(parameter.to_owned()),
+            },
+            None => ErrorSource {
+                pointer: Some(where_.to_owned()),
+                parameter: None,
+            },
+        };
         Self {
-            source: Some(ErrorSource {
-                pointer: pointer.to_owned(),
-            }),
+            source: Some(source),
             ..Self::new(code, message)
         }
     }
 }
 
-pub fn success(result: impl Serialize) -> Value {
-    json!({"success": true, "errors": [], "messages": [], "result": result})
+/// The failure envelope of every 4xx and 5xx.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Failure {
+    #[schema(value_type = bool, example = false)]
+    pub success: bool,
+    pub errors: Vec<ErrorItem>,
+    pub messages: Vec<ErrorItem>,
+    #[schema(value_type = Option<Object>, nullable = true)]
+    pub result: Option<()>,
 }
 
-pub fn failure(errors: &[ErrorItem]) -> Value {
-    json!({"success": false, "errors": errors, "messages": [], "result": null})
+impl Failure {
+    pub fn new(errors: Vec<ErrorItem>) -> Self {
+        Self {
+            success: false,
+            errors,
+            messages: Vec::new(),
+            result: None,
+        }
+    }
+}
+
+macro_rules! success_envelope {
+    ($(#[$doc:meta])* $name:ident, $result:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Serialize, ToSchema)]
+        pub struct $name {
+            #[schema(value_type = bool, example = true)]
+            pub success: bool,
+            pub errors: Vec<ErrorItem>,
+            pub messages: Vec<ErrorItem>,
+            pub result: $result,
+        }
+
+        impl $name {
+            pub fn new(result: $result) -> Self {
+                Self { success: true, errors: Vec::new(), messages: Vec::new(), result }
+            }
+        }
+    };
+}
+
+success_envelope!(
+    /// One custom CSR.
+    CsrSingle,
+    CsrResult
+);
+success_envelope!(
+    /// A create accepted but not finished within the wait budget (202).
+    CsrPending,
+    PendingResult
+);
+success_envelope!(
+    /// The id of a deleted custom CSR.
+    CsrIdOnly,
+    IdOnly
+);
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IdOnly {
+    pub id: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResultInfo {
+    pub page: u64,
+    pub per_page: u64,
+    /// Items on this page.
+    pub count: u64,
+    pub total_count: u64,
+    pub total_pages: u64,
+}
+
+/// A page of custom CSRs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CsrCollection {
+    #[schema(value_type = bool, example = true)]
+    pub success: bool,
+    pub errors: Vec<ErrorItem>,
+    pub messages: Vec<ErrorItem>,
+    pub result: Vec<CsrResult>,
+    pub result_info: ResultInfo,
 }

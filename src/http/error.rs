@@ -8,7 +8,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::envelope::{ErrorItem, failure};
+use super::envelope::{ErrorItem, Failure};
 use crate::domain::ValidationErrors;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,10 @@ pub enum ApiError {
     Forbidden,
     #[error("malformed {0} identifier")]
     MalformedOwnerId(&'static str),
+    #[error("malformed custom CSR id")]
+    MalformedCsrId,
+    #[error("custom CSR not found")]
+    CsrNotFound,
     #[error("no route")]
     NoRoute,
     #[error("method not allowed")]
@@ -48,7 +52,9 @@ impl ApiError {
             ApiError::Validation(_)
             | ApiError::MissingCredentials
             | ApiError::MalformedCredentials(_)
-            | ApiError::MalformedOwnerId(_) => StatusCode::BAD_REQUEST,
+            | ApiError::MalformedOwnerId(_)
+            | ApiError::MalformedCsrId => StatusCode::BAD_REQUEST,
+            ApiError::CsrNotFound => StatusCode::NOT_FOUND,
             ApiError::InvalidCredentials | ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -88,6 +94,8 @@ impl ApiError {
                     "Could not route to /client/v4, perhaps your object identifier is invalid? (malformed {kind} id)"
                 ),
             )],
+            ApiError::MalformedCsrId => vec![ErrorItem::new(1418, "Invalid custom CSR identifier")],
+            ApiError::CsrNotFound => vec![ErrorItem::new(1419, "Custom CSR not found")],
             ApiError::NoRoute => vec![ErrorItem::new(7000, "No route for that URI")],
             ApiError::MethodNotAllowed => {
                 vec![ErrorItem::new(7001, "Method not allowed for this route")]
@@ -118,7 +126,7 @@ impl IntoResponse for ApiError {
             }
             _ => tracing::debug!(error = %self, "request rejected"),
         }
-        let mut response = (self.status(), Json(failure(&self.items()))).into_response();
+        let mut response = (self.status(), Json(Failure::new(self.items()))).into_response();
         if matches!(self, ApiError::Unavailable(_)) {
             response.headers_mut().insert(
                 header::RETRY_AFTER,

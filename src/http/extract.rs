@@ -1,37 +1,52 @@
 //! Request pieces read by hand, so every failure becomes a Cloudflare envelope rather than
 //! the framework's plain-text rejection.
 
+use std::collections::HashMap;
+
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 
 use super::error::{ApiError, MAX_BODY_BYTES};
-use crate::domain::{Owner, OwnerKind};
+use crate::domain::{CsrId, FieldError, Owner, OwnerKind, ValidationErrors};
 
-/// The `{account_id}` / `{zone_id}` path segment, not yet validated: authentication comes
-/// first, then the id (7003), then authorization.
-pub struct OwnerSegment(Option<String>);
+/// The path's ids, not yet validated: authentication comes first, then the owner id (7003),
+/// then authorization, and only then the CSR id (1418), so a caller without access learns
+/// nothing about ids.
+pub struct PathIds {
+    params: HashMap<String, String>,
+}
 
-impl<S: Send + Sync> FromRequestParts<S> for OwnerSegment {
+impl<S: Send + Sync> FromRequestParts<S> for PathIds {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        Ok(Self(
-            Path::<String>::from_request_parts(parts, state)
-                .await
-                .ok()
-                .map(|p| p.0),
-        ))
+        let params = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map(|p| p.0)
+            .unwrap_or_default();
+        Ok(Self { params })
     }
 }
 
-impl OwnerSegment {
-    pub fn parse(&self, kind: OwnerKind) -> Result<Owner, ApiError> {
-        self.0
-            .as_deref()
+impl PathIds {
+    pub fn owner(&self, kind: OwnerKind) -> Result<Owner, ApiError> {
+        let key = match kind {
+            OwnerKind::Account => "account_id",
+            OwnerKind::Zone => "zone_id",
+        };
+        self.params
+            .get(key)
             .and_then(|s| Owner::parse(kind, s))
             .ok_or(ApiError::MalformedOwnerId(kind.as_str()))
+    }
+
+    pub fn csr_id(&self) -> Result<CsrId, ApiError> {
+        self.params
+            .get("custom_csr_id")
+            .and_then(|s| CsrId::parse(s))
+            .ok_or(ApiError::MalformedCsrId)
     }
 }
 
@@ -70,9 +85,17 @@ pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<axum::body::By
             if too_large {
                 ApiError::PayloadTooLarge
             } else {
-                ApiError::Validation(crate::domain::ValidationErrors::single(
-                    crate::domain::FieldError::new(1400, "", "the request body could not be read"),
-                ))
+                ApiError::Validation(ValidationErrors::single(FieldError::new(
+                    1400,
+                    "",
+                    "the request body could not be read",
+                )))
             }
         })
+}
+
+/// The raw query string as decoded pairs.
+pub fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    raw.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
 }

@@ -1,23 +1,36 @@
-//! Liveness, readiness and metrics.
+//! Liveness, readiness, metrics and the OpenAPI document.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use axum::{Extension, Json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
+use super::envelope::Failure;
 use super::{ApiError, AppState};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Status {
+    #[schema(example = "ok")]
+    status: &'static str,
 }
 
-/// Ready when Postgres answers a query and every RabbitMQ connection is open.
-pub async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(get, path = "/healthz", tag = "Operations", responses((status = 200, description = "The process is alive", body = Status)))]
+pub async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok" })
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "Operations", responses(
+    (status = 200, description = "Postgres answers and the RabbitMQ connections are open", body = Status),
+    (status = 503, description = "A dependency is unreachable", body = Failure),
+))]
+pub async fn readyz(State(app): State<AppState>) -> Result<Json<Status>, ApiError> {
     let db = async {
         let client = app.pool.get().await.map_err(|e| e.to_string())?;
         client
@@ -32,20 +45,21 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Valu
         Err(_) => return Err(ApiError::Unavailable("postgres: timed out".into())),
     }
     if let Some(c) = app.amqp.iter().find(|c| !c.status().connected()) {
+        let state = if c.status().closed() {
+            "closed"
+        } else {
+            "not connected"
+        };
         return Err(ApiError::Unavailable(format!(
-            "rabbitmq: connection is {}",
-            if c.status().closed() {
-                "closed"
-            } else {
-                "not connected"
-            }
+            "rabbitmq: connection is {state}"
         )));
     }
-    Ok(Json(
-        json!({"status": "ready", "postgres": "ok", "rabbitmq": "ok"}),
-    ))
+    Ok(Json(Status { status: "ready" }))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "Operations", responses(
+    (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"),
+))]
 pub async fn metrics() -> Response {
     (
         StatusCode::OK,
@@ -53,4 +67,11 @@ pub async fn metrics() -> Response {
         crate::metrics::render(),
     )
         .into_response()
+}
+
+#[utoipa::path(get, path = "/openapi.json", tag = "Operations", responses(
+    (status = 200, description = "This document", content_type = "application/json"),
+))]
+pub async fn openapi_json(Extension(doc): Extension<Arc<utoipa::openapi::OpenApi>>) -> Response {
+    Json(doc.as_ref().clone()).into_response()
 }

@@ -6,6 +6,7 @@ pub mod envelope;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod openapi;
 pub mod result;
 
 use std::sync::Arc;
@@ -14,9 +15,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 
@@ -34,25 +37,33 @@ pub struct AppState {
     pub amqp: Arc<Vec<Arc<lapin::Connection>>>,
 }
 
+/// Every route, registered once with its documentation.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(csrs::list_for_account, csrs::create_for_account))
+        .routes(routes!(csrs::get_for_account, csrs::delete_for_account))
+        .routes(routes!(csrs::list_for_zone, csrs::create_for_zone))
+        .routes(routes!(csrs::get_for_zone, csrs::delete_for_zone))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+        .routes(routes!(health::openapi_json))
+}
+
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route(
-            "/client/v4/accounts/{account_id}/custom_csrs",
-            post(csrs::create_for_account),
-        )
-        .route(
-            "/client/v4/zones/{zone_id}/custom_csrs",
-            post(csrs::create_for_zone),
-        )
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route_layer(axum::middleware::from_fn(count_responses))
+    let (api, doc) = api_routes().split_for_parts();
+    api.route_layer(axum::middleware::from_fn(count_responses))
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::Extension(Arc::new(doc)))
         .with_state(state)
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(panic_response))
+}
+
+/// The OpenAPI document `GET /openapi.json` serves.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    api_routes().split_for_parts().1
 }
 
 /// Counts responses by route template (never by raw path: ids would explode the label set).
@@ -73,6 +84,6 @@ async fn count_responses(
 /// A panic is a bug; the client still gets the failure envelope, never a dropped connection.
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("request handler panicked");
-    let body = envelope::failure(&[envelope::ErrorItem::new(1500, "Internal error")]);
+    let body = envelope::Failure::new(vec![envelope::ErrorItem::new(1500, "Internal error")]);
     (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
 }

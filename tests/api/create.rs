@@ -144,7 +144,7 @@ async fn health_readiness_and_metrics_answer() {
         .send(reqwest::Method::GET, "/readyz", Auth::None, None)
         .await;
     assert_eq!(ready.status, 200, "{}", ready.body);
-    assert_eq!(ready.body["postgres"], json!("ok"));
+    assert_eq!(ready.body["status"], json!("ready"));
     let metrics = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(metrics.status().as_u16(), 200);
     assert!(
