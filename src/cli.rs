@@ -139,6 +139,17 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// List-page latency for one tenant with many rows (seeds, measures, cleans up).
+    List {
+        /// Rows to seed for one account.
+        #[arg(long, default_value_t = 100_000)]
+        rows: u32,
+        /// Timed queries per page.
+        #[arg(long, default_value_t = 20)]
+        samples: u32,
+        #[command(flatten)]
+        db: DbSettings,
+    },
     /// A bounded create load against a running csrd; prints latency percentiles.
     Create {
         /// csrd's base URL.
@@ -236,6 +247,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             crate::bench::keygen::keygen(&types, seconds, threads.max(1));
             Ok(())
+        }
+        Command::Bench(BenchCommand::List { rows, samples, db }) => {
+            crate::bench::list::run(&db.database_url, rows, samples).await
         }
         Command::Bench(BenchCommand::Create {
             base_url,

@@ -1,4 +1,5 @@
 //! `csrd bench`: measurements users can repeat on their own machines.
 
 pub mod keygen;
+pub mod list;
 pub mod load;

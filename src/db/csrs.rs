@@ -135,13 +135,49 @@ fn from_row(row: &Row) -> Result<CustomCsr, DbError> {
     })
 }
 
-/// One page of `owner`'s CSRs and the total count.
+/// One page of `owner`'s CSRs and the tenant's total count, from one snapshot.
+///
+/// Page numbers mean OFFSET, and an OFFSET walks the index up to the page. Pages in the back
+/// half are read in reverse order from the end instead, so no page walks more than half of
+/// the tenant's index entries.
 pub async fn list(
-    client: &impl GenericClient,
+    client: &mut tokio_postgres::Client,
     owner: &Owner,
     q: &ListQuery,
 ) -> Result<(Vec<CustomCsr>, i64), DbError> {
-    let dir = match q.direction {
+    let kind = owner.kind().as_str();
+    let id = owner.id();
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let total: i64 = tx
+        .query_opt(
+            "SELECT n FROM csr_counts WHERE owner_kind = $1 AND owner_id = $2",
+            &[&kind, &id],
+        )
+        .await?
+        .map_or(0, |r| r.get(0));
+    let per_page = i64::try_from(q.per_page).unwrap_or(i64::MAX);
+    let offset = q.offset();
+    if offset >= total {
+        tx.commit().await?;
+        return Ok((Vec::new(), total));
+    }
+    let from_end = total - offset - per_page; // rows after this page; negative on a short last page
+    let reverse = offset > from_end.max(0);
+    let (direction, offset, limit) = if reverse {
+        (
+            q.direction.reversed(),
+            from_end.max(0),
+            per_page + from_end.min(0),
+        )
+    } else {
+        (q.direction, offset, per_page)
+    };
+    let dir = match direction {
         Direction::Asc => "ASC",
         Direction::Desc => "DESC",
     };
@@ -153,30 +189,20 @@ pub async fn list(
         SortField::AccountTag => format!("id {dir}"),
     };
     // The inner query walks only the tenant's index (no heap access) to find the page's ids;
-    // the outer one fetches those few rows. Deep pages stay cheap.
-    let page_sql = format!(
+    // the outer one fetches those few rows.
+    let sql = format!(
         "SELECT {PUBLIC_COLUMNS} FROM custom_csrs WHERE id IN (
              SELECT id FROM custom_csrs WHERE owner_kind = $1 AND owner_id = $2
              ORDER BY {order} OFFSET $3 LIMIT $4)
          ORDER BY {order}"
     );
-    let kind = owner.kind().as_str();
-    let id = owner.id();
-    let limit = i64::try_from(q.per_page).unwrap_or(i64::MAX);
-    let offset = q.offset();
-    let page_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-        [&kind, &id, &offset, &limit];
-    let count_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&kind, &id];
-    // Both statements go down one connection together (tokio-postgres pipelines them).
-    let (rows, total) = futures_util::try_join!(
-        client.query(&page_sql, &page_params),
-        client.query_one(
-            "SELECT count(*) FROM custom_csrs WHERE owner_kind = $1 AND owner_id = $2",
-            &count_params,
-        ),
-    )?;
-    let csrs = rows.iter().map(from_row).collect::<Result<_, _>>()?;
-    Ok((csrs, total.get(0)))
+    let rows = tx.query(&sql, &[&kind, &id, &offset, &limit]).await?;
+    tx.commit().await?;
+    let mut csrs: Vec<CustomCsr> = rows.iter().map(from_row).collect::<Result<_, _>>()?;
+    if reverse {
+        csrs.reverse();
+    }
+    Ok((csrs, total))
 }
 
 /// Deletes the CSR and its sealed key (the wrapped data key goes with the row). Returns

@@ -21,6 +21,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0002_list_indexes",
         sql: include_str!("../../migrations/0002_list_indexes.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_tenant_counts",
+        sql: include_str!("../../migrations/0003_tenant_counts.sql"),
+    },
 ];
 
 /// Serialises concurrent `csrd migrate` / `csrd serve` starts on one database.
@@ -30,6 +35,9 @@ const MIGRATION_LOCK: i64 = 0x6373_7264_6d69_6772; // "csrdmigr"
 pub async fn migrate(client: &mut Client) -> Result<Vec<&'static str>, DbError> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    // "relation already exists, skipping" is expected on every start; keep it out of the log.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
         .await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -199,7 +199,7 @@ async fn list(
     let owner = gate(&app, kind, &ids, &headers, Permission::Read).await?;
     let pairs = query_pairs(raw_query.as_deref());
     let query = ListQuery::parse(kind, pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-    let (page, total) = csrs::list(&**client(&app).await?, &owner, &query).await?;
+    let (page, total) = csrs::list(&mut **client(&app).await?, &owner, &query).await?;
     let total = u64::try_from(total).unwrap_or(0);
     let result_info = ResultInfo {
         page: query.page,
