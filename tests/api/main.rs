@@ -1,6 +1,7 @@
 //! The integration suite: the real service against real Postgres and RabbitMQ.
 
 mod auth;
+mod compat;
 mod create;
 mod csr_check;
 mod custody;
