@@ -258,3 +258,28 @@ async fn delete_removes_the_csr_and_its_sealed_key_with_or_without_a_body() {
         "the wrapped data key is gone, not flagged"
     );
 }
+
+#[tokio::test]
+async fn total_count_stays_exact_across_deletes_and_replayed_inserts() {
+    let app = spawn_app().await;
+    let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let a = create_named(&app, &token, "a").await;
+    create_named(&app, &token, "b").await;
+    create_named(&app, &token, "c").await;
+    let total = |r: Response| r.body["result_info"]["total_count"].clone();
+    assert_eq!(total(list(&app, &token, "accounts", ACCOUNT_A, "").await), json!(3));
+
+    // A replayed insert of an existing id (a redelivered job) changes nothing.
+    let owner = csrd::domain::Owner::Account(csrd::domain::AccountId::parse(ACCOUNT_A).unwrap());
+    let id = csrd::domain::CsrId::parse(a["id"].as_str().unwrap()).unwrap();
+    let client = app.pool.get().await.unwrap();
+    let existing = csrd::db::csrs::get(&**client, &owner, id).await.unwrap().unwrap();
+    let sealed = csrd::db::csrs::get_sealed_key(&**client, &owner, id).await.unwrap().unwrap();
+    assert!(!csrd::db::csrs::insert(&**client, &existing, &sealed).await.unwrap());
+    assert_eq!(total(list(&app, &token, "accounts", ACCOUNT_A, "").await), json!(3));
+
+    let path = format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs/{}", a["id"].as_str().unwrap());
+    assert_eq!(app.send(Method::DELETE, &path, Auth::Bearer(&token), None).await.status, 200);
+    let after = list(&app, &token, "accounts", ACCOUNT_A, "").await;
+    assert_eq!(total(after), json!(2));
+}
