@@ -53,6 +53,9 @@ pub struct Settings {
     /// Deliveries of one job before it is dead-lettered.
     #[arg(long, env = "CSRD_DELIVERY_LIMIT", default_value_t = 5)]
     pub delivery_limit: i64,
+    /// How long Idempotency-Key records are kept (hours).
+    #[arg(long, env = "CSRD_IDEMPOTENCY_TTL_HOURS", default_value_t = 24)]
+    pub idempotency_ttl_hours: u32,
     /// Jobs the queue holds before creates are refused with 503.
     #[arg(long, env = "CSRD_QUEUE_MAX_LENGTH", default_value_t = 200_000)]
     pub queue_max_length: i64,

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::amqp::{self, Publisher, Topology};
+use crate::amqp::{Broker, Publisher, Topology};
 use crate::crypto::{KekId, Keyring};
 use crate::db::{self, Pool, build_pool};
 use crate::http::{AppState, router};
@@ -38,33 +38,31 @@ impl Role {
 }
 
 /// A started csrd process.
+///
+/// Shutdown runs in stages so that nothing accepted is dropped: stop accepting HTTP requests
+/// and let the open ones finish (their events and workers still run); then stop consuming and
+/// let in-flight jobs finish and ack; then close the broker connections.
 pub struct Running {
     pub http_addr: Option<SocketAddr>,
-    shutdown: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    connections: Vec<Arc<lapin::Connection>>,
+    stop: CancellationToken,
+    done: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
-    /// A token that stops everything when cancelled.
+    /// Cancelling this token starts a graceful shutdown.
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
+        self.stop.clone()
     }
 
-    /// Stops accepting work, lets in-flight work finish, closes connections.
+    /// Starts a graceful shutdown and waits for it.
     pub async fn shutdown(self) {
-        self.shutdown.cancel();
+        self.stop.cancel();
         self.wait().await;
     }
 
     /// Waits until the process has stopped (after the shutdown token is cancelled).
     pub async fn wait(self) {
-        for t in self.tasks {
-            let _ = t.await;
-        }
-        for c in self.connections {
-            let _ = c.close(200, "shutdown".into()).await;
-        }
+        let _ = self.done.await;
     }
 }
 
@@ -90,73 +88,75 @@ pub async fn start(
         db::keks::verify_keyring(&client, &keyring).await?;
     }
 
+    // Three stages of shutdown (see `Running`).
+    let stop = CancellationToken::new();
+    let stop_work = CancellationToken::new();
+    let close_connections = CancellationToken::new();
+
     let topology = Topology::new(&settings.amqp_prefix, settings.queue_limits());
     let tag = format!("csrd-{}", format!("{role:?}").to_lowercase());
-    let (publish_name, consume_name) = (format!("{tag}-publish"), format!("{tag}-consume"));
-    let publish_conn = Arc::new(
-        retry("RabbitMQ", || {
-            amqp::connect(&settings.amqp_url, &publish_name)
-        })
-        .await?,
+    let publish = Broker::start(
+        settings.amqp_url.clone(),
+        format!("{tag}-publish"),
+        Some(topology.clone()),
+        close_connections.clone(),
     );
-    let consume_conn = Arc::new(
-        retry("RabbitMQ", || {
-            amqp::connect(&settings.amqp_url, &consume_name)
-        })
-        .await?,
+    let consume = Broker::start(
+        settings.amqp_url.clone(),
+        format!("{tag}-consume"),
+        None,
+        close_connections.clone(),
     );
-    {
-        let ch = publish_conn.create_channel().await?;
-        topology
-            .declare(&ch)
-            .await
-            .context("declaring the RabbitMQ topology")?;
-        let _ = ch.close(200, "declared".into()).await;
+    for broker in [&publish, &consume] {
+        if broker.wait_connected(STARTUP_WAIT).await.is_none() {
+            close_connections.cancel();
+            bail!(
+                "RabbitMQ unreachable at start-up ({}); is it running at AMQP_URL?",
+                broker.name()
+            );
+        }
     }
+    let publisher = Arc::new(Publisher::new(publish.clone()));
 
-    let shutdown = CancellationToken::new();
-    let mut tasks = Vec::new();
-    let mut http_addr = None;
-
+    let mut work = Vec::new();
     if role.runs_worker() {
         let workers = settings.workers();
         let ctx = WorkerContext {
             pool: pool.clone(),
             keyring: keyring.clone(),
-            events: Publisher::open(&publish_conn).await?,
+            events: publisher.clone(),
             topology: topology.clone(),
             keygen_permits: Arc::new(Semaphore::new(workers)),
-            shutdown: shutdown.clone(),
+            shutdown: stop_work.clone(),
         };
-        tasks.push(worker::start(&consume_conn, ctx, workers).await?);
+        work.push(tokio::spawn(worker::run(consume.clone(), ctx, workers)));
         tracing::info!(workers, queue = %topology.jobs_queue(), "worker consuming");
+        work.push(tokio::spawn(prune_idempotency_keys(
+            pool.clone(),
+            settings.idempotency_ttl_hours,
+            stop_work.clone(),
+        )));
     }
 
+    let mut http = None;
+    let mut http_addr = None;
     if role.runs_ingress() {
         let instance = uuid::Uuid::new_v4().simple().to_string();
         let waiters = Waiters::default();
-        tasks.push(
-            events::listen(
-                &consume_conn,
-                &topology,
-                &instance,
-                waiters.clone(),
-                shutdown.clone(),
-            )
-            .await?,
-        );
-        let submitter = JobSubmitter::new(
-            Publisher::open(&publish_conn).await?,
+        work.push(tokio::spawn(events::listen(
+            consume.clone(),
             topology.clone(),
-            instance,
-            waiters,
-        );
+            instance.clone(),
+            waiters.clone(),
+            stop_work.clone(),
+        )));
+        let submitter = JobSubmitter::new(publisher.clone(), topology.clone(), instance, waiters);
         let state = AppState {
             pool: pool.clone(),
             submitter,
             name_policy: settings.name_policy,
             create_wait: settings.create_wait(),
-            amqp: Arc::new(vec![publish_conn.clone(), consume_conn.clone()]),
+            brokers: Arc::new(vec![publish.clone(), consume.clone()]),
         };
         let listener = match listener {
             Some(l) => l,
@@ -165,11 +165,11 @@ pub async fn start(
                 .with_context(|| format!("binding {}", settings.listen))?,
         };
         http_addr = Some(listener.local_addr()?);
-        let stop = shutdown.clone();
         let app = router(state);
-        tasks.push(tokio::spawn(async move {
+        let stop_http = stop.clone();
+        http = Some(tokio::spawn(async move {
             let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .with_graceful_shutdown(async move { stop_http.cancelled().await })
                 .await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "HTTP server failed");
@@ -178,15 +178,50 @@ pub async fn start(
         tracing::info!(addr = ?http_addr, "ingress listening");
     }
 
+    let done = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            stop.cancelled().await;
+            if let Some(http) = http {
+                let _ = http.await;
+            }
+            stop_work.cancel();
+            for task in work {
+                let _ = task.await;
+            }
+            close_connections.cancel();
+            // Let the supervisors close their connections cleanly.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
     Ok(Running {
         http_addr,
-        shutdown,
-        tasks,
-        connections: vec![publish_conn, consume_conn],
+        stop,
+        done,
     })
 }
 
-/// Retries a dependency for up to 30 s at start-up, so `docker compose up` does not race.
+/// Deletes Idempotency-Key records past their retention, hourly.
+async fn prune_idempotency_keys(pool: Pool, ttl_hours: u32, stop: CancellationToken) {
+    loop {
+        if let Ok(client) = pool.get().await {
+            match db::jobs::prune_idempotency_keys(&**client, ttl_hours).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "expired Idempotency-Key records removed"),
+                Err(e) => tracing::warn!(error = %e, "pruning Idempotency-Key records failed"),
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
+/// How long start-up waits for a dependency, so `docker compose up` does not race.
+const STARTUP_WAIT: Duration = Duration::from_secs(30);
+
+/// Retries a dependency for up to 30 s at start-up.
 async fn retry<T, E: std::fmt::Display, F, Fut>(what: &str, mut connect: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,

@@ -1,13 +1,28 @@
-//! Confirmed publishing: every publish waits for the broker's ack; a nack or an unroutable
-//! `mandatory` message is an error the caller must handle.
+//! Confirmed publishing over a supervised connection: every publish waits for the broker's
+//! ack (bounded by a timeout); a nack or an unroutable `mandatory` message is an error the
+//! caller must handle. The confirm channel is re-opened after a reconnect.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use lapin::{BasicProperties, Channel, Confirmation};
 use serde::Serialize;
+use tokio::sync::Mutex;
+
+use super::supervisor::Broker;
+
+/// A broker that has not confirmed in this long is treated as unavailable; the caller
+/// answers 503 (or retries) instead of hanging.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
+    #[error("RabbitMQ is not connected")]
+    Unavailable,
+    #[error("RabbitMQ did not confirm the message in time")]
+    Timeout,
     #[error("broker error: {0}")]
     Broker(#[from] lapin::Error),
     #[error("the broker refused the message (queue full or unavailable)")]
@@ -18,9 +33,15 @@ pub enum PublishError {
     Encode(#[from] serde_json::Error),
 }
 
-#[derive(Clone)]
-pub struct Publisher {
-    channel: Channel,
+impl PublishError {
+    /// The connection (not the message) was the problem: publishing again on the next
+    /// connection may succeed.
+    pub fn is_connection_problem(&self) -> bool {
+        matches!(
+            self,
+            PublishError::Unavailable | PublishError::Timeout | PublishError::Broker(_)
+        )
+    }
 }
 
 /// Where a message goes and how.
@@ -33,17 +54,37 @@ pub struct Route<'a> {
     pub persistent: bool,
 }
 
+pub struct Publisher {
+    broker: Arc<Broker>,
+    channel: Mutex<Option<(u64, Channel)>>,
+}
+
 impl Publisher {
-    pub async fn open(conn: &Connection) -> lapin::Result<Self> {
-        let channel = conn.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        Ok(Self { channel })
+    pub fn new(broker: Arc<Broker>) -> Self {
+        Self {
+            broker,
+            channel: Mutex::new(None),
+        }
     }
 
-    pub fn channel(&self) -> &Channel {
-        &self.channel
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// The confirm-mode channel of the current connection, opened on first use.
+    async fn channel(&self) -> Result<Channel, PublishError> {
+        let link = self.broker.current().ok_or(PublishError::Unavailable)?;
+        let mut slot = self.channel.lock().await;
+        if let Some((generation, ch)) = slot.as_ref()
+            && *generation == link.generation
+            && ch.status().connected()
+        {
+            return Ok(ch.clone());
+        }
+        let ch = link.conn.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        *slot = Some((link.generation, ch.clone()));
+        Ok(ch)
     }
 
     pub async fn publish_json<T: Serialize>(
@@ -63,25 +104,32 @@ impl Publisher {
             .with_message_id(message_id.into())
             .with_delivery_mode(if route.persistent { 2 } else { 1 })
             .with_headers(table);
-        let confirm = self
-            .channel
-            .basic_publish(
-                route.exchange.into(),
-                route.routing_key.into(),
-                BasicPublishOptions {
-                    mandatory: route.mandatory,
-                    ..Default::default()
-                },
-                &payload,
-                props,
-            )
-            .await?
-            .await?;
+        let channel = self.channel().await?;
+        let publish = async {
+            channel
+                .basic_publish(
+                    route.exchange.into(),
+                    route.routing_key.into(),
+                    BasicPublishOptions {
+                        mandatory: route.mandatory,
+                        ..Default::default()
+                    },
+                    &payload,
+                    props,
+                )
+                .await?
+                .await
+        };
+        let confirm = match tokio::time::timeout(CONFIRM_TIMEOUT, publish).await {
+            Ok(Ok(confirm)) => confirm,
+            Ok(Err(e)) => return Err(PublishError::Broker(e)),
+            Err(_) => return Err(PublishError::Timeout),
+        };
         match confirm {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable),
             Confirmation::Nack(_) => Err(PublishError::Nacked),
-            // Only on a channel without confirm mode, which `open` never makes.
+            // Only on a channel without confirm mode, which `channel()` never makes.
             Confirmation::NotRequested => Err(PublishError::Nacked),
         }
     }

@@ -26,6 +26,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0003_tenant_counts",
         sql: include_str!("../../migrations/0003_tenant_counts.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_idempotency_and_failures",
+        sql: include_str!("../../migrations/0004_idempotency_and_failures.sql"),
+    },
 ];
 
 /// Serialises concurrent `csrd migrate` / `csrd serve` starts on one database.

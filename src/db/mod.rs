@@ -2,6 +2,7 @@
 
 pub mod credentials;
 pub mod csrs;
+pub mod jobs;
 pub mod keks;
 pub mod migrate;
 pub mod pool;

@@ -23,10 +23,10 @@ use super::extract::{PathIds, query_pairs, read_body, require_json};
 use super::openapi::{AccountCreateBody, ListParams, ZoneCreateBody};
 use super::result::{CsrResult, PendingResult};
 use super::{ApiError, AppState};
-use crate::amqp::{CreateJob, Outcome, PublishError, messages::JOB_VERSION};
+use crate::amqp::{CreateJob, PublishError, messages::JOB_VERSION};
 use crate::auth::Permission;
-use crate::db::{DbError, csrs};
-use crate::domain::{CreateCsr, CsrId, ListQuery, Owner, OwnerKind};
+use crate::db::{DbError, csrs, jobs};
+use crate::domain::{CreateCsr, CsrId, FieldError, ListQuery, Owner, OwnerKind, ValidationErrors};
 
 /// While waiting for the completion event, Postgres is checked this often, so a lost event
 /// delays an answer by at most this much.
@@ -103,11 +103,12 @@ async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let owner = gate(&app, kind, &ids, &headers, Permission::Write).await?;
+    let idempotency_key = idempotency_key(&headers)?;
     require_json(&headers)?;
     let body = read_body(&headers, body).await?;
     let request = CreateCsr::parse(&body, kind, app.name_policy)?;
 
-    let job = CreateJob {
+    let mut job = CreateJob {
         version: JOB_VERSION,
         id: CsrId::new(),
         owner,
@@ -115,11 +116,42 @@ async fn create(
         created_at: now_micros(),
         reply_to: app.submitter.instance().to_owned(),
     };
-    let mut waiter = app.submitter.submit(&job).await.map_err(|e| match e {
-        PublishError::Encode(e) => ApiError::Internal(e.to_string()),
-        other => ApiError::Unavailable(other.to_string()),
-    })?;
-    tracing::info!(csr_id = %job.id, key_type = job.request.key_type.as_str(), "create accepted");
+    let mut publish = true;
+    let mut replayed = false;
+    if let Some(key) = &idempotency_key {
+        let hash = request_hash(&job.request)?;
+        let claimed =
+            jobs::claim_idempotency_key(&**client(&app).await?, &job.owner, key, &hash, &job)
+                .await?;
+        if let Some(record) = claimed {
+            if record.request_hash != hash {
+                return Err(ApiError::IdempotencyKeyReused);
+            }
+            // The same request again: it means the same CSR.
+            replayed = true;
+            job = CreateJob {
+                reply_to: app.submitter.instance().to_owned(),
+                ..record.job
+            };
+            if let Some(done) = settled(&app, &job, replayed).await? {
+                return Ok(done);
+            }
+            // Still in flight: wait for it. Publish again only if the first attempt may have
+            // died before its job reached the broker; the worker is idempotent on the id.
+            publish = record.age_secs > REPUBLISH_AFTER_SECS;
+        }
+    }
+
+    let mut waiter = if publish {
+        let waiter = app.submitter.submit(&job).await.map_err(|e| match e {
+            PublishError::Encode(e) => ApiError::Internal(e.to_string()),
+            other => ApiError::Unavailable(other.to_string()),
+        })?;
+        tracing::info!(csr_id = %job.id, key_type = job.request.key_type.as_str(), "create accepted");
+        waiter
+    } else {
+        app.submitter.waiters().register(job.id)
+    };
 
     let deadline = Instant::now() + app.create_wait;
     loop {
@@ -127,21 +159,78 @@ async fn create(
         if remaining.is_zero() {
             break;
         }
-        if let Some(Outcome::Failed { reason }) = waiter.next(remaining.min(DB_POLL_INTERVAL)).await
-        {
-            return Err(ApiError::Internal(format!(
-                "create {} failed: {reason}",
-                job.id
-            )));
-        }
-        // Whether woken by the event or by the poll interval, Postgres has the answer.
-        if let Some(csr) = csrs::get(&**client(&app).await?, &job.owner, job.id).await? {
-            return Ok((StatusCode::CREATED, Json(CsrSingle::new(csr.into()))).into_response());
+        // Woken by the event or by the poll interval: either way Postgres has the answer.
+        let _ = waiter.next(remaining.min(DB_POLL_INTERVAL)).await;
+        if let Some(done) = settled(&app, &job, replayed).await? {
+            return Ok(done);
         }
     }
     tracing::warn!(csr_id = %job.id, "create still pending when the wait budget ran out");
     let pending = PendingResult::new(job.id, &job.owner, job.request.key_type, job.created_at);
     Ok((StatusCode::ACCEPTED, Json(CsrPending::new(pending))).into_response())
+}
+
+/// A create with an Idempotency-Key whose record is older than this, and still has no CSR,
+/// is published again on retry (its first attempt may have died before publishing).
+const REPUBLISH_AFTER_SECS: f64 = 5.0;
+
+/// The final answer for this job if there is one yet: 201 with the CSR, or 1500 if the job
+/// ended in the dead-letter queue.
+async fn settled(
+    app: &AppState,
+    job: &CreateJob,
+    replayed: bool,
+) -> Result<Option<Response>, ApiError> {
+    let client = client(app).await?;
+    if let Some(csr) = csrs::get(&**client, &job.owner, job.id).await? {
+        let mut response = (StatusCode::CREATED, Json(CsrSingle::new(csr.into()))).into_response();
+        if replayed {
+            response.headers_mut().insert(
+                "idempotent-replayed",
+                axum::http::HeaderValue::from_static("true"),
+            );
+        }
+        return Ok(Some(response));
+    }
+    if let Some(reason) = jobs::failure(&**client, &job.owner, job.id).await? {
+        return Err(ApiError::Internal(format!(
+            "create {} failed: {reason}",
+            job.id
+        )));
+    }
+    Ok(None)
+}
+
+/// The `Idempotency-Key` header (IETF httpapi draft: a quoted string; the bare form Stripe
+/// uses is accepted too): 1–255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::Validation(ValidationErrors::single(FieldError::new(
+            1400,
+            "",
+            "Idempotency-Key must be 1-255 visible ASCII characters",
+        )))
+    };
+    let raw = value.to_str().map_err(|_| bad())?.trim();
+    let key = raw
+        .strip_prefix('"')
+        .and_then(|k| k.strip_suffix('"'))
+        .unwrap_or(raw);
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    {
+        return Err(bad());
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// What makes two creates "the same request": the validated request, not its JSON spelling.
+fn request_hash(request: &CreateCsr) -> Result<Vec<u8>, ApiError> {
+    use sha2::{Digest, Sha256};
+    let canonical = serde_json::to_vec(request).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Sha256::digest(canonical).to_vec())
 }
 
 /// Postgres keeps microseconds; stamping at that precision makes the 201 and every later

@@ -29,6 +29,8 @@ pub enum ApiError {
     MalformedCsrId,
     #[error("custom CSR not found")]
     CsrNotFound,
+    #[error("Idempotency-Key reused with a different request")]
+    IdempotencyKeyReused,
     #[error("no route")]
     NoRoute,
     #[error("method not allowed")]
@@ -55,6 +57,7 @@ impl ApiError {
             | ApiError::MalformedOwnerId(_)
             | ApiError::MalformedCsrId => StatusCode::BAD_REQUEST,
             ApiError::CsrNotFound => StatusCode::NOT_FOUND,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::InvalidCredentials | ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -96,6 +99,10 @@ impl ApiError {
             )],
             ApiError::MalformedCsrId => vec![ErrorItem::new(1418, "Invalid custom CSR identifier")],
             ApiError::CsrNotFound => vec![ErrorItem::new(1419, "Custom CSR not found")],
+            ApiError::IdempotencyKeyReused => vec![ErrorItem::new(
+                1422,
+                "This Idempotency-Key was already used with a different request body",
+            )],
             ApiError::NoRoute => vec![ErrorItem::new(7000, "No route for that URI")],
             ApiError::MethodNotAllowed => {
                 vec![ErrorItem::new(7001, "Method not allowed for this route")]

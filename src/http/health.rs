@@ -44,14 +44,10 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Status>, ApiErro
         Ok(Err(e)) => return Err(ApiError::Unavailable(format!("postgres: {e}"))),
         Err(_) => return Err(ApiError::Unavailable("postgres: timed out".into())),
     }
-    if let Some(c) = app.amqp.iter().find(|c| !c.status().connected()) {
-        let state = if c.status().closed() {
-            "closed"
-        } else {
-            "not connected"
-        };
+    if let Some(b) = app.brokers.iter().find(|b| !b.is_connected()) {
         return Err(ApiError::Unavailable(format!(
-            "rabbitmq: connection is {state}"
+            "rabbitmq: {} is reconnecting",
+            b.name()
         )));
     }
     Ok(Json(Status { status: "ready" }))

@@ -34,7 +34,7 @@ pub struct AppState {
     pub submitter: JobSubmitter,
     pub name_policy: NamePolicy,
     pub create_wait: Duration,
-    pub amqp: Arc<Vec<Arc<lapin::Connection>>>,
+    pub brokers: Arc<Vec<Arc<crate::amqp::Broker>>>,
 }
 
 /// Every route, registered once with its documentation.

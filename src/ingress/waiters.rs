@@ -1,6 +1,8 @@
-//! Requests waiting for their completion event, by CSR id.
+//! Requests waiting for their completion event, by CSR id. Several requests may wait for one
+//! id (concurrent retries with one Idempotency-Key); an event wakes them all.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
@@ -8,12 +10,18 @@ use tokio::sync::oneshot;
 use crate::amqp::{Completion, Outcome};
 use crate::domain::CsrId;
 
+type Senders = HashMap<CsrId, Vec<(u64, oneshot::Sender<Outcome>)>>;
+
 #[derive(Clone, Default)]
-pub struct Waiters(Arc<Mutex<HashMap<CsrId, oneshot::Sender<Outcome>>>>);
+pub struct Waiters {
+    map: Arc<Mutex<Senders>>,
+    next: Arc<AtomicU64>,
+}
 
 /// One registered wait. Dropping it (request finished or cancelled) unregisters it.
 pub struct Waiter {
     id: CsrId,
+    token: u64,
     rx: Option<oneshot::Receiver<Outcome>>,
     waiters: Waiters,
 }
@@ -21,20 +29,28 @@ pub struct Waiter {
 impl Waiters {
     pub fn register(&self, id: CsrId) -> Waiter {
         let (tx, rx) = oneshot::channel();
-        self.lock().insert(id, tx);
+        let token = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().entry(id).or_default().push((token, tx));
         Waiter {
             id,
+            token,
             rx: Some(rx),
             waiters: self.clone(),
         }
     }
 
-    /// Wakes the request waiting for this id, if this instance holds one.
-    pub fn complete(&self, completion: Completion) -> bool {
-        let tx = self.lock().remove(&completion.id);
-        tx.is_some_and(|tx| tx.send(completion.outcome).is_ok())
+    /// Wakes every request waiting for this id on this instance; returns how many.
+    pub fn complete(&self, completion: Completion) -> usize {
+        let senders = self.lock().remove(&completion.id).unwrap_or_default();
+        senders
+            .into_iter()
+            .filter(|(_, tx)| !tx.is_closed())
+            .map(|(_, tx)| tx.send(completion.outcome.clone()).is_ok())
+            .filter(|sent| *sent)
+            .count()
     }
 
+    /// Requests currently waiting (ids with at least one waiter).
     pub fn len(&self) -> usize {
         self.lock().len()
     }
@@ -43,16 +59,16 @@ impl Waiters {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CsrId, oneshot::Sender<Outcome>>> {
-        // A panic while holding this lock cannot leave the map inconsistent (single
-        // insert/remove calls), so a poisoned lock is still safe to use.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Senders> {
+        // Each critical section is a single insert or removal, so a poisoned lock still
+        // guards a consistent map.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl Waiter {
     /// The event, or `None` once the wait ends without one (the sender was dropped) or
-    /// `budget` elapses. After `None` from a closed channel, later calls return at once.
+    /// `budget` elapses. After the channel has closed, later calls just sleep the budget.
     pub async fn next(&mut self, budget: std::time::Duration) -> Option<Outcome> {
         let Some(rx) = self.rx.as_mut() else {
             tokio::time::sleep(budget).await;
@@ -74,7 +90,13 @@ impl Waiter {
 
 impl Drop for Waiter {
     fn drop(&mut self) {
-        self.waiters.lock().remove(&self.id);
+        let mut map = self.waiters.lock();
+        if let Some(list) = map.get_mut(&self.id) {
+            list.retain(|(t, _)| *t != self.token);
+            if list.is_empty() {
+                map.remove(&self.id);
+            }
+        }
     }
 }
 
@@ -84,28 +106,53 @@ mod tests {
     use std::time::Duration;
 
     #[tokio::test]
-    async fn completion_wakes_the_registered_waiter_and_drop_unregisters() {
+    async fn completion_wakes_every_waiter_for_the_id_and_drop_unregisters() {
         let waiters = Waiters::default();
         let id = CsrId::new();
-        let mut w = waiters.register(id);
-        assert!(waiters.complete(Completion {
-            id,
-            outcome: Outcome::Created
-        }));
-        assert_eq!(w.next(Duration::from_secs(1)).await, Some(Outcome::Created));
-        let w2 = waiters.register(CsrId::new());
+        let mut a = waiters.register(id);
+        let mut b = waiters.register(id);
+        assert_eq!(
+            waiters.complete(Completion {
+                id,
+                outcome: Outcome::Created
+            }),
+            2
+        );
+        assert_eq!(a.next(Duration::from_secs(1)).await, Some(Outcome::Created));
+        assert_eq!(b.next(Duration::from_secs(1)).await, Some(Outcome::Created));
+        let c = waiters.register(CsrId::new());
         assert_eq!(waiters.len(), 1);
-        drop(w2);
-        drop(w);
+        drop(c);
+        drop((a, b));
         assert!(waiters.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_waiter_leaves_the_others_registered() {
+        let waiters = Waiters::default();
+        let id = CsrId::new();
+        let a = waiters.register(id);
+        let mut b = waiters.register(id);
+        drop(a);
+        assert_eq!(
+            waiters.complete(Completion {
+                id,
+                outcome: Outcome::Created
+            }),
+            1
+        );
+        assert_eq!(b.next(Duration::from_secs(1)).await, Some(Outcome::Created));
     }
 
     #[tokio::test]
     async fn unknown_ids_are_ignored() {
         let waiters = Waiters::default();
-        assert!(!waiters.complete(Completion {
-            id: CsrId::new(),
-            outcome: Outcome::Created
-        }));
+        assert_eq!(
+            waiters.complete(Completion {
+                id: CsrId::new(),
+                outcome: Outcome::Created
+            }),
+            0
+        );
     }
 }

@@ -8,7 +8,7 @@ use tracing::Instrument;
 
 use super::WorkerContext;
 use crate::amqp::publish::Route;
-use crate::amqp::{Completion, CreateJob, Outcome};
+use crate::amqp::{Completion, CreateJob, Outcome, PublishError};
 use crate::crypto::{build_csr, generate_key, seal};
 use crate::db::{DbError, csrs};
 use crate::domain::CustomCsr;
@@ -17,6 +17,8 @@ use crate::metrics;
 /// Transient database trouble is retried in place for this long before the job goes back
 /// to the queue (where the delivery limit eventually dead-letters it).
 const DB_RETRY_BUDGET: Duration = Duration::from_secs(60);
+/// How long a finished job waits for the broker to take its completion event.
+const ANNOUNCE_RETRY_BUDGET: Duration = Duration::from_secs(30);
 
 enum JobError {
     /// Cannot succeed on any retry: dead-letter it and tell the client.
@@ -37,46 +39,31 @@ pub async fn handle(ctx: WorkerContext, delivery: Delivery) {
     };
     let span = tracing::info_span!("create_job", csr_id = %job.id, key_type = job.request.key_type.as_str());
     async move {
-        let outcome = match process(&ctx, &job).await {
+        match process(&ctx, &job).await {
             Ok(replayed) => {
                 metrics::job(if replayed { "replayed" } else { "created" });
-                Outcome::Created
+                // Announce before acking: if the announcement fails the job is redelivered,
+                // and the redelivery (finding the row) announces again.
+                if let Err(e) = announce(&ctx, &job, Outcome::Created).await {
+                    tracing::warn!(error = %e, "completion event not published; requeueing the job");
+                    let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                    return;
+                }
+                if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                    tracing::warn!(error = %e, "could not ack the job; it will be redelivered and replayed");
+                }
             }
             Err(JobError::Permanent(reason)) => {
-                tracing::error!(%reason, "job failed permanently");
+                // The dead-letter consumer records the failure and tells the waiting client.
+                tracing::error!(%reason, "job cannot succeed; dead-lettering it");
                 metrics::job("failed");
-                Outcome::Failed { reason }
+                let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
             }
             Err(JobError::Transient(reason)) => {
                 tracing::warn!(%reason, "job failed; returning it to the queue");
                 metrics::job("retried");
-                let _ = delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await;
-                return;
+                let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
             }
-        };
-        // Announce before acking: if the announcement fails the job is redelivered, and the
-        // redelivery (finding the row) announces again.
-        if let Err(e) = announce(&ctx, &job, outcome.clone()).await {
-            tracing::warn!(error = %e, "completion event not published; requeueing the job");
-            let _ = delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await;
-            return;
-        }
-        let settled = match outcome {
-            Outcome::Created => delivery.ack(BasicAckOptions::default()).await,
-            Outcome::Failed { .. } => delivery.reject(BasicRejectOptions { requeue: false }).await,
-        };
-        if let Err(e) = settled {
-            tracing::warn!(error = %e, "could not settle the job; it will be redelivered");
         }
     }
     .instrument(span)
@@ -168,28 +155,47 @@ where
     }
 }
 
-async fn announce(
+/// Publishes the completion event, riding out a short broker outage (the row is committed;
+/// only the wake-up is missing), so a reconnect does not cost the job a delivery attempt.
+pub(super) async fn announce(
     ctx: &WorkerContext,
     job: &CreateJob,
     outcome: Outcome,
-) -> Result<(), crate::amqp::PublishError> {
+) -> Result<(), PublishError> {
     let exchange = ctx.topology.events_exchange();
     let completion = Completion {
         id: job.id,
         outcome,
     };
-    ctx.events
-        .publish_json(
-            Route {
-                exchange: &exchange,
-                routing_key: &job.reply_to,
-                // The waiting ingress may be gone; its client then reads Postgres instead.
-                mandatory: false,
-                persistent: false,
-            },
-            &job.id.to_string(),
-            &completion,
-            &[],
-        )
-        .await
+    let started = Instant::now();
+    loop {
+        let sent = ctx
+            .events
+            .publish_json(
+                Route {
+                    exchange: &exchange,
+                    routing_key: &job.reply_to,
+                    // The waiting ingress may be gone; its client then reads Postgres instead.
+                    mandatory: false,
+                    persistent: false,
+                },
+                &job.id.to_string(),
+                &completion,
+                &[],
+            )
+            .await;
+        match sent {
+            Err(e)
+                if e.is_connection_problem()
+                    && started.elapsed() < ANNOUNCE_RETRY_BUDGET
+                    && !ctx.shutdown.is_cancelled() =>
+            {
+                ctx.events
+                    .broker()
+                    .wait_connected(Duration::from_secs(2))
+                    .await;
+            }
+            other => return other,
+        }
+    }
 }

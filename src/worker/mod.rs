@@ -1,88 +1,144 @@
 //! The worker role: consume create jobs, make key + CSR on the bounded blocking pool, seal the
-//! key, insert the row (idempotent on the CSR id), announce completion, then ack.
+//! key, insert the row (idempotent on the CSR id), announce completion, then ack. A second
+//! consumer turns dead-lettered jobs into a recorded failure the client can see.
 
+pub mod dead;
 pub mod job;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::Connection;
+use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::amqp::{Publisher, Topology};
+use crate::amqp::{Broker, Link, Publisher, Topology};
 use crate::crypto::Keyring;
 use crate::db::Pool;
 
 /// How long a stopping worker lets in-flight jobs finish before it closes its channel
 /// (unacked jobs then return to the queue for another worker).
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 
 #[derive(Clone)]
 pub struct WorkerContext {
     pub pool: Pool,
     pub keyring: Arc<Keyring>,
-    pub events: Publisher,
+    pub events: Arc<Publisher>,
     pub topology: Topology,
     /// Bounds concurrent key generation to `CSRD_WORKERS`, whatever the prefetch.
     pub keygen_permits: Arc<Semaphore>,
     pub shutdown: CancellationToken,
 }
 
-/// Starts consuming; the returned task ends after shutdown once in-flight jobs are done.
-pub async fn start(
-    consume: &Connection,
-    ctx: WorkerContext,
-    workers: usize,
-) -> lapin::Result<tokio::task::JoinHandle<()>> {
-    let channel = consume.create_channel().await?;
+/// Consumes the jobs queue and the dead-letter queue until shutdown, then drains.
+pub async fn run(consume: Arc<Broker>, ctx: WorkerContext, workers: usize) {
+    let tracker = TaskTracker::new();
     // Twice the keygen slots: a job is always ready when a slot frees up, yet a stopping or
     // crashing worker holds few jobs hostage.
     let prefetch = u16::try_from(workers * 2).unwrap_or(u16::MAX);
+    let jobs = {
+        let (ctx, tracker) = (ctx.clone(), tracker.clone());
+        consume_queue(
+            consume.clone(),
+            ctx.topology.jobs_queue(),
+            prefetch,
+            ctx.shutdown.clone(),
+            tracker,
+            move |d| job::handle(ctx.clone(), d),
+        )
+    };
+    let dead = {
+        let (ctx, tracker) = (ctx.clone(), tracker.clone());
+        consume_queue(
+            consume,
+            ctx.topology.dead_letter_queue(),
+            4,
+            ctx.shutdown.clone(),
+            tracker,
+            move |d| dead::handle(ctx.clone(), d),
+        )
+    };
+    tokio::join!(jobs, dead);
+    tracker.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight jobs did not finish in time; they return to the queue");
+    }
+}
+
+/// Consumes `queue` on every connection the broker makes, spawning `handle` per delivery.
+async fn consume_queue<F, Fut>(
+    broker: Arc<Broker>,
+    queue: String,
+    prefetch: u16,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    handle: F,
+) where
+    F: Fn(Delivery) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    while let Some(link) = broker.next_link(None, &shutdown).await {
+        if let Err(e) = consume_link(&link, &queue, prefetch, &shutdown, &tracker, &handle).await {
+            tracing::warn!(%queue, error = %e, "consumer interrupted; resuming when RabbitMQ is back");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+async fn consume_link<F, Fut>(
+    link: &Link,
+    queue: &str,
+    prefetch: u16,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+    handle: &F,
+) -> lapin::Result<()>
+where
+    F: Fn(Delivery) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let channel = link.conn.create_channel().await?;
     channel
         .basic_qos(prefetch, BasicQosOptions::default())
         .await?;
-    let tag = format!("worker-{}", uuid::Uuid::new_v4());
+    let tag = format!("csrd-{}", uuid::Uuid::new_v4().simple());
     let mut consumer = channel
         .basic_consume(
-            ctx.topology.jobs_queue().as_str().into(),
+            queue.into(),
             tag.as_str().into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
         .await?;
-    Ok(tokio::spawn(async move {
-        let tracker = TaskTracker::new();
-        loop {
-            let next = tokio::select! {
-                _ = ctx.shutdown.cancelled() => break,
-                d = consumer.next() => d,
-            };
-            match next {
-                Some(Ok(delivery)) => {
-                    tracker.spawn(job::handle(ctx.clone(), delivery));
-                }
-                Some(Err(e)) => {
-                    tracing::error!(error = %e, "job consumer failed");
-                    break;
-                }
-                None => break,
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            d = consumer.next() => d,
+        };
+        match next {
+            Some(Ok(delivery)) => {
+                tracker.spawn(handle(delivery));
             }
+            Some(Err(e)) => return Err(e),
+            None => return Ok(()),
         }
-        let _ = channel
-            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-            .await;
-        tracker.close();
-        if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("in-flight jobs did not finish in time; they return to the queue");
-        }
-        let _ = channel.close(200, "shutdown".into()).await;
-    }))
+    }
+    // Stop new deliveries; in-flight ones finish and ack on this channel, which the
+    // connection's close at the very end of shutdown takes down.
+    let _ = channel
+        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+        .await;
+    Ok(())
 }

@@ -267,19 +267,43 @@ async fn total_count_stays_exact_across_deletes_and_replayed_inserts() {
     create_named(&app, &token, "b").await;
     create_named(&app, &token, "c").await;
     let total = |r: Response| r.body["result_info"]["total_count"].clone();
-    assert_eq!(total(list(&app, &token, "accounts", ACCOUNT_A, "").await), json!(3));
+    assert_eq!(
+        total(list(&app, &token, "accounts", ACCOUNT_A, "").await),
+        json!(3)
+    );
 
     // A replayed insert of an existing id (a redelivered job) changes nothing.
     let owner = csrd::domain::Owner::Account(csrd::domain::AccountId::parse(ACCOUNT_A).unwrap());
     let id = csrd::domain::CsrId::parse(a["id"].as_str().unwrap()).unwrap();
     let client = app.pool.get().await.unwrap();
-    let existing = csrd::db::csrs::get(&**client, &owner, id).await.unwrap().unwrap();
-    let sealed = csrd::db::csrs::get_sealed_key(&**client, &owner, id).await.unwrap().unwrap();
-    assert!(!csrd::db::csrs::insert(&**client, &existing, &sealed).await.unwrap());
-    assert_eq!(total(list(&app, &token, "accounts", ACCOUNT_A, "").await), json!(3));
+    let existing = csrd::db::csrs::get(&**client, &owner, id)
+        .await
+        .unwrap()
+        .unwrap();
+    let sealed = csrd::db::csrs::get_sealed_key(&**client, &owner, id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !csrd::db::csrs::insert(&**client, &existing, &sealed)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        total(list(&app, &token, "accounts", ACCOUNT_A, "").await),
+        json!(3)
+    );
 
-    let path = format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs/{}", a["id"].as_str().unwrap());
-    assert_eq!(app.send(Method::DELETE, &path, Auth::Bearer(&token), None).await.status, 200);
+    let path = format!(
+        "/client/v4/accounts/{ACCOUNT_A}/custom_csrs/{}",
+        a["id"].as_str().unwrap()
+    );
+    assert_eq!(
+        app.send(Method::DELETE, &path, Auth::Bearer(&token), None)
+            .await
+            .status,
+        200
+    );
     let after = list(&app, &token, "accounts", ACCOUNT_A, "").await;
     assert_eq!(total(after), json!(2));
 }
