@@ -94,7 +94,11 @@ pub async fn start(
     let close_connections = CancellationToken::new();
 
     let topology = Topology::new(&settings.amqp_prefix, settings.queue_limits());
-    let tag = format!("csrd-{}", format!("{role:?}").to_lowercase());
+    let tag = format!(
+        "{}-{}",
+        settings.amqp_prefix,
+        format!("{role:?}").to_lowercase()
+    );
     let publish = Broker::start(
         settings.amqp_url.clone(),
         format!("{tag}-publish"),

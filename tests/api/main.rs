@@ -5,6 +5,7 @@ mod compat;
 mod create;
 mod csr_check;
 mod custody;
+mod delivery;
 mod helpers;
 mod openapi;
 mod pipeline;

@@ -1,0 +1,346 @@
+//! Delivery guarantees that can be shown without restarting shared services: idempotency
+//! keys, dead-lettered jobs, redelivered jobs, reconnects after a dropped connection, and
+//! graceful shutdown. (Broker and database restarts are in `tests/faults`.)
+
+use std::time::Duration;
+
+use csrd::auth::Permission;
+use csrd::startup::Role;
+use lapin::options::{BasicGetOptions, BasicRejectOptions};
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::*;
+
+fn p256() -> serde_json::Value {
+    with(example_body(), "key_type", json!("p256v1"))
+}
+
+async fn create_with_key(
+    app: &TestApp,
+    token: &str,
+    key: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value, bool) {
+    let resp = app
+        .http
+        .post(app.url(&format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs")))
+        .bearer_auth(token)
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let replayed = resp.headers().get("idempotent-replayed").is_some();
+    (resp.status().as_u16(), resp.json().await.unwrap(), replayed)
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_and_body_return_the_same_csr_and_a_different_body_is_refused() {
+    let app = spawn_app().await;
+    let token = app.token(&[ACCOUNT_A], &[ZONE_A], Permission::Write).await;
+    let (s1, first, r1) = create_with_key(&app, &token, "order-1", &p256()).await;
+    assert_eq!((s1, r1), (201, false), "{first}");
+    // Same request spelled differently (key order, quoted header form): same CSR.
+    let reordered: serde_json::Value = serde_json::from_str(&p256().to_string()).unwrap();
+    let (s2, second, r2) = create_with_key(&app, &token, "\"order-1\"", &reordered).await;
+    assert_eq!((s2, r2), (201, true));
+    assert_eq!(
+        second["result"], first["result"],
+        "the same CSR, byte for byte"
+    );
+
+    let (s3, refused, _) = create_with_key(
+        &app,
+        &token,
+        "order-1",
+        &with(p256(), "common_name", json!("other.example.com")),
+    )
+    .await;
+    assert_eq!(s3, 422, "{refused}");
+    assert_eq!(refused["errors"][0]["code"], json!(1422));
+    assert_eq!(refused["success"], json!(false));
+
+    // Keys are scoped per tenant: the same key on the zone is a new CSR.
+    let zone = app
+        .http
+        .post(app.url(&format!("/client/v4/zones/{ZONE_A}/custom_csrs")))
+        .bearer_auth(&token)
+        .header("Idempotency-Key", "order-1")
+        .json(&p256())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zone.status().as_u16(), 201);
+    let zone: serde_json::Value = zone.json().await.unwrap();
+    assert_ne!(zone["result"]["id"], first["result"]["id"]);
+    assert_eq!(app.row_count().await, 2);
+
+    for bad in ["", &"k".repeat(256)] {
+        let (status, body, _) = create_with_key(&app, &token, bad, &p256()).await;
+        assert_eq!(status, 400, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_one_key_make_exactly_one_csr() {
+    let app = spawn_app().await;
+    let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let body = with(example_body(), "key_type", json!("rsa2048"));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (http, url, token, body) = (
+            app.http.clone(),
+            app.url(&format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs")),
+            token.clone(),
+            body.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let resp = http
+                .post(url)
+                .bearer_auth(token)
+                .header("Idempotency-Key", "batch-7")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let v: serde_json::Value = resp.json().await.unwrap();
+            (
+                status,
+                v["result"]["id"].as_str().unwrap_or_default().to_owned(),
+            )
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        let (status, id) = t.await.unwrap();
+        assert_eq!(status, 201);
+        ids.insert(id);
+    }
+    assert_eq!(ids.len(), 1, "every request got the same CSR");
+    assert_eq!(
+        app.row_count().await,
+        1,
+        "exactly one CSR and one key were stored"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_202_on_another_ingress_gets_the_same_csr() {
+    let app = spawn_role(Role::Ingress, |s| s.create_wait_secs = 1).await;
+    let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let (status, pending, _) = create_with_key(&app, &token, "k-202", &p256()).await;
+    assert_eq!(status, 202, "{pending}");
+    let id = pending["result"]["id"].clone();
+
+    let worker = app.start_worker().await;
+    // A second ingress instance (as after a restart) with the same database and broker.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other = csrd::startup::start(Role::Ingress, &app.settings, Some(listener))
+        .await
+        .unwrap();
+    let url = format!(
+        "http://{}/client/v4/accounts/{ACCOUNT_A}/custom_csrs",
+        other.http_addr.unwrap()
+    );
+    let resp = app
+        .http
+        .post(url)
+        .bearer_auth(&token)
+        .header("Idempotency-Key", "k-202")
+        .json(&p256())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let done: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(done["result"]["id"], id, "the CSR the 202 announced");
+    assert_eq!(app.row_count().await, 1);
+    other.shutdown().await;
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dead_lettered_job_answers_the_waiting_client_with_1500_and_so_do_retries() {
+    let app = spawn_role(Role::Ingress, |s| s.create_wait_secs = 20).await;
+    let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let waiting = {
+        let (http, url, token) = (
+            app.http.clone(),
+            app.url(&format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs")),
+            token.clone(),
+        );
+        tokio::spawn(async move {
+            let resp = http
+                .post(url)
+                .bearer_auth(token)
+                .header("Idempotency-Key", "doomed")
+                .json(&p256())
+                .send()
+                .await
+                .unwrap();
+            (
+                resp.status().as_u16(),
+                resp.json::<serde_json::Value>().await.unwrap(),
+            )
+        })
+    };
+    // Take the job off the queue and reject it, as a worker that cannot process it would.
+    let (_conn, ch) = app.amqp_channel().await;
+    let queue = app.topology().jobs_queue();
+    let message = loop {
+        if let Some(m) = ch
+            .basic_get(queue.as_str().into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+        {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    message
+        .delivery
+        .reject(BasicRejectOptions { requeue: false })
+        .await
+        .unwrap();
+
+    // A worker's dead-letter consumer turns it into a failure the client sees.
+    let worker = app.start_worker().await;
+    let (status, body) = waiting.await.unwrap();
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["errors"][0]["code"], json!(1500));
+    assert_eq!(body["success"], json!(false));
+    let (status, _, _) = create_with_key(&app, &token, "doomed", &p256()).await;
+    assert_eq!(
+        status, 500,
+        "a retry with the same key learns the same outcome"
+    );
+    assert_eq!(app.row_count().await, 0);
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_redelivered_job_whose_row_exists_makes_no_new_key() {
+    let app = spawn_app().await;
+    let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let (status, created, _) = create_with_key(&app, &token, "once", &p256()).await;
+    assert_eq!(status, 201);
+    let id = uuid::Uuid::parse_str(created["result"]["id"].as_str().unwrap()).unwrap();
+    let client = app.pool.get().await.unwrap();
+    let before: Vec<u8> = client
+        .query_one(
+            "SELECT key_ciphertext FROM custom_csrs WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
+    // Publish the very same job again, as a redelivery would deliver it.
+    let job: serde_json::Value = client
+        .query_one("SELECT job FROM idempotency_keys WHERE key = 'once'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let (_conn, ch) = app.amqp_channel().await;
+    ch.basic_publish(
+        app.topology().jobs_exchange().as_str().into(),
+        csrd::amqp::topology::CREATE_ROUTING_KEY.into(),
+        Default::default(),
+        job.to_string().as_bytes(),
+        Default::default(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let mut replayed = false;
+    for _ in 0..100 {
+        let metrics = app
+            .http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("csrd_jobs_total{outcome=\"replayed\"} 1") {
+            replayed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(replayed, "the worker handled the redelivery as a replay");
+    let after: Vec<u8> = client
+        .query_one(
+            "SELECT key_ciphertext FROM custom_csrs WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(before, after, "the stored key is untouched");
+    assert_eq!(app.row_count().await, 1);
+}
+
+/// The connections RabbitMQ sees for this test's csrd (names carry the test's prefix).
+fn connection_pids(prefix: &str) -> Vec<String> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args([
+            "list_connections",
+            "-q",
+            "--no-table-headers",
+            "pid",
+            "client_properties",
+        ])
+        .output()
+        .expect("rabbitmqctl is installed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(prefix))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn csrd_reconnects_by_itself_after_the_broker_drops_its_connections() {
+    let app = spawn_app().await;
+    let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let pids = connection_pids(&app.iso.prefix);
+    assert_eq!(pids.len(), 2, "a publishing and a consuming connection");
+    for pid in &pids {
+        let ok = std::process::Command::new("rabbitmqctl")
+            .args(["close_connection", pid, "test: forced close"])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    // Creates work again within seconds, without any restart.
+    let mut created = false;
+    for _ in 0..100 {
+        let resp = app
+            .create("accounts", ACCOUNT_A, Auth::Bearer(&token), &p256())
+            .await;
+        if resp.status == 201 {
+            created = true;
+            break;
+        }
+        assert!(
+            matches!(resp.status, 503 | 202),
+            "only 503 while reconnecting: {}",
+            resp.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(created, "csrd recovered");
+    let ready = app.send(Method::GET, "/readyz", Auth::None, None).await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    let new_pids = connection_pids(&app.iso.prefix);
+    assert_eq!(new_pids.len(), 2);
+    assert!(
+        new_pids.iter().all(|p| !pids.contains(p)),
+        "new connections"
+    );
+}
