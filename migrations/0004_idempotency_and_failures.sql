@@ -8,6 +8,8 @@ CREATE TABLE idempotency_keys (
     csr_id       uuid        NOT NULL,
     job          jsonb       NOT NULL,
     created_at   timestamptz NOT NULL DEFAULT now(),
+    -- Set once the broker confirmed the job; NULL means a retry must publish it again.
+    published_at timestamptz,
     PRIMARY KEY (owner_kind, owner_id, key)
 );
 CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);

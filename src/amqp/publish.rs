@@ -42,6 +42,18 @@ impl PublishError {
             PublishError::Unavailable | PublishError::Timeout | PublishError::Broker(_)
         )
     }
+
+    /// The broker certainly does not have the message (never sent, refused or returned), as
+    /// opposed to a publish whose confirm was lost, which may have arrived.
+    pub fn certainly_not_delivered(&self) -> bool {
+        matches!(
+            self,
+            PublishError::Unavailable
+                | PublishError::Nacked
+                | PublishError::Unroutable
+                | PublishError::Encode(_)
+        )
+    }
 }
 
 /// Where a message goes and how.

@@ -5,7 +5,7 @@
 //!   publisher nack, i.e. a 503, never unbounded memory), and at-least-once dead-lettering.
 //! - `{p}.jobs.dead` (fanout) → `{p}.jobs.dead`: where jobs that keep failing end up.
 //! - `{p}.events` (direct): completion events, routed by ingress instance id to each
-//!   instance's own exclusive queue `{p}.events.{instance}`.
+//!   instance's own auto-deleting queue `{p}.events.{instance}`.
 
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
@@ -158,22 +158,24 @@ impl Topology {
         .await
     }
 
-    /// The calling ingress instance's event queue: exclusive, so it disappears with the
-    /// connection that owns it.
+    /// The calling ingress instance's event queue. Auto-deleted when its consumer goes, and
+    /// expiring an idle minute after that in any case, so a vanished ingress leaves nothing.
+    /// (Not `exclusive`: operators and the fault-injection suite may rebind it.)
     pub async fn declare_instance_queue(
         &self,
         ch: &Channel,
         instance: &str,
     ) -> lapin::Result<String> {
         let name = self.instance_queue(instance);
+        let mut args = FieldTable::default();
+        args.insert("x-expires".into(), AMQPValue::LongLongInt(60_000));
         ch.queue_declare(
             name.as_str().into(),
             QueueDeclareOptions {
-                exclusive: true,
                 auto_delete: true,
                 ..Default::default()
             },
-            FieldTable::default(),
+            args,
         )
         .await?;
         ch.queue_bind(

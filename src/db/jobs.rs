@@ -11,6 +11,8 @@ pub struct IdempotencyRecord {
     pub job: CreateJob,
     /// Seconds since the record was made.
     pub age_secs: f64,
+    /// Whether the broker confirmed the job.
+    pub published: bool,
 }
 
 /// Claims `key` for `job`. Returns None when this call claimed it, or the existing record.
@@ -41,7 +43,7 @@ pub async fn claim_idempotency_key(
     }
     let row = client
         .query_one(
-            "SELECT request_hash, job, extract(epoch FROM now() - created_at)::float8
+            "SELECT request_hash, job, extract(epoch FROM now() - created_at)::float8, published_at IS NOT NULL
              FROM idempotency_keys WHERE owner_kind = $1 AND owner_id = $2 AND key = $3",
             &[&owner.kind().as_str(), &owner.id(), &key],
         )
@@ -52,7 +54,42 @@ pub async fn claim_idempotency_key(
         job: serde_json::from_value(job)
             .map_err(|e| DbError::Corrupt(format!("idempotency job: {e}")))?,
         age_secs: row.get(2),
+        published: row.get(3),
     }))
+}
+
+/// Records that the broker confirmed the job claimed under `key`.
+pub async fn mark_published(
+    client: &impl GenericClient,
+    owner: &Owner,
+    key: &str,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            "UPDATE idempotency_keys SET published_at = now()
+             WHERE owner_kind = $1 AND owner_id = $2 AND key = $3 AND published_at IS NULL",
+            &[&owner.kind().as_str(), &owner.id(), &key],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Gives up a claim whose job never reached the broker (the client was told 503), so that a
+/// retry starts afresh. Only this claim: a record for another CSR id is left alone.
+pub async fn release_claim(
+    client: &impl GenericClient,
+    owner: &Owner,
+    key: &str,
+    id: CsrId,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            "DELETE FROM idempotency_keys
+             WHERE owner_kind = $1 AND owner_id = $2 AND key = $3 AND csr_id = $4 AND published_at IS NULL",
+            &[&owner.kind().as_str(), &owner.id(), &key, &id.0],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Removes records older than `ttl_hours`; returns how many.

@@ -136,14 +136,29 @@ async fn create(
             if let Some(done) = settled(&app, &job, replayed).await? {
                 return Ok(done);
             }
-            // Still in flight: wait for it. Publish again only if the first attempt may have
-            // died before its job reached the broker; the worker is idempotent on the id.
-            publish = record.age_secs > REPUBLISH_AFTER_SECS;
+            // Not finished. Publish again unless the broker is known to have the job (the
+            // first attempt failed, died, or is still publishing); a duplicate is harmless,
+            // the worker being idempotent on the id. A job the broker confirmed long ago with
+            // no outcome yet is published again too, as a last resort.
+            publish = !record.published || record.age_secs > REPUBLISH_STALE_SECS;
         }
     }
 
     let mut waiter = if publish {
-        let waiter = app.submitter.submit(&job).await.map_err(|e| match e {
+        let submitted = app.submitter.submit(&job).await;
+        if let Some(key) = &idempotency_key {
+            let client = client(&app).await?;
+            match &submitted {
+                Ok(_) => jobs::mark_published(&**client, &job.owner, key).await?,
+                // Certainly not in the broker: free the key so a retry starts afresh. If it may
+                // be there, keep the claim, so a retry republishes this very job.
+                Err(e) if !replayed && e.certainly_not_delivered() => {
+                    jobs::release_claim(&**client, &job.owner, key, job.id).await?
+                }
+                Err(_) => {}
+            }
+        }
+        let waiter = submitted.map_err(|e| match e {
             PublishError::Encode(e) => ApiError::Internal(e.to_string()),
             other => ApiError::Unavailable(other.to_string()),
         })?;
@@ -161,8 +176,14 @@ async fn create(
         }
         // Woken by the event or by the poll interval: either way Postgres has the answer.
         let _ = waiter.next(remaining.min(DB_POLL_INTERVAL)).await;
-        if let Some(done) = settled(&app, &job, replayed).await? {
-            return Ok(done);
+        match settled(&app, &job, replayed).await {
+            Ok(Some(done)) => return Ok(done),
+            Ok(None) => {}
+            // The job is accepted already: a database outage now means "not yet", answered
+            // with 202 and the id at the end of the budget, never a 503 that invites a
+            // second create.
+            Err(ApiError::Unavailable(reason)) => tracing::debug!(%reason, "still waiting"),
+            Err(e) => return Err(e),
         }
     }
     tracing::warn!(csr_id = %job.id, "create still pending when the wait budget ran out");
@@ -170,9 +191,8 @@ async fn create(
     Ok((StatusCode::ACCEPTED, Json(CsrPending::new(pending))).into_response())
 }
 
-/// A create with an Idempotency-Key whose record is older than this, and still has no CSR,
-/// is published again on retry (its first attempt may have died before publishing).
-const REPUBLISH_AFTER_SECS: f64 = 5.0;
+/// A confirmed job with no outcome after this long is published again on retry.
+const REPUBLISH_STALE_SECS: f64 = 300.0;
 
 /// The final answer for this job if there is one yet: 201 with the CSR, or 1500 if the job
 /// ended in the dead-letter queue.

@@ -1,5 +1,5 @@
 //! Consumes this instance's completion-event queue and wakes the waiting requests, across
-//! reconnects: the exclusive queue dies with its connection and is declared again on the next.
+//! reconnects: the queue goes with its consumer and is declared again on the next connection.
 
 use std::sync::Arc;
 

@@ -223,3 +223,95 @@ async fn user_create_prints_a_key_that_works_with_the_legacy_headers() {
         .await
         .assert_failure(403, 10000);
 }
+
+#[tokio::test]
+async fn sigterm_lets_accepted_creates_finish_then_exits_cleanly() {
+    let iso = Isolation::new().await;
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let token_out = {
+        let migrate = run(&iso, &["migrate"]);
+        assert!(migrate.status.success());
+        run(
+            &iso,
+            &[
+                "token",
+                "create",
+                "--account",
+                ACCOUNT_A,
+                "--permission",
+                "write",
+            ],
+        )
+    };
+    let token = String::from_utf8(token_out.stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let mut serve = spawn(
+        &iso,
+        &["serve"],
+        &[
+            ("CSRD_LISTEN", listen.clone()),
+            ("CSRD_WORKERS", "1".into()),
+        ],
+    );
+    let base = format!("http://{listen}");
+    let http = reqwest::Client::new();
+    wait_ready(&http, &base).await;
+
+    let mut requests = Vec::new();
+    for i in 0..6 {
+        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        requests.push(tokio::spawn(async move {
+            let body = with(
+                example_body(),
+                "sans",
+                json!([format!("drain{i}.example.com")]),
+            );
+            let resp = http
+                .post(format!("{base}/client/v4/accounts/{ACCOUNT_A}/custom_csrs"))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            resp.status().as_u16()
+        }));
+    }
+    // RSA keys on one keygen slot take a while: the requests are in flight when SIGTERM lands.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let pid = serve.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    for r in requests {
+        assert_eq!(
+            r.await.unwrap(),
+            201,
+            "an accepted create is answered, not dropped"
+        );
+    }
+    let status = tokio::task::spawn_blocking(move || serve.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "csrd exits cleanly after draining: {status:?}"
+    );
+    let pool = csrd::db::build_pool(&iso.database_url, 1, "csrd-tests").unwrap();
+    let rows: i64 = pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM custom_csrs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 6);
+}

@@ -1,0 +1,75 @@
+//! Fault injection: a load of creates (mixed key types, Idempotency-Keys, client retries)
+//! against `csrd ingress` and two `csrd worker` processes while a fault is injected, then a
+//! checker in the style of RabbitMQ's Jepsen queue checker compares the clients' history with
+//! Postgres and the queues: lost, duplicated and unexpected must all be zero, and every queue
+//! drained.
+//!
+//! These tests restart the machine's RabbitMQ and Postgres, so `scripts/test` runs them one at
+//! a time after the main suite. The short form runs in CI; `scripts/faults` runs the long form
+//! (`CSRD_FAULT_REQUESTS`, `CSRD_FAULT_ROUNDS`).
+
+#[allow(dead_code)]
+#[path = "../api/helpers.rs"]
+mod helpers;
+
+mod checker;
+mod cluster;
+mod load;
+
+use std::time::Duration;
+
+use checker::check;
+use cluster::{Cluster, Fault};
+
+fn requests() -> usize {
+    std::env::var("CSRD_FAULT_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(240)
+}
+
+fn rounds() -> usize {
+    std::env::var("CSRD_FAULT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+async fn scenario(fault: Fault) {
+    for round in 1..=rounds() {
+        let mut cluster = Cluster::start().await;
+        let load = tokio::spawn(load::run(
+            cluster.base_url(),
+            cluster.token.clone(),
+            requests(),
+        ));
+        // Let the load get going, then inject the fault in the middle of it.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        cluster.inject(fault).await;
+        let history = load.await.expect("load task");
+        let report = check(&cluster, &history).await;
+        println!("fault {fault:?} round {round}: {report}");
+        report.assert_clean();
+        cluster.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_killed_with_sigkill_and_replaced() {
+    scenario(Fault::KillWorker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_stopped_and_started() {
+    scenario(Fault::RestartBroker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted() {
+    scenario(Fault::RestartPostgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completion_events_dropped_for_a_while() {
+    scenario(Fault::DropEvents).await;
+}
