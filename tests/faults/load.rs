@@ -129,16 +129,13 @@ async fn one_request(
                         );
                     }
                     500 => break Outcome::Failed,
-                    202 | 503 => status,
+                    // Pending or unavailable: retry with the same key.
+                    202 | 503 => {}
                     other => panic!("unexpected answer {other} for {name}: {v}"),
                 }
             }
-            Err(_) => {
-                *history.statuses.entry(0).or_default() += 1;
-                0
-            }
-        };
-        let _ = status;
+            Err(_) => *history.statuses.entry(0).or_default() += 1,
+        }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
     };
