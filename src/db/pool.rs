@@ -14,10 +14,18 @@ pub enum DbError {
     Config(String),
     #[error("database unavailable: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
-    #[error("database error: {0}")]
+    #[error("database error: {}", describe(.0))]
     Query(#[from] tokio_postgres::Error),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+}
+
+/// tokio-postgres shows a server error only as "db error"; the code and message say more.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
 
 impl DbError {
@@ -25,7 +33,20 @@ impl DbError {
     pub fn is_transient(&self) -> bool {
         match self {
             DbError::Pool(_) => true,
-            DbError::Query(e) => e.is_closed() || e.as_db_error().is_none(),
+            DbError::Query(e) => {
+                e.is_closed()
+                    || e.as_db_error().is_none_or(|db| {
+                        let code = db.code().code();
+                        // 08: connection exception; 57P01-57P03: the server is shutting down,
+                        // crashed or starting; 53: out of resources; 40001/40P01: retryable
+                        // conflicts.
+                        code.starts_with("08")
+                            || code.starts_with("57P0")
+                            || code.starts_with("53")
+                            || code == "40001"
+                            || code == "40P01"
+                    })
+            }
             _ => false,
         }
     }
