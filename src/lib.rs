@@ -17,4 +17,5 @@ pub mod ingress;
 pub mod metrics;
 pub mod settings;
 pub mod startup;
+pub mod telemetry;
 pub mod worker;

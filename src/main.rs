@@ -1,16 +1,12 @@
-//! The `csrd` binary: parse the command line, set up logging, run.
+//! The `csrd` binary: parse the command line, set up logging and tracing, run.
 #![forbid(unsafe_code)]
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    csrd::cli::run(csrd::cli::Cli::parse()).await
+    csrd::telemetry::init();
+    let result = csrd::cli::run(csrd::cli::Cli::parse()).await;
+    csrd::telemetry::shutdown();
+    result
 }

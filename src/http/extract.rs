@@ -50,7 +50,8 @@ impl PathIds {
     }
 }
 
-/// JSON is the only body type; a missing Content-Type is tolerated (as curl -d without -H).
+/// JSON is the only body type. A missing Content-Type, or curl's default form type, is
+/// tolerated: the body must parse as JSON either way.
 pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
@@ -61,7 +62,12 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
         .and_then(|v| v.split(';').next())
         .map(|m| m.trim().to_ascii_lowercase())
         .ok_or(ApiError::UnsupportedMediaType)?;
-    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
+    // `curl -d` without `-H` labels a JSON body as a form; the body still has to parse as JSON.
+    let curl_default = mime == "application/x-www-form-urlencoded";
+    if mime == "application/json"
+        || (mime.starts_with("application/") && mime.ends_with("+json"))
+        || curl_default
+    {
         Ok(())
     } else {
         Err(ApiError::UnsupportedMediaType)

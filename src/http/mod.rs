@@ -57,7 +57,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::Extension(Arc::new(doc)))
         .with_state(state)
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(CatchPanicLayer::custom(panic_response))
 }
 
@@ -79,6 +79,19 @@ async fn count_responses(
         response.status().as_u16(),
     );
     response
+}
+
+/// One span per request, a child of the caller's W3C `traceparent` when it sends one.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let span = tracing::info_span!("http_request", method = %request.method(), uri = %request.uri().path());
+    crate::telemetry::adopt_parent(&span, |name| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
+    span
 }
 
 /// A panic is a bug; the client still gets the failure envelope, never a dropped connection.

@@ -81,7 +81,7 @@ impl JobSubmitter {
                 },
                 &job.id.to_string(),
                 job,
-                &[],
+                &crate::telemetry::current_context_headers(),
             )
             .await
     }

@@ -38,6 +38,7 @@ pub async fn handle(ctx: WorkerContext, delivery: Delivery) {
         }
     };
     let span = tracing::info_span!("create_job", csr_id = %job.id, key_type = job.request.key_type.as_str());
+    crate::telemetry::adopt_parent(&span, |name| header(&delivery, name));
     async move {
         match process(&ctx, &job).await {
             Ok(replayed) => {
@@ -70,6 +71,15 @@ pub async fn handle(ctx: WorkerContext, delivery: Delivery) {
     .await
 }
 
+/// A string header of a delivery (trace context travels in `traceparent`).
+fn header(delivery: &Delivery, name: &str) -> Option<String> {
+    match delivery.properties.headers().as_ref()?.inner().get(name)? {
+        lapin::types::AMQPValue::LongString(s) => Some(s.to_string()),
+        lapin::types::AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
 /// Makes the CSR unless it already exists. Returns whether it already existed.
 async fn process(ctx: &WorkerContext, job: &CreateJob) -> Result<bool, JobError> {
     if with_db_retry(ctx, || async {
@@ -91,7 +101,8 @@ async fn process(ctx: &WorkerContext, job: &CreateJob) -> Result<bool, JobError>
     let span = tracing::Span::current();
     let started = Instant::now();
     let made = tokio::task::spawn_blocking(move || {
-        span.in_scope(|| {
+        let keygen = tracing::info_span!(parent: &span, "keygen_and_sign");
+        keygen.in_scope(|| {
             let key = generate_key(request.key_type).map_err(|e| e.to_string())?;
             let pem = build_csr(&request, &key).map_err(|e| e.to_string())?;
             let sealed = seal(&keyring, id, &owner, &key.pkcs8_der);
@@ -123,7 +134,9 @@ async fn process(ctx: &WorkerContext, job: &CreateJob) -> Result<bool, JobError>
     };
     let inserted = with_db_retry(ctx, || async {
         let client = ctx.pool.get().await?;
-        csrs::insert(&**client, &record, &sealed).await
+        csrs::insert(&**client, &record, &sealed)
+            .instrument(tracing::info_span!("db_insert_custom_csr"))
+            .await
     })
     .await?;
     // Not inserted: a concurrent delivery of the same job won; its key is the only one kept.
@@ -181,7 +194,7 @@ pub(super) async fn announce(
                 },
                 &job.id.to_string(),
                 &completion,
-                &[],
+                &crate::telemetry::current_context_headers(),
             )
             .await;
         match sent {

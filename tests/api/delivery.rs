@@ -344,3 +344,52 @@ async fn csrd_reconnects_by_itself_after_the_broker_drops_its_connections() {
         "new connections"
     );
 }
+
+#[tokio::test]
+async fn the_callers_trace_context_travels_with_the_job() {
+    let app = spawn_role(Role::Ingress, |s| s.create_wait_secs = 1).await;
+    let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let resp = app
+        .http
+        .post(app.url(&format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs")))
+        .bearer_auth(&token)
+        .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
+        .json(&p256())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        202,
+        "no worker runs: the job waits in the queue"
+    );
+    let (_conn, ch) = app.amqp_channel().await;
+    let message = ch
+        .basic_get(
+            app.topology().jobs_queue().as_str().into(),
+            BasicGetOptions::default(),
+        )
+        .await
+        .unwrap()
+        .expect("the job is queued");
+    let headers = message
+        .delivery
+        .properties
+        .headers()
+        .clone()
+        .expect("job headers");
+    let traceparent = match headers.inner().get("traceparent") {
+        Some(lapin::types::AMQPValue::LongString(s)) => s.to_string(),
+        other => panic!("no traceparent header: {other:?}"),
+    };
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent}");
+    assert_eq!(parts[1], trace_id, "the job continues the caller's trace");
+    assert_ne!(parts[2], "b7ad6b7169203331", "under the ingress's own span");
+    message
+        .delivery
+        .reject(BasicRejectOptions { requeue: true })
+        .await
+        .unwrap();
+}

@@ -138,6 +138,8 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
 
 /// Starts one role (`Serve`, or `Ingress` alone so that jobs wait in the queue).
 pub async fn spawn_role(role: Role, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    // Logs (RUST_LOG) and W3C trace context, as the binary has them.
+    csrd::telemetry::init();
     let iso = Isolation::new().await;
     if role != Role::Serve {
         startup::migrate(&iso.settings().db).await.unwrap();

@@ -353,3 +353,34 @@ async fn framework_level_errors_use_the_failure_envelope() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 413);
 }
+
+#[tokio::test]
+async fn curl_dash_d_without_a_content_type_header_still_works() {
+    // `curl -d '{…}'` labels the body application/x-www-form-urlencoded.
+    let app = spawn_app().await;
+    let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let resp = app
+        .http
+        .post(app.url(&format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs")))
+        .bearer_auth(&token)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(with(example_body(), "key_type", json!("p256v1")).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let form = app
+        .http
+        .post(app.url(&format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs")))
+        .bearer_auth(&token)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("common_name=example.com&country=US")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        form.status().as_u16(),
+        400,
+        "a real form body is not JSON: 1400"
+    );
+}

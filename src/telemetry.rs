@@ -1,0 +1,94 @@
+//! Logs and traces. Logs go to stderr (`RUST_LOG`). Spans always carry W3C trace context, so
+//! one trace spans HTTP → queue → worker → database → completion; they are exported over
+//! OTLP/HTTP only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use opentelemetry::propagation::{Injector, TextMapPropagator};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// Installs logging and tracing for the process (once; later calls do nothing).
+pub fn init() {
+    PROVIDER.get_or_init(|| {
+        let mut builder = SdkTracerProvider::builder().with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("csrd")
+                .build(),
+        );
+        let exporting = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|v| !v.is_empty());
+        if exporting {
+            match opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .build()
+            {
+                Ok(exporter) => builder = builder.with_batch_exporter(exporter),
+                Err(e) => eprintln!("csrd: OTLP exporter not started: {e}"),
+            }
+        }
+        let provider = builder.build();
+        let tracer = provider.tracer("csrd");
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        // RUST_LOG filters the log only: traces keep every info span, so a quiet log does not
+        // break trace context propagation or export.
+        let log_filter =
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        let _ = tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_filter(log_filter),
+            )
+            .with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(tracer)
+                    .with_filter(LevelFilter::INFO),
+            )
+            .try_init();
+        provider
+    });
+}
+
+/// Flushes spans still waiting for export.
+pub fn shutdown() {
+    if let Some(provider) = PROVIDER.get() {
+        let _ = provider.shutdown();
+    }
+}
+
+/// The current span's context as `traceparent` (and `tracestate`) header pairs.
+pub fn current_context_headers() -> Vec<(&'static str, String)> {
+    struct Collect(HashMap<String, String>);
+    impl Injector for Collect {
+        fn set(&mut self, key: &str, value: String) {
+            self.0.insert(key.to_owned(), value);
+        }
+    }
+    let mut out = Collect(HashMap::new());
+    TraceContextPropagator::new().inject_context(&tracing::Span::current().context(), &mut out);
+    ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|k| out.0.remove(k).map(|v| (k, v)))
+        .collect()
+}
+
+/// Makes `span` a child of the trace context found by `get` (a header lookup), if any.
+pub fn adopt_parent(span: &tracing::Span, get: impl Fn(&str) -> Option<String>) {
+    let headers: HashMap<String, String> = ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|k| get(k).map(|v| (k.to_owned(), v)))
+        .collect();
+    if headers.contains_key("traceparent") {
+        let cx = TraceContextPropagator::new().extract(&headers);
+        let _ = span.set_parent(cx);
+    }
+}
