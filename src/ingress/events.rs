@@ -42,10 +42,11 @@ async fn consume(
     let queue = topology.declare_instance_queue(&channel, instance).await?;
     // Events are wake-ups, not the source of truth: losing one only delays an answer until
     // the ingress reads Postgres, so they are consumed without acks.
+    let tag = format!("ingress-{instance}");
     let mut consumer = channel
         .basic_consume(
             queue.as_str().into(),
-            format!("ingress-{instance}").as_str().into(),
+            tag.as_str().into(),
             BasicConsumeOptions {
                 no_ack: true,
                 ..Default::default()
@@ -69,6 +70,9 @@ async fn consume(
             None => break,
         }
     }
+    let _ = channel
+        .basic_cancel(tag.as_str().into(), Default::default())
+        .await;
     let _ = channel.close(200, "done".into()).await;
     Ok(())
 }

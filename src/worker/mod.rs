@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -39,30 +40,32 @@ pub struct WorkerContext {
 /// Consumes the jobs queue and the dead-letter queue until shutdown, then drains.
 pub async fn run(consume: Arc<Broker>, ctx: WorkerContext, workers: usize) {
     let tracker = TaskTracker::new();
+    // Channels whose consumers were cancelled at shutdown: closed once their jobs are acked.
+    let draining = Arc::new(std::sync::Mutex::new(Vec::new()));
     // Twice the keygen slots: a job is always ready when a slot frees up, yet a stopping or
     // crashing worker holds few jobs hostage.
     let prefetch = u16::try_from(workers * 2).unwrap_or(u16::MAX);
     let jobs = {
-        let (ctx, tracker) = (ctx.clone(), tracker.clone());
+        let (ctx, tracker, draining) = (ctx.clone(), tracker.clone(), draining.clone());
+        let queue = ctx.topology.jobs_queue();
+        let stop = ctx.shutdown.clone();
         consume_queue(
             consume.clone(),
-            ctx.topology.jobs_queue(),
+            queue,
             prefetch,
-            ctx.shutdown.clone(),
+            stop,
             tracker,
+            draining,
             move |d| job::handle(ctx.clone(), d),
         )
     };
     let dead = {
-        let (ctx, tracker) = (ctx.clone(), tracker.clone());
-        consume_queue(
-            consume,
-            ctx.topology.dead_letter_queue(),
-            4,
-            ctx.shutdown.clone(),
-            tracker,
-            move |d| dead::handle(ctx.clone(), d),
-        )
+        let (ctx, tracker, draining) = (ctx.clone(), tracker.clone(), draining.clone());
+        let queue = ctx.topology.dead_letter_queue();
+        let stop = ctx.shutdown.clone();
+        consume_queue(consume, queue, 4, stop, tracker, draining, move |d| {
+            dead::handle(ctx.clone(), d)
+        })
     };
     tokio::join!(jobs, dead);
     tracker.close();
@@ -81,13 +84,18 @@ async fn consume_queue<F, Fut>(
     prefetch: u16,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    draining: Arc<std::sync::Mutex<Vec<Channel>>>,
     handle: F,
 ) where
     F: Fn(Delivery) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     while let Some(link) = broker.next_link(None, &shutdown).await {
-        if let Err(e) = consume_link(&link, &queue, prefetch, &shutdown, &tracker, &handle).await {
+        if let Err(e) = consume_link(
+            &link, &queue, prefetch, &shutdown, &tracker, &draining, &handle,
+        )
+        .await
+        {
             tracing::warn!(%queue, error = %e, "consumer interrupted; resuming when RabbitMQ is back");
         }
         tokio::select! {
@@ -103,6 +111,7 @@ async fn consume_link<F, Fut>(
     prefetch: u16,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
+    draining: &std::sync::Mutex<Vec<Channel>>,
     handle: &F,
 ) -> lapin::Result<()>
 where
@@ -135,10 +144,14 @@ where
             None => return Ok(()),
         }
     }
-    // Stop new deliveries; in-flight ones finish and ack on this channel, which the
-    // connection's close at the very end of shutdown takes down.
+    // Stop new deliveries; in-flight ones finish and ack on this channel, closed by `run`
+    // once they are done.
     let _ = channel
         .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
         .await;
+    draining
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(channel);
     Ok(())
 }
