@@ -1,4 +1,5 @@
-//! `/client/v4/{accounts|zones}/{id}/custom_csrs[/{custom_csr_id}]` handlers.
+//! What the `/client/v4/{accounts|zones}/{id}/custom_csrs[/{custom_csr_id}]` operations do
+//! (`routes` holds their annotated entry points).
 //!
 //! Every operation runs the same gate in the same order: authenticate (9106/6003/9109), parse
 //! the owner id (7003), authorize against that owner (10000), and only then look at the CSR id
@@ -9,18 +10,14 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use super::auth::authenticate;
-use super::envelope::{
-    CsrCollection, CsrIdOnly, CsrPending, CsrSingle, Failure, IdOnly, ResultInfo,
-};
+use super::envelope::{CsrCollection, CsrIdOnly, CsrPending, CsrSingle, IdOnly, ResultInfo};
 use super::extract::{PathIds, query_pairs, read_body, require_json};
-use super::openapi::{AccountCreateBody, ListParams, ZoneCreateBody};
 use super::result::{CsrResult, PendingResult};
 use super::{ApiError, AppState};
 use crate::amqp::{CreateJob, PublishError, messages::JOB_VERSION};
@@ -55,47 +52,7 @@ async fn client(app: &AppState) -> Result<deadpool_postgres::Object, ApiError> {
 
 // ---- create ---------------------------------------------------------------------------
 
-#[utoipa::path(post, path = "/client/v4/accounts/{account_id}/custom_csrs", tag = "Custom CSRs (account)",
-    operation_id = "custom-csrs-for-an-account-create-custom-csr",
-    params(("account_id" = String, Path, description = "Account id (32 lowercase hex)")),
-    request_body = AccountCreateBody,
-    responses(
-        (status = 201, description = "Created", body = CsrSingle),
-        (status = 202, description = "Accepted, still being generated; GET the id later", body = CsrPending),
-        (status = "4XX", description = "Failure", body = Failure),
-        (status = "5XX", description = "Failure (503 with Retry-After when a dependency is down)", body = Failure),
-    ),
-    security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
-pub async fn create_for_account(
-    State(app): State<AppState>,
-    ids: PathIds,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    create(app, OwnerKind::Account, ids, headers, body).await
-}
-
-#[utoipa::path(post, path = "/client/v4/zones/{zone_id}/custom_csrs", tag = "Custom CSRs (zone)",
-    operation_id = "custom-csrs-for-a-zone-create-custom-csr",
-    params(("zone_id" = String, Path, description = "Zone id (32 lowercase hex)")),
-    request_body = ZoneCreateBody,
-    responses(
-        (status = 201, description = "Created", body = CsrSingle),
-        (status = 202, description = "Accepted, still being generated; GET the id later", body = CsrPending),
-        (status = "4XX", description = "Failure", body = Failure),
-        (status = "5XX", description = "Failure (503 with Retry-After when a dependency is down)", body = Failure),
-    ),
-    security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
-pub async fn create_for_zone(
-    State(app): State<AppState>,
-    ids: PathIds,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    create(app, OwnerKind::Zone, ids, headers, body).await
-}
-
-async fn create(
+pub(super) async fn create(
     app: AppState,
     kind: OwnerKind,
     ids: PathIds,
@@ -262,43 +219,7 @@ fn now_micros() -> DateTime<Utc> {
 
 // ---- list -----------------------------------------------------------------------------
 
-#[utoipa::path(get, path = "/client/v4/accounts/{account_id}/custom_csrs", tag = "Custom CSRs (account)",
-    operation_id = "custom-csrs-for-an-account-list-custom-csrs",
-    params(("account_id" = String, Path, description = "Account id (32 lowercase hex)"), ListParams),
-    responses(
-        (status = 200, description = "A page of custom CSRs; a page past the end is empty", body = CsrCollection),
-        (status = "4XX", description = "Failure", body = Failure),
-        (status = "5XX", description = "Failure", body = Failure),
-    ),
-    security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
-pub async fn list_for_account(
-    State(app): State<AppState>,
-    ids: PathIds,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    list(app, OwnerKind::Account, ids, headers, q).await
-}
-
-#[utoipa::path(get, path = "/client/v4/zones/{zone_id}/custom_csrs", tag = "Custom CSRs (zone)",
-    operation_id = "custom-csrs-for-a-zone-list-custom-csrs",
-    params(("zone_id" = String, Path, description = "Zone id (32 lowercase hex)"), ListParams),
-    responses(
-        (status = 200, description = "A page of custom CSRs; a page past the end is empty", body = CsrCollection),
-        (status = "4XX", description = "Failure", body = Failure),
-        (status = "5XX", description = "Failure", body = Failure),
-    ),
-    security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
-pub async fn list_for_zone(
-    State(app): State<AppState>,
-    ids: PathIds,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    list(app, OwnerKind::Zone, ids, headers, q).await
-}
-
-async fn list(
+pub(super) async fn list(
     app: AppState,
     kind: OwnerKind,
     ids: PathIds,
@@ -329,43 +250,7 @@ async fn list(
 
 // ---- get ------------------------------------------------------------------------------
 
-#[utoipa::path(get, path = "/client/v4/accounts/{account_id}/custom_csrs/{custom_csr_id}", tag = "Custom CSRs (account)",
-    operation_id = "custom-csrs-for-an-account-custom-csr-details",
-    params(("account_id" = String, Path, description = "Account id (32 lowercase hex)"),
-           ("custom_csr_id" = String, Path, description = "Custom CSR id (UUID)")),
-    responses(
-        (status = 200, description = "The custom CSR", body = CsrSingle),
-        (status = "4XX", description = "Failure (404/1419 for an unknown id or another tenant's)", body = Failure),
-        (status = "5XX", description = "Failure", body = Failure),
-    ),
-    security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
-pub async fn get_for_account(
-    State(app): State<AppState>,
-    ids: PathIds,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    get(app, OwnerKind::Account, ids, headers).await
-}
-
-#[utoipa::path(get, path = "/client/v4/zones/{zone_id}/custom_csrs/{custom_csr_id}", tag = "Custom CSRs (zone)",
-    operation_id = "custom-csrs-for-a-zone-custom-csr-details",
-    params(("zone_id" = String, Path, description = "Zone id (32 lowercase hex)"),
-           ("custom_csr_id" = String, Path, description = "Custom CSR id (UUID)")),
-    responses(
-        (status = 200, description = "The custom CSR", body = CsrSingle),
-        (status = "4XX", description = "Failure (404/1419 for an unknown id or another tenant's)", body = Failure),
-        (status = "5XX", description = "Failure", body = Failure),
-    ),
-    security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
-pub async fn get_for_zone(
-    State(app): State<AppState>,
-    ids: PathIds,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    get(app, OwnerKind::Zone, ids, headers).await
-}
-
-async fn get(
+pub(super) async fn get(
     app: AppState,
     kind: OwnerKind,
     ids: PathIds,
@@ -381,47 +266,9 @@ async fn get(
 
 // ---- delete ---------------------------------------------------------------------------
 
-#[utoipa::path(delete, path = "/client/v4/accounts/{account_id}/custom_csrs/{custom_csr_id}", tag = "Custom CSRs (account)",
-    operation_id = "custom-csrs-for-an-account-delete-custom-csr",
-    params(("account_id" = String, Path, description = "Account id (32 lowercase hex)"),
-           ("custom_csr_id" = String, Path, description = "Custom CSR id (UUID)")),
-    request_body(content = Option<Object>, description = "Optional and ignored (official SDKs send none)", content_type = "application/json"),
-    responses(
-        (status = 200, description = "Deleted, with its private key", body = CsrIdOnly),
-        (status = "4XX", description = "Failure (404/1419 for an unknown id or another tenant's)", body = Failure),
-        (status = "5XX", description = "Failure", body = Failure),
-    ),
-    security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
-pub async fn delete_for_account(
-    State(app): State<AppState>,
-    ids: PathIds,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    delete(app, OwnerKind::Account, ids, headers).await
-}
-
-#[utoipa::path(delete, path = "/client/v4/zones/{zone_id}/custom_csrs/{custom_csr_id}", tag = "Custom CSRs (zone)",
-    operation_id = "custom-csrs-for-a-zone-delete-custom-csr",
-    params(("zone_id" = String, Path, description = "Zone id (32 lowercase hex)"),
-           ("custom_csr_id" = String, Path, description = "Custom CSR id (UUID)")),
-    request_body(content = Option<Object>, description = "Optional and ignored (official SDKs send none)", content_type = "application/json"),
-    responses(
-        (status = 200, description = "Deleted, with its private key", body = CsrIdOnly),
-        (status = "4XX", description = "Failure (404/1419 for an unknown id or another tenant's)", body = Failure),
-        (status = "5XX", description = "Failure", body = Failure),
-    ),
-    security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
-pub async fn delete_for_zone(
-    State(app): State<AppState>,
-    ids: PathIds,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    delete(app, OwnerKind::Zone, ids, headers).await
-}
-
 /// The body, if any, is never read: Cloudflare's spec declares an unschema'd one and the
 /// official SDKs send none.
-async fn delete(
+pub(super) async fn delete(
     app: AppState,
     kind: OwnerKind,
     ids: PathIds,

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod health;
 pub mod openapi;
 pub mod result;
+pub mod routes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,10 +41,13 @@ pub struct AppState {
 /// Every route, registered once with its documentation.
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        .routes(routes!(csrs::list_for_account, csrs::create_for_account))
-        .routes(routes!(csrs::get_for_account, csrs::delete_for_account))
-        .routes(routes!(csrs::list_for_zone, csrs::create_for_zone))
-        .routes(routes!(csrs::get_for_zone, csrs::delete_for_zone))
+        .routes(routes!(
+            routes::list_for_account,
+            routes::create_for_account
+        ))
+        .routes(routes!(routes::get_for_account, routes::delete_for_account))
+        .routes(routes!(routes::list_for_zone, routes::create_for_zone))
+        .routes(routes!(routes::get_for_zone, routes::delete_for_zone))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))

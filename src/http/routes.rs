@@ -1,0 +1,101 @@
+//! The eight Cloudflare operations, once for accounts and once for zones. Each is a thin shim
+//! carrying its OpenAPI annotation; the behaviour lives in `csrs`.
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+
+use super::envelope::{CsrCollection, CsrIdOnly, CsrPending, CsrSingle, Failure};
+use super::extract::PathIds;
+use super::openapi::{AccountCreateBody, ListParams, ZoneCreateBody};
+use super::{ApiError, AppState, csrs};
+use crate::domain::OwnerKind;
+
+/// Emits create/list/get/delete for one kind of owner. utoipa needs literal paths and ids,
+/// hence the many literals.
+macro_rules! tenant_routes {
+    (
+        kind: $kind:expr, tag: $tag:literal, param: $param:literal, about: $about:literal,
+        collection: $collection:literal, item: $item:literal, create_body: $body:ty,
+        create: $create:ident = $create_id:literal, list: $list:ident = $list_id:literal,
+        get: $get:ident = $get_id:literal, delete: $delete:ident = $delete_id:literal $(,)?
+    ) => {
+        #[utoipa::path(post, path = $collection, tag = $tag, operation_id = $create_id,
+            params(($param = String, Path, description = $about)),
+            request_body = $body,
+            responses(
+                (status = 201, description = "Created", body = CsrSingle),
+                (status = 202, description = "Accepted, still being generated; retry with the same Idempotency-Key or GET the id", body = CsrPending),
+                (status = "4XX", description = "Failure (422/1422: Idempotency-Key reused with another body)", body = Failure),
+                (status = "5XX", description = "Failure (503 with Retry-After when a dependency is down)", body = Failure),
+            ),
+            security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
+        pub async fn $create(State(app): State<AppState>, ids: PathIds, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+            csrs::create(app, $kind, ids, headers, body).await
+        }
+
+        #[utoipa::path(get, path = $collection, tag = $tag, operation_id = $list_id,
+            params(($param = String, Path, description = $about), ListParams),
+            responses(
+                (status = 200, description = "A page of custom CSRs; a page past the end is empty", body = CsrCollection),
+                (status = "4XX", description = "Failure", body = Failure),
+                (status = "5XX", description = "Failure", body = Failure),
+            ),
+            security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
+        pub async fn $list(State(app): State<AppState>, ids: PathIds, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+            csrs::list(app, $kind, ids, headers, q).await
+        }
+
+        #[utoipa::path(get, path = $item, tag = $tag, operation_id = $get_id,
+            params(($param = String, Path, description = $about),
+                   ("custom_csr_id" = String, Path, description = "Custom CSR id (UUID)")),
+            responses(
+                (status = 200, description = "The custom CSR", body = CsrSingle),
+                (status = "4XX", description = "Failure (404/1419 for an unknown id or another tenant's)", body = Failure),
+                (status = "5XX", description = "Failure", body = Failure),
+            ),
+            security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
+        pub async fn $get(State(app): State<AppState>, ids: PathIds, headers: HeaderMap) -> Result<Response, ApiError> {
+            csrs::get(app, $kind, ids, headers).await
+        }
+
+        #[utoipa::path(delete, path = $item, tag = $tag, operation_id = $delete_id,
+            params(($param = String, Path, description = $about),
+                   ("custom_csr_id" = String, Path, description = "Custom CSR id (UUID)")),
+            request_body(content = Option<Object>, description = "Optional and ignored (official SDKs send none)", content_type = "application/json"),
+            responses(
+                (status = 200, description = "Deleted, with its private key", body = CsrIdOnly),
+                (status = "4XX", description = "Failure (404/1419 for an unknown id or another tenant's)", body = Failure),
+                (status = "5XX", description = "Failure", body = Failure),
+            ),
+            security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
+        pub async fn $delete(State(app): State<AppState>, ids: PathIds, headers: HeaderMap) -> Result<Response, ApiError> {
+            csrs::delete(app, $kind, ids, headers).await
+        }
+    };
+}
+
+tenant_routes! {
+    kind: OwnerKind::Account, tag: "Custom CSRs (account)", param: "account_id",
+    about: "Account id (32 lowercase hex)",
+    collection: "/client/v4/accounts/{account_id}/custom_csrs",
+    item: "/client/v4/accounts/{account_id}/custom_csrs/{custom_csr_id}",
+    create_body: AccountCreateBody,
+    create: create_for_account = "custom-csrs-for-an-account-create-custom-csr",
+    list: list_for_account = "custom-csrs-for-an-account-list-custom-csrs",
+    get: get_for_account = "custom-csrs-for-an-account-custom-csr-details",
+    delete: delete_for_account = "custom-csrs-for-an-account-delete-custom-csr",
+}
+
+tenant_routes! {
+    kind: OwnerKind::Zone, tag: "Custom CSRs (zone)", param: "zone_id",
+    about: "Zone id (32 lowercase hex)",
+    collection: "/client/v4/zones/{zone_id}/custom_csrs",
+    item: "/client/v4/zones/{zone_id}/custom_csrs/{custom_csr_id}",
+    create_body: ZoneCreateBody,
+    create: create_for_zone = "custom-csrs-for-a-zone-create-custom-csr",
+    list: list_for_zone = "custom-csrs-for-a-zone-list-custom-csrs",
+    get: get_for_zone = "custom-csrs-for-a-zone-custom-csr-details",
+    delete: delete_for_zone = "custom-csrs-for-a-zone-delete-custom-csr",
+}
