@@ -272,6 +272,7 @@ async fn sigterm_lets_accepted_creates_finish_then_exits_cleanly() {
             let resp = http
                 .post(format!("{base}/client/v4/accounts/{ACCOUNT_A}/custom_csrs"))
                 .bearer_auth(&token)
+                .header("Idempotency-Key", format!("drain-{i}"))
                 .json(&body)
                 .send()
                 .await
@@ -279,8 +280,21 @@ async fn sigterm_lets_accepted_creates_finish_then_exits_cleanly() {
             resp.status().as_u16()
         }));
     }
-    // RSA keys on one keygen slot take a while: the requests are in flight when SIGTERM lands.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // A request is accepted once its Idempotency-Key is claimed; RSA keys on one keygen slot
+    // take a while, so most are still in flight when SIGTERM lands.
+    let pool = csrd::db::build_pool(&iso.database_url, 1, "csrd-tests").unwrap();
+    for _ in 0..400 {
+        let client = pool.get().await.unwrap();
+        let claimed: i64 = client
+            .query_one("SELECT count(*) FROM idempotency_keys", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if claimed == 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     let pid = serve.0.id().to_string();
     assert!(
         Command::new("kill")
