@@ -1,4 +1,5 @@
-//! Command-line interface (subcommand names are fixed contracts: see DESIGN.md).
+//! Command-line interface. Subcommand names, flags and output lines are contracts that scripts,
+//! the compose file and operators rely on (README, "Commands"): change them only deliberately.
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};

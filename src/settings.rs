@@ -1,4 +1,5 @@
-//! Runtime settings, from flags or the environment (names fixed by DESIGN.md).
+//! Runtime settings, from flags or the environment. The variable names are contracts (README,
+//! "Configuration"): the compose file and operators' scripts set them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

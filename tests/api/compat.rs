@@ -1,5 +1,5 @@
 //! Compatibility proven with clients nobody here wrote: the official Cloudflare Python SDK and
-//! schemathesis driven by Cloudflare's own OpenAPI document (see `compat/`). `scripts/test`
+//! schemathesis driven by Cloudflare's own OpenAPI document (vendored in `compat/cloudflare/`). `scripts/test`
 //! installs them into `.venv` and sets `CSRD_COMPAT_PYTHON`.
 
 use csrd::auth::Permission;
@@ -17,7 +17,7 @@ async fn run_pytest(app: &TestApp, file: &str) {
     let read_token = app.token(&[ACCOUNT_A], &[ZONE_A], Permission::Read).await;
     let key = app.legacy_key("sdk@example.com", &[ACCOUNT_A], &[]).await;
     let root = env!("CARGO_MANIFEST_DIR");
-    let spec = format!("{root}/../shared/cloudflare/custom-csrs.openapi.json");
+    let spec = format!("{root}/compat/cloudflare/custom-csrs.openapi.json");
     assert!(
         std::path::Path::new(&spec).exists(),
         "Cloudflare's OpenAPI document is expected at {spec}"
