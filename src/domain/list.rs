@@ -1,8 +1,7 @@
 //! List parameters: `page`, `per_page`, `order`, `direction`, validated once at the edge.
 
-use super::{FieldError, OwnerKind, ValidationErrors};
+use super::{ErrorCode, FieldError, OwnerKind, ValidationErrors};
 
-pub const INVALID_PARAMETER: u32 = 1400;
 pub const MIN_PER_PAGE: u64 = 5;
 pub const MAX_PER_PAGE: u64 = 50;
 
@@ -58,7 +57,8 @@ impl ListQuery {
         let mut q = Self::defaults(kind);
         let mut errors = Vec::new();
         for (key, value) in pairs {
-            let bad = |msg: String| FieldError::new(INVALID_PARAMETER, format!("?{key}"), msg);
+            let bad =
+                |msg: String| FieldError::new(ErrorCode::InvalidRequest, format!("?{key}"), msg);
             match key {
                 "page" => match parse_number(value) {
                     Some(n) if n >= 1 => q.page = n,

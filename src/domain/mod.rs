@@ -4,6 +4,7 @@
 //! the HTTP edge ("parse, don't validate"); everything behind the edge takes them as given.
 
 pub mod country;
+pub mod error_code;
 pub mod ids;
 pub mod key_type;
 pub mod list;
@@ -13,6 +14,7 @@ pub mod request;
 pub mod san;
 pub mod validation;
 
+pub use error_code::ErrorCode;
 pub use ids::{AccountId, CsrId, Owner, OwnerKind, ZoneId};
 pub use key_type::KeyType;
 pub use list::{Direction, ListQuery, SortField};

@@ -3,11 +3,7 @@
 //! Off by default: a private CA or a test environment legitimately asks for `*.internal` or
 //! `example.com`. `cloudflare` applies Cloudflare's public-CA rules on top of the syntax checks.
 
-use super::{DnsName, FieldError};
-
-pub const RESERVED_TLD: u32 = 1414;
-pub const NO_REGISTRABLE_DOMAIN: u32 = 1415;
-pub const EXAMPLE_DOMAIN: u32 = 1416;
+use super::{DnsName, ErrorCode, FieldError};
 
 const RESERVED_TLDS: [&str; 4] = ["test", "example", "invalid", "localhost"];
 const EXAMPLE_DOMAINS: [&str; 3] = ["example.com", "example.net", "example.org"];
@@ -38,7 +34,7 @@ impl NamePolicy {
         let tld = host.rsplit('.').next().unwrap_or(&host);
         if RESERVED_TLDS.contains(&tld) {
             return Err(FieldError::new(
-                RESERVED_TLD,
+                ErrorCode::ReservedTld,
                 pointer,
                 format!("SAN {name} uses the reserved top-level domain .{tld}"),
             ));
@@ -48,14 +44,14 @@ impl NamePolicy {
             .any(|d| host == *d || host.ends_with(&format!(".{d}")))
         {
             return Err(FieldError::new(
-                EXAMPLE_DOMAIN,
+                ErrorCode::ExampleDomain,
                 pointer,
                 format!("SAN {name} is under a reserved example domain"),
             ));
         }
         if psl::domain(host.as_bytes()).is_none_or(|d| !d.suffix().is_known()) {
             return Err(FieldError::new(
-                NO_REGISTRABLE_DOMAIN,
+                ErrorCode::NoRegistrableDomain,
                 pointer,
                 format!("SAN {name} has no registrable domain under the public suffix list"),
             ));
@@ -70,7 +66,10 @@ mod tests {
 
     fn code(policy: NamePolicy, s: &str) -> Option<u32> {
         let name = DnsName::parse(s, "/sans/0").unwrap();
-        policy.check(&name, "/sans/0").err().map(|e| e.code)
+        policy
+            .check(&name, "/sans/0")
+            .err()
+            .map(|e| e.code.as_u32())
     }
 
     #[test]

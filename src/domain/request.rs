@@ -4,18 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::country::parse_country;
-use super::{DnsName, FieldError, KeyType, NamePolicy, OwnerKind, ValidationErrors};
-
-pub const INVALID_JSON: u32 = 1400;
-pub const MISSING_COUNTRY: u32 = 1405;
-pub const MISSING_STATE: u32 = 1406;
-pub const MISSING_LOCALITY: u32 = 1407;
-pub const MISSING_ORGANIZATION: u32 = 1408;
-pub const MISSING_COMMON_NAME: u32 = 1409;
-pub const COMMON_NAME_TOO_LONG: u32 = 1410;
-pub const MISSING_SANS: u32 = 1411;
-pub const INVALID_SAN: u32 = super::san::INVALID_SAN;
-pub const UNKNOWN_KEY_TYPE: u32 = 1417;
+use super::{DnsName, ErrorCode, FieldError, KeyType, NamePolicy, OwnerKind, ValidationErrors};
 
 pub const MAX_SANS: usize = 150;
 /// X.520 upper bounds (RFC 5280 appendix A): CN, O, OU 64; ST, L 128.
@@ -59,14 +48,14 @@ impl CreateCsr {
     ) -> Result<Self, ValidationErrors> {
         let value: Value = serde_json::from_slice(body).map_err(|e| {
             ValidationErrors::single(FieldError::new(
-                INVALID_JSON,
+                ErrorCode::InvalidRequest,
                 "",
                 format!("request body is not valid JSON: {e}"),
             ))
         })?;
         let Value::Object(obj) = value else {
             return Err(ValidationErrors::single(FieldError::new(
-                INVALID_JSON,
+                ErrorCode::InvalidRequest,
                 "",
                 "request body must be a JSON object",
             )));
@@ -74,27 +63,39 @@ impl CreateCsr {
         let mut errors = Vec::new();
         let mut field = |r: Result<String, FieldError>| r.map_err(|e| errors.push(e)).ok();
 
-        let country = field(required(&obj, "country", MISSING_COUNTRY, 2).and_then(|c| {
-            parse_country(&c).ok_or_else(|| {
-                FieldError::new(
-                    MISSING_COUNTRY,
-                    "/country",
-                    format!("country {c:?} is not an ISO 3166-1 alpha-2 code"),
-                )
-            })
-        }));
-        let state = field(required(&obj, "state", MISSING_STATE, MAX_STATE));
-        let locality = field(required(&obj, "locality", MISSING_LOCALITY, MAX_LOCALITY));
+        let country = field(
+            required(&obj, "country", ErrorCode::InvalidCountry, 2).and_then(|c| {
+                parse_country(&c).ok_or_else(|| {
+                    FieldError::new(
+                        ErrorCode::InvalidCountry,
+                        "/country",
+                        format!("country {c:?} is not an ISO 3166-1 alpha-2 code"),
+                    )
+                })
+            }),
+        );
+        let state = field(required(&obj, "state", ErrorCode::InvalidState, MAX_STATE));
+        let locality = field(required(
+            &obj,
+            "locality",
+            ErrorCode::InvalidLocality,
+            MAX_LOCALITY,
+        ));
         let organization = field(required(
             &obj,
             "organization",
-            MISSING_ORGANIZATION,
+            ErrorCode::InvalidOrganization,
             MAX_ORGANIZATION,
         ));
-        let common_name = match required(&obj, "common_name", MISSING_COMMON_NAME, usize::MAX) {
+        let common_name = match required(
+            &obj,
+            "common_name",
+            ErrorCode::InvalidCommonName,
+            usize::MAX,
+        ) {
             Ok(cn) if cn.chars().count() > MAX_COMMON_NAME => {
                 errors.push(FieldError::new(
-                    COMMON_NAME_TOO_LONG,
+                    ErrorCode::CommonNameTooLong,
                     "/common_name",
                     "common_name must be at most 64 characters",
                 ));
@@ -105,7 +106,7 @@ impl CreateCsr {
         let organizational_unit = optional(
             &obj,
             "organizational_unit",
-            INVALID_JSON,
+            ErrorCode::InvalidRequest,
             MAX_ORGANIZATIONAL_UNIT,
             true,
         )
@@ -118,14 +119,20 @@ impl CreateCsr {
             .ok();
         let (name, description) = match owner {
             OwnerKind::Account => (
-                optional(&obj, "name", INVALID_JSON, MAX_NAME, false)
+                optional(&obj, "name", ErrorCode::InvalidRequest, MAX_NAME, false)
                     .map_err(|e| errors.push(e))
                     .ok()
                     .flatten(),
-                optional(&obj, "description", INVALID_JSON, MAX_DESCRIPTION, false)
-                    .map_err(|e| errors.push(e))
-                    .ok()
-                    .flatten(),
+                optional(
+                    &obj,
+                    "description",
+                    ErrorCode::InvalidRequest,
+                    MAX_DESCRIPTION,
+                    false,
+                )
+                .map_err(|e| errors.push(e))
+                .ok()
+                .flatten(),
             ),
             OwnerKind::Zone => (None, None),
         };
@@ -166,7 +173,7 @@ fn has_forbidden_chars(s: &str, allow_newlines: bool) -> bool {
 fn required(
     obj: &Map<String, Value>,
     key: &str,
-    code: u32,
+    code: ErrorCode,
     max: usize,
 ) -> Result<String, FieldError> {
     let pointer = format!("/{key}");
@@ -202,7 +209,7 @@ fn required(
 fn optional(
     obj: &Map<String, Value>,
     key: &str,
-    code: u32,
+    code: ErrorCode,
     max: usize,
     subject_field: bool,
 ) -> Result<Option<String>, FieldError> {
@@ -234,13 +241,13 @@ fn parse_key_type(obj: &Map<String, Value>) -> Result<KeyType, FieldError> {
         None | Some(Value::Null) => Ok(KeyType::default()),
         Some(Value::String(s)) => KeyType::parse(s).ok_or_else(|| {
             FieldError::new(
-                UNKNOWN_KEY_TYPE,
+                ErrorCode::UnknownKeyType,
                 "/key_type",
                 format!("key_type {s:?} is not supported; use \"rsa2048\" or \"p256v1\""),
             )
         }),
         Some(_) => Err(FieldError::new(
-            UNKNOWN_KEY_TYPE,
+            ErrorCode::UnknownKeyType,
             "/key_type",
             "key_type must be the string \"rsa2048\" or \"p256v1\"",
         )),
@@ -254,21 +261,21 @@ fn parse_sans(
     let items = match obj.get("sans") {
         None | Some(Value::Null) => {
             return Err(vec![FieldError::new(
-                MISSING_SANS,
+                ErrorCode::MissingSans,
                 "/sans",
                 "at least one SAN is required",
             )]);
         }
         Some(Value::Array(items)) if items.is_empty() => {
             return Err(vec![FieldError::new(
-                MISSING_SANS,
+                ErrorCode::MissingSans,
                 "/sans",
                 "at least one SAN is required",
             )]);
         }
         Some(Value::Array(items)) if items.len() > MAX_SANS => {
             return Err(vec![FieldError::new(
-                INVALID_SAN,
+                ErrorCode::InvalidSan,
                 "/sans",
                 format!("at most {MAX_SANS} SANs are allowed, got {}", items.len()),
             )]);
@@ -276,7 +283,7 @@ fn parse_sans(
         Some(Value::Array(items)) => items,
         Some(_) => {
             return Err(vec![FieldError::new(
-                MISSING_SANS,
+                ErrorCode::MissingSans,
                 "/sans",
                 "sans must be an array of strings",
             )]);
@@ -290,7 +297,7 @@ fn parse_sans(
             Value::String(s) => DnsName::parse(s, &pointer)
                 .and_then(|name| policy.check(&name, &pointer).map(|()| name)),
             _ => Err(FieldError::new(
-                INVALID_SAN,
+                ErrorCode::InvalidSan,
                 &pointer,
                 "each SAN must be a string",
             )),
@@ -394,7 +401,11 @@ mod tests {
         let mut body = example();
         body["sans"] = json!(["ok.example.com", "10.0.0.1", 5, "bücher.de"]);
         let err = parse(&body, OwnerKind::Account).unwrap_err();
-        let found: Vec<(u32, &str)> = err.0.iter().map(|e| (e.code, e.pointer.as_str())).collect();
+        let found: Vec<(u32, &str)> = err
+            .0
+            .iter()
+            .map(|e| (e.code.as_u32(), e.pointer.as_str()))
+            .collect();
         assert_eq!(
             found,
             vec![(1412, "/sans/1"), (1412, "/sans/2"), (1413, "/sans/3")]

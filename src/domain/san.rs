@@ -9,10 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
-use super::FieldError;
-
-pub const INVALID_SAN: u32 = 1412;
-pub const NON_ASCII_SAN: u32 = 1413;
+use super::{ErrorCode, FieldError};
 
 /// Cloudflare: a SAN of 256 characters or more is invalid.
 const MAX_SAN_LEN: usize = 255;
@@ -40,11 +37,16 @@ impl From<DnsName> for String {
 impl DnsName {
     /// Validates one SAN; `pointer` names it in the error (`/sans/3`).
     pub fn parse(s: &str, pointer: &str) -> Result<Self, FieldError> {
-        let invalid =
-            |why: &str| FieldError::new(INVALID_SAN, pointer, format!("invalid SAN {s:?}: {why}"));
+        let invalid = |why: &str| {
+            FieldError::new(
+                ErrorCode::InvalidSan,
+                pointer,
+                format!("invalid SAN {s:?}: {why}"),
+            )
+        };
         if !s.is_ascii() {
             return Err(FieldError::new(
-                NON_ASCII_SAN,
+                ErrorCode::NonAsciiSan,
                 pointer,
                 "SANs must be ASCII; encode internationalised names as punycode (xn--)",
             ));
@@ -111,7 +113,7 @@ mod tests {
     use super::*;
 
     fn code(s: &str) -> Option<u32> {
-        DnsName::parse(s, "/sans/0").err().map(|e| e.code)
+        DnsName::parse(s, "/sans/0").err().map(|e| e.code.as_u32())
     }
 
     #[test]

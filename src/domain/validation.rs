@@ -2,16 +2,18 @@
 
 use std::fmt;
 
+use super::ErrorCode;
+
 /// One rejected field: Cloudflare code, human message, JSON pointer (`/sans/3`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
-    pub code: u32,
+    pub code: ErrorCode,
     pub message: String,
     pub pointer: String,
 }
 
 impl FieldError {
-    pub fn new(code: u32, pointer: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, pointer: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -30,7 +32,7 @@ impl ValidationErrors {
     }
 
     pub fn codes(&self) -> Vec<u32> {
-        self.0.iter().map(|e| e.code).collect()
+        self.0.iter().map(|e| e.code.as_u32()).collect()
     }
 }
 

@@ -23,7 +23,9 @@ use super::{ApiError, AppState};
 use crate::amqp::{CreateJob, PublishError, messages::JOB_VERSION};
 use crate::auth::Permission;
 use crate::db::{DbError, csrs, jobs};
-use crate::domain::{CreateCsr, CsrId, FieldError, ListQuery, Owner, OwnerKind, ValidationErrors};
+use crate::domain::{
+    CreateCsr, CsrId, ErrorCode, FieldError, ListQuery, Owner, OwnerKind, ValidationErrors,
+};
 
 /// While waiting for the completion event, Postgres is checked this often, so a lost event
 /// delays an answer by at most this much.
@@ -186,7 +188,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     };
     let bad = || {
         ApiError::Validation(ValidationErrors::single(FieldError::new(
-            1400,
+            ErrorCode::InvalidRequest,
             "",
             "Idempotency-Key must be 1-255 visible ASCII characters",
         )))

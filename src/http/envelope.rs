@@ -5,6 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::result::{CsrResult, PendingResult};
+use crate::domain::ErrorCode;
 
 /// One error or message item.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
@@ -26,16 +27,16 @@ pub struct ErrorSource {
 }
 
 impl ErrorItem {
-    pub fn new(code: u32, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            code,
+            code: code.as_u32(),
             message: message.into(),
             source: None,
         }
     }
 
     /// `where_` is a JSON pointer (`/sans/3`), or `?name` for a query parameter.
-    pub fn at(code: u32, message: impl Into<String>, where_: &str) -> Self {
+    pub fn at(code: ErrorCode, message: impl Into<String>, where_: &str) -> Self {
         let source = match where_.strip_prefix('?') {
             Some(parameter) => ErrorSource {
                 pointer: None,

@@ -9,7 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::envelope::{ErrorItem, Failure};
-use crate::domain::ValidationErrors;
+use crate::domain::{ErrorCode, ValidationErrors};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -82,44 +82,58 @@ impl ApiError {
                 })
                 .collect(),
             ApiError::MissingCredentials => vec![ErrorItem::new(
-                9106,
+                ErrorCode::MissingCredentials,
                 "Missing X-Auth-Key, X-Auth-Email or Authorization headers",
             )],
             ApiError::MalformedCredentials(what) => vec![ErrorItem::new(
-                6003,
+                ErrorCode::MalformedCredentials,
                 format!("Invalid request headers: {what}"),
             )],
-            ApiError::InvalidCredentials => vec![ErrorItem::new(9109, "Invalid access token")],
-            ApiError::Forbidden => vec![ErrorItem::new(10000, "Authentication error")],
+            ApiError::InvalidCredentials => vec![ErrorItem::new(
+                ErrorCode::InvalidCredentials,
+                "Invalid access token",
+            )],
+            ApiError::Forbidden => {
+                vec![ErrorItem::new(ErrorCode::Forbidden, "Authentication error")]
+            }
             ApiError::MalformedOwnerId(kind) => vec![ErrorItem::new(
-                7003,
+                ErrorCode::MalformedObjectId,
                 format!(
                     "Could not route to /client/v4, perhaps your object identifier is invalid? (malformed {kind} id)"
                 ),
             )],
-            ApiError::MalformedCsrId => vec![ErrorItem::new(1418, "Invalid custom CSR identifier")],
-            ApiError::CsrNotFound => vec![ErrorItem::new(1419, "Custom CSR not found")],
+            ApiError::MalformedCsrId => vec![ErrorItem::new(
+                ErrorCode::MalformedCsrId,
+                "Invalid custom CSR identifier",
+            )],
+            ApiError::CsrNotFound => vec![ErrorItem::new(
+                ErrorCode::CsrNotFound,
+                "Custom CSR not found",
+            )],
             ApiError::IdempotencyKeyReused => vec![ErrorItem::new(
-                1422,
+                ErrorCode::IdempotencyKeyReused,
                 "This Idempotency-Key was already used with a different request body",
             )],
-            ApiError::NoRoute => vec![ErrorItem::new(7000, "No route for that URI")],
+            ApiError::NoRoute => vec![ErrorItem::new(ErrorCode::NoRoute, "No route for that URI")],
             ApiError::MethodNotAllowed => {
-                vec![ErrorItem::new(7001, "Method not allowed for this route")]
+                vec![ErrorItem::new(
+                    ErrorCode::MethodNotAllowed,
+                    "Method not allowed for this route",
+                )]
             }
             ApiError::PayloadTooLarge => vec![ErrorItem::new(
-                1400,
+                ErrorCode::InvalidRequest,
                 format!("request body is larger than {MAX_BODY_BYTES} bytes"),
             )],
             ApiError::UnsupportedMediaType => vec![ErrorItem::new(
-                1400,
+                ErrorCode::InvalidRequest,
                 "Content-Type must be application/json",
             )],
             ApiError::Unavailable(_) => vec![ErrorItem::new(
-                1500,
+                ErrorCode::Internal,
                 "Service temporarily unavailable; retry later",
             )],
-            ApiError::Internal(_) => vec![ErrorItem::new(1500, "Internal error")],
+            ApiError::Internal(_) => vec![ErrorItem::new(ErrorCode::Internal, "Internal error")],
         }
     }
 }

@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 
 use super::error::{ApiError, MAX_BODY_BYTES};
-use crate::domain::{CsrId, FieldError, Owner, OwnerKind, ValidationErrors};
+use crate::domain::{CsrId, ErrorCode, FieldError, Owner, OwnerKind, ValidationErrors};
 
 /// The path's ids, not yet validated: authentication comes first, then the owner id (7003),
 /// then authorization, and only then the CSR id (1418), so a caller without access learns
@@ -92,7 +92,7 @@ pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<axum::body::By
                 ApiError::PayloadTooLarge
             } else {
                 ApiError::Validation(ValidationErrors::single(FieldError::new(
-                    1400,
+                    ErrorCode::InvalidRequest,
                     "",
                     "the request body could not be read",
                 )))

@@ -101,6 +101,9 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
 /// A panic is a bug; the client still gets the failure envelope, never a dropped connection.
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("request handler panicked");
-    let body = envelope::Failure::new(vec![envelope::ErrorItem::new(1500, "Internal error")]);
+    let body = envelope::Failure::new(vec![envelope::ErrorItem::new(
+        crate::domain::ErrorCode::Internal,
+        "Internal error",
+    )]);
     (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
 }

@@ -1,0 +1,66 @@
+//! Every error code csrd answers with, in one place: Cloudflare's custom-CSR codes, the
+//! gateway codes Cloudflare's v4 API uses on every endpoint, and csrd's own 1422.
+//!
+//! The HTTP status that goes with a code is the HTTP adapter's business; this is only the
+//! vocabulary the domain and the adapters share.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The request is malformed: body not JSON or not an object, a bad optional field, a bad
+    /// query parameter or header, a body too large or of the wrong type.
+    InvalidRequest = 1400,
+    InvalidCountry = 1405,
+    InvalidState = 1406,
+    InvalidLocality = 1407,
+    InvalidOrganization = 1408,
+    InvalidCommonName = 1409,
+    CommonNameTooLong = 1410,
+    /// `sans` missing, empty or not an array.
+    MissingSans = 1411,
+    InvalidSan = 1412,
+    NonAsciiSan = 1413,
+    ReservedTld = 1414,
+    NoRegistrableDomain = 1415,
+    ExampleDomain = 1416,
+    UnknownKeyType = 1417,
+    MalformedCsrId = 1418,
+    CsrNotFound = 1419,
+    /// csrd's own: an Idempotency-Key reused with a different request.
+    IdempotencyKeyReused = 1422,
+    /// Anything the client cannot fix (opaque; the cause is in the log).
+    Internal = 1500,
+    MalformedCredentials = 6003,
+    NoRoute = 7000,
+    MethodNotAllowed = 7001,
+    MalformedObjectId = 7003,
+    MissingCredentials = 9106,
+    InvalidCredentials = 9109,
+    Forbidden = 10000,
+}
+
+impl ErrorCode {
+    pub const fn as_u32(self) -> u32 {
+        self as u32
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.as_u32())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_cloudflares_numbers() {
+        assert_eq!(ErrorCode::InvalidRequest.as_u32(), 1400);
+        assert_eq!(ErrorCode::CsrNotFound.as_u32(), 1419);
+        assert_eq!(ErrorCode::Internal.to_string(), "1500");
+        assert_eq!(ErrorCode::Forbidden.as_u32(), 10000);
+    }
+}
