@@ -1,8 +1,10 @@
 //! csrd: a Cloudflare-compatible Custom CSR service.
 //!
-//! Layout: `domain` (validated types, no I/O) and `crypto` (keygen, CSR, envelope) are the
-//! core; `http`, `amqp` and `db` are adapters; `ingress` and `worker` compose them into the
-//! two roles; `startup` wires a process together.
+//! Layout: `domain` (validated types, jobs and outcomes, no I/O) and `crypto` (keygen, CSR,
+//! envelope) are the core; `queue` is the port to the message broker (with an in-memory
+//! implementation); `http`, `amqp` and `db` are adapters that depend on the core and never on
+//! each other; `ingress` holds the use cases the HTTP adapter calls, `worker` the job handling;
+//! `startup` wires a process together.
 #![forbid(unsafe_code)]
 
 pub mod amqp;
@@ -15,6 +17,7 @@ pub mod domain;
 pub mod http;
 pub mod ingress;
 pub mod metrics;
+pub mod queue;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;

@@ -92,3 +92,45 @@ pub fn adopt_parent(span: &tracing::Span, get: impl Fn(&str) -> Option<String>) 
         let _ = span.set_parent(cx);
     }
 }
+
+/// Runs CPU-bound work on tokio's blocking pool inside the caller's current span, so what it
+/// logs and traces stays in the request's or job's trace.
+pub fn spawn_blocking_in_current_span<F, R>(work: F) -> tokio::task::JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(work))
+}
+
+/// Displays an error with its whole cause chain (`outer: cause: root cause`), for the one
+/// place that logs it.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn the_chain_shows_every_cause() {
+        let e = Outer(std::io::Error::other("root"));
+        assert_eq!(ErrorChain(&e).to_string(), "outer: root");
+    }
+}

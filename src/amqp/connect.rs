@@ -12,7 +12,7 @@ const CONNECT_TIMEOUT_MS: u64 = 5_000;
 pub enum ConnectError {
     #[error("invalid AMQP_URL: {0}")]
     BadUrl(String),
-    #[error("cannot connect to RabbitMQ: {0}")]
+    #[error("cannot connect to RabbitMQ")]
     Broker(#[from] lapin::Error),
 }
 

@@ -6,55 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation};
-use serde::Serialize;
 use tokio::sync::Mutex;
 
 use super::supervisor::Broker;
+use crate::queue::PublishError;
 
 /// A broker that has not confirmed in this long is treated as unavailable; the caller
 /// answers 503 (or retries) instead of hanging.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(3);
-
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    #[error("RabbitMQ is not connected")]
-    Unavailable,
-    #[error("RabbitMQ did not confirm the message in time")]
-    Timeout,
-    #[error("broker error: {0}")]
-    Broker(#[from] lapin::Error),
-    #[error("the broker refused the message (queue full or unavailable)")]
-    Nacked,
-    #[error("the message could not be routed to any queue")]
-    Unroutable,
-    #[error("message encoding failed: {0}")]
-    Encode(#[from] serde_json::Error),
-}
-
-impl PublishError {
-    /// The connection (not the message) was the problem: publishing again on the next
-    /// connection may succeed.
-    pub fn is_connection_problem(&self) -> bool {
-        matches!(
-            self,
-            PublishError::Unavailable | PublishError::Timeout | PublishError::Broker(_)
-        )
-    }
-
-    /// The broker certainly does not have the message (never sent, refused or returned), as
-    /// opposed to a publish whose confirm was lost, which may have arrived.
-    pub fn certainly_not_delivered(&self) -> bool {
-        matches!(
-            self,
-            PublishError::Unavailable
-                | PublishError::Nacked
-                | PublishError::Unroutable
-                | PublishError::Encode(_)
-        )
-    }
-}
 
 /// Where a message goes and how.
 pub struct Route<'a> {
@@ -84,8 +45,8 @@ impl Publisher {
     }
 
     /// The confirm-mode channel of the current connection, opened on first use.
-    async fn channel(&self) -> Result<Channel, PublishError> {
-        let link = self.broker.current().ok_or(PublishError::Unavailable)?;
+    async fn channel(&self) -> Result<Channel, ChannelError> {
+        let link = self.broker.current().ok_or(ChannelError::NotConnected)?;
         let mut slot = self.channel.lock().await;
         if let Some((generation, ch)) = slot.as_ref()
             && *generation == link.generation
@@ -99,24 +60,20 @@ impl Publisher {
         Ok(ch)
     }
 
-    pub async fn publish_json<T: Serialize>(
+    /// Publishes a JSON `payload` and waits for the broker's confirm.
+    pub async fn publish(
         &self,
         route: Route<'_>,
         message_id: &str,
-        body: &T,
-        headers: &[(&str, String)],
+        payload: &[u8],
+        headers: FieldTable,
     ) -> Result<(), PublishError> {
-        let payload = serde_json::to_vec(body)?;
-        let mut table = FieldTable::default();
-        for (k, v) in headers {
-            table.insert((*k).into(), AMQPValue::LongString(v.as_str().into()));
-        }
         let props = BasicProperties::default()
             .with_content_type("application/json".into())
             .with_message_id(message_id.into())
             .with_delivery_mode(if route.persistent { 2 } else { 1 })
-            .with_headers(table);
-        let channel = self.channel().await?;
+            .with_headers(headers);
+        let channel = self.channel().await.map_err(broker_error)?;
         let publish = async {
             channel
                 .basic_publish(
@@ -126,7 +83,7 @@ impl Publisher {
                         mandatory: route.mandatory,
                         ..Default::default()
                     },
-                    &payload,
+                    payload,
                     props,
                 )
                 .await?
@@ -134,7 +91,7 @@ impl Publisher {
         };
         let confirm = match tokio::time::timeout(CONFIRM_TIMEOUT, publish).await {
             Ok(Ok(confirm)) => confirm,
-            Ok(Err(e)) => return Err(PublishError::Broker(e)),
+            Ok(Err(e)) => return Err(broker_error(e)),
             Err(_) => return Err(PublishError::Timeout),
         };
         match confirm {
@@ -144,5 +101,21 @@ impl Publisher {
             // Only on a channel without confirm mode, which `channel()` never makes.
             Confirmation::NotRequested => Err(PublishError::Nacked),
         }
+    }
+}
+
+/// Why no confirm channel could be had.
+#[derive(Debug, thiserror::Error)]
+enum ChannelError {
+    #[error("not connected")]
+    NotConnected,
+    #[error(transparent)]
+    Broker(#[from] lapin::Error),
+}
+
+fn broker_error(e: impl Into<ChannelError>) -> PublishError {
+    match e.into() {
+        ChannelError::NotConnected => PublishError::Unavailable,
+        ChannelError::Broker(e) => PublishError::Broker(Box::new(e)),
     }
 }

@@ -6,12 +6,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use futures_util::StreamExt;
 use lapin::{Connection, Event};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::connect::ConnectError;
 use super::{Topology, connect};
+use crate::queue::Connectivity;
+use crate::telemetry::ErrorChain;
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -30,16 +35,17 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts supervising; the first connection attempt begins at once.
+    /// Starts supervising; the first connection attempt begins at once. The task ends, with
+    /// the connection closed, once `shutdown` is cancelled: await it before exiting.
     pub fn start(
         url: String,
         name: String,
         topology: Option<Topology>,
         shutdown: CancellationToken,
-    ) -> Arc<Self> {
+    ) -> (Arc<Self>, JoinHandle<()>) {
         let (tx, rx) = watch::channel(None);
-        tokio::spawn(supervise(url, name.clone(), topology, tx, shutdown));
-        Arc::new(Self { name, link: rx })
+        let task = tokio::spawn(supervise(url, name.clone(), topology, tx, shutdown));
+        (Arc::new(Self { name, link: rx }), task)
     }
 
     /// The live connection, if there is one right now.
@@ -48,10 +54,6 @@ impl Broker {
             .borrow()
             .clone()
             .filter(|l| l.conn.status().connected())
-    }
-
-    pub fn is_connected(&self) -> bool {
-        self.current().is_some()
     }
 
     /// Waits up to `max` for a live connection.
@@ -81,10 +83,35 @@ impl Broker {
             link = wait => link.ok().and_then(|l| l.clone()),
         }
     }
+}
 
-    pub fn name(&self) -> &str {
+impl Connectivity for Broker {
+    fn name(&self) -> &str {
         &self.name
     }
+
+    fn is_connected(&self) -> bool {
+        self.current().is_some()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("declaring the topology failed")]
+    Declare(#[source] lapin::Error),
+}
+
+/// Connects and, for the publishing connection, declares the topology.
+async fn open(url: &str, name: &str, topology: Option<&Topology>) -> Result<Connection, OpenError> {
+    let conn = connect(url, name).await?;
+    if let Some(t) = topology {
+        let ch = conn.create_channel().await.map_err(OpenError::Declare)?;
+        t.declare(&ch).await.map_err(OpenError::Declare)?;
+        let _ = ch.close(200, "declared".into()).await;
+    }
+    Ok(conn)
 }
 
 async fn supervise(
@@ -95,57 +122,43 @@ async fn supervise(
     shutdown: CancellationToken,
 ) {
     let mut generation = 0u64;
-    let mut backoff = BACKOFF_START;
-    let mut failures = 0u32;
-    while !shutdown.is_cancelled() {
-        let attempt = async {
-            let conn = connect(&url, &name).await.map_err(|e| e.to_string())?;
-            if let Some(t) = &topology {
-                let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
-                t.declare(&ch)
-                    .await
-                    .map_err(|e| format!("declaring the topology: {e}"))?;
-                let _ = ch.close(200, "declared".into()).await;
-            }
-            Ok::<_, String>(conn)
-        };
-        let conn = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = attempt => r,
-        };
-        match conn {
-            Ok(conn) => {
-                generation += 1;
-                if failures > 0 || generation > 1 {
-                    tracing::info!(connection = %name, generation, "RabbitMQ connection (re)established");
-                }
-                failures = 0;
-                backoff = BACKOFF_START;
-                let conn = Arc::new(conn);
-                let _ = tx.send(Some(Link {
-                    generation,
-                    conn: conn.clone(),
-                }));
-                wait_for_loss(&conn, &shutdown).await;
-                let _ = tx.send(None);
-                if shutdown.is_cancelled() {
-                    let _ = conn.close(200, "shutdown".into()).await;
-                    break;
-                }
-                tracing::warn!(connection = %name, "RabbitMQ connection lost; reconnecting");
-            }
-            Err(e) => {
+    loop {
+        let mut failures = 0u32;
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(BACKOFF_START)
+            .with_max_delay(BACKOFF_MAX)
+            .without_max_times();
+        let connecting = (|| open(&url, &name, topology.as_ref()))
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .notify(|e: &OpenError, _| {
                 failures += 1;
                 if failures == 1 || failures.is_multiple_of(20) {
-                    tracing::warn!(connection = %name, error = %e, attempts = failures, "RabbitMQ unreachable; retrying");
+                    tracing::warn!(connection = %name, error = %ErrorChain(e), attempts = failures, "RabbitMQ unreachable; retrying");
                 }
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
+            });
+        let conn = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            conn = connecting => conn,
+        };
+        // Retrying without a limit only ends with a connection.
+        let Ok(conn) = conn else { continue };
+        generation += 1;
+        if failures > 0 || generation > 1 {
+            tracing::info!(connection = %name, generation, "RabbitMQ connection (re)established");
         }
+        let conn = Arc::new(conn);
+        let _ = tx.send(Some(Link {
+            generation,
+            conn: conn.clone(),
+        }));
+        wait_for_loss(&conn, &shutdown).await;
+        let _ = tx.send(None);
+        if shutdown.is_cancelled() {
+            let _ = conn.close(200, "shutdown".into()).await;
+            return;
+        }
+        tracing::warn!(connection = %name, "RabbitMQ connection lost; reconnecting");
     }
 }
 

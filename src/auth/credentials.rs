@@ -45,6 +45,15 @@ fn random_string(len: usize, alphabet: &[u8]) -> Zeroizing<String> {
     out
 }
 
+/// What a client presented to prove who it is, parsed (not yet checked).
+#[derive(Debug)]
+pub enum Credentials {
+    /// `Authorization: Bearer <token>`.
+    Token(ApiToken),
+    /// `X-Auth-Email` + `X-Auth-Key`; the email lower-cased.
+    Legacy { email: String, key: ApiKey },
+}
+
 /// A bearer token as presented by a client.
 pub struct ApiToken(Zeroizing<String>);
 

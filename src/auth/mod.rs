@@ -7,5 +7,5 @@
 pub mod credentials;
 pub mod principal;
 
-pub use credentials::{ApiKey, ApiToken, CredentialError, hash_secret};
+pub use credentials::{ApiKey, ApiToken, CredentialError, Credentials, hash_secret};
 pub use principal::{Permission, Principal, Scope};

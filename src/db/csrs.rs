@@ -205,18 +205,26 @@ pub async fn list(
     Ok((csrs, total))
 }
 
-/// Deletes the CSR and its sealed key (the wrapped data key goes with the row). Returns
-/// whether `owner` had such a CSR.
+/// Deletes the CSR and its sealed key (the wrapped data key goes with the row), and marks the
+/// Idempotency-Key record that made it, so a replay learns the CSR is gone instead of waiting
+/// for it (or publishing its job again). Returns whether `owner` had such a CSR.
 pub async fn delete(
     client: &impl GenericClient,
     owner: &Owner,
     id: CsrId,
 ) -> Result<bool, DbError> {
-    let n = client
-        .execute(
-            "DELETE FROM custom_csrs WHERE id = $1 AND owner_kind = $2 AND owner_id = $3",
+    let row = client
+        .query_one(
+            "WITH gone AS (
+                 DELETE FROM custom_csrs WHERE id = $1 AND owner_kind = $2 AND owner_id = $3
+                 RETURNING id
+             ), marked AS (
+                 UPDATE idempotency_keys SET csr_deleted_at = now()
+                 WHERE csr_id IN (SELECT id FROM gone)
+             )
+             SELECT count(*) FROM gone",
             &[&id.0, &owner.kind().as_str(), &owner.id()],
         )
         .await?;
-    Ok(n == 1)
+    Ok(row.get::<_, i64>(0) == 1)
 }

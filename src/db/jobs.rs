@@ -1,28 +1,22 @@
-//! Job bookkeeping: Idempotency-Key records and creates that failed for good.
+//! Job bookkeeping: Idempotency-Key records and creates that failed for good. The job is kept
+//! as JSON (public request data only, never key material) so a retry can republish it under
+//! the same CSR id, also after a restart.
+
+use std::time::Duration;
 
 use tokio_postgres::GenericClient;
 
 use super::DbError;
-use crate::amqp::CreateJob;
-use crate::domain::{CsrId, Owner};
+use crate::domain::{CreateJob, CsrId, IdempotencyKey, IdempotencyRecord, Owner};
 
-pub struct IdempotencyRecord {
-    pub request_hash: Vec<u8>,
-    pub job: CreateJob,
-    /// Seconds since the record was made.
-    pub age_secs: f64,
-    /// Whether the broker confirmed the job.
-    pub published: bool,
-}
-
-/// Claims `key` for `job`. Returns None when this call claimed it, or the existing record.
+/// Claims `key` for `job`. Returns None when this call claimed it, or the earlier record.
 pub async fn claim_idempotency_key(
     client: &impl GenericClient,
-    owner: &Owner,
-    key: &str,
-    request_hash: &[u8],
+    key: &IdempotencyKey,
+    request_fingerprint: &[u8],
     job: &CreateJob,
 ) -> Result<Option<IdempotencyRecord>, DbError> {
+    let owner = &job.owner;
     let job_json = serde_json::to_value(job).map_err(|e| DbError::Corrupt(e.to_string()))?;
     let inserted = client
         .execute(
@@ -31,8 +25,8 @@ pub async fn claim_idempotency_key(
             &[
                 &owner.kind().as_str(),
                 &owner.id(),
-                &key,
-                &request_hash,
+                &key.as_str(),
+                &request_fingerprint,
                 &job.id.0,
                 &job_json,
             ],
@@ -43,18 +37,21 @@ pub async fn claim_idempotency_key(
     }
     let row = client
         .query_one(
-            "SELECT request_hash, job, extract(epoch FROM now() - created_at)::float8, published_at IS NOT NULL
+            "SELECT request_hash, job, extract(epoch FROM now() - created_at)::float8,
+                    published_at IS NOT NULL, csr_deleted_at IS NOT NULL
              FROM idempotency_keys WHERE owner_kind = $1 AND owner_id = $2 AND key = $3",
-            &[&owner.kind().as_str(), &owner.id(), &key],
+            &[&owner.kind().as_str(), &owner.id(), &key.as_str()],
         )
         .await?;
     let job: serde_json::Value = row.get(1);
+    let age: f64 = row.get(2);
     Ok(Some(IdempotencyRecord {
-        request_hash: row.get(0),
+        request_fingerprint: row.get(0),
         job: serde_json::from_value(job)
             .map_err(|e| DbError::Corrupt(format!("idempotency job: {e}")))?,
-        age_secs: row.get(2),
+        age: Duration::try_from_secs_f64(age).unwrap_or_default(),
         published: row.get(3),
+        csr_deleted: row.get(4),
     }))
 }
 
@@ -62,13 +59,13 @@ pub async fn claim_idempotency_key(
 pub async fn mark_published(
     client: &impl GenericClient,
     owner: &Owner,
-    key: &str,
+    key: &IdempotencyKey,
 ) -> Result<(), DbError> {
     client
         .execute(
             "UPDATE idempotency_keys SET published_at = now()
              WHERE owner_kind = $1 AND owner_id = $2 AND key = $3 AND published_at IS NULL",
-            &[&owner.kind().as_str(), &owner.id(), &key],
+            &[&owner.kind().as_str(), &owner.id(), &key.as_str()],
         )
         .await?;
     Ok(())
@@ -79,14 +76,14 @@ pub async fn mark_published(
 pub async fn release_claim(
     client: &impl GenericClient,
     owner: &Owner,
-    key: &str,
+    key: &IdempotencyKey,
     id: CsrId,
 ) -> Result<(), DbError> {
     client
         .execute(
             "DELETE FROM idempotency_keys
              WHERE owner_kind = $1 AND owner_id = $2 AND key = $3 AND csr_id = $4 AND published_at IS NULL",
-            &[&owner.kind().as_str(), &owner.id(), &key, &id.0],
+            &[&owner.kind().as_str(), &owner.id(), &key.as_str(), &id.0],
         )
         .await?;
     Ok(())

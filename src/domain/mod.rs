@@ -1,24 +1,31 @@
-//! The domain: validated request types, owners, key types and the SAN rules.
+//! The domain: validated request types, owners, key types, the SAN rules, the create
+//! pipeline's jobs and outcomes, and the Idempotency-Key decision.
 //!
 //! Nothing here knows about HTTP, AMQP or Postgres. Wire data becomes these types once, at
 //! the HTTP edge ("parse, don't validate"); everything behind the edge takes them as given.
 
 pub mod country;
 pub mod error_code;
+pub mod idempotency;
 pub mod ids;
+pub mod job;
 pub mod key_type;
 pub mod list;
 pub mod name_policy;
+pub mod outcome;
 pub mod record;
 pub mod request;
 pub mod san;
 pub mod validation;
 
 pub use error_code::ErrorCode;
+pub use idempotency::{IdempotencyDecision, IdempotencyKey, IdempotencyRecord, Settled};
 pub use ids::{AccountId, CsrId, Owner, OwnerKind, ZoneId};
+pub use job::{Completion, CreateJob, JobOutcome};
 pub use key_type::KeyType;
 pub use list::{Direction, ListQuery, SortField};
 pub use name_policy::NamePolicy;
+pub use outcome::{CreateOutcome, PendingCreate};
 pub use record::CustomCsr;
 pub use request::{CreateCsr, Subject};
 pub use san::DnsName;

@@ -1,14 +1,11 @@
-//! Authentication: turns request headers into a `Principal`, or the Cloudflare error for why not.
-//!
-//! `Authorization: Bearer <token>` is preferred; the legacy `X-Auth-Email` + `X-Auth-Key`
-//! pair is the fallback. Both paths compare secret hashes in constant time, and an unknown
-//! email still costs a hash comparison, so timing does not reveal which emails exist.
+//! Reading credentials from request headers: `Authorization: Bearer <token>` is preferred; the
+//! legacy `X-Auth-Email` + `X-Auth-Key` pair is the fallback. Malformed headers are refused
+//! here (9106, 6003); checking what is presented is `ingress::Authenticator`'s job.
 
 use axum::http::HeaderMap;
 
 use super::error::ApiError;
-use crate::auth::{ApiKey, ApiToken, Permission, Principal, hash_secret};
-use crate::db::{Pool, credentials};
+use crate::auth::{ApiKey, ApiToken, Credentials};
 
 const MAX_EMAIL_LEN: usize = 254;
 
@@ -22,16 +19,16 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Api
     }
 }
 
-pub async fn authenticate(headers: &HeaderMap, pool: &Pool) -> Result<Principal, ApiError> {
+/// The credentials in the headers: a bearer token, else the legacy email + key pair.
+pub fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
     if let Some(value) = header(headers, "authorization")? {
-        let token = parse_bearer(value)?;
-        return authenticate_token(&token, pool).await;
+        return parse_bearer(value).map(Credentials::Token);
     }
     match (
         header(headers, "x-auth-email")?,
         header(headers, "x-auth-key")?,
     ) {
-        (Some(email), Some(key)) => authenticate_user(email, key, pool).await,
+        (Some(email), Some(key)) => parse_legacy(email, key),
         _ => Err(ApiError::MissingCredentials),
     }
 }
@@ -49,17 +46,18 @@ fn parse_bearer(value: &str) -> Result<ApiToken, ApiError> {
         .map_err(|_| ApiError::MalformedCredentials("invalid format for Authorization header"))
 }
 
-async fn authenticate_token(token: &ApiToken, pool: &Pool) -> Result<Principal, ApiError> {
-    let client = pool.get().await.map_err(crate::db::DbError::from)?;
-    let stored = credentials::find_token(&**client, token.lookup_id()).await?;
-    match stored {
-        Some(t) if token.matches(&t.token_hash) && t.usable => Ok(Principal {
-            label: format!("token:{}", t.id),
-            scope: t.scope,
-            permission: t.permission,
-        }),
-        _ => Err(ApiError::InvalidCredentials),
+fn parse_legacy(email: &str, key: &str) -> Result<Credentials, ApiError> {
+    if !valid_email(email) {
+        return Err(ApiError::MalformedCredentials(
+            "invalid format for X-Auth-Email header",
+        ));
     }
+    let key = ApiKey::parse(key)
+        .map_err(|_| ApiError::MalformedCredentials("invalid format for X-Auth-Key header"))?;
+    Ok(Credentials::Legacy {
+        email: email.to_ascii_lowercase(),
+        key,
+    })
 }
 
 fn valid_email(email: &str) -> bool {
@@ -69,32 +67,6 @@ fn valid_email(email: &str) -> bool {
         && email.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty() && domain.contains('.') && !domain.contains('@')
         })
-}
-
-async fn authenticate_user(email: &str, key: &str, pool: &Pool) -> Result<Principal, ApiError> {
-    if !valid_email(email) {
-        return Err(ApiError::MalformedCredentials(
-            "invalid format for X-Auth-Email header",
-        ));
-    }
-    let key = ApiKey::parse(key)
-        .map_err(|_| ApiError::MalformedCredentials("invalid format for X-Auth-Key header"))?;
-    let email = email.to_ascii_lowercase();
-    let client = pool.get().await.map_err(crate::db::DbError::from)?;
-    match credentials::find_user(&**client, &email).await? {
-        Some(user) if key.matches(&user.key_hash) => Ok(Principal {
-            label: format!("user:{}", user.email),
-            scope: user.scope,
-            // A global API key is the user's full access to the listed accounts and zones.
-            permission: Permission::Write,
-        }),
-        Some(_) => Err(ApiError::InvalidCredentials),
-        None => {
-            // Same work as a real comparison, so a missing email is not faster.
-            let _ = key.matches(&hash_secret("csrd-no-such-user"));
-            Err(ApiError::InvalidCredentials)
-        }
-    }
 }
 
 #[cfg(test)]

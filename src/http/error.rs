@@ -1,8 +1,9 @@
 //! The one error type of the request cycle, and its mapping to the Cloudflare failure envelope.
 //!
-//! Policy: client mistakes are typed variants with Cloudflare's status and code; everything
-//! the client cannot fix is logged here with its cause and shown only as an opaque 1500
-//! (500, or 503 with `Retry-After` when retrying later should help).
+//! Policy: client mistakes are typed variants with Cloudflare's status and code. Everything the
+//! client cannot fix carries its cause as a source error; it is logged here, with the whole
+//! cause chain, once, and shown to the client only as an opaque 1500 (500, or 503 with
+//! `Retry-After` when retrying later should help).
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -10,6 +11,12 @@ use axum::response::{IntoResponse, Response};
 
 use super::envelope::{ErrorItem, Failure};
 use crate::domain::{ErrorCode, ValidationErrors};
+use crate::ingress::{AuthError, CreateError, ServiceError};
+use crate::queue::{BoxError, PublishError};
+use crate::telemetry::ErrorChain;
+
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+const RETRY_AFTER_SECS: &str = "1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -29,6 +36,8 @@ pub enum ApiError {
     MalformedCsrId,
     #[error("custom CSR not found")]
     CsrNotFound,
+    #[error("the custom CSR this Idempotency-Key created has been deleted")]
+    CsrDeleted,
     #[error("Idempotency-Key reused with a different request")]
     IdempotencyKeyReused,
     #[error("no route")]
@@ -39,16 +48,17 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("unsupported content type")]
     UnsupportedMediaType,
-    #[error("temporarily unavailable: {0}")]
-    Unavailable(String),
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error("temporarily unavailable")]
+    Unavailable(#[source] BoxError),
+    #[error("internal error")]
+    Internal(#[source] BoxError),
 }
 
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-const RETRY_AFTER_SECS: &str = "1";
-
 impl ApiError {
+    pub fn internal(cause: impl Into<BoxError>) -> Self {
+        ApiError::Internal(cause.into())
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Validation(_)
@@ -56,7 +66,7 @@ impl ApiError {
             | ApiError::MalformedCredentials(_)
             | ApiError::MalformedOwnerId(_)
             | ApiError::MalformedCsrId => StatusCode::BAD_REQUEST,
-            ApiError::CsrNotFound => StatusCode::NOT_FOUND,
+            ApiError::CsrNotFound | ApiError::CsrDeleted => StatusCode::NOT_FOUND,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::InvalidCredentials | ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NoRoute => StatusCode::NOT_FOUND,
@@ -69,6 +79,8 @@ impl ApiError {
     }
 
     pub fn items(&self) -> Vec<ErrorItem> {
+        use ErrorCode as C;
+        let one = |code, message: &str| vec![ErrorItem::new(code, message)];
         match self {
             ApiError::Validation(errors) => errors
                 .0
@@ -81,59 +93,47 @@ impl ApiError {
                     }
                 })
                 .collect(),
-            ApiError::MissingCredentials => vec![ErrorItem::new(
-                ErrorCode::MissingCredentials,
+            ApiError::MissingCredentials => one(
+                C::MissingCredentials,
                 "Missing X-Auth-Key, X-Auth-Email or Authorization headers",
-            )],
-            ApiError::MalformedCredentials(what) => vec![ErrorItem::new(
-                ErrorCode::MalformedCredentials,
-                format!("Invalid request headers: {what}"),
-            )],
-            ApiError::InvalidCredentials => vec![ErrorItem::new(
-                ErrorCode::InvalidCredentials,
-                "Invalid access token",
-            )],
-            ApiError::Forbidden => {
-                vec![ErrorItem::new(ErrorCode::Forbidden, "Authentication error")]
-            }
-            ApiError::MalformedOwnerId(kind) => vec![ErrorItem::new(
-                ErrorCode::MalformedObjectId,
-                format!(
+            ),
+            ApiError::MalformedCredentials(what) => one(
+                C::MalformedCredentials,
+                &format!("Invalid request headers: {what}"),
+            ),
+            ApiError::InvalidCredentials => one(C::InvalidCredentials, "Invalid access token"),
+            ApiError::Forbidden => one(C::Forbidden, "Authentication error"),
+            ApiError::MalformedOwnerId(kind) => one(
+                C::MalformedObjectId,
+                &format!(
                     "Could not route to /client/v4, perhaps your object identifier is invalid? (malformed {kind} id)"
                 ),
-            )],
-            ApiError::MalformedCsrId => vec![ErrorItem::new(
-                ErrorCode::MalformedCsrId,
-                "Invalid custom CSR identifier",
-            )],
-            ApiError::CsrNotFound => vec![ErrorItem::new(
-                ErrorCode::CsrNotFound,
-                "Custom CSR not found",
-            )],
-            ApiError::IdempotencyKeyReused => vec![ErrorItem::new(
-                ErrorCode::IdempotencyKeyReused,
+            ),
+            ApiError::MalformedCsrId => one(C::MalformedCsrId, "Invalid custom CSR identifier"),
+            ApiError::CsrNotFound => one(C::CsrNotFound, "Custom CSR not found"),
+            ApiError::CsrDeleted => one(
+                C::CsrNotFound,
+                "Custom CSR not found: the CSR created with this Idempotency-Key has been deleted",
+            ),
+            ApiError::IdempotencyKeyReused => one(
+                C::IdempotencyKeyReused,
                 "This Idempotency-Key was already used with a different request body",
-            )],
-            ApiError::NoRoute => vec![ErrorItem::new(ErrorCode::NoRoute, "No route for that URI")],
+            ),
+            ApiError::NoRoute => one(C::NoRoute, "No route for that URI"),
             ApiError::MethodNotAllowed => {
-                vec![ErrorItem::new(
-                    ErrorCode::MethodNotAllowed,
-                    "Method not allowed for this route",
-                )]
+                one(C::MethodNotAllowed, "Method not allowed for this route")
             }
-            ApiError::PayloadTooLarge => vec![ErrorItem::new(
-                ErrorCode::InvalidRequest,
-                format!("request body is larger than {MAX_BODY_BYTES} bytes"),
-            )],
-            ApiError::UnsupportedMediaType => vec![ErrorItem::new(
-                ErrorCode::InvalidRequest,
-                "Content-Type must be application/json",
-            )],
-            ApiError::Unavailable(_) => vec![ErrorItem::new(
-                ErrorCode::Internal,
-                "Service temporarily unavailable; retry later",
-            )],
-            ApiError::Internal(_) => vec![ErrorItem::new(ErrorCode::Internal, "Internal error")],
+            ApiError::PayloadTooLarge => one(
+                C::InvalidRequest,
+                &format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+            ),
+            ApiError::UnsupportedMediaType => {
+                one(C::InvalidRequest, "Content-Type must be application/json")
+            }
+            ApiError::Unavailable(_) => {
+                one(C::Internal, "Service temporarily unavailable; retry later")
+            }
+            ApiError::Internal(_) => one(C::Internal, "Internal error"),
         }
     }
 }
@@ -141,9 +141,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
-            ApiError::Internal(cause) => tracing::error!(%cause, "request failed"),
-            ApiError::Unavailable(cause) => {
-                tracing::warn!(%cause, "request refused: dependency unavailable")
+            ApiError::Internal(_) => {
+                tracing::error!(error = %ErrorChain(&self), "request failed")
+            }
+            ApiError::Unavailable(_) => {
+                tracing::warn!(error = %ErrorChain(&self), "request refused: dependency unavailable")
             }
             _ => tracing::debug!(error = %self, "request rejected"),
         }
@@ -164,12 +166,41 @@ impl From<ValidationErrors> for ApiError {
     }
 }
 
-impl From<crate::db::DbError> for ApiError {
-    fn from(e: crate::db::DbError) -> Self {
-        if e.is_transient() {
-            ApiError::Unavailable(e.to_string())
-        } else {
-            ApiError::Internal(e.to_string())
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Unavailable(_) => ApiError::Unavailable(Box::new(e)),
+            ServiceError::Internal(_) => ApiError::Internal(Box::new(e)),
+        }
+    }
+}
+
+/// A job that could not be queued is a 503 (retry: with an Idempotency-Key it is always
+/// safe), except one that cannot even be encoded, which is a bug.
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::Encode(_) => ApiError::Internal(Box::new(e)),
+            _ => ApiError::Unavailable(Box::new(e)),
+        }
+    }
+}
+
+impl From<CreateError> for ApiError {
+    fn from(e: CreateError) -> Self {
+        match e {
+            CreateError::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
+            CreateError::Publish(e) => e.into(),
+            CreateError::Service(e) => e.into(),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Invalid => ApiError::InvalidCredentials,
+            AuthError::Service(e) => e.into(),
         }
     }
 }

@@ -1,15 +1,17 @@
-//! Request pieces read by hand, so every failure becomes a Cloudflare envelope rather than
-//! the framework's plain-text rejection.
+//! Request pieces, read so that every failure becomes a Cloudflare envelope rather than the
+//! framework's plain-text rejection.
 
 use std::collections::HashMap;
 
-use axum::body::Body;
-use axum::extract::{FromRequestParts, Path};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 
-use super::error::{ApiError, MAX_BODY_BYTES};
-use crate::domain::{CsrId, ErrorCode, FieldError, Owner, OwnerKind, ValidationErrors};
+use super::error::ApiError;
+use crate::domain::{
+    CsrId, ErrorCode, FieldError, IdempotencyKey, Owner, OwnerKind, ValidationErrors,
+};
 
 /// The path's ids, not yet validated: authentication comes first, then the owner id (7003),
 /// then authorization, and only then the CSR id (1418), so a caller without access learns
@@ -50,9 +52,29 @@ impl PathIds {
     }
 }
 
-/// JSON is the only body type. A missing Content-Type, or curl's default form type, is
-/// tolerated: the body must parse as JSON either way.
-pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+/// A JSON request body, read only after the caller has been authenticated and authorised
+/// (so a caller without access learns nothing from body errors either). JSON is the only body
+/// type; a missing Content-Type, or curl's default form type, is tolerated: the body must parse
+/// as JSON either way. The size limit is axum's `DefaultBodyLimit` (set on the router); its
+/// rejection becomes the envelope's 413.
+pub async fn json_body(request: Request) -> Result<Bytes, ApiError> {
+    require_json(request.headers())?;
+    Bytes::from_request(request, &())
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::Validation(ValidationErrors::single(FieldError::new(
+                    ErrorCode::InvalidRequest,
+                    "",
+                    "the request body could not be read",
+                )))
+            }
+        })
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
     };
@@ -74,30 +96,24 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Reads at most `MAX_BODY_BYTES`; a larger body is refused with 413 without reading it all.
-pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes, ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(ApiError::PayloadTooLarge);
-    }
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|e| {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::Validation(ValidationErrors::single(FieldError::new(
-                    ErrorCode::InvalidRequest,
-                    "",
-                    "the request body could not be read",
-                )))
-            }
+/// The `Idempotency-Key` header, if sent.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let parsed = value
+        .to_str()
+        .map_err(|_| {
+            FieldError::new(
+                ErrorCode::InvalidRequest,
+                "",
+                "Idempotency-Key must be 1-255 visible ASCII characters",
+            )
         })
+        .and_then(IdempotencyKey::parse);
+    parsed
+        .map(Some)
+        .map_err(|e| ApiError::Validation(ValidationErrors::single(e)))
 }
 
 /// The raw query string as decoded pairs.

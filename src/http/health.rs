@@ -1,7 +1,6 @@
 //! Liveness, readiness, metrics and the OpenAPI document.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -12,8 +11,6 @@ use utoipa::ToSchema;
 
 use super::envelope::Failure;
 use super::{ApiError, AppState};
-
-const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Status {
@@ -31,25 +28,7 @@ pub async fn healthz() -> Json<Status> {
     (status = 503, description = "A dependency is unreachable", body = Failure),
 ))]
 pub async fn readyz(State(app): State<AppState>) -> Result<Json<Status>, ApiError> {
-    let db = async {
-        let client = app.pool.get().await.map_err(|e| e.to_string())?;
-        client
-            .simple_query("SELECT 1")
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>(())
-    };
-    match tokio::time::timeout(READY_TIMEOUT, db).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(ApiError::Unavailable(format!("postgres: {e}"))),
-        Err(_) => return Err(ApiError::Unavailable("postgres: timed out".into())),
-    }
-    if let Some(b) = app.brokers.iter().find(|b| !b.is_connected()) {
-        return Err(ApiError::Unavailable(format!(
-            "rabbitmq: {} is reconnecting",
-            b.name()
-        )));
-    }
+    app.readiness.check().await?;
     Ok(Json(Status { status: "ready" }))
 }
 

@@ -1,4 +1,5 @@
-//! The HTTP adapter: Cloudflare-compatible routes under `/client/v4`, health and metrics.
+//! The HTTP adapter: Cloudflare-compatible routes under `/client/v4`, health and metrics. It
+//! reaches Postgres and the queue only through the ingress use cases in `AppState`.
 
 pub mod auth;
 pub mod csrs;
@@ -11,10 +12,9 @@ pub mod result;
 pub mod routes;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
@@ -24,18 +24,18 @@ use utoipa_axum::routes;
 
 pub use error::ApiError;
 
-use crate::db::Pool;
 use crate::domain::NamePolicy;
-use crate::ingress::JobSubmitter;
+use crate::ingress::{Authenticator, Catalog, CreateService, Readiness};
 
-/// Everything a request handler may use.
+/// Everything a request handler may use: the ingress use cases, and the one setting that
+/// shapes request parsing.
 #[derive(Clone)]
 pub struct AppState {
-    pub pool: Pool,
-    pub submitter: JobSubmitter,
+    pub creates: Arc<CreateService>,
+    pub catalog: Catalog,
+    pub authenticator: Authenticator,
+    pub readiness: Readiness,
     pub name_policy: NamePolicy,
-    pub create_wait: Duration,
-    pub brokers: Arc<Vec<Arc<crate::amqp::Broker>>>,
 }
 
 /// Every route, registered once with its documentation.
@@ -60,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::Extension(Arc::new(doc)))
+        .layer(DefaultBodyLimit::max(error::MAX_BODY_BYTES))
         .with_state(state)
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(CatchPanicLayer::custom(panic_response))
@@ -99,11 +100,11 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
 }
 
 /// A panic is a bug; the client still gets the failure envelope, never a dropped connection.
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    tracing::error!("request handler panicked");
-    let body = envelope::Failure::new(vec![envelope::ErrorItem::new(
-        crate::domain::ErrorCode::Internal,
-        "Internal error",
-    )]);
-    (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a request handler panicked".to_owned());
+    ApiError::internal(message).into_response()
 }

@@ -4,7 +4,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::{CsrId, CustomCsr, KeyType, Owner};
+use crate::domain::{CustomCsr, KeyType, Owner, PendingCreate};
 
 /// A custom Certificate Signing Request. Zone results have no `account_tag`, `name` or
 /// `description`; optional fields that were not given are omitted.
@@ -86,13 +86,13 @@ pub struct PendingResult {
     pub status: &'static str,
 }
 
-impl PendingResult {
-    pub fn new(id: CsrId, owner: &Owner, key_type: KeyType, created_at: DateTime<Utc>) -> Self {
+impl From<PendingCreate> for PendingResult {
+    fn from(p: PendingCreate) -> Self {
         Self {
-            id: id.to_string(),
-            created_at: format_time(created_at),
-            key_type,
-            account_tag: account_tag(owner),
+            id: p.id.to_string(),
+            created_at: format_time(p.created_at),
+            key_type: p.key_type,
+            account_tag: account_tag(&p.owner),
             status: "pending",
         }
     }

@@ -1,8 +1,7 @@
 //! The eight Cloudflare operations, once for accounts and once for zones. Each is a thin shim
 //! carrying its OpenAPI annotation; the behaviour lives in `csrs`.
 
-use axum::body::Body;
-use axum::extract::{RawQuery, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 
@@ -31,8 +30,8 @@ macro_rules! tenant_routes {
                 (status = "5XX", description = "Failure (503 with Retry-After when a dependency is down)", body = Failure),
             ),
             security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
-        pub async fn $create(State(app): State<AppState>, ids: PathIds, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-            csrs::create(app, $kind, ids, headers, body).await
+        pub async fn $create(State(app): State<AppState>, ids: PathIds, request: Request) -> Result<Response, ApiError> {
+            csrs::create(app, $kind, ids, request).await
         }
 
         #[utoipa::path(get, path = $collection, tag = $tag, operation_id = $list_id,

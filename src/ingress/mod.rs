@@ -1,9 +1,16 @@
-//! The ingress role's messaging side: publishing create jobs and receiving completion events
-//! for the requests this instance is holding open.
+//! The ingress role's use cases, behind the HTTP adapter: authenticate a caller, create a CSR
+//! (the pipeline through the queue), list, get and delete stored CSRs, and say whether the
+//! process is ready. HTTP handlers (and the batch API) call these; they reach Postgres and the
+//! queue only through here.
 
-pub mod events;
-pub mod submit;
-pub mod waiters;
+pub mod authenticate;
+pub mod catalog;
+pub mod create;
+pub mod error;
+pub mod readiness;
 
-pub use submit::JobSubmitter;
-pub use waiters::{Waiter, Waiters};
+pub use authenticate::{AuthError, Authenticator};
+pub use catalog::{Catalog, Page};
+pub use create::{CreateError, CreateService};
+pub use error::ServiceError;
+pub use readiness::Readiness;

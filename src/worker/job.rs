@@ -2,124 +2,110 @@
 
 use std::time::{Duration, Instant};
 
-use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
+use backon::{ExponentialBuilder, Retryable};
 use tracing::Instrument;
 
 use super::WorkerContext;
-use crate::amqp::publish::Route;
-use crate::amqp::{Completion, CreateJob, Outcome, PublishError};
-use crate::crypto::{build_csr, generate_key, seal};
+use crate::crypto::{CsrError, KeygenError, SealedKey, build_csr, generate_key, seal};
 use crate::db::{DbError, csrs};
-use crate::domain::CustomCsr;
+use crate::domain::{Completion, CreateJob, CustomCsr, JobOutcome};
 use crate::metrics;
+use crate::queue::{JobDelivery, Settlement};
+use crate::telemetry::{ErrorChain, spawn_blocking_in_current_span};
 
 /// Transient database trouble is retried in place for this long before the job goes back
 /// to the queue (where the delivery limit eventually dead-letters it).
 const DB_RETRY_BUDGET: Duration = Duration::from_secs(60);
-/// How long a finished job waits for the broker to take its completion event.
-const ANNOUNCE_RETRY_BUDGET: Duration = Duration::from_secs(30);
 
-enum JobError {
-    /// Cannot succeed on any retry: dead-letter it and tell the client.
-    Permanent(String),
-    /// May succeed later: return it to the queue.
-    Transient(String),
+/// Why a job did not produce its row.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("key generation failed")]
+    Keygen(#[from] KeygenError),
+    #[error("the CSR could not be built")]
+    Csr(#[from] CsrError),
+    #[error("key generation panicked")]
+    Panicked(#[source] tokio::task::JoinError),
+    #[error("the database failed")]
+    Db(#[from] DbError),
+    #[error("the worker is stopping")]
+    Stopping,
 }
 
-pub async fn handle(ctx: WorkerContext, delivery: Delivery) {
-    let job: CreateJob = match serde_json::from_slice(&delivery.data) {
-        Ok(job) => job,
-        Err(e) => {
-            tracing::error!(error = %e, "undecodable job; dead-lettering it");
-            metrics::job("rejected");
-            let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
-            return;
+impl JobError {
+    /// What the queue should do with the job: deliver it again when a later attempt may
+    /// succeed, dead-letter it when none can.
+    pub fn settlement(&self) -> Settlement {
+        match self {
+            JobError::Db(e) if e.is_transient() => Settlement::Retry,
+            JobError::Stopping => Settlement::Retry,
+            _ => Settlement::DeadLetter,
         }
-    };
+    }
+}
+
+pub async fn handle(ctx: WorkerContext, delivery: JobDelivery) {
+    let job = &delivery.job;
     let span = tracing::info_span!("create_job", csr_id = %job.id, key_type = job.request.key_type.as_str());
-    crate::telemetry::adopt_parent(&span, |name| header(&delivery, name));
+    crate::telemetry::adopt_parent(&span, |name| {
+        delivery
+            .trace_context
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    });
     async move {
-        match process(&ctx, &job).await {
+        let settlement = match process(&ctx, &delivery.job).await {
             Ok(replayed) => {
                 metrics::job(if replayed { "replayed" } else { "created" });
-                // Announce before acking: if the announcement fails the job is redelivered,
-                // and the redelivery (finding the row) announces again.
-                if let Err(e) = announce(&ctx, &job, Outcome::Created).await {
-                    tracing::warn!(error = %e, "completion event not published; requeueing the job");
-                    let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
-                    return;
+                // Announce before acking: if the announcement fails the job is delivered again,
+                // and that delivery (finding the row) announces again.
+                let done = Completion {
+                    id: delivery.job.id,
+                    outcome: JobOutcome::Created,
+                };
+                match ctx.completions.announce(&delivery.job.reply_to, &done).await {
+                    Ok(()) => Settlement::Ack,
+                    Err(e) => {
+                        tracing::warn!(error = %ErrorChain(&e), "completion not announced; the job goes back to the queue");
+                        Settlement::Retry
+                    }
                 }
-                if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-                    tracing::warn!(error = %e, "could not ack the job; it will be redelivered and replayed");
+            }
+            Err(e) => {
+                let settlement = e.settlement();
+                if settlement == Settlement::DeadLetter {
+                    // The dead-letter consumer records the failure and tells the waiting client.
+                    tracing::error!(error = %ErrorChain(&e), "job cannot succeed; dead-lettering it");
+                    metrics::job("failed");
+                } else {
+                    tracing::warn!(error = %ErrorChain(&e), "job failed; returning it to the queue");
+                    metrics::job("retried");
                 }
+                settlement
             }
-            Err(JobError::Permanent(reason)) => {
-                // The dead-letter consumer records the failure and tells the waiting client.
-                tracing::error!(%reason, "job cannot succeed; dead-lettering it");
-                metrics::job("failed");
-                let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
-            }
-            Err(JobError::Transient(reason)) => {
-                tracing::warn!(%reason, "job failed; returning it to the queue");
-                metrics::job("retried");
-                let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
-            }
+        };
+        if let Err(e) = delivery.settle(settlement).await {
+            tracing::warn!(error = %ErrorChain(e.as_ref()), ?settlement, "could not settle the job; it will be delivered again");
         }
     }
     .instrument(span)
     .await
 }
 
-/// A string header of a delivery (trace context travels in `traceparent`).
-fn header(delivery: &Delivery, name: &str) -> Option<String> {
-    match delivery.properties.headers().as_ref()?.inner().get(name)? {
-        lapin::types::AMQPValue::LongString(s) => Some(s.to_string()),
-        lapin::types::AMQPValue::ShortString(s) => Some(s.to_string()),
-        _ => None,
-    }
-}
-
 /// Makes the CSR unless it already exists. Returns whether it already existed.
 async fn process(ctx: &WorkerContext, job: &CreateJob) -> Result<bool, JobError> {
-    if with_db_retry(ctx, || async {
+    let exists = with_db_retry(ctx, || async {
         let client = ctx.pool.get().await?;
         csrs::exists(&**client, job.id).await
     })
-    .await?
-    {
+    .await?;
+    if exists {
         return Ok(true);
     }
 
-    let permit = ctx
-        .keygen_permits
-        .acquire()
-        .await
-        .map_err(|_| JobError::Transient("worker is stopping".into()))?;
-    let keyring = ctx.keyring.clone();
-    let (id, owner, request) = (job.id, job.owner.clone(), job.request.clone());
-    let span = tracing::Span::current();
     let started = Instant::now();
-    let made = tokio::task::spawn_blocking(move || {
-        let keygen = tracing::info_span!(parent: &span, "keygen_and_sign");
-        keygen.in_scope(|| {
-            let key = generate_key(request.key_type).map_err(|e| e.to_string())?;
-            let pem = build_csr(&request, &key).map_err(|e| e.to_string())?;
-            let sealed = seal(&keyring, id, &owner, &key.pkcs8_der);
-            Ok::<_, String>((pem, sealed))
-        })
-    })
-    .await;
-    drop(permit);
-    let (csr_pem, sealed) = match made {
-        Ok(Ok(made)) => made,
-        Ok(Err(reason)) => return Err(JobError::Permanent(reason)),
-        Err(join) => {
-            return Err(JobError::Permanent(format!(
-                "key generation panicked: {join}"
-            )));
-        }
-    };
+    let (csr_pem, sealed) = generate_and_seal(ctx, job).await?;
     metrics::keygen(
         job.request.key_type.as_str(),
         started.elapsed().as_secs_f64(),
@@ -143,72 +129,43 @@ async fn process(ctx: &WorkerContext, job: &CreateJob) -> Result<bool, JobError>
     Ok(!inserted)
 }
 
-async fn with_db_retry<T, F, Fut>(ctx: &WorkerContext, mut op: F) -> Result<T, JobError>
+/// Key generation and signing on the blocking pool, at most `CSRD_WORKERS` at once.
+async fn generate_and_seal(
+    ctx: &WorkerContext,
+    job: &CreateJob,
+) -> Result<(String, SealedKey), JobError> {
+    let _permit = ctx
+        .keygen_permits
+        .acquire()
+        .await
+        .map_err(|_| JobError::Stopping)?;
+    let keyring = ctx.keyring.clone();
+    let (id, owner, request) = (job.id, job.owner.clone(), job.request.clone());
+    let work = tracing::info_span!("keygen_and_sign").in_scope(|| {
+        spawn_blocking_in_current_span(move || {
+            let key = generate_key(request.key_type)?;
+            let pem = build_csr(&request, &key)?;
+            Ok::<_, JobError>((pem, seal(&keyring, id, &owner, &key.pkcs8_der)))
+        })
+    });
+    work.await.map_err(JobError::Panicked)?
+}
+
+/// Retries transient database errors with backoff, within `DB_RETRY_BUDGET` and until
+/// shutdown; other errors return at once.
+async fn with_db_retry<T, F, Fut>(ctx: &WorkerContext, op: F) -> Result<T, DbError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, DbError>>,
 {
-    let started = Instant::now();
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(e)
-                if e.is_transient()
-                    && started.elapsed() < DB_RETRY_BUDGET
-                    && !ctx.shutdown.is_cancelled() =>
-            {
-                tracing::warn!(error = %e, "database unavailable; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-            Err(e) if e.is_transient() => return Err(JobError::Transient(e.to_string())),
-            Err(e) => return Err(JobError::Permanent(e.to_string())),
-        }
-    }
-}
-
-/// Publishes the completion event, riding out a short broker outage (the row is committed;
-/// only the wake-up is missing), so a reconnect does not cost the job a delivery attempt.
-pub(super) async fn announce(
-    ctx: &WorkerContext,
-    job: &CreateJob,
-    outcome: Outcome,
-) -> Result<(), PublishError> {
-    let exchange = ctx.topology.events_exchange();
-    let completion = Completion {
-        id: job.id,
-        outcome,
-    };
-    let started = Instant::now();
-    loop {
-        let sent = ctx
-            .events
-            .publish_json(
-                Route {
-                    exchange: &exchange,
-                    routing_key: &job.reply_to,
-                    // The waiting ingress may be gone; its client then reads Postgres instead.
-                    mandatory: false,
-                    persistent: false,
-                },
-                &job.id.to_string(),
-                &completion,
-                &crate::telemetry::current_context_headers(),
-            )
-            .await;
-        match sent {
-            Err(e)
-                if e.is_connection_problem()
-                    && started.elapsed() < ANNOUNCE_RETRY_BUDGET
-                    && !ctx.shutdown.is_cancelled() =>
-            {
-                ctx.events
-                    .broker()
-                    .wait_connected(Duration::from_secs(2))
-                    .await;
-            }
-            other => return other,
-        }
-    }
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_total_delay(Some(DB_RETRY_BUDGET))
+        .without_max_times();
+    op.retry(backoff)
+        .sleep(tokio::time::sleep)
+        .when(|e: &DbError| e.is_transient() && !ctx.shutdown.is_cancelled())
+        .notify(|e: &DbError, _| tracing::warn!(error = %ErrorChain(e), "database unavailable; retrying"))
+        .await
 }

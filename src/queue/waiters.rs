@@ -1,4 +1,4 @@
-//! Requests waiting for their completion event, by CSR id. Several requests may wait for one
+//! Requests waiting for their job's completion, by CSR id. Several requests may wait for one
 //! id (concurrent retries with one Idempotency-Key); an event wakes them all.
 
 use std::collections::HashMap;
@@ -7,10 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use crate::amqp::{Completion, Outcome};
-use crate::domain::CsrId;
+use crate::domain::{Completion, CsrId, JobOutcome};
 
-type Senders = HashMap<CsrId, Vec<(u64, oneshot::Sender<Outcome>)>>;
+type Senders = HashMap<CsrId, Vec<(u64, oneshot::Sender<JobOutcome>)>>;
 
 #[derive(Clone, Default)]
 pub struct Waiters {
@@ -22,7 +21,7 @@ pub struct Waiters {
 pub struct Waiter {
     id: CsrId,
     token: u64,
-    rx: Option<oneshot::Receiver<Outcome>>,
+    rx: Option<oneshot::Receiver<JobOutcome>>,
     waiters: Waiters,
 }
 
@@ -69,7 +68,7 @@ impl Waiters {
 impl Waiter {
     /// The event, or `None` once the wait ends without one (the sender was dropped) or
     /// `budget` elapses. After the channel has closed, later calls just sleep the budget.
-    pub async fn next(&mut self, budget: std::time::Duration) -> Option<Outcome> {
+    pub async fn next(&mut self, budget: std::time::Duration) -> Option<JobOutcome> {
         let Some(rx) = self.rx.as_mut() else {
             tokio::time::sleep(budget).await;
             return None;
@@ -114,12 +113,18 @@ mod tests {
         assert_eq!(
             waiters.complete(Completion {
                 id,
-                outcome: Outcome::Created
+                outcome: JobOutcome::Created
             }),
             2
         );
-        assert_eq!(a.next(Duration::from_secs(1)).await, Some(Outcome::Created));
-        assert_eq!(b.next(Duration::from_secs(1)).await, Some(Outcome::Created));
+        assert_eq!(
+            a.next(Duration::from_secs(1)).await,
+            Some(JobOutcome::Created)
+        );
+        assert_eq!(
+            b.next(Duration::from_secs(1)).await,
+            Some(JobOutcome::Created)
+        );
         let c = waiters.register(CsrId::new());
         assert_eq!(waiters.len(), 1);
         drop(c);
@@ -137,11 +142,14 @@ mod tests {
         assert_eq!(
             waiters.complete(Completion {
                 id,
-                outcome: Outcome::Created
+                outcome: JobOutcome::Created
             }),
             1
         );
-        assert_eq!(b.next(Duration::from_secs(1)).await, Some(Outcome::Created));
+        assert_eq!(
+            b.next(Duration::from_secs(1)).await,
+            Some(JobOutcome::Created)
+        );
     }
 
     #[tokio::test]
@@ -150,7 +158,7 @@ mod tests {
         assert_eq!(
             waiters.complete(Completion {
                 id: CsrId::new(),
-                outcome: Outcome::Created
+                outcome: JobOutcome::Created
             }),
             0
         );

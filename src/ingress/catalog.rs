@@ -1,0 +1,48 @@
+//! Reading and deleting stored CSRs: list, get, delete, always scoped to one owner.
+
+use crate::db::{Pool, csrs};
+use crate::domain::{CsrId, CustomCsr, ListQuery, Owner};
+
+use super::ServiceError;
+
+/// One page of a tenant's CSRs, and how many the tenant has in all.
+pub struct Page {
+    pub items: Vec<CustomCsr>,
+    pub total: u64,
+}
+
+#[derive(Clone)]
+pub struct Catalog {
+    pool: Pool,
+}
+
+impl Catalog {
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    pub async fn list(&self, owner: &Owner, query: &ListQuery) -> Result<Page, ServiceError> {
+        let mut client = self.pool.get().await?;
+        let (items, total) = csrs::list(&mut client, owner, query).await?;
+        Ok(Page {
+            items,
+            total: u64::try_from(total).unwrap_or(0),
+        })
+    }
+
+    /// Another tenant's CSR is `None`, exactly like an unknown id.
+    pub async fn get(&self, owner: &Owner, id: CsrId) -> Result<Option<CustomCsr>, ServiceError> {
+        let client = self.pool.get().await?;
+        Ok(csrs::get(&**client, owner, id).await?)
+    }
+
+    /// Deletes the CSR with its sealed key; false when `owner` has no such CSR.
+    pub async fn delete(&self, owner: &Owner, id: CsrId) -> Result<bool, ServiceError> {
+        let client = self.pool.get().await?;
+        let deleted = csrs::delete(&**client, owner, id).await?;
+        if deleted {
+            tracing::info!(csr_id = %id, "custom CSR and its sealed key deleted");
+        }
+        Ok(deleted)
+    }
+}

@@ -1,0 +1,69 @@
+//! The ingress role's wiring: its use cases over a queue, and the HTTP server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use super::Stages;
+use super::foundation::Foundation;
+use crate::http::{AppState, router};
+use crate::ingress::{Authenticator, Catalog, CreateService, Readiness};
+use crate::queue::{Connectivity, JobQueue, Waiters};
+use crate::settings::Settings;
+
+/// The ingress use cases. `waiters` is what the queue's completions wake; `instance` is the
+/// name they are routed by; `brokers` are the connections readiness reports on.
+pub(super) fn app_state(
+    foundation: &Foundation,
+    settings: &Settings,
+    queue: Arc<dyn JobQueue>,
+    waiters: Waiters,
+    instance: String,
+    brokers: Vec<Arc<dyn Connectivity>>,
+) -> AppState {
+    let pool = &foundation.pool;
+    AppState {
+        creates: Arc::new(CreateService::new(
+            pool.clone(),
+            queue,
+            waiters,
+            instance,
+            settings.create_wait(),
+        )),
+        catalog: Catalog::new(pool.clone()),
+        authenticator: Authenticator::new(pool.clone()),
+        readiness: Readiness::new(pool.clone(), brokers),
+        name_policy: settings.name_policy,
+    }
+}
+
+/// Serves HTTP until `stages.stop_http`, then lets open requests finish.
+pub(super) async fn serve(
+    state: AppState,
+    settings: &Settings,
+    listener: Option<TcpListener>,
+    stages: &Stages,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = match listener {
+        Some(l) => l,
+        None => TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?,
+    };
+    let addr = listener.local_addr()?;
+    let app = router(state);
+    let stop = stages.stop_http.clone();
+    let http = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    tracing::info!(%addr, "ingress listening");
+    Ok((addr, http))
+}

@@ -1,0 +1,146 @@
+//! Wiring a process: the foundation every role needs (keyring, database), the RabbitMQ
+//! connections, then each role's own parts (`worker`, `ingress`), and a staged shutdown.
+//! [`start`] is the single entry point for `main` and the tests; [`start_in_memory`] wires the
+//! same ingress and worker around the in-memory queue, for tests without a broker.
+
+mod foundation;
+mod ingress;
+mod memory;
+mod rabbit;
+mod worker;
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::Settings;
+
+pub use foundation::migrate;
+pub use memory::{InMemory, start_in_memory};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Ingress and workers in one process; applies migrations; may create a dev KEK.
+    Serve,
+    Ingress,
+    Worker,
+}
+
+impl Role {
+    fn runs_ingress(self) -> bool {
+        matches!(self, Role::Serve | Role::Ingress)
+    }
+
+    fn runs_worker(self) -> bool {
+        matches!(self, Role::Serve | Role::Worker)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Role::Serve => "serve",
+            Role::Ingress => "ingress",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+/// The three stages of shutdown, in order: stop accepting HTTP requests and let the open
+/// ones finish (their completions and workers still run); stop consuming and let in-flight
+/// jobs finish and settle; close the broker connections.
+#[derive(Clone, Default)]
+struct Stages {
+    stop_http: CancellationToken,
+    stop_work: CancellationToken,
+    close_connections: CancellationToken,
+}
+
+/// A started csrd process.
+pub struct Running {
+    pub http_addr: Option<SocketAddr>,
+    stop: CancellationToken,
+    done: JoinHandle<()>,
+}
+
+/// The tasks of a started process, by shutdown stage.
+#[derive(Default)]
+struct Tasks {
+    http: Option<JoinHandle<()>>,
+    work: Vec<JoinHandle<()>>,
+    connections: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Runs the staged shutdown once `stages.stop_http` is cancelled.
+    fn new(http_addr: Option<SocketAddr>, stages: Stages, tasks: Tasks) -> Self {
+        let stop = stages.stop_http.clone();
+        let done = tokio::spawn(async move {
+            stages.stop_http.cancelled().await;
+            if let Some(http) = tasks.http {
+                let _ = http.await;
+            }
+            stages.stop_work.cancel();
+            for task in tasks.work {
+                let _ = task.await;
+            }
+            stages.close_connections.cancel();
+            for supervisor in tasks.connections {
+                let _ = supervisor.await;
+            }
+        });
+        Self {
+            http_addr,
+            stop,
+            done,
+        }
+    }
+
+    /// Cancelling this token starts a graceful shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Starts a graceful shutdown and waits for it.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.wait().await;
+    }
+
+    /// Waits until the process has stopped (after the shutdown token is cancelled).
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}
+
+/// Starts `role`: HTTP on `listener` (or `CSRD_LISTEN`) for the roles that serve it.
+pub async fn start(
+    role: Role,
+    settings: &Settings,
+    listener: Option<TcpListener>,
+) -> anyhow::Result<Running> {
+    let foundation = foundation::Foundation::open(role, settings).await?;
+    let stages = Stages::default();
+    let (rabbit, supervisors) = rabbit::Rabbit::connect(role, settings, &stages).await?;
+    let mut tasks = Tasks {
+        connections: supervisors,
+        ..Tasks::default()
+    };
+    if role.runs_worker() {
+        tasks.work.extend(worker::start(
+            &foundation,
+            settings,
+            rabbit.worker_queue(settings, &stages),
+            &stages,
+        ));
+    }
+    let mut http_addr = None;
+    if role.runs_ingress() {
+        let (state, listen_for_completions) = rabbit.ingress_state(&foundation, settings, &stages);
+        tasks.work.push(listen_for_completions);
+        let (addr, http) = ingress::serve(state, settings, listener, &stages).await?;
+        http_addr = Some(addr);
+        tasks.http = Some(http);
+    }
+    Ok(Running::new(http_addr, stages, tasks))
+}

@@ -1,0 +1,125 @@
+//! The RabbitMQ side of a process: two supervised connections (publishing and consuming, as
+//! RabbitMQ recommends), and the queue port's RabbitMQ implementations for each role.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::bail;
+use tokio::task::JoinHandle;
+
+use super::foundation::Foundation;
+use super::worker::WorkerQueue;
+use super::{Role, Stages};
+use crate::amqp::{Broker, Publisher, RabbitCompletions, RabbitConsumer, RabbitJobQueue, Topology};
+use crate::http::AppState;
+use crate::queue::{Connectivity, Waiters};
+use crate::settings::Settings;
+
+/// How long start-up waits for RabbitMQ, so `docker compose up` does not race.
+const STARTUP_WAIT: Duration = Duration::from_secs(30);
+
+pub(super) struct Rabbit {
+    publish: Arc<Broker>,
+    consume: Arc<Broker>,
+    publisher: Arc<Publisher>,
+    topology: Topology,
+}
+
+impl Rabbit {
+    /// Starts both connections and waits for them; returns the supervisors' tasks, which end
+    /// once `stages.close_connections` is cancelled and the connections are closed.
+    pub async fn connect(
+        role: Role,
+        settings: &Settings,
+        stages: &Stages,
+    ) -> anyhow::Result<(Self, Vec<JoinHandle<()>>)> {
+        let topology = Topology::new(&settings.amqp_prefix, settings.queue_limits());
+        let name = format!("{}-{}", settings.amqp_prefix, role.name());
+        let (publish, publishing) = Broker::start(
+            settings.amqp_url.clone(),
+            format!("{name}-publish"),
+            Some(topology.clone()),
+            stages.close_connections.clone(),
+        );
+        let (consume, consuming) = Broker::start(
+            settings.amqp_url.clone(),
+            format!("{name}-consume"),
+            None,
+            stages.close_connections.clone(),
+        );
+        let supervisors = vec![publishing, consuming];
+        for broker in [&publish, &consume] {
+            if broker.wait_connected(STARTUP_WAIT).await.is_none() {
+                stages.close_connections.cancel();
+                for supervisor in supervisors {
+                    let _ = supervisor.await;
+                }
+                bail!(
+                    "RabbitMQ unreachable at start-up ({}); is it running at AMQP_URL?",
+                    broker.name()
+                );
+            }
+        }
+        let publisher = Arc::new(Publisher::new(publish.clone()));
+        let rabbit = Self {
+            publish,
+            consume,
+            publisher,
+            topology,
+        };
+        Ok((rabbit, supervisors))
+    }
+
+    /// The jobs and dead-letter consumers and the completion sink for the worker role.
+    pub fn worker_queue(&self, settings: &Settings, stages: &Stages) -> WorkerQueue {
+        // Twice the keygen slots: a job is always ready when a slot frees up, yet a stopping
+        // or crashing worker holds few jobs hostage.
+        let prefetch = u16::try_from(settings.workers() * 2).unwrap_or(u16::MAX);
+        WorkerQueue {
+            completions: Arc::new(RabbitCompletions::new(
+                self.publisher.clone(),
+                self.topology.clone(),
+                stages.stop_work.clone(),
+            )),
+            jobs: Box::new(RabbitConsumer::jobs(
+                self.consume.clone(),
+                self.topology.jobs_queue(),
+                prefetch,
+                stages.stop_work.clone(),
+            )),
+            dead_letters: Box::new(RabbitConsumer::dead_letters(
+                self.consume.clone(),
+                self.topology.dead_letter_queue(),
+                4,
+                stages.stop_work.clone(),
+            )),
+        }
+    }
+
+    /// The ingress's use cases publishing to RabbitMQ, and the task that consumes this
+    /// instance's completion events.
+    pub fn ingress_state(
+        &self,
+        foundation: &Foundation,
+        settings: &Settings,
+        stages: &Stages,
+    ) -> (AppState, JoinHandle<()>) {
+        let instance = uuid::Uuid::new_v4().simple().to_string();
+        let waiters = Waiters::default();
+        let listening = tokio::spawn(crate::amqp::events::listen(
+            self.consume.clone(),
+            self.topology.clone(),
+            instance.clone(),
+            waiters.clone(),
+            stages.stop_work.clone(),
+        ));
+        let queue = Arc::new(RabbitJobQueue::new(
+            self.publisher.clone(),
+            self.topology.clone(),
+        ));
+        let brokers: Vec<Arc<dyn Connectivity>> = vec![self.publish.clone(), self.consume.clone()];
+        let state =
+            super::ingress::app_state(foundation, settings, queue, waiters, instance, brokers);
+        (state, listening)
+    }
+}

@@ -1,0 +1,45 @@
+//! The worker role's wiring: the job and dead-letter consumers, keygen slots, housekeeping.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use super::Stages;
+use super::foundation::Foundation;
+use crate::queue::{CompletionSink, JobConsumer};
+use crate::settings::Settings;
+use crate::worker::{self, WorkerContext, housekeeping};
+
+/// What a worker consumes from and reports to.
+pub(super) struct WorkerQueue {
+    pub completions: Arc<dyn CompletionSink>,
+    pub jobs: Box<dyn JobConsumer>,
+    pub dead_letters: Box<dyn JobConsumer>,
+}
+
+/// Spawns the worker and its housekeeping; both end after `stages.stop_work`.
+pub(super) fn start(
+    foundation: &Foundation,
+    settings: &Settings,
+    queue: WorkerQueue,
+    stages: &Stages,
+) -> Vec<JoinHandle<()>> {
+    let workers = settings.workers();
+    let ctx = WorkerContext {
+        pool: foundation.pool.clone(),
+        keyring: foundation.keyring.clone(),
+        completions: queue.completions,
+        keygen_permits: Arc::new(Semaphore::new(workers)),
+        shutdown: stages.stop_work.clone(),
+    };
+    tracing::info!(workers, "worker consuming");
+    vec![
+        tokio::spawn(worker::run(ctx, queue.jobs, queue.dead_letters)),
+        tokio::spawn(housekeeping::prune_idempotency_keys(
+            foundation.pool.clone(),
+            settings.idempotency_ttl_hours,
+            stages.stop_work.clone(),
+        )),
+    ]
+}

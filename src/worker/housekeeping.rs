@@ -1,0 +1,29 @@
+//! Periodic database chores the workers do.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{Pool, jobs};
+use crate::telemetry::ErrorChain;
+
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Deletes Idempotency-Key records past their retention, hourly, until shutdown.
+pub async fn prune_idempotency_keys(pool: Pool, ttl_hours: u32, stop: CancellationToken) {
+    loop {
+        if let Ok(client) = pool.get().await {
+            match jobs::prune_idempotency_keys(&**client, ttl_hours).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "expired Idempotency-Key records removed"),
+                Err(e) => {
+                    tracing::warn!(error = %ErrorChain(&e), "pruning Idempotency-Key records failed")
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+        }
+    }
+}
