@@ -1,15 +1,10 @@
 use csrd::auth::Permission;
-use serde_json::json;
 
-use crate::helpers::*;
-
-fn p256() -> serde_json::Value {
-    with(example_body(), "key_type", json!("p256v1"))
-}
+use csrd_test_support::*;
 
 #[tokio::test]
 async fn auth_matrix_for_create() {
-    let app = spawn_app().await;
+    let app = spawn_in_memory().await;
     let write_a = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let read_a = app.token(&[ACCOUNT_A], &[], Permission::Read).await;
     let write_b = app.token(&[ACCOUNT_B], &[], Permission::Write).await;
@@ -17,7 +12,7 @@ async fn auth_matrix_for_create() {
     let legacy = app.legacy_key("owner@example.com", &[ACCOUNT_A], &[]).await;
     let unknown = csrd::auth::ApiToken::generate();
 
-    let body = p256();
+    let body = p256_body();
     let create = |auth| app.create("accounts", ACCOUNT_A, auth, &body);
     create(Auth::None).await.assert_failure(400, 9106);
     create(Auth::Header("Authorization", "Token abc"))
@@ -68,28 +63,28 @@ async fn auth_matrix_for_create() {
         "emails are case-insensitive"
     );
     let zone_ok = app
-        .create("zones", ZONE_A, Auth::Bearer(&zone), &p256())
+        .create("zones", ZONE_A, Auth::Bearer(&zone), &p256_body())
         .await;
     assert_eq!(zone_ok.status, 201, "{}", zone_ok.body);
 }
 
 #[tokio::test]
 async fn a_token_with_a_tampered_secret_is_refused() {
-    let app = spawn_app().await;
+    let app = spawn_in_memory().await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     // Same lookup id, different secret part.
     let mut forged: Vec<u8> = token.clone().into_bytes();
     let last = forged.len() - 1;
     forged[last] = if forged[last] == b'a' { b'b' } else { b'a' };
     let forged = String::from_utf8(forged).unwrap();
-    app.create("accounts", ACCOUNT_A, Auth::Bearer(&forged), &p256())
+    app.create("accounts", ACCOUNT_A, Auth::Bearer(&forged), &p256_body())
         .await
         .assert_failure(403, 9109);
 }
 
 #[tokio::test]
 async fn revoked_and_expired_tokens_are_refused() {
-    let app = spawn_app().await;
+    let app = spawn_in_memory().await;
     let revoked = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let expired = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let client = app.pool.get().await.unwrap();
@@ -107,20 +102,20 @@ async fn revoked_and_expired_tokens_are_refused() {
         )
         .await
         .unwrap();
-    app.create("accounts", ACCOUNT_A, Auth::Bearer(&revoked), &p256())
+    app.create("accounts", ACCOUNT_A, Auth::Bearer(&revoked), &p256_body())
         .await
         .assert_failure(403, 9109);
-    app.create("accounts", ACCOUNT_A, Auth::Bearer(&expired), &p256())
+    app.create("accounts", ACCOUNT_A, Auth::Bearer(&expired), &p256_body())
         .await
         .assert_failure(403, 9109);
 }
 
 #[tokio::test]
 async fn credentials_are_stored_only_as_hashes() {
-    let app = spawn_app().await;
+    let app = spawn_in_memory().await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let key = app.legacy_key("owner@example.com", &[ACCOUNT_A], &[]).await;
-    let dump = crate::custody::pg_dump(&app.iso.database_url);
+    let dump = pg_dump(&app.iso.database_url);
     assert!(!dump.contains(&token), "token in the database dump");
     assert!(!dump.contains(&key), "API key in the database dump");
     assert!(

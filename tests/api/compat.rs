@@ -4,7 +4,7 @@
 
 use csrd::auth::Permission;
 
-use crate::helpers::*;
+use csrd_test_support::*;
 
 fn python() -> String {
     std::env::var("CSRD_COMPAT_PYTHON").unwrap_or_else(|_| {
@@ -26,7 +26,7 @@ async fn run_pytest(app: &TestApp, file: &str) {
     let out = tokio::process::Command::new(python())
         .args(["-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", file])
         .current_dir(format!("{root}/compat"))
-        .env("CSRD_BASE_URL", format!("http://{}", app.addr))
+        .env("CSRD_BASE_URL", app.url(""))
         .env("CSRD_ACCOUNT", ACCOUNT_A)
         .env("CSRD_ZONE", ZONE_A)
         .env("CSRD_TOKEN", &token)

@@ -2,7 +2,7 @@ use csrd::auth::Permission;
 use serde_json::json;
 
 use crate::csr_check::{openssl_verifies, parse_csr};
-use crate::helpers::*;
+use csrd_test_support::*;
 
 #[tokio::test]
 async fn cloudflare_example_request_creates_an_account_csr_exactly_as_written() {

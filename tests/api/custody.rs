@@ -4,20 +4,7 @@ use csrd::db::csrs;
 use csrd::domain::{AccountId, CsrId, Owner};
 use serde_json::json;
 
-use crate::helpers::*;
-
-pub fn pg_dump(database_url: &str) -> String {
-    let out = std::process::Command::new("pg_dump")
-        .arg(database_url)
-        .output()
-        .expect("pg_dump is installed");
-    assert!(
-        out.status.success(),
-        "pg_dump: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use csrd_test_support::*;
 
 async fn create(app: &TestApp, token: &str, key_type: &str) -> CsrId {
     let resp = app
@@ -39,7 +26,7 @@ fn owner_a() -> Owner {
 #[tokio::test]
 async fn no_plaintext_key_bytes_appear_in_a_dump_of_the_database() {
     use base64::Engine;
-    let app = spawn_app().await;
+    let app = spawn_in_memory().await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let ids = [
         create(&app, &token, "rsa2048").await,
@@ -77,7 +64,7 @@ async fn no_plaintext_key_bytes_appear_in_a_dump_of_the_database() {
 
 #[tokio::test]
 async fn a_sealed_key_moved_to_another_row_or_tenant_no_longer_decrypts() {
-    let app = spawn_app().await;
+    let app = spawn_in_memory().await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let (a, b) = (
         create(&app, &token, "p256v1").await,
@@ -133,12 +120,12 @@ async fn a_sealed_key_moved_to_another_row_or_tenant_no_longer_decrypts() {
 
 #[tokio::test]
 async fn a_wrong_kek_under_a_known_id_is_refused_at_start_up() {
-    let app = spawn_app().await;
-    let mut settings = app.iso.settings();
+    let app = spawn_in_memory().await;
+    let mut settings = app.settings.clone();
     let wrong =
         csrd::crypto::Keyring::generate_entry(&csrd::crypto::KekId::parse("test-kek").unwrap());
     settings.keks = Some(wrong.to_string());
-    let err = csrd::startup::start(csrd::startup::Role::Worker, &settings, None)
+    let err = csrd::startup::start_in_memory(&settings)
         .await
         .err()
         .expect("start-up must fail");

@@ -2,19 +2,13 @@
 //! keys, dead-lettered jobs, redelivered jobs, reconnects after a dropped connection, and
 //! graceful shutdown. (Broker and database restarts are in `tests/faults`.)
 
-use std::time::Duration;
-
 use csrd::auth::Permission;
 use csrd::startup::Role;
 use lapin::options::{BasicGetOptions, BasicRejectOptions};
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::*;
-
-fn p256() -> serde_json::Value {
-    with(example_body(), "key_type", json!("p256v1"))
-}
+use csrd_test_support::*;
 
 async fn create_with_key(
     app: &TestApp,
@@ -39,10 +33,10 @@ async fn create_with_key(
 async fn the_same_idempotency_key_and_body_return_the_same_csr_and_a_different_body_is_refused() {
     let app = spawn_app().await;
     let token = app.token(&[ACCOUNT_A], &[ZONE_A], Permission::Write).await;
-    let (s1, first, r1) = create_with_key(&app, &token, "order-1", &p256()).await;
+    let (s1, first, r1) = create_with_key(&app, &token, "order-1", &p256_body()).await;
     assert_eq!((s1, r1), (201, false), "{first}");
     // Same request spelled differently (key order, quoted header form): same CSR.
-    let reordered: serde_json::Value = serde_json::from_str(&p256().to_string()).unwrap();
+    let reordered: serde_json::Value = serde_json::from_str(&p256_body().to_string()).unwrap();
     let (s2, second, r2) = create_with_key(&app, &token, "\"order-1\"", &reordered).await;
     assert_eq!((s2, r2), (201, true));
     assert_eq!(
@@ -54,7 +48,7 @@ async fn the_same_idempotency_key_and_body_return_the_same_csr_and_a_different_b
         &app,
         &token,
         "order-1",
-        &with(p256(), "common_name", json!("other.example.com")),
+        &with(p256_body(), "common_name", json!("other.example.com")),
     )
     .await;
     assert_eq!(s3, 422, "{refused}");
@@ -67,7 +61,7 @@ async fn the_same_idempotency_key_and_body_return_the_same_csr_and_a_different_b
         .post(app.url(&format!("/client/v4/zones/{ZONE_A}/custom_csrs")))
         .bearer_auth(&token)
         .header("Idempotency-Key", "order-1")
-        .json(&p256())
+        .json(&p256_body())
         .send()
         .await
         .unwrap();
@@ -77,7 +71,7 @@ async fn the_same_idempotency_key_and_body_return_the_same_csr_and_a_different_b
     assert_eq!(app.row_count().await, 2);
 
     for bad in ["", &"k".repeat(256)] {
-        let (status, body, _) = create_with_key(&app, &token, bad, &p256()).await;
+        let (status, body, _) = create_with_key(&app, &token, bad, &p256_body()).await;
         assert_eq!(status, 400, "{body}");
     }
 }
@@ -130,7 +124,7 @@ async fn concurrent_requests_with_one_key_make_exactly_one_csr() {
 async fn a_retry_after_202_on_another_ingress_gets_the_same_csr() {
     let app = spawn_role(Role::Ingress, |s| s.create_wait_secs = 1).await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
-    let (status, pending, _) = create_with_key(&app, &token, "k-202", &p256()).await;
+    let (status, pending, _) = create_with_key(&app, &token, "k-202", &p256_body()).await;
     assert_eq!(status, 202, "{pending}");
     let id = pending["result"]["id"].clone();
 
@@ -149,7 +143,7 @@ async fn a_retry_after_202_on_another_ingress_gets_the_same_csr() {
         .post(url)
         .bearer_auth(&token)
         .header("Idempotency-Key", "k-202")
-        .json(&p256())
+        .json(&p256_body())
         .send()
         .await
         .unwrap();
@@ -176,7 +170,7 @@ async fn a_dead_lettered_job_answers_the_waiting_client_with_1500_and_so_do_retr
                 .post(url)
                 .bearer_auth(token)
                 .header("Idempotency-Key", "doomed")
-                .json(&p256())
+                .json(&p256_body())
                 .send()
                 .await
                 .unwrap();
@@ -189,16 +183,12 @@ async fn a_dead_lettered_job_answers_the_waiting_client_with_1500_and_so_do_retr
     // Take the job off the queue and reject it, as a worker that cannot process it would.
     let (_conn, ch) = app.amqp_channel().await;
     let queue = app.topology().jobs_queue();
-    let message = loop {
-        if let Some(m) = ch
-            .basic_get(queue.as_str().into(), BasicGetOptions::default())
+    let message = eventually("the job to be queued", || async {
+        ch.basic_get(queue.as_str().into(), BasicGetOptions::default())
             .await
             .unwrap()
-        {
-            break m;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     message
         .delivery
         .reject(BasicRejectOptions { requeue: false })
@@ -211,7 +201,7 @@ async fn a_dead_lettered_job_answers_the_waiting_client_with_1500_and_so_do_retr
     assert_eq!(status, 500, "{body}");
     assert_eq!(body["errors"][0]["code"], json!(1500));
     assert_eq!(body["success"], json!(false));
-    let (status, _, _) = create_with_key(&app, &token, "doomed", &p256()).await;
+    let (status, _, _) = create_with_key(&app, &token, "doomed", &p256_body()).await;
     assert_eq!(
         status, 500,
         "a retry with the same key learns the same outcome"
@@ -224,7 +214,7 @@ async fn a_dead_lettered_job_answers_the_waiting_client_with_1500_and_so_do_retr
 async fn a_redelivered_job_whose_row_exists_makes_no_new_key() {
     let app = spawn_app().await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
-    let (status, created, _) = create_with_key(&app, &token, "once", &p256()).await;
+    let (status, created, _) = create_with_key(&app, &token, "once", &p256_body()).await;
     assert_eq!(status, 201);
     let id = uuid::Uuid::parse_str(created["result"]["id"].as_str().unwrap()).unwrap();
     let client = app.pool.get().await.unwrap();
@@ -255,24 +245,16 @@ async fn a_redelivered_job_whose_row_exists_makes_no_new_key() {
     .unwrap()
     .await
     .unwrap();
-    let mut replayed = false;
-    for _ in 0..100 {
-        let metrics = app
-            .http
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if metrics.contains("csrd_jobs_total{outcome=\"replayed\"} 1") {
-            replayed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(replayed, "the worker handled the redelivery as a replay");
+    eventually(
+        "the worker to handle the redelivery as a replay",
+        || async {
+            let metrics = app.request(Method::GET, "/metrics").send().await;
+            String::from_utf8_lossy(&metrics.body)
+                .contains("csrd_jobs_total{outcome=\"replayed\"} 1")
+                .then_some(())
+        },
+    )
+    .await;
     let after: Vec<u8> = client
         .query_one(
             "SELECT key_ciphertext FROM custom_csrs WHERE id = $1",
@@ -318,23 +300,19 @@ async fn csrd_reconnects_by_itself_after_the_broker_drops_its_connections() {
         assert!(ok.success());
     }
     // Creates work again within seconds, without any restart.
-    let mut created = false;
-    for _ in 0..100 {
+    let (app, token) = (&app, token.as_str());
+    eventually("creates to work again", move || async move {
         let resp = app
-            .create("accounts", ACCOUNT_A, Auth::Bearer(&token), &p256())
+            .create("accounts", ACCOUNT_A, Auth::Bearer(token), &p256_body())
             .await;
-        if resp.status == 201 {
-            created = true;
-            break;
-        }
         assert!(
-            matches!(resp.status, 503 | 202),
+            matches!(resp.status, 201 | 503 | 202),
             "only 503 while reconnecting: {}",
             resp.body
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(created, "csrd recovered");
+        (resp.status == 201).then_some(())
+    })
+    .await;
     let ready = app.send(Method::GET, "/readyz", Auth::None, None).await;
     assert_eq!(ready.status, 200, "{}", ready.body);
     let new_pids = connection_pids(&app.iso.prefix);
@@ -355,7 +333,7 @@ async fn the_callers_trace_context_travels_with_the_job() {
         .post(app.url(&format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs")))
         .bearer_auth(&token)
         .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
-        .json(&p256())
+        .json(&p256_body())
         .send()
         .await
         .unwrap();
@@ -387,9 +365,16 @@ async fn the_callers_trace_context_travels_with_the_job() {
     assert_eq!(parts.len(), 4, "{traceparent}");
     assert_eq!(parts[1], trace_id, "the job continues the caller's trace");
     assert_ne!(parts[2], "b7ad6b7169203331", "under the ingress's own span");
+    // Give the job back and let a worker finish it: an accepted create is never dropped.
     message
         .delivery
         .reject(BasicRejectOptions { requeue: true })
         .await
         .unwrap();
+    let worker = app.start_worker().await;
+    eventually("the worker to make the CSR", || async {
+        (app.row_count().await == 1).then_some(())
+    })
+    .await;
+    worker.shutdown().await;
 }

@@ -6,7 +6,6 @@ mod create;
 mod csr_check;
 mod custody;
 mod delivery;
-mod helpers;
 mod openapi;
 mod pipeline;
 mod processes;

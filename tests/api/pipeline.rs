@@ -1,17 +1,11 @@
 //! The create pipeline's edges: unroutable and refused jobs, the 202 pending answer.
 
-use std::time::Duration;
-
 use csrd::auth::Permission;
 use csrd::startup::Role;
 use lapin::types::FieldTable;
 use serde_json::json;
 
-use crate::helpers::*;
-
-fn p256() -> serde_json::Value {
-    with(example_body(), "key_type", json!("p256v1"))
-}
+use csrd_test_support::*;
 
 #[tokio::test]
 async fn a_job_that_cannot_be_routed_answers_503_with_retry_after() {
@@ -31,7 +25,7 @@ async fn a_job_that_cannot_be_routed_answers_503_with_retry_after() {
         .http
         .post(app.url(&format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs")))
         .bearer_auth(&token)
-        .json(&p256())
+        .json(&p256_body())
         .send()
         .await
         .unwrap();
@@ -53,7 +47,7 @@ async fn a_full_queue_refuses_creates_with_503_and_pending_creates_finish_once_a
     .await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
 
-    let body = p256();
+    let body = p256_body();
     let mut pending_ids = Vec::new();
     let mut refused = 0;
     for _ in 0..4 {
@@ -80,14 +74,11 @@ async fn a_full_queue_refuses_creates_with_503_and_pending_creates_finish_once_a
     assert!(refused > 0, "a full queue refuses creates");
 
     let worker = app.start_worker().await;
-    let mut rows = 0;
-    for _ in 0..100 {
-        rows = app.row_count().await;
-        if rows as usize >= pending_ids.len() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let rows = eventually("the pending creates to finish", || async {
+        let rows = app.row_count().await;
+        (rows as usize >= pending_ids.len()).then_some(rows)
+    })
+    .await;
     assert_eq!(
         rows as usize,
         pending_ids.len(),

@@ -2,12 +2,11 @@
 //! credential subcommands.
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use serde_json::json;
 
 use crate::csr_check::parse_csr;
-use crate::helpers::*;
+use csrd_test_support::*;
 
 const CSRD: &str = env!("CARGO_BIN_EXE_csrd");
 
@@ -53,15 +52,11 @@ fn free_port() -> u16 {
 }
 
 async fn wait_ready(http: &reqwest::Client, base: &str) {
-    for _ in 0..100 {
-        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("csrd ingress did not become ready");
+    eventually("csrd ingress to become ready", || async {
+        let ready = http.get(format!("{base}/readyz")).send().await;
+        ready.is_ok_and(|r| r.status().is_success()).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -202,7 +197,7 @@ async fn user_create_prints_a_key_that_works_with_the_legacy_headers() {
             "accounts",
             ACCOUNT_A,
             Auth::Legacy("ops@example.com", &key),
-            &with(example_body(), "key_type", json!("p256v1")),
+            &p256_body(),
         )
         .await;
     assert_eq!(resp.status, 201, "{}", resp.body);
@@ -283,18 +278,16 @@ async fn sigterm_lets_accepted_creates_finish_then_exits_cleanly() {
     // A request is accepted once its Idempotency-Key is claimed; RSA keys on one keygen slot
     // take a while, so most are still in flight when SIGTERM lands.
     let pool = csrd::db::build_pool(&iso.database_url, 1, "csrd-tests").unwrap();
-    for _ in 0..400 {
+    eventually("all six creates to be accepted", || async {
         let client = pool.get().await.unwrap();
         let claimed: i64 = client
             .query_one("SELECT count(*) FROM idempotency_keys", &[])
             .await
             .unwrap()
             .get(0);
-        if claimed == 6 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+        (claimed == 6).then_some(())
+    })
+    .await;
     let pid = serve.0.id().to_string();
     assert!(
         Command::new("kill")

@@ -6,14 +6,10 @@ use csrd::auth::Permission;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::*;
+use csrd_test_support::*;
 
 async fn create_named(app: &TestApp, token: &str, name: &str) -> Value {
-    let body = with(
-        with(example_body(), "key_type", json!("p256v1")),
-        "name",
-        json!(name),
-    );
+    let body = with(p256_body(), "name", json!(name));
     let resp = app
         .create("accounts", ACCOUNT_A, Auth::Bearer(token), &body)
         .await;
@@ -42,7 +38,7 @@ fn ids(resp: &Response) -> Vec<String> {
 
 #[tokio::test]
 async fn lists_page_without_skipping_or_repeating_in_every_order() {
-    let app = spawn_app().await;
+    let app = spawn_in_memory().await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Read).await;
     let writer = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let mut created = Vec::new();
@@ -121,7 +117,7 @@ async fn lists_page_without_skipping_or_repeating_in_every_order() {
 
 #[tokio::test]
 async fn list_defaults_and_an_empty_tenant() {
-    let app = spawn_app().await;
+    let app = spawn_in_memory().await;
     let token = app.token(&[ACCOUNT_A], &[ZONE_A], Permission::Read).await;
     let acc = list(&app, &token, "accounts", ACCOUNT_A, "").await;
     assert_eq!(acc.status, 200);
@@ -137,7 +133,7 @@ async fn list_defaults_and_an_empty_tenant() {
 
 #[tokio::test]
 async fn malformed_list_parameters_answer_400_naming_the_parameter() {
-    let app = spawn_app().await;
+    let app = spawn_in_memory().await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Read).await;
     for (query, param) in [
         ("?page=0", "page"),
@@ -174,7 +170,7 @@ async fn malformed_list_parameters_answer_400_naming_the_parameter() {
 
 #[tokio::test]
 async fn get_returns_what_create_returned_and_answers_1418_and_1419() {
-    let app = spawn_app().await;
+    let app = spawn_in_memory().await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let created = create_named(&app, &token, "mine").await;
     let id = created["id"].as_str().unwrap();
@@ -207,7 +203,7 @@ async fn get_returns_what_create_returned_and_answers_1418_and_1419() {
 
 #[tokio::test]
 async fn delete_removes_the_csr_and_its_sealed_key_with_or_without_a_body() {
-    let app = spawn_app().await;
+    let app = spawn_in_memory().await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let first = create_named(&app, &token, "one").await;
     let second = create_named(&app, &token, "two").await;
@@ -252,7 +248,7 @@ async fn delete_removes_the_csr_and_its_sealed_key_with_or_without_a_body() {
             .assert_failure(404, 1419);
     }
     assert_eq!(app.row_count().await, 0);
-    let dump = crate::custody::pg_dump(&app.iso.database_url);
+    let dump = pg_dump(&app.iso.database_url);
     assert!(
         !dump.contains(&hex::encode(&wrapped)),
         "the wrapped data key is gone, not flagged"
@@ -261,7 +257,7 @@ async fn delete_removes_the_csr_and_its_sealed_key_with_or_without_a_body() {
 
 #[tokio::test]
 async fn total_count_stays_exact_across_deletes_and_replayed_inserts() {
-    let app = spawn_app().await;
+    let app = spawn_in_memory().await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let a = create_named(&app, &token, "a").await;
     create_named(&app, &token, "b").await;

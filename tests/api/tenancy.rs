@@ -3,9 +3,8 @@
 
 use csrd::auth::Permission;
 use reqwest::Method;
-use serde_json::json;
 
-use crate::helpers::*;
+use csrd_test_support::*;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Caller {
@@ -51,12 +50,7 @@ fn expected(caller: Caller, op: Op, target: Target) -> (u16, Option<u64>) {
 
 async fn create_p256(app: &TestApp, kind: &str, owner: &str, token: &str) -> String {
     let resp = app
-        .create(
-            kind,
-            owner,
-            Auth::Bearer(token),
-            &with(example_body(), "key_type", json!("p256v1")),
-        )
+        .create(kind, owner, Auth::Bearer(token), &p256_body())
         .await;
     assert_eq!(resp.status, 201, "{}", resp.body);
     resp.body["result"]["id"].as_str().unwrap().to_owned()
@@ -64,7 +58,7 @@ async fn create_p256(app: &TestApp, kind: &str, owner: &str, token: &str) -> Str
 
 #[tokio::test]
 async fn every_caller_every_operation_every_kind_of_id() {
-    let app = spawn_app().await;
+    let app = spawn_in_memory().await;
     let a_write = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let a_read = app.token(&[ACCOUNT_A], &[], Permission::Read).await;
     let b_write = app.token(&[ACCOUNT_B], &[], Permission::Write).await;
@@ -115,13 +109,8 @@ async fn every_caller_every_operation_every_kind_of_id() {
                                 .await
                         }
                         Op::Create => {
-                            app.send(
-                                Method::POST,
-                                &base,
-                                auth,
-                                Some(with(example_body(), "key_type", json!("p256v1")).to_string()),
-                            )
-                            .await
+                            app.send(Method::POST, &base, auth, Some(p256_body().to_string()))
+                                .await
                         }
                     };
                     let (status, code) = expected(*caller, op, target);
@@ -169,7 +158,7 @@ async fn every_caller_every_operation_every_kind_of_id() {
 
 #[tokio::test]
 async fn a_caller_without_access_gets_403_before_the_id_is_even_parsed() {
-    let app = spawn_app().await;
+    let app = spawn_in_memory().await;
     let b_write = app.token(&[ACCOUNT_B], &[], Permission::Write).await;
     // A malformed id would be 1418 for an allowed caller; an outsider must not get that far.
     for id in ["not-a-uuid", &uuid::Uuid::new_v4().to_string()] {

@@ -2,16 +2,11 @@ use csrd::auth::Permission;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::*;
-
-fn without(mut body: Value, key: &str) -> Value {
-    body.as_object_mut().unwrap().remove(key);
-    body
-}
+use csrd_test_support::*;
 
 #[tokio::test]
 async fn every_validation_failure_answers_400_with_its_cloudflare_code_and_pointer() {
-    let app = spawn_app().await;
+    let app = spawn_in_memory().await;
     let token = app.token(&[ACCOUNT_A], &[ZONE_A], Permission::Write).await;
     let b = example_body;
     let cases: Vec<(&str, Value, u64, Option<&str>)> = vec![
@@ -203,7 +198,7 @@ async fn every_validation_failure_answers_400_with_its_cloudflare_code_and_point
 
 #[tokio::test]
 async fn malformed_bodies_answer_1400() {
-    let app = spawn_app().await;
+    let app = spawn_in_memory().await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     for body in [
         "{",
@@ -228,7 +223,7 @@ async fn malformed_bodies_answer_1400() {
 
 #[tokio::test]
 async fn several_errors_are_reported_together() {
-    let app = spawn_app().await;
+    let app = spawn_in_memory().await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let resp = app
         .create(
@@ -244,7 +239,7 @@ async fn several_errors_are_reported_together() {
 
 #[tokio::test]
 async fn reserved_names_are_accepted_by_default_and_refused_under_the_cloudflare_policy() {
-    let app = spawn_app_with(|s| s.name_policy = csrd::domain::NamePolicy::Cloudflare).await;
+    let app = spawn_in_memory_with(|s| s.name_policy = csrd::domain::NamePolicy::Cloudflare).await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let b = example_body;
     for (sans, code) in [
@@ -281,7 +276,7 @@ async fn reserved_names_are_accepted_by_default_and_refused_under_the_cloudflare
 
 #[tokio::test]
 async fn malformed_owner_ids_answer_7003() {
-    let app = spawn_app().await;
+    let app = spawn_in_memory().await;
     let token = app.token(&[ACCOUNT_A], &[ZONE_A], Permission::Write).await;
     for kind in ["accounts", "zones"] {
         for bad in [
@@ -300,7 +295,7 @@ async fn malformed_owner_ids_answer_7003() {
 
 #[tokio::test]
 async fn framework_level_errors_use_the_failure_envelope() {
-    let app = spawn_app().await;
+    let app = spawn_in_memory().await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let path = format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs");
 
@@ -326,61 +321,50 @@ async fn framework_level_errors_use_the_failure_envelope() {
     resp.assert_failure(413, 1400);
 
     let resp = app
-        .http
-        .post(app.url(&path))
-        .bearer_auth(&token)
+        .request(Method::POST, &path)
+        .bearer(&token)
         .header("Content-Type", "text/plain")
         .body(example_body().to_string())
         .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 415);
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["success"], json!(false));
+        .await;
+    assert_eq!(resp.status, 415);
+    assert_eq!(resp.json()["success"], json!(false));
 
     // Chunked body with no Content-Length, over the limit: refused while streaming.
     let chunks = futures_util::stream::iter(
         (0..20).map(|_| Ok::<_, std::io::Error>(vec![b' '; 100 * 1024])),
     );
     let resp = app
-        .http
-        .post(app.url(&path))
-        .bearer_auth(&token)
+        .request(Method::POST, &path)
+        .bearer(&token)
         .header("Content-Type", "application/json")
-        .body(reqwest::Body::wrap_stream(chunks))
+        .stream(chunks)
         .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 413);
+        .await;
+    assert_eq!(resp.status, 413);
+    assert_eq!(resp.json()["errors"][0]["code"], json!(1400));
 }
 
 #[tokio::test]
 async fn curl_dash_d_without_a_content_type_header_still_works() {
     // `curl -d '{…}'` labels the body application/x-www-form-urlencoded.
-    let app = spawn_app().await;
+    let app = spawn_in_memory().await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let path = format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs");
     let resp = app
-        .http
-        .post(app.url(&format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs")))
-        .bearer_auth(&token)
+        .request(Method::POST, &path)
+        .bearer(&token)
         .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(with(example_body(), "key_type", json!("p256v1")).to_string())
+        .body(p256_body().to_string())
         .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 201);
+        .await;
+    assert_eq!(resp.status, 201);
     let form = app
-        .http
-        .post(app.url(&format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs")))
-        .bearer_auth(&token)
+        .request(Method::POST, &path)
+        .bearer(&token)
         .header("Content-Type", "application/x-www-form-urlencoded")
         .body("common_name=example.com&country=US")
         .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        form.status().as_u16(),
-        400,
-        "a real form body is not JSON: 1400"
-    );
+        .await;
+    assert_eq!(form.status, 400, "a real form body is not JSON: 1400");
 }

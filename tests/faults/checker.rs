@@ -5,10 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
+use csrd_test_support::{broker, poll_until};
 
-use crate::cluster::{Cluster, amqp};
+use crate::cluster::Cluster;
 use crate::load::{History, Outcome, request_name};
 
 #[derive(Debug, Default)]
@@ -79,13 +78,15 @@ pub async fn check(cluster: &Cluster, history: &History) -> Report {
         ..Default::default()
     };
     // Wait for the queues to drain (in-flight retries may still be finishing).
-    report.queued = u32::MAX;
-    for _ in 0..100 {
-        report.queued = queued(cluster).await;
-        if report.queued == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let topology = cluster.iso.topology();
+    let drained = poll_until(Duration::from_secs(20), || async {
+        let (jobs, dead) = broker::queued(&topology).await;
+        (jobs + dead == 0).then_some(())
+    })
+    .await;
+    if drained.is_none() {
+        let (jobs, dead) = broker::queued(&topology).await;
+        report.queued = jobs + dead;
     }
 
     let pool = csrd::db::build_pool(&cluster.iso.database_url, 1, "csrd-faults").unwrap();
@@ -156,28 +157,4 @@ pub async fn check(cluster: &Cluster, history: &History) -> Report {
         }
     }
     report
-}
-
-async fn queued(cluster: &Cluster) -> u32 {
-    let (conn, ch) = amqp().await;
-    let mut total = 0;
-    for queue in [
-        format!("{}.jobs.create", cluster.iso.prefix),
-        format!("{}.jobs.dead", cluster.iso.prefix),
-    ] {
-        let q = ch
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        total += q.message_count();
-    }
-    let _ = conn.close(200, "checked".into()).await;
-    total
 }

@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::helpers::{ACCOUNT_A, Isolation};
+use csrd_test_support::{ACCOUNT_A, Isolation, eventually_within};
 
 const CSRD: &str = env!("CARGO_BIN_EXE_csrd");
 
@@ -113,15 +113,16 @@ impl Cluster {
 
     async fn wait_ready(&self) {
         let http = reqwest::Client::new();
-        for _ in 0..300 {
-            if let Ok(r) = http.get(format!("{}/readyz", self.base_url())).send().await
-                && r.status().is_success()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("csrd ingress did not become ready");
+        let url = format!("{}/readyz", self.base_url());
+        eventually_within(
+            "csrd ingress to become ready",
+            Duration::from_secs(30),
+            || async {
+                let ready = http.get(&url).send().await;
+                ready.is_ok_and(|r| r.status().is_success()).then_some(())
+            },
+        )
+        .await;
     }
 
     pub async fn inject(&mut self, fault: Fault) {
@@ -245,9 +246,5 @@ fn spawn(iso: &Isolation, role: &str, port: u16) -> Child {
 }
 
 pub async fn amqp() -> (lapin::Connection, lapin::Channel) {
-    let conn = csrd::amqp::connect(&crate::helpers::amqp_url(), "csrd-faults")
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    (conn, ch)
+    csrd_test_support::broker::channel("csrd-faults").await
 }

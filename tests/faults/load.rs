@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::ACCOUNT_A;
+use csrd_test_support::ACCOUNT_A;
 
 const CONCURRENCY: usize = 6;
 /// Pacing between a client's requests, so the load spans the fault.

@@ -8,10 +8,6 @@
 //! a time after the main suite. The short form runs in CI; `scripts/faults` runs the long form
 //! (`CSRD_FAULT_REQUESTS`, `CSRD_FAULT_ROUNDS`).
 
-#[allow(dead_code)]
-#[path = "../api/helpers.rs"]
-mod helpers;
-
 mod checker;
 mod cluster;
 mod load;

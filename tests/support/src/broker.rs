@@ -1,0 +1,54 @@
+//! Looking at RabbitMQ from the outside: a channel of the test's own, queue depths.
+
+use csrd::amqp::Topology;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+
+use crate::isolation::amqp_url;
+
+/// A connection and channel for a test to publish, get or rebind with.
+pub async fn channel(name: &str) -> (lapin::Connection, lapin::Channel) {
+    let conn = csrd::amqp::connect(&amqp_url(), name)
+        .await
+        .expect("RabbitMQ must be running for this test (see scripts/test)");
+    let ch = conn.create_channel().await.unwrap();
+    (conn, ch)
+}
+
+/// Ready messages in the jobs queue and in the dead-letter queue (0 for a queue that does
+/// not exist).
+pub async fn queued(topology: &Topology) -> (u32, u32) {
+    let (conn, _) = channel("csrd-tests-depth").await;
+    let mut depths = [0u32; 2];
+    for (depth, queue) in depths
+        .iter_mut()
+        .zip([topology.jobs_queue(), topology.dead_letter_queue()])
+    {
+        // A passive declare of a missing queue closes the channel: one channel per queue.
+        let ch = conn.create_channel().await.unwrap();
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        if let Ok(q) = ch
+            .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+            .await
+        {
+            *depth = q.message_count();
+        }
+    }
+    let _ = conn.close(200, "checked".into()).await;
+    (depths[0], depths[1])
+}
+
+pub async fn delete_topology(topology: &Topology) {
+    let Ok(conn) = csrd::amqp::connect(&amqp_url(), "csrd-tests-cleanup").await else {
+        return;
+    };
+    if let Ok(ch) = conn.create_channel().await
+        && let Err(e) = topology.delete_all(&ch).await
+    {
+        eprintln!("warning: could not delete the AMQP topology: {e}");
+    }
+    let _ = conn.close(200, "cleanup".into()).await;
+}

@@ -1,0 +1,110 @@
+//! A database and an AMQP prefix of one test's own, so tests run in parallel and leave nothing
+//! behind.
+
+use csrd::amqp::{QueueLimits, Topology};
+use csrd::crypto::{KekId, Keyring};
+use csrd::db::build_pool;
+use csrd::settings::Settings;
+
+/// The Postgres server the tests create their databases on (user `postgres`, trust auth).
+pub fn admin_url() -> String {
+    std::env::var("CSRD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("CSRD_TEST_AMQP_URL").unwrap_or_else(|_| csrd::settings::DEFAULT_AMQP_URL.into())
+}
+
+/// A fresh database, an AMQP prefix and a KEK of one test's own. Dropping it deletes the
+/// database and, when the test used the broker, every queue and exchange of the prefix.
+pub struct Isolation {
+    pub db_name: String,
+    pub database_url: String,
+    pub prefix: String,
+    pub keks: String,
+    /// False for in-memory apps: their tests must not need RabbitMQ at all.
+    pub uses_broker: bool,
+}
+
+impl Isolation {
+    pub async fn new() -> Self {
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let db_name = format!("csrd_test_{suffix}");
+        let admin = build_pool(&admin_url(), 1, "csrd-tests").unwrap();
+        admin
+            .get()
+            .await
+            .expect("Postgres must be running for the integration tests (see scripts/test)")
+            .batch_execute(&format!("CREATE DATABASE {db_name}"))
+            .await
+            .unwrap();
+        let base = admin_url();
+        let database_url = match base.rsplit_once('/') {
+            Some((head, _)) => format!("{head}/{db_name}"),
+            None => panic!("CSRD_TEST_DATABASE_URL must end in /dbname"),
+        };
+        let keks = Keyring::generate_entry(&KekId::parse("test-kek").unwrap()).to_string();
+        Self {
+            db_name,
+            database_url,
+            prefix: format!("csrdtest-{suffix}"),
+            keks,
+            uses_broker: true,
+        }
+    }
+
+    pub fn settings(&self) -> Settings {
+        let mut s = Settings::defaults();
+        s.db.database_url = self.database_url.clone();
+        s.db.db_pool_size = 8;
+        s.amqp_url = amqp_url();
+        s.amqp_prefix = self.prefix.clone();
+        s.keks = Some(self.keks.clone());
+        s.workers = Some(2);
+        s.listen = "127.0.0.1:0".parse().unwrap();
+        s
+    }
+
+    /// Environment for a `csrd` child process.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("DATABASE_URL", self.database_url.clone()),
+            ("AMQP_URL", amqp_url()),
+            ("CSRD_AMQP_PREFIX", self.prefix.clone()),
+            ("CSRD_KEKS", self.keks.clone()),
+            ("CSRD_WORKERS", "2".into()),
+            ("RUST_LOG", "warn".into()),
+        ]
+    }
+
+    pub fn topology(&self) -> Topology {
+        Topology::new(&self.prefix, QueueLimits::default())
+    }
+}
+
+impl Drop for Isolation {
+    fn drop(&mut self) {
+        let db_name = self.db_name.clone();
+        let topology = self.uses_broker.then(|| self.topology());
+        // Drop cannot await: clean up on a thread with a runtime of its own.
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Some(topology) = topology {
+                    crate::broker::delete_topology(&topology).await;
+                }
+                let admin = build_pool(&admin_url(), 1, "csrd-tests").unwrap();
+                if let Ok(client) = admin.get().await {
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
