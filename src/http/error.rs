@@ -169,8 +169,8 @@ impl From<ValidationErrors> for ApiError {
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
-            ServiceError::Unavailable(_) => ApiError::Unavailable(Box::new(e)),
-            ServiceError::Internal(_) => ApiError::Internal(Box::new(e)),
+            ServiceError::Unavailable(cause) => ApiError::Unavailable(cause),
+            ServiceError::Internal(cause) => ApiError::Internal(cause),
         }
     }
 }
@@ -202,5 +202,39 @@ impl From<AuthError> for ApiError {
             AuthError::Invalid => ApiError::InvalidCredentials,
             AuthError::Service(e) => e.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("connection reset by peer")]
+    struct Root;
+
+    #[test]
+    fn a_1500_keeps_the_whole_cause_chain_for_the_log_and_shows_none_of_it() {
+        let err: ApiError = ServiceError::Internal(Box::new(Root)).into();
+        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            ErrorChain(&err).to_string(),
+            "internal error: connection reset by peer"
+        );
+        let shown = serde_json::to_string(&err.items()).unwrap();
+        assert!(!shown.contains("connection reset"), "{shown}");
+    }
+
+    #[test]
+    fn publish_errors_are_503_except_encoding_bugs() {
+        assert_eq!(
+            ApiError::from(PublishError::Nacked).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let encode = serde_json::from_str::<u8>("x").unwrap_err();
+        assert_eq!(
+            ApiError::from(PublishError::Encode(encode)).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

@@ -77,6 +77,37 @@ async fn the_same_idempotency_key_and_body_return_the_same_csr_and_a_different_b
 }
 
 #[tokio::test]
+async fn replaying_a_key_whose_csr_was_deleted_answers_404_at_once_and_makes_nothing() {
+    let app = spawn_app().await;
+    let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let (status, created, _) = create_with_key(&app, &token, "gone", &p256_body()).await;
+    assert_eq!(status, 201, "{created}");
+    let path = format!(
+        "/client/v4/accounts/{ACCOUNT_A}/custom_csrs/{}",
+        created["result"]["id"].as_str().unwrap()
+    );
+    let deleted = app
+        .send(Method::DELETE, &path, Auth::Bearer(&token), None)
+        .await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+
+    // Before: every retry waited the whole budget and answered 202 with an id GET cannot find.
+    let (status, replay, _) = create_with_key(&app, &token, "gone", &p256_body()).await;
+    assert_eq!(status, 404, "{replay}");
+    assert_eq!(replay["errors"][0]["code"], json!(1419));
+    assert!(
+        replay["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("deleted")
+    );
+    app.send(Method::GET, &path, Auth::Bearer(&token), None)
+        .await
+        .assert_failure(404, 1419);
+    assert_eq!(app.row_count().await, 0, "no key was made again");
+}
+
+#[tokio::test]
 async fn concurrent_requests_with_one_key_make_exactly_one_csr() {
     let app = spawn_app().await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;

@@ -1,11 +1,15 @@
-//! The integration suite: the real service against real Postgres and RabbitMQ.
+//! The integration suite: the real service against real Postgres and RabbitMQ, or, for the
+//! suites about HTTP and storage, in memory (the real ingress and worker, no broker, no socket;
+//! see `csrd_test_support::spawn_in_memory`).
 
 mod auth;
 mod compat;
 mod create;
+mod create_service;
 mod csr_check;
 mod custody;
 mod delivery;
+mod migrations;
 mod openapi;
 mod pipeline;
 mod processes;
