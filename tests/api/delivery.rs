@@ -300,16 +300,13 @@ async fn a_redelivered_job_whose_row_exists_makes_no_new_key() {
 
 /// The connections RabbitMQ sees for this test's csrd (names carry the test's prefix).
 fn connection_pids(prefix: &str) -> Vec<String> {
-    let out = std::process::Command::new("rabbitmqctl")
-        .args([
-            "list_connections",
-            "-q",
-            "--no-table-headers",
-            "pid",
-            "client_properties",
-        ])
-        .output()
-        .expect("rabbitmqctl is installed");
+    let out = services::rabbitmqctl(&[
+        "list_connections",
+        "-q",
+        "--no-table-headers",
+        "pid",
+        "client_properties",
+    ]);
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.contains(prefix))
@@ -324,11 +321,8 @@ async fn csrd_reconnects_by_itself_after_the_broker_drops_its_connections() {
     let pids = connection_pids(&app.iso.prefix);
     assert_eq!(pids.len(), 2, "a publishing and a consuming connection");
     for pid in &pids {
-        let ok = std::process::Command::new("rabbitmqctl")
-            .args(["close_connection", pid, "test: forced close"])
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        let closed = services::rabbitmqctl(&["close_connection", pid, "test: forced close"]);
+        assert!(closed.status.success());
     }
     // Creates work again within seconds, without any restart.
     let (app, token) = (&app, token.as_str());

@@ -1,10 +1,10 @@
 //! The system under test: `csrd ingress` and two `csrd worker` processes on their own database
 //! and AMQP prefix, and the faults that can be done to them and to the shared services.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use csrd_test_support::{ACCOUNT_A, Isolation, eventually_within};
+use csrd_test_support::{ACCOUNT_A, Isolation, eventually_within, services};
 
 const CSRD: &str = env!("CARGO_BIN_EXE_csrd");
 
@@ -14,7 +14,7 @@ pub enum Fault {
     KillWorker,
     /// `rabbitmqctl stop_app`, a pause, `rabbitmqctl start_app`.
     RestartBroker,
-    /// `pg_ctlcluster <version> main restart -m fast`.
+    /// PostgreSQL restarted with a fast shutdown (`pg_ctlcluster <version> main restart -m fast`).
     RestartPostgres,
     /// Unbind the ingress's event queue for a while, so completion events go nowhere.
     DropEvents,
@@ -28,14 +28,11 @@ pub struct Cluster {
     workers: Vec<Child>,
 }
 
-fn sh(program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
+#[track_caller]
+fn succeeded(what: &str, out: Output) {
     assert!(
         out.status.success(),
-        "{program} {args:?} failed: {}{}",
+        "{what} failed: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -61,7 +58,7 @@ struct BrokerGuard;
 
 impl Drop for BrokerGuard {
     fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl").args(["start_app"]).output();
+        let _ = services::rabbitmqctl(&["start_app"]);
     }
 }
 
@@ -129,34 +126,25 @@ impl Cluster {
         match fault {
             Fault::KillWorker => {
                 let pid = self.workers[0].id().to_string();
-                sh("kill", &["-KILL", &pid]);
+                succeeded(
+                    "kill",
+                    Command::new("kill").args(["-KILL", &pid]).output().unwrap(),
+                );
                 let _ = self.workers[0].wait();
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 self.workers[0] = spawn(&self.iso, "worker", 0);
             }
             Fault::RestartBroker => {
                 let _restart_even_on_panic = BrokerGuard;
-                sh("rabbitmqctl", &["stop_app"]);
+                succeeded("rabbitmqctl stop_app", services::rabbitmqctl(&["stop_app"]));
                 tokio::time::sleep(Duration::from_secs(4)).await;
-                sh("rabbitmqctl", &["start_app"]);
+                succeeded(
+                    "rabbitmqctl start_app",
+                    services::rabbitmqctl(&["start_app"]),
+                );
             }
             Fault::RestartPostgres => {
-                let version = std::fs::read_dir("/etc/postgresql")
-                    .expect("a local PostgreSQL cluster (pg_ctlcluster) is needed for this fault")
-                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                    .max()
-                    .expect("a PostgreSQL version directory");
-                sh(
-                    "pg_ctlcluster",
-                    &[
-                        "--skip-systemctl-redirect",
-                        &version,
-                        "main",
-                        "restart",
-                        "-m",
-                        "fast",
-                    ],
-                );
+                succeeded("restarting PostgreSQL", services::restart_postgres());
             }
             Fault::DropEvents => {
                 let queue = self.instance_queue();
@@ -188,10 +176,7 @@ impl Cluster {
 
     /// The ingress's exclusive completion-event queue.
     fn instance_queue(&self) -> String {
-        let out = Command::new("rabbitmqctl")
-            .args(["list_queues", "-q", "--no-table-headers", "name"])
-            .output()
-            .unwrap();
+        let out = services::rabbitmqctl(&["list_queues", "-q", "--no-table-headers", "name"]);
         let prefix = format!("{}.events.", self.iso.prefix);
         String::from_utf8_lossy(&out.stdout)
             .lines()

@@ -12,6 +12,7 @@ pub mod client;
 pub mod eventually;
 pub mod fixtures;
 pub mod isolation;
+pub mod services;
 
 pub use app::{
     TestApp, spawn_app, spawn_app_with, spawn_in_memory, spawn_in_memory_with, spawn_role,
