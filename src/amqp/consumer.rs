@@ -17,6 +17,7 @@ use lapin::{Channel, Consumer};
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{death_cause, decode_job, trace_context};
+use super::supervisor::bounded;
 use super::{Broker, Link};
 use crate::queue::{Acker, BoxError, JobConsumer, JobDelivery, Settlement, dead_letter_reason};
 
@@ -176,10 +177,10 @@ impl JobConsumer for RabbitConsumer {
     async fn stop(&mut self) {
         self.stopped = true;
         if let Some(live) = &self.live {
-            let _ = live
+            let cancel = live
                 .channel
-                .basic_cancel(live.tag.as_str().into(), BasicCancelOptions::default())
-                .await;
+                .basic_cancel(live.tag.as_str().into(), BasicCancelOptions::default());
+            bounded("cancelling a consumer", cancel).await;
         }
     }
 
@@ -187,7 +188,11 @@ impl JobConsumer for RabbitConsumer {
     /// queue for another worker.
     async fn close(self: Box<Self>) {
         if let Some(live) = self.live {
-            let _ = live.channel.close(200, "worker stopped".into()).await;
+            bounded(
+                "closing a channel",
+                live.channel.close(200, "worker stopped".into()),
+            )
+            .await;
         }
     }
 }

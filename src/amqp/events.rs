@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::codec::{decode_completion, encode_completion, trace_headers};
 use super::publish::{Publisher, Route};
+use super::supervisor::bounded;
 use super::{Broker, Link, Topology};
 use crate::domain::Completion;
 use crate::queue::{CompletionSink, PublishError, Waiters};
@@ -138,9 +139,8 @@ async fn consume(
             None => break,
         }
     }
-    let _ = channel
-        .basic_cancel(tag.as_str().into(), Default::default())
-        .await;
-    let _ = channel.close(200, "done".into()).await;
+    let cancel = channel.basic_cancel(tag.as_str().into(), Default::default());
+    bounded("cancelling the completion consumer", cancel).await;
+    bounded("closing a channel", channel.close(200, "done".into())).await;
     Ok(())
 }

@@ -21,6 +21,21 @@ use crate::telemetry::ErrorChain;
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const STATUS_CHECK: Duration = Duration::from_millis(250);
+/// How long a shutdown-time broker call (cancel, channel close, connection close) may take: a
+/// broker that does not answer must not hold up the process's exit.
+const SHUTDOWN_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs a shutdown-time broker call, giving up on it after `SHUTDOWN_CALL_TIMEOUT`.
+pub(super) async fn bounded<F: std::future::Future>(what: &str, call: F) {
+    if tokio::time::timeout(SHUTDOWN_CALL_TIMEOUT, call)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "RabbitMQ did not answer {what} within {SHUTDOWN_CALL_TIMEOUT:?}; going on without it"
+        );
+    }
+}
 
 /// One connection's lifetime: `generation` increases with every reconnect.
 #[derive(Clone)]
@@ -155,7 +170,7 @@ async fn supervise(
         wait_for_loss(&conn, &shutdown).await;
         let _ = tx.send(None);
         if shutdown.is_cancelled() {
-            let _ = conn.close(200, "shutdown".into()).await;
+            bounded("closing the connection", conn.close(200, "shutdown".into())).await;
             return;
         }
         tracing::warn!(connection = %name, "RabbitMQ connection lost; reconnecting");

@@ -57,6 +57,10 @@ impl PathIds {
 /// type; a missing Content-Type, or curl's default form type, is tolerated: the body must parse
 /// as JSON either way. The size limit is axum's `DefaultBodyLimit` (set on the router); its
 /// rejection becomes the envelope's 413.
+///
+/// The bytes are parsed by `CreateCsr::parse`, not by axum's `Json` extractor: Cloudflare
+/// answers with one code per field (1405–1417, each with a JSON pointer), all of them at once,
+/// which a typed serde extraction cannot report; and `Json` refuses curl's form content type.
 pub async fn json_body(request: Request) -> Result<Bytes, ApiError> {
     require_json(request.headers())?;
     Bytes::from_request(request, &())

@@ -10,6 +10,7 @@ mod rabbit;
 mod worker;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -66,10 +67,16 @@ pub struct Running {
 /// The tasks of a started process, by shutdown stage.
 #[derive(Default)]
 struct Tasks {
-    http: Option<JoinHandle<()>>,
+    /// The HTTP server, and how long its open requests get to finish once shutdown starts.
+    http: Option<(JoinHandle<()>, Duration)>,
     work: Vec<JoinHandle<()>>,
     connections: Vec<JoinHandle<()>>,
 }
+
+/// Beyond the longest a request waits (`CSRD_CREATE_WAIT_SECS`), how long shutdown waits for
+/// HTTP connections to close. A client may hold an idle keep-alive connection open for ever;
+/// past this, such connections are dropped instead of holding up the exit.
+const HTTP_DRAIN_MARGIN: Duration = Duration::from_secs(5);
 
 impl Running {
     /// Runs the staged shutdown once `stages.stop_http` is cancelled.
@@ -77,17 +84,26 @@ impl Running {
         let stop = stages.stop_http.clone();
         let done = tokio::spawn(async move {
             stages.stop_http.cancelled().await;
-            if let Some(http) = tasks.http {
-                let _ = http.await;
+            if let Some((mut http, drain)) = tasks.http {
+                if tokio::time::timeout(drain, &mut http).await.is_err() {
+                    tracing::warn!(
+                        ?drain,
+                        "shutdown: HTTP connections still open; dropping them"
+                    );
+                    http.abort();
+                }
+                tracing::debug!("shutdown: open HTTP requests answered");
             }
             stages.stop_work.cancel();
             for task in tasks.work {
                 let _ = task.await;
             }
+            tracing::debug!("shutdown: in-flight work finished");
             stages.close_connections.cancel();
             for supervisor in tasks.connections {
                 let _ = supervisor.await;
             }
+            tracing::debug!("shutdown: broker connections closed");
         });
         Self {
             http_addr,
@@ -140,7 +156,7 @@ pub async fn start(
         tasks.work.push(listen_for_completions);
         let (addr, http) = ingress::serve(state, settings, listener, &stages).await?;
         http_addr = Some(addr);
-        tasks.http = Some(http);
+        tasks.http = Some((http, settings.create_wait() + HTTP_DRAIN_MARGIN));
     }
     Ok(Running::new(http_addr, stages, tasks))
 }

@@ -161,16 +161,15 @@ async fn a_retry_after_202_on_another_ingress_gets_the_same_csr() {
 
     let worker = app.start_worker().await;
     // A second ingress instance (as after a restart) with the same database and broker.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let other = csrd::startup::start(Role::Ingress, &app.settings, Some(listener))
-        .await
-        .unwrap();
+    let other = app.start_role(Role::Ingress).await;
     let url = format!(
         "http://{}/client/v4/accounts/{ACCOUNT_A}/custom_csrs",
         other.http_addr.unwrap()
     );
-    let resp = app
-        .http
+    // A client of its own, gone before `other` stops: an idle keep-alive connection would
+    // hold up its shutdown until the drain deadline.
+    let http = reqwest::Client::new();
+    let resp = http
         .post(url)
         .bearer_auth(&token)
         .header("Idempotency-Key", "k-202")
@@ -182,6 +181,7 @@ async fn a_retry_after_202_on_another_ingress_gets_the_same_csr() {
     let done: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(done["result"]["id"], id, "the CSR the 202 announced");
     assert_eq!(app.row_count().await, 1);
+    drop(http);
     other.shutdown().await;
     worker.shutdown().await;
 }
@@ -402,4 +402,24 @@ async fn the_callers_trace_context_travels_with_the_job() {
     })
     .await;
     worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_is_not_held_up_by_a_client_that_never_finishes_its_request() {
+    let app = spawn_role(Role::Ingress, |s| s.create_wait_secs = 1).await;
+    let ingress = app.start_role(Role::Ingress).await;
+    // A request that never finishes arriving (its headers stop half-way): the server cannot
+    // answer it, and the client does not go away.
+    let mut stalled = tokio::net::TcpStream::connect(ingress.http_addr.unwrap())
+        .await
+        .unwrap();
+    use tokio::io::AsyncWriteExt;
+    stalled
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: csrd\r\n")
+        .await
+        .unwrap();
+    // The drain deadline is the wait budget (1 s) plus a margin of 5 s.
+    tokio::time::timeout(std::time::Duration::from_secs(30), ingress.shutdown())
+        .await
+        .expect("the ingress stops although a connection is still open");
 }
