@@ -60,6 +60,21 @@ impl Publisher {
         Ok(ch)
     }
 
+    /// Closes the confirm channel, before its connection closes. (A channel merely dropped is
+    /// closed by lapin in the background, which races a connection close and turns it into
+    /// a connection error.)
+    pub async fn close(&self) {
+        if let Some((_, channel)) = self.channel.lock().await.take()
+            && channel.status().connected()
+        {
+            super::supervisor::bounded(
+                "closing the publishing channel",
+                channel.close(200, "shutdown".into()),
+            )
+            .await;
+        }
+    }
+
     /// Publishes a JSON `payload` and waits for the broker's confirm.
     pub async fn publish(
         &self,

@@ -17,7 +17,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -62,7 +62,13 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::Extension(Arc::new(doc)))
         .layer(DefaultBodyLimit::max(error::MAX_BODY_BYTES))
         .with_state(state)
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                // `ApiError` logs every 5xx once, with its cause; the trace layer's own line
+                // for the same response would only repeat the status.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .layer(CatchPanicLayer::custom(panic_response))
 }
 

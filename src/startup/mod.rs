@@ -10,12 +10,14 @@ mod rabbit;
 mod worker;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::amqp::Publisher;
 use crate::settings::Settings;
 
 pub use foundation::migrate;
@@ -70,6 +72,8 @@ struct Tasks {
     /// The HTTP server, and how long its open requests get to finish once shutdown starts.
     http: Option<(JoinHandle<()>, Duration)>,
     work: Vec<JoinHandle<()>>,
+    /// Publishers whose channels close before their connections do.
+    publishers: Vec<Arc<Publisher>>,
     connections: Vec<JoinHandle<()>>,
 }
 
@@ -99,6 +103,9 @@ impl Running {
                 let _ = task.await;
             }
             tracing::debug!("shutdown: in-flight work finished");
+            for publisher in &tasks.publishers {
+                publisher.close().await;
+            }
             stages.close_connections.cancel();
             for supervisor in tasks.connections {
                 let _ = supervisor.await;
@@ -140,6 +147,7 @@ pub async fn start(
     let (rabbit, supervisors) = rabbit::Rabbit::connect(role, settings, &stages).await?;
     let mut tasks = Tasks {
         connections: supervisors,
+        publishers: vec![rabbit.publisher()],
         ..Tasks::default()
     };
     if role.runs_worker() {

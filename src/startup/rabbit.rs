@@ -70,6 +70,10 @@ impl Rabbit {
         Ok((rabbit, supervisors))
     }
 
+    pub fn publisher(&self) -> Arc<Publisher> {
+        self.publisher.clone()
+    }
+
     /// The jobs and dead-letter consumers and the completion sink for the worker role.
     pub fn worker_queue(&self, settings: &Settings, stages: &Stages) -> WorkerQueue {
         // Twice the keygen slots: a job is always ready when a slot frees up, yet a stopping
