@@ -112,9 +112,11 @@ impl CreateService {
         key: &IdempotencyKey,
     ) -> Result<(CreateJob, IdempotencyDecision), CreateError> {
         let fingerprint = request_fingerprint(&job.request);
-        let client = self.pool.get().await?;
-        let Some(earlier) = jobs::claim_idempotency_key(&**client, key, &fingerprint, &job).await?
-        else {
+        let claimed = {
+            let client = self.pool.get().await?;
+            jobs::claim_idempotency_key(&**client, key, &fingerprint, &job).await?
+        };
+        let Some(earlier) = claimed else {
             return Ok((job, IdempotencyDecision::Start));
         };
         if !earlier.is_same_request(&fingerprint) {

@@ -59,13 +59,17 @@ async fn settle(
     reason: &str,
 ) -> Result<JobOutcome, SettleError> {
     let job = &delivery.job;
-    let client = ctx.pool.get().await.map_err(DbError::from)?;
-    let outcome = if csrs::exists(&**client, job.id).await? {
-        JobOutcome::Created
-    } else {
-        jobs::record_failure(&**client, job.id, &job.owner, reason).await?;
-        JobOutcome::Failed {
-            reason: reason.to_owned(),
+    // The connection goes back to the pool before the announcement, which may ride out a
+    // broker outage.
+    let outcome = {
+        let client = ctx.pool.get().await.map_err(DbError::from)?;
+        if csrs::exists(&**client, job.id).await? {
+            JobOutcome::Created
+        } else {
+            jobs::record_failure(&**client, job.id, &job.owner, reason).await?;
+            JobOutcome::Failed {
+                reason: reason.to_owned(),
+            }
         }
     };
     let completion = Completion {
