@@ -20,6 +20,8 @@ use crate::isolation::Isolation;
 
 /// How long teardown lets the app's runtime finish blocking work (a key being generated).
 const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(10);
+/// How long teardown waits for the app to work off its queues before stopping it.
+const DRAIN_BEFORE_STOPPING: Duration = Duration::from_secs(10);
 
 enum Transport {
     /// The real service: RabbitMQ, and HTTP on a port.
@@ -312,8 +314,9 @@ impl TestApp {
     }
 }
 
-/// Teardown: stop the app gracefully and wait for it, then check that no job was left in its
-/// queues — a job left behind is an accepted create nobody finished.
+/// Teardown: give the app a moment to finish what is queued, stop it gracefully and wait for
+/// it, then check that no job was left in its queues — a job left behind is an accepted create
+/// nobody finished.
 impl Drop for TestApp {
     fn drop(&mut self) {
         let Some(runtime) = self.runtime.take() else {
@@ -322,23 +325,33 @@ impl Drop for TestApp {
         let running = self.running.take();
         let memory_queue = self.memory_queue.take();
         let topology = self.iso.uses_broker.then(|| self.iso.topology());
+        let outstanding = move || {
+            let queue = memory_queue.clone();
+            let topology = topology.clone();
+            async move {
+                if let Some(queue) = queue {
+                    return queue.outstanding();
+                }
+                let Some(topology) = topology else { return 0 };
+                let (jobs, dead) = crate::broker::queued(&topology).await;
+                (jobs + dead) as usize
+            }
+        };
         // Another thread: this one may be inside the test's runtime, where blocking on the
         // app's is not allowed.
         let left = std::thread::spawn(move || {
-            if let Some(running) = running {
-                runtime.block_on(running.shutdown());
-            }
+            runtime.block_on(async {
+                // Jobs still queued when the test ends (duplicates of a create already
+                // answered, say) are the app's to finish, while its workers still run.
+                let drained = || async { (outstanding().await == 0).then_some(()) };
+                crate::poll_until(DRAIN_BEFORE_STOPPING, drained).await;
+                if let Some(running) = running {
+                    running.shutdown().await;
+                }
+            });
+            let left = runtime.block_on(outstanding());
             runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
-            if let Some(queue) = memory_queue {
-                return queue.outstanding();
-            }
-            let Some(topology) = topology else { return 0 };
-            let (jobs, dead) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(crate::broker::queued(&topology));
-            (jobs + dead) as usize
+            left
         })
         .join();
         match left {
