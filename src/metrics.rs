@@ -39,6 +39,42 @@ fn add(
     *family.samples.entry(labels).or_default() += value;
 }
 
+fn set(name: &'static str, help: &'static str, labels: &[(&str, &str)], value: f64) {
+    let labels = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{v}\""))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
+    let family = reg.entry(name).or_insert_with(|| Family {
+        help,
+        kind: "gauge",
+        samples: BTreeMap::new(),
+    });
+    family.samples.insert(labels, value);
+}
+
+/// Keys waiting in a worker's pool, by key type.
+pub fn key_pool_depth(key_type: &str, depth: usize) {
+    set(
+        "csrd_key_pool_depth",
+        "Pre-generated keys waiting in this process's pool",
+        &[("key_type", key_type)],
+        depth as f64,
+    );
+}
+
+/// A create served from the key pool.
+pub fn key_pool_taken(key_type: &str) {
+    add(
+        "csrd_key_pool_taken_total",
+        "Keys taken from the pre-generated pool",
+        "counter",
+        &[("key_type", key_type)],
+        1.0,
+    );
+}
+
 /// An HTTP response, by route template and status.
 pub fn http_response(route: &str, status: u16) {
     add(
@@ -58,6 +94,42 @@ pub fn job(outcome: &str) {
         "counter",
         &[("outcome", outcome)],
         1.0,
+    );
+}
+
+/// A chunk handed to the jobs queue by the ingress, and how many jobs it carried.
+pub fn chunk_published(items: usize) {
+    add(
+        "csrd_chunks_published_total",
+        "Chunks of create jobs published",
+        "counter",
+        &[],
+        1.0,
+    );
+    add(
+        "csrd_chunk_items_published_total",
+        "Create jobs published inside chunks",
+        "counter",
+        &[],
+        items as f64,
+    );
+}
+
+/// A chunk a worker finished, and how many jobs it carried.
+pub fn chunk_handled(items: usize) {
+    add(
+        "csrd_chunks_handled_total",
+        "Chunks of create jobs handled by workers",
+        "counter",
+        &[],
+        1.0,
+    );
+    add(
+        "csrd_chunk_items_handled_total",
+        "Create jobs handled inside chunks",
+        "counter",
+        &[],
+        items as f64,
     );
 }
 

@@ -57,9 +57,29 @@ pub struct Settings {
     /// How long Idempotency-Key records are kept (hours).
     #[arg(long, env = "CSRD_IDEMPOTENCY_TTL_HOURS", default_value_t = 24)]
     pub idempotency_ttl_hours: u32,
-    /// Jobs the queue holds before creates are refused with 503.
+    /// Chunks the jobs queue holds before creates are refused with 503.
     #[arg(long, env = "CSRD_QUEUE_MAX_LENGTH", default_value_t = 200_000)]
     pub queue_max_length: i64,
+    /// Concurrent single creates coalesced into one chunk, at most (1 disables coalescing).
+    #[arg(long, env = "CSRD_CHUNK_MAX_ITEMS", default_value_t = 256)]
+    pub chunk_max_items: usize,
+    /// How long a chunk of single creates waits for more after its first (microseconds).
+    #[arg(long, env = "CSRD_CHUNK_LINGER_US", default_value_t = 1000)]
+    pub chunk_linger_us: u64,
+    /// Chunks a worker process holds unacknowledged (the prefetch): enough to keep the
+    /// database and the keygen slots busy while others are being written or announced.
+    #[arg(long, env = "CSRD_WORKER_PREFETCH", default_value_t = 8)]
+    pub worker_prefetch: u16,
+    /// RSA-2048 keys each worker keeps generated ahead of time (0 disables the pool).
+    #[arg(long, env = "CSRD_KEY_POOL_RSA2048", default_value_t = 32)]
+    pub key_pool_rsa2048: usize,
+    /// P-256 keys each worker keeps generated ahead of time (0 disables the pool).
+    #[arg(long, env = "CSRD_KEY_POOL_P256", default_value_t = 1024)]
+    pub key_pool_p256: usize,
+    /// How long a verified credential is trusted without asking Postgres again (milliseconds,
+    /// at most 5000; 0 disables the cache). A revoked token stops working within this time.
+    #[arg(long, env = "CSRD_CREDENTIAL_CACHE_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=5000))]
+    pub credential_cache_ms: u64,
 }
 
 fn parse_name_policy(s: &str) -> Result<NamePolicy, String> {
@@ -76,6 +96,25 @@ impl Settings {
 
     pub fn create_wait(&self) -> Duration {
         Duration::from_secs(self.create_wait_secs)
+    }
+
+    pub fn chunks(&self) -> crate::ingress::ChunkSettings {
+        crate::ingress::ChunkSettings {
+            max_items: self.chunk_max_items.max(1),
+            linger: Duration::from_micros(self.chunk_linger_us),
+            ..Default::default()
+        }
+    }
+
+    pub fn key_pool(&self) -> crate::worker::KeyPoolSizes {
+        crate::worker::KeyPoolSizes {
+            rsa2048: self.key_pool_rsa2048,
+            p256: self.key_pool_p256,
+        }
+    }
+
+    pub fn credential_cache(&self) -> Duration {
+        Duration::from_millis(self.credential_cache_ms.min(5000))
     }
 
     pub fn queue_limits(&self) -> QueueLimits {

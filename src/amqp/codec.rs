@@ -5,23 +5,32 @@
 use lapin::types::{AMQPValue, FieldTable};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Completion, CreateJob};
+use crate::domain::{Completion, CreateChunk, CreateJob};
 use crate::queue::{PublishError, TraceContext};
 
-pub const JOB_VERSION: u8 = 1;
+/// Version 2: a chunk of jobs. Version 1 (one job, the body flat) is still read, so jobs queued
+/// by an older release are handled after an upgrade.
+pub const CHUNK_VERSION: u8 = 2;
+const SINGLE_JOB_VERSION: u8 = 1;
 
-fn job_version() -> u8 {
-    JOB_VERSION
+#[derive(Serialize)]
+struct ChunkMessage<'a> {
+    version: u8,
+    jobs: &'a [CreateJob],
 }
 
-/// A job as published: the domain job plus the format version. A job without a version (as
-/// the Idempotency-Key record stores it) is version 1.
-#[derive(Serialize, Deserialize)]
-struct JobMessage<'a> {
-    #[serde(default = "job_version")]
+#[derive(Deserialize)]
+struct AnyJobMessage {
+    #[serde(default = "single_job_version")]
     version: u8,
+    #[serde(default)]
+    jobs: Option<Vec<CreateJob>>,
     #[serde(flatten)]
-    job: std::borrow::Cow<'a, CreateJob>,
+    rest: serde_json::Map<String, serde_json::Value>,
+}
+
+fn single_job_version() -> u8 {
+    SINGLE_JOB_VERSION
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,30 +39,59 @@ pub enum DecodeError {
     Json(#[from] serde_json::Error),
     #[error("unsupported job format version {0}")]
     Version(u8),
+    #[error("a chunk without jobs")]
+    Empty,
 }
 
-pub fn encode_job(job: &CreateJob) -> Result<Vec<u8>, PublishError> {
-    let message = JobMessage {
-        version: JOB_VERSION,
-        job: std::borrow::Cow::Borrowed(job),
+fn encode_error(e: serde_json::Error) -> PublishError {
+    PublishError::Encode(std::sync::Arc::new(e))
+}
+
+pub fn encode_chunk(chunk: &CreateChunk) -> Result<Vec<u8>, PublishError> {
+    let message = ChunkMessage {
+        version: CHUNK_VERSION,
+        jobs: &chunk.jobs,
     };
-    serde_json::to_vec(&message).map_err(PublishError::Encode)
+    serde_json::to_vec(&message).map_err(encode_error)
 }
 
-pub fn decode_job(body: &[u8]) -> Result<CreateJob, DecodeError> {
-    let message: JobMessage<'static> = serde_json::from_slice(body)?;
-    if message.version != JOB_VERSION {
-        return Err(DecodeError::Version(message.version));
+pub fn decode_chunk(body: &[u8]) -> Result<CreateChunk, DecodeError> {
+    let message: AnyJobMessage = serde_json::from_slice(body)?;
+    let jobs = match (message.version, message.jobs) {
+        (CHUNK_VERSION, Some(jobs)) => jobs,
+        (SINGLE_JOB_VERSION, None) => {
+            vec![serde_json::from_value(serde_json::Value::Object(
+                message.rest,
+            ))?]
+        }
+        (CHUNK_VERSION, None) => return Err(DecodeError::Empty),
+        (version, _) => return Err(DecodeError::Version(version)),
+    };
+    if jobs.is_empty() {
+        return Err(DecodeError::Empty);
     }
-    Ok(message.job.into_owned())
+    Ok(CreateChunk::new(jobs))
 }
 
-pub fn encode_completion(completion: &Completion) -> Result<Vec<u8>, PublishError> {
-    serde_json::to_vec(completion).map_err(PublishError::Encode)
+/// One event carries every completion for one ingress instance from one chunk.
+#[derive(Serialize, Deserialize)]
+struct CompletionsMessage<'a> {
+    completions: std::borrow::Cow<'a, [Completion]>,
 }
 
-pub fn decode_completion(body: &[u8]) -> Result<Completion, serde_json::Error> {
-    serde_json::from_slice(body)
+pub fn encode_completions(completions: &[Completion]) -> Result<Vec<u8>, PublishError> {
+    let message = CompletionsMessage {
+        completions: std::borrow::Cow::Borrowed(completions),
+    };
+    serde_json::to_vec(&message).map_err(encode_error)
+}
+
+/// Also reads the single completion an older worker sends.
+pub fn decode_completions(body: &[u8]) -> Result<Vec<Completion>, serde_json::Error> {
+    match serde_json::from_slice::<CompletionsMessage<'static>>(body) {
+        Ok(m) => Ok(m.completions.into_owned()),
+        Err(_) => serde_json::from_slice::<Completion>(body).map(|c| vec![c]),
+    }
 }
 
 /// The current span's trace context as message headers.
@@ -118,21 +156,56 @@ mod tests {
     }
 
     #[test]
-    fn jobs_round_trip_with_their_version_and_without_one() {
-        let j = job();
-        let wire = encode_job(&j).unwrap();
+    fn chunks_round_trip_and_single_jobs_of_version_1_still_decode() {
+        let chunk = CreateChunk::new(vec![job(), job()]);
+        let wire = encode_chunk(&chunk).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&wire).unwrap();
-        assert_eq!(v["version"], 1);
-        assert_eq!(decode_job(&wire).unwrap(), j);
-        let stored = serde_json::to_vec(&j).unwrap();
-        assert_eq!(decode_job(&stored).unwrap(), j, "a stored job is version 1");
+        assert_eq!(v["version"], 2);
+        assert_eq!(decode_chunk(&wire).unwrap(), chunk);
+
+        let single = job();
+        let mut v1 = serde_json::to_value(&single).unwrap();
+        assert_eq!(
+            decode_chunk(v1.to_string().as_bytes()).unwrap(),
+            CreateChunk::one(single.clone()),
+            "a job without a version is version 1"
+        );
+        v1["version"] = 1.into();
+        assert_eq!(
+            decode_chunk(v1.to_string().as_bytes()).unwrap().jobs,
+            vec![single]
+        );
         let mut future = v.clone();
-        future["version"] = 2.into();
+        future["version"] = 3.into();
         assert!(matches!(
-            decode_job(future.to_string().as_bytes()),
-            Err(DecodeError::Version(2))
+            decode_chunk(future.to_string().as_bytes()),
+            Err(DecodeError::Version(3))
         ));
-        assert!(decode_job(b"{}").is_err());
+        assert!(matches!(
+            decode_chunk(br#"{"version":2,"jobs":[]}"#),
+            Err(DecodeError::Empty)
+        ));
+        assert!(decode_chunk(b"{}").is_err());
+    }
+
+    #[test]
+    fn completions_travel_together_and_a_single_one_still_decodes() {
+        use crate::domain::JobOutcome;
+        let a = Completion {
+            id: job().id,
+            outcome: JobOutcome::Created {
+                csr_pem: Some("PEM".into()),
+            },
+        };
+        let b = Completion {
+            id: job().id,
+            outcome: JobOutcome::Failed { reason: "r".into() },
+        };
+        let wire = encode_completions(&[a.clone(), b.clone()]).unwrap();
+        assert_eq!(decode_completions(&wire).unwrap(), vec![a.clone(), b]);
+        let old = serde_json::to_vec(&a).unwrap();
+        assert_eq!(decode_completions(&old).unwrap(), vec![a]);
+        assert!(decode_completions(b"[]").is_err());
     }
 
     #[test]

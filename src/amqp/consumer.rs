@@ -16,7 +16,7 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
 use tokio_util::sync::CancellationToken;
 
-use super::codec::{death_cause, decode_job, trace_context};
+use super::codec::{death_cause, decode_chunk, trace_context};
 use super::supervisor::bounded;
 use super::{Broker, Link};
 use crate::queue::{Acker, BoxError, JobConsumer, JobDelivery, Settlement, dead_letter_reason};
@@ -110,13 +110,13 @@ impl RabbitConsumer {
     /// dead-letter queue, dropped), and `None` tells the caller to take the next one.
     async fn decode(&self, delivery: Delivery) -> Option<JobDelivery> {
         let headers = delivery.properties.headers().as_ref();
-        match decode_job(&delivery.data) {
-            Ok(job) => {
+        match decode_chunk(&delivery.data) {
+            Ok(chunk) => {
                 let reason = self
                     .dead_letters
                     .then(|| dead_letter_reason(death_cause(headers).as_deref()));
                 Some(JobDelivery::new(
-                    job,
+                    chunk,
                     trace_context(headers),
                     reason,
                     Box::new(RabbitAcker(delivery.acker)),

@@ -12,7 +12,7 @@ use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 
-use super::codec::{decode_completion, encode_completion, trace_headers};
+use super::codec::{decode_completions, encode_completions, trace_headers};
 use super::publish::{Publisher, Route};
 use super::supervisor::bounded;
 use super::{Broker, Link, Topology};
@@ -43,8 +43,12 @@ impl RabbitCompletions {
     async fn publish_once(
         &self,
         reply_to: &str,
-        completion: &Completion,
+        completions: &[Completion],
     ) -> Result<(), PublishError> {
+        let message_id = completions
+            .first()
+            .map(|c| c.id.to_string())
+            .unwrap_or_default();
         let exchange = self.topology.events_exchange();
         self.publisher
             .publish(
@@ -55,8 +59,8 @@ impl RabbitCompletions {
                     mandatory: false,
                     persistent: false,
                 },
-                &completion.id.to_string(),
-                &encode_completion(completion)?,
+                &message_id,
+                &encode_completions(completions)?,
                 trace_headers(),
             )
             .await
@@ -66,13 +70,17 @@ impl RabbitCompletions {
 #[async_trait]
 impl CompletionSink for RabbitCompletions {
     /// Rides out a short broker outage, so a reconnect does not cost the job a delivery.
-    async fn announce(&self, reply_to: &str, completion: &Completion) -> Result<(), PublishError> {
+    async fn announce(
+        &self,
+        reply_to: &str,
+        completions: &[Completion],
+    ) -> Result<(), PublishError> {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(Duration::from_secs(2))
             .with_total_delay(Some(ANNOUNCE_BUDGET))
             .without_max_times();
-        (|| self.publish_once(reply_to, completion))
+        (|| self.publish_once(reply_to, completions))
             .retry(backoff)
             .sleep(tokio::time::sleep)
             .when(|e: &PublishError| e.is_connection_problem() && !self.shutdown.is_cancelled())
@@ -129,9 +137,11 @@ async fn consume(
             d = consumer.next() => d,
         };
         match delivery {
-            Some(Ok(d)) => match decode_completion(&d.data) {
-                Ok(c) => {
-                    waiters.complete(c);
+            Some(Ok(d)) => match decode_completions(&d.data) {
+                Ok(completions) => {
+                    for c in completions {
+                        waiters.complete(c);
+                    }
                 }
                 Err(e) => tracing::warn!(error = %e, "ignoring malformed completion event"),
             },

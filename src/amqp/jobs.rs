@@ -1,14 +1,15 @@
-//! Publishing create jobs: persistent, `mandatory`, publisher confirm awaited.
+//! Publishing chunks of create jobs: persistent, `mandatory`, publisher confirm awaited.
+//! Concurrent publishes share the confirm channel and are confirmed independently.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::codec::{encode_job, trace_headers};
+use super::codec::{encode_chunk, trace_headers};
 use super::publish::{Publisher, Route};
 use super::topology::{CREATE_ROUTING_KEY, Topology};
-use crate::domain::CreateJob;
+use crate::domain::CreateChunk;
 use crate::queue::{JobQueue, PublishError};
 
 /// After a connection problem, how long a publish waits for the broker to come back before it
@@ -29,7 +30,7 @@ impl RabbitJobQueue {
         }
     }
 
-    async fn publish_once(&self, job: &CreateJob) -> Result<(), PublishError> {
+    async fn publish_once(&self, chunk: &CreateChunk) -> Result<(), PublishError> {
         let exchange = self.topology.jobs_exchange();
         self.publisher
             .publish(
@@ -39,8 +40,8 @@ impl RabbitJobQueue {
                     mandatory: true,
                     persistent: true,
                 },
-                &job.id.to_string(),
-                &encode_job(job)?,
+                &chunk.label(),
+                &encode_chunk(chunk)?,
                 trace_headers(),
             )
             .await
@@ -49,18 +50,18 @@ impl RabbitJobQueue {
 
 #[async_trait]
 impl JobQueue for RabbitJobQueue {
-    /// A job whose publish was not confirmed because the connection failed is published again
-    /// once, on the next connection: the worker is idempotent on the CSR id, so a job that did
-    /// arrive twice still makes one CSR.
-    async fn publish(&self, job: &CreateJob) -> Result<(), PublishError> {
-        match self.publish_once(job).await {
+    /// A chunk whose publish was not confirmed because the connection failed is published again
+    /// once, on the next connection: the worker is idempotent on the CSR id, so a chunk that
+    /// did arrive twice still makes one CSR per job.
+    async fn publish(&self, chunk: &CreateChunk) -> Result<(), PublishError> {
+        match self.publish_once(chunk).await {
             Err(e) if e.is_connection_problem() => {
-                tracing::warn!(csr_id = %job.id, error = %e, "job not confirmed; republishing after reconnect");
+                tracing::warn!(chunk = %chunk.label(), error = %e, "chunk not confirmed; republishing after reconnect");
                 let broker = self.publisher.broker();
                 if broker.wait_connected(RECONNECT_GRACE).await.is_none() {
                     return Err(e);
                 }
-                self.publish_once(job).await
+                self.publish_once(chunk).await
             }
             other => other,
         }

@@ -131,6 +131,6 @@ enum ChannelError {
 fn broker_error(e: impl Into<ChannelError>) -> PublishError {
     match e.into() {
         ChannelError::NotConnected => PublishError::Unavailable,
-        ChannelError::Broker(e) => PublishError::Broker(Box::new(e)),
+        ChannelError::Broker(e) => PublishError::Broker(Arc::new(e)),
     }
 }

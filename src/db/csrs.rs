@@ -13,6 +13,15 @@ use crate::domain::{
 const PUBLIC_COLUMNS: &str = "id, owner_kind, owner_id, key_type, common_name, country, state, locality, \
      organization, organizational_unit, sans, name, description, csr_pem, created_at";
 
+/// The same columns of a table aliased `c`, for joins.
+pub(super) const PUBLIC_COLUMNS_OF_C: &str = "c.id, c.owner_kind, c.owner_id, c.key_type, c.common_name, \
+     c.country, c.state, c.locality, c.organization, c.organizational_unit, c.sans, c.name, \
+     c.description, c.csr_pem, c.created_at";
+
+pub(super) fn csr_from_row(row: &Row) -> Result<CustomCsr, DbError> {
+    from_row(row)
+}
+
 /// Inserts the CSR and its sealed key. Idempotent on the id: returns false when a row with
 /// this id already exists (a redelivered job), leaving that row untouched.
 pub async fn insert(
@@ -56,6 +65,150 @@ pub async fn insert(
         )
         .await?;
     Ok(n == 1)
+}
+
+/// Inserts a chunk's CSRs and sealed keys with one statement. Idempotent on the id: returns the
+/// ids this call inserted; a row that already existed (a redelivered chunk) is left untouched.
+pub async fn insert_chunk(
+    client: &impl GenericClient,
+    rows: &[(&CustomCsr, &SealedKey)],
+) -> Result<Vec<CsrId>, DbError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut c = ChunkColumns::with_capacity(rows.len());
+    for (csr, sealed) in rows {
+        c.push(csr, sealed);
+    }
+    // One array per column, unnested into rows: one prepared statement for any chunk size.
+    // SANs travel as JSON arrays, since a text[][] must be rectangular.
+    let inserted = client
+        .query(
+            "INSERT INTO custom_csrs (id, owner_kind, owner_id, key_type, common_name, country, state,
+                 locality, organization, organizational_unit, sans, name, description, csr_pem,
+                 envelope_version, kek_id, wrapped_dek, dek_nonce, key_nonce, key_ciphertext, created_at)
+             SELECT u.id, u.owner_kind, u.owner_id, u.key_type, u.common_name, u.country, u.state,
+                 u.locality, u.organization, u.organizational_unit,
+                 ARRAY(SELECT jsonb_array_elements_text(u.sans)), u.name, u.description, u.csr_pem,
+                 u.envelope_version, u.kek_id, u.wrapped_dek, u.dek_nonce, u.key_nonce,
+                 u.key_ciphertext, u.created_at
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                 $7::text[], $8::text[], $9::text[], $10::text[], $11::jsonb[], $12::text[],
+                 $13::text[], $14::text[], $15::int2[], $16::text[], $17::bytea[], $18::bytea[],
+                 $19::bytea[], $20::bytea[], $21::timestamptz[])
+                 AS u(id, owner_kind, owner_id, key_type, common_name, country, state, locality,
+                      organization, organizational_unit, sans, name, description, csr_pem,
+                      envelope_version, kek_id, wrapped_dek, dek_nonce, key_nonce, key_ciphertext,
+                      created_at)
+             ON CONFLICT (id) DO NOTHING
+             RETURNING id",
+            &[
+                &c.id,
+                &c.owner_kind,
+                &c.owner_id,
+                &c.key_type,
+                &c.common_name,
+                &c.country,
+                &c.state,
+                &c.locality,
+                &c.organization,
+                &c.organizational_unit,
+                &c.sans,
+                &c.name,
+                &c.description,
+                &c.csr_pem,
+                &c.envelope_version,
+                &c.kek_id,
+                &c.wrapped_dek,
+                &c.dek_nonce,
+                &c.key_nonce,
+                &c.ciphertext,
+                &c.created_at,
+            ],
+        )
+        .await?;
+    Ok(inserted.iter().map(|r| CsrId(r.get(0))).collect())
+}
+
+/// A chunk's rows, column by column.
+#[derive(Default)]
+struct ChunkColumns<'a> {
+    id: Vec<uuid::Uuid>,
+    owner_kind: Vec<&'a str>,
+    owner_id: Vec<&'a str>,
+    key_type: Vec<&'a str>,
+    common_name: Vec<&'a str>,
+    country: Vec<&'a str>,
+    state: Vec<&'a str>,
+    locality: Vec<&'a str>,
+    organization: Vec<&'a str>,
+    organizational_unit: Vec<Option<&'a str>>,
+    sans: Vec<serde_json::Value>,
+    name: Vec<Option<&'a str>>,
+    description: Vec<Option<&'a str>>,
+    csr_pem: Vec<&'a str>,
+    envelope_version: Vec<i16>,
+    kek_id: Vec<&'a str>,
+    wrapped_dek: Vec<&'a [u8]>,
+    dek_nonce: Vec<&'a [u8]>,
+    key_nonce: Vec<&'a [u8]>,
+    ciphertext: Vec<&'a [u8]>,
+    created_at: Vec<DateTime<Utc>>,
+}
+
+impl<'a> ChunkColumns<'a> {
+    fn with_capacity(n: usize) -> Self {
+        let mut c = Self::default();
+        c.id.reserve(n);
+        c
+    }
+
+    fn push(&mut self, csr: &'a CustomCsr, sealed: &'a SealedKey) {
+        let r = &csr.request;
+        let s = &r.subject;
+        self.id.push(csr.id.0);
+        self.owner_kind.push(csr.owner.kind().as_str());
+        self.owner_id.push(csr.owner.id());
+        self.key_type.push(r.key_type.as_str());
+        self.common_name.push(&s.common_name);
+        self.country.push(&s.country);
+        self.state.push(&s.state);
+        self.locality.push(&s.locality);
+        self.organization.push(&s.organization);
+        self.organizational_unit
+            .push(s.organizational_unit.as_deref());
+        self.sans.push(serde_json::Value::Array(
+            r.sans
+                .iter()
+                .map(|d| serde_json::Value::String(d.as_str().to_owned()))
+                .collect(),
+        ));
+        self.name.push(r.name.as_deref());
+        self.description.push(r.description.as_deref());
+        self.csr_pem.push(&csr.csr_pem);
+        self.envelope_version.push(sealed.version);
+        self.kek_id.push(&sealed.kek_id);
+        self.wrapped_dek.push(&sealed.wrapped_dek);
+        self.dek_nonce.push(&sealed.dek_nonce);
+        self.key_nonce.push(&sealed.key_nonce);
+        self.ciphertext.push(&sealed.ciphertext);
+        self.created_at.push(csr.created_at);
+    }
+}
+
+/// The stored CSR PEM of each of `ids` that exists.
+pub async fn pems(
+    client: &impl GenericClient,
+    ids: &[CsrId],
+) -> Result<Vec<(CsrId, String)>, DbError> {
+    let ids: Vec<uuid::Uuid> = ids.iter().map(|i| i.0).collect();
+    let rows = client
+        .query(
+            "SELECT id, csr_pem FROM custom_csrs WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (CsrId(r.get(0)), r.get(1))).collect())
 }
 
 pub async fn exists(client: &impl GenericClient, id: CsrId) -> Result<bool, DbError> {
@@ -155,11 +308,12 @@ pub async fn list(
         .await?;
     let total: i64 = tx
         .query_opt(
-            "SELECT n FROM csr_counts WHERE owner_kind = $1 AND owner_id = $2",
+            "SELECT sum(n)::bigint FROM csr_counts WHERE owner_kind = $1 AND owner_id = $2",
             &[&kind, &id],
         )
         .await?
-        .map_or(0, |r| r.get(0));
+        .and_then(|r| r.get::<_, Option<i64>>(0))
+        .unwrap_or(0);
     let per_page = i64::try_from(q.per_page).unwrap_or(i64::MAX);
     let offset = q.offset();
     if offset >= total {

@@ -1,5 +1,6 @@
 //! Postgres adapter: the pool, migrations, and one repository module per table group.
 
+pub mod batches;
 pub mod credentials;
 pub mod csrs;
 pub mod jobs;

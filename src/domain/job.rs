@@ -15,8 +15,46 @@ pub struct CreateJob {
     pub request: CreateCsr,
     /// Stamped once at the ingress, so a redelivered job produces the same row.
     pub created_at: DateTime<Utc>,
-    /// The ingress instance waiting for the completion.
+    /// The ingress instance waiting for the completion; empty when nobody waits (a batch item,
+    /// whose client polls the batch instead).
     pub reply_to: String,
+    /// The batch this job is an item of, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchSlot>,
+}
+
+/// Where a batch item sits in its batch.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BatchSlot {
+    pub batch_id: uuid::Uuid,
+    pub index: u32,
+}
+
+/// The unit on the jobs queue: one or many create jobs, for one or many tenants, handled
+/// together by one worker (keys in parallel, rows in one statement and one commit). Per-create
+/// costs (messages, commits, round trips) become per-chunk costs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CreateChunk {
+    pub jobs: Vec<CreateJob>,
+}
+
+impl CreateChunk {
+    pub fn new(jobs: Vec<CreateJob>) -> Self {
+        Self { jobs }
+    }
+
+    pub fn one(job: CreateJob) -> Self {
+        Self { jobs: vec![job] }
+    }
+
+    /// A short label for logs and message ids: the first job's id and the size.
+    pub fn label(&self) -> String {
+        match self.jobs.first() {
+            Some(first) if self.jobs.len() == 1 => first.id.to_string(),
+            Some(first) => format!("{}+{}", first.id, self.jobs.len() - 1),
+            None => "empty".into(),
+        }
+    }
 }
 
 impl CreateJob {
@@ -28,6 +66,7 @@ impl CreateJob {
             request,
             created_at: now_micros(),
             reply_to,
+            batch: None,
         }
     }
 }
@@ -43,14 +82,19 @@ fn now_micros() -> DateTime<Utc> {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum JobOutcome {
-    /// The row exists in Postgres.
-    Created,
+    /// The row exists in Postgres. The CSR (public data) rides along when the worker has it,
+    /// so the waiting ingress answers without reading the row back.
+    Created {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        csr_pem: Option<String>,
+    },
     /// The job cannot succeed; the reason is safe to log, never key material.
     Failed { reason: String },
 }
 
-/// "Job done": sent by the worker to the waiting ingress instance. A wake-up only: the ingress
-/// reads the result from Postgres, the source of truth.
+/// "Job done": sent by the worker to the waiting ingress instance, one event per chunk and
+/// instance carrying all of that instance's completions. The ingress answers from it; Postgres
+/// (the source of truth) is read when the event is lost or late.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Completion {
     pub id: CsrId,
@@ -75,6 +119,13 @@ mod tests {
             serde_json::json!({"id": id.to_string(), "status": "failed", "reason": "x"})
         );
         assert_eq!(serde_json::from_value::<Completion>(v).unwrap(), failed);
+        let old_created = serde_json::json!({"id": id.to_string(), "status": "created"});
+        assert_eq!(
+            serde_json::from_value::<Completion>(old_created)
+                .unwrap()
+                .outcome,
+            JobOutcome::Created { csr_pem: None }
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Nothing here knows about HTTP, AMQP or Postgres. Wire data becomes these types once, at
 //! the HTTP edge ("parse, don't validate"); everything behind the edge takes them as given.
 
+pub mod batch;
 pub mod country;
 pub mod error_code;
 pub mod idempotency;
@@ -18,10 +19,11 @@ pub mod request;
 pub mod san;
 pub mod validation;
 
+pub use batch::{Batch, BatchEntry, BatchId, BatchStatus, ItemState};
 pub use error_code::ErrorCode;
 pub use idempotency::{IdempotencyDecision, IdempotencyKey, IdempotencyRecord, Settled};
 pub use ids::{AccountId, CsrId, Owner, OwnerKind, ZoneId};
-pub use job::{Completion, CreateJob, JobOutcome};
+pub use job::{BatchSlot, Completion, CreateChunk, CreateJob, JobOutcome};
 pub use key_type::KeyType;
 pub use list::{Direction, ListQuery, SortField};
 pub use name_policy::NamePolicy;

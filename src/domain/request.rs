@@ -53,6 +53,16 @@ impl CreateCsr {
                 format!("request body is not valid JSON: {e}"),
             ))
         })?;
+        Self::from_value(value, owner, policy)
+    }
+
+    /// Validates an already parsed JSON value (one item of a batch). Pointers in the errors are
+    /// relative to the value.
+    pub fn from_value(
+        value: Value,
+        owner: OwnerKind,
+        policy: NamePolicy,
+    ) -> Result<Self, ValidationErrors> {
         let Value::Object(obj) = value else {
             return Err(ValidationErrors::single(FieldError::new(
                 ErrorCode::InvalidRequest,

@@ -233,7 +233,7 @@ mod tests {
         );
         let encode = serde_json::from_str::<u8>("x").unwrap_err();
         assert_eq!(
-            ApiError::from(PublishError::Encode(encode)).status(),
+            ApiError::from(PublishError::Encode(std::sync::Arc::new(encode))).status(),
             StatusCode::INTERNAL_SERVER_ERROR
         );
     }

@@ -2,6 +2,18 @@
 //!
 //! Both schemes compare SHA-256 hashes in constant time, and an unknown email still costs a
 //! hash comparison, so timing does not reveal which tokens or emails exist.
+//!
+//! A verified credential is remembered for a short while (at most 5 s, `CSRD_CREDENTIAL_CACHE_MS`)
+//! so a client sending thousands of creates costs one Postgres lookup per interval, not one per
+//! request. The cache is keyed on the SHA-256 of the secret, never the secret itself, and holds
+//! only successes. The price: a revoked (or expired) credential keeps working for at most that
+//! long on each ingress instance.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
 
 use crate::auth::{Credentials, Permission, Principal, hash_secret};
 use crate::db::{Pool, credentials};
@@ -17,17 +29,72 @@ pub enum AuthError {
     Service(#[from] ServiceError),
 }
 
+/// Entries kept at most; past that, expired ones are dropped (and if none has, all).
+const CACHE_CAPACITY: usize = 10_000;
+
+type CacheKey = [u8; 32];
+
 #[derive(Clone)]
 pub struct Authenticator {
     pool: Pool,
+    ttl: Duration,
+    cache: Arc<Mutex<HashMap<CacheKey, (Principal, Instant)>>>,
 }
 
 impl Authenticator {
-    pub fn new(pool: Pool) -> Self {
-        Self { pool }
+    /// `ttl` bounds how long a verified credential is trusted without Postgres (zero: never).
+    pub fn new(pool: Pool, ttl: Duration) -> Self {
+        Self {
+            pool,
+            ttl: ttl.min(Duration::from_secs(5)),
+            cache: Default::default(),
+        }
     }
 
     pub async fn authenticate(&self, presented: &Credentials) -> Result<Principal, AuthError> {
+        if self.ttl.is_zero() {
+            return self.check(presented).await;
+        }
+        let key = cache_key(presented);
+        if let Some(principal) = self.cached(&key) {
+            return Ok(principal);
+        }
+        let principal = self.check(presented).await?;
+        self.remember(key, &principal);
+        Ok(principal)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, (Principal, Instant)>> {
+        // Single inserts, lookups and removals: a poisoned lock still guards a consistent map.
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cached(&self, key: &CacheKey) -> Option<Principal> {
+        let mut cache = self.lock();
+        match cache.get(key) {
+            Some((principal, at)) if at.elapsed() < self.ttl => Some(principal.clone()),
+            Some(_) => {
+                cache.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn remember(&self, key: CacheKey, principal: &Principal) {
+        let mut cache = self.lock();
+        if cache.len() >= CACHE_CAPACITY {
+            let ttl = self.ttl;
+            cache.retain(|_, (_, at)| at.elapsed() < ttl);
+            if cache.len() >= CACHE_CAPACITY {
+                cache.clear();
+            }
+        }
+        cache.insert(key, (principal.clone(), Instant::now()));
+    }
+
+    /// Checks the credential against Postgres.
+    async fn check(&self, presented: &Credentials) -> Result<Principal, AuthError> {
         let client = self.pool.get().await.map_err(ServiceError::from)?;
         match presented {
             Credentials::Token(token) => {
@@ -62,6 +129,21 @@ impl Authenticator {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The SHA-256 of what was presented (for a token, exactly the hash Postgres stores).
+fn cache_key(presented: &Credentials) -> CacheKey {
+    match presented {
+        Credentials::Token(token) => token.hash(),
+        Credentials::Legacy { email, key } => {
+            let mut h = Sha256::new();
+            h.update(b"legacy\0");
+            h.update(email.as_bytes());
+            h.update(b"\0");
+            h.update(key.hash());
+            h.finalize().into()
         }
     }
 }

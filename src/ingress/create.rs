@@ -5,9 +5,10 @@
 //!    with the same request leads to an [`IdempotencyDecision`].
 //! 2. Act on it: publish the job (registering the wait first, so an early completion is never
 //!    missed), wait for the earlier job, or answer at once with the earlier result.
-//! 3. Wait: woken by the completion or every [`DB_POLL_INTERVAL`], read Postgres (the source of
-//!    truth) until the CSR exists or the job failed; at the end of the wait budget the create
-//!    is still pending and the caller gets its id.
+//! 3. Wait: the completion event carries the CSR (or the failure), which is the answer. Without
+//!    one (lost or late), every [`DB_POLL_INTERVAL`] Postgres, the source of truth, is read
+//!    until the CSR exists or the job failed; at the end of the wait budget the create is still
+//!    pending and the caller gets its id.
 //!
 //! Callers (the HTTP handler, the batch API) map the [`CreateOutcome`] to their answer.
 
@@ -19,8 +20,8 @@ use tokio::time::Instant;
 use crate::db::{DbError, Pool, csrs, jobs};
 use crate::domain::idempotency::request_fingerprint;
 use crate::domain::{
-    CreateCsr, CreateJob, CreateOutcome, IdempotencyDecision, IdempotencyKey, Owner, PendingCreate,
-    Settled,
+    CreateChunk, CreateCsr, CreateJob, CreateOutcome, CustomCsr, IdempotencyDecision,
+    IdempotencyKey, JobOutcome, Owner, PendingCreate, Settled,
 };
 use crate::queue::{JobQueue, PublishError, Waiter, Waiters};
 
@@ -145,7 +146,7 @@ impl CreateService {
         key: Option<(&IdempotencyKey, Claim)>,
     ) -> Result<Waiter, CreateError> {
         let waiter = self.waiters.register(job.id);
-        let published = self.queue.publish(job).await;
+        let published = self.queue.publish(&CreateChunk::one(job.clone())).await;
         if let Some((key, claim)) = key {
             let client = self.pool.get().await?;
             match &published {
@@ -174,9 +175,26 @@ impl CreateService {
             if remaining.is_zero() {
                 break;
             }
-            // Woken by the completion or by the poll interval: either way Postgres has the
-            // answer.
-            let _ = waiter.next(remaining.min(DB_POLL_INTERVAL)).await;
+            // The completion is the answer when it carries one; otherwise (an older worker, a
+            // poll interval gone by) Postgres has it.
+            match waiter.next(remaining.min(DB_POLL_INTERVAL)).await {
+                Some(JobOutcome::Created {
+                    csr_pem: Some(csr_pem),
+                }) => {
+                    let csr = CustomCsr {
+                        id: job.id,
+                        owner: job.owner.clone(),
+                        request: job.request.clone(),
+                        csr_pem,
+                        created_at: job.created_at,
+                    };
+                    return Ok(outcome(job, Settled::Created(csr), replayed));
+                }
+                Some(JobOutcome::Failed { reason }) => {
+                    return Ok(outcome(job, Settled::Failed(reason), replayed));
+                }
+                Some(JobOutcome::Created { csr_pem: None }) | None => {}
+            }
             match self.settled(job).await {
                 Ok(Some(settled)) => return Ok(outcome(job, settled, replayed)),
                 Ok(None) => {}

@@ -5,12 +5,14 @@
 
 pub mod authenticate;
 pub mod catalog;
+pub mod coalesce;
 pub mod create;
 pub mod error;
 pub mod readiness;
 
 pub use authenticate::{AuthError, Authenticator};
 pub use catalog::{Catalog, Page};
+pub use coalesce::{ChunkSettings, Coalescer};
 pub use create::{CreateError, CreateService};
 pub use error::ServiceError;
 pub use readiness::Readiness;

@@ -13,7 +13,7 @@ use super::{
     Acker, BoxError, CompletionSink, JobConsumer, JobDelivery, JobQueue, PublishError, Settlement,
     TraceContext, Waiters, dead_letter_reason,
 };
-use crate::domain::{Completion, CreateJob};
+use crate::domain::{Completion, CreateChunk};
 
 #[derive(Debug, Clone, Copy)]
 pub struct MemoryLimits {
@@ -24,7 +24,7 @@ pub struct MemoryLimits {
 }
 
 struct Message {
-    job: CreateJob,
+    chunk: CreateChunk,
     trace_context: TraceContext,
     deliveries: u32,
     dead_letter_reason: Option<String>,
@@ -112,7 +112,7 @@ impl MemoryQueue {
 
 #[async_trait]
 impl JobQueue for MemoryQueue {
-    async fn publish(&self, job: &CreateJob) -> Result<(), PublishError> {
+    async fn publish(&self, chunk: &CreateChunk) -> Result<(), PublishError> {
         let inner = &self.inner;
         if inner.jobs.ready.load(Ordering::SeqCst) >= inner.limits.max_length {
             return Err(PublishError::Nacked);
@@ -122,7 +122,7 @@ impl JobQueue for MemoryQueue {
             .map(|(k, v)| (k.to_owned(), v))
             .collect();
         inner.jobs.push(Message {
-            job: job.clone(),
+            chunk: chunk.clone(),
             trace_context,
             deliveries: 0,
             dead_letter_reason: None,
@@ -134,8 +134,14 @@ impl JobQueue for MemoryQueue {
 #[async_trait]
 impl CompletionSink for MemoryQueue {
     /// One process: whoever waits for the id is here, whatever `reply_to` says.
-    async fn announce(&self, _reply_to: &str, completion: &Completion) -> Result<(), PublishError> {
-        self.inner.waiters.complete(completion.clone());
+    async fn announce(
+        &self,
+        _reply_to: &str,
+        completions: &[Completion],
+    ) -> Result<(), PublishError> {
+        for c in completions {
+            self.inner.waiters.complete(c.clone());
+        }
         Ok(())
     }
 }
@@ -167,7 +173,7 @@ impl JobConsumer for MemoryConsumer {
         self.inner.unsettled.fetch_add(1, Ordering::SeqCst);
         message.deliveries += 1;
         Some(JobDelivery::new(
-            message.job.clone(),
+            message.chunk.clone(),
             message.trace_context.clone(),
             message.dead_letter_reason.clone(),
             Box::new(MemoryAcker {
@@ -231,9 +237,15 @@ impl Acker for MemoryAcker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{AccountId, CreateCsr, JobOutcome, NamePolicy, Owner, OwnerKind};
+    use crate::domain::{
+        AccountId, CreateCsr, CreateJob, JobOutcome, NamePolicy, Owner, OwnerKind,
+    };
 
-    fn job() -> CreateJob {
+    fn job() -> CreateChunk {
+        CreateChunk::one(single())
+    }
+
+    fn single() -> CreateJob {
         let body = serde_json::json!({
             "common_name": "acme.io", "country": "US", "state": "CA", "locality": "SF",
             "organization": "Acme", "sans": ["acme.io"], "key_type": "p256v1"
@@ -273,12 +285,12 @@ mod tests {
         q.publish(&sent).await.unwrap();
         let mut jobs = q.jobs();
         let first = jobs.next().await.unwrap();
-        assert_eq!(first.job, sent);
+        assert_eq!(first.chunk, sent);
         first.settle(Settlement::Retry).await.unwrap();
         let second = jobs.next().await.unwrap();
         second.settle(Settlement::Retry).await.unwrap();
         let dead = q.dead_letters().next().await.unwrap();
-        assert_eq!(dead.job.id, sent.id);
+        assert_eq!(dead.chunk, sent);
         assert!(
             dead.dead_letter_reason
                 .as_deref()
@@ -314,20 +326,20 @@ mod tests {
             },
             waiters.clone(),
         );
-        let j = job();
+        let j = single();
         let mut waiter = waiters.register(j.id);
         q.announce(
             "anyone",
-            &Completion {
+            &[Completion {
                 id: j.id,
-                outcome: JobOutcome::Created,
-            },
+                outcome: JobOutcome::Created { csr_pem: None },
+            }],
         )
         .await
         .unwrap();
         assert_eq!(
             waiter.next(std::time::Duration::from_secs(1)).await,
-            Some(JobOutcome::Created)
+            Some(JobOutcome::Created { csr_pem: None })
         );
     }
 

@@ -12,7 +12,7 @@ pub mod waiters;
 
 use async_trait::async_trait;
 
-use crate::domain::{Completion, CreateJob};
+use crate::domain::{Completion, CreateChunk};
 
 pub use waiters::{Waiter, Waiters};
 
@@ -21,20 +21,21 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// W3C trace context (`traceparent`, `tracestate`) travelling with a message.
 pub type TraceContext = Vec<(String, String)>;
 
-#[derive(Debug, thiserror::Error)]
+/// Cloneable, because one chunk's publish answers every request coalesced into it.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PublishError {
     #[error("the message broker is not connected")]
     Unavailable,
     #[error("the message broker did not confirm the message in time")]
     Timeout,
     #[error("the message broker failed")]
-    Broker(#[source] BoxError),
+    Broker(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
     #[error("the message broker refused the message (queue full or unavailable)")]
     Nacked,
     #[error("the message could not be routed to any queue")]
     Unroutable,
     #[error("the message could not be encoded")]
-    Encode(#[source] serde_json::Error),
+    Encode(#[source] std::sync::Arc<serde_json::Error>),
 }
 
 impl PublishError {
@@ -60,19 +61,25 @@ impl PublishError {
     }
 }
 
-/// The ingress side: hands create jobs to the workers.
+/// The ingress side: hands chunks of create jobs to the workers.
 #[async_trait]
 pub trait JobQueue: Send + Sync {
-    /// Returns once the queue holds the job durably (RabbitMQ: the publisher confirm), or an
-    /// error saying whether it might hold it anyway.
-    async fn publish(&self, job: &CreateJob) -> Result<(), PublishError>;
+    /// Returns once the queue holds the chunk durably (RabbitMQ: the publisher confirm), or an
+    /// error saying whether it might hold it anyway. Concurrent calls are confirmed
+    /// independently (pipelined), not one round trip after another.
+    async fn publish(&self, chunk: &CreateChunk) -> Result<(), PublishError>;
 }
 
-/// The worker side: tells the waiting ingress instance that a job is done.
+/// The worker side: tells a waiting ingress instance that jobs are done.
 #[async_trait]
 pub trait CompletionSink: Send + Sync {
-    /// `reply_to` is the job's: the ingress instance holding the request open.
-    async fn announce(&self, reply_to: &str, completion: &Completion) -> Result<(), PublishError>;
+    /// `reply_to` is the jobs': the ingress instance holding their requests open. One event
+    /// carries all of them.
+    async fn announce(
+        &self,
+        reply_to: &str,
+        completions: &[Completion],
+    ) -> Result<(), PublishError>;
 }
 
 /// What a worker does with a delivery once it has handled it.
@@ -92,9 +99,9 @@ pub trait Acker: Send + Sync {
     async fn settle(self: Box<Self>, how: Settlement) -> Result<(), BoxError>;
 }
 
-/// One job handed to a worker.
+/// One chunk handed to a worker.
 pub struct JobDelivery {
-    pub job: CreateJob,
+    pub chunk: CreateChunk,
     pub trace_context: TraceContext,
     /// For deliveries from the dead-letter queue: why the job ended there.
     pub dead_letter_reason: Option<String>,
@@ -103,13 +110,13 @@ pub struct JobDelivery {
 
 impl JobDelivery {
     pub fn new(
-        job: CreateJob,
+        chunk: CreateChunk,
         trace_context: TraceContext,
         dead_letter_reason: Option<String>,
         acker: Box<dyn Acker>,
     ) -> Self {
         Self {
-            job,
+            chunk,
             trace_context,
             dead_letter_reason,
             acker,

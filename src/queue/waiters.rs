@@ -113,17 +113,17 @@ mod tests {
         assert_eq!(
             waiters.complete(Completion {
                 id,
-                outcome: JobOutcome::Created
+                outcome: JobOutcome::Created { csr_pem: None }
             }),
             2
         );
         assert_eq!(
             a.next(Duration::from_secs(1)).await,
-            Some(JobOutcome::Created)
+            Some(JobOutcome::Created { csr_pem: None })
         );
         assert_eq!(
             b.next(Duration::from_secs(1)).await,
-            Some(JobOutcome::Created)
+            Some(JobOutcome::Created { csr_pem: None })
         );
         let c = waiters.register(CsrId::new());
         assert_eq!(waiters.len(), 1);
@@ -142,13 +142,13 @@ mod tests {
         assert_eq!(
             waiters.complete(Completion {
                 id,
-                outcome: JobOutcome::Created
+                outcome: JobOutcome::Created { csr_pem: None }
             }),
             1
         );
         assert_eq!(
             b.next(Duration::from_secs(1)).await,
-            Some(JobOutcome::Created)
+            Some(JobOutcome::Created { csr_pem: None })
         );
     }
 
@@ -158,7 +158,7 @@ mod tests {
         assert_eq!(
             waiters.complete(Completion {
                 id: CsrId::new(),
-                outcome: JobOutcome::Created
+                outcome: JobOutcome::Created { csr_pem: None }
             }),
             0
         );

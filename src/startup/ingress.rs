@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use super::Stages;
 use super::foundation::Foundation;
 use crate::http::{AppState, router};
-use crate::ingress::{Authenticator, Catalog, CreateService, Readiness};
+use crate::ingress::{Authenticator, Catalog, Coalescer, CreateService, Readiness};
 use crate::queue::{Connectivity, JobQueue, Waiters};
 use crate::settings::Settings;
 
@@ -25,16 +25,17 @@ pub(super) fn app_state(
     brokers: Vec<Arc<dyn Connectivity>>,
 ) -> AppState {
     let pool = &foundation.pool;
+    let coalesced = Arc::new(Coalescer::start(queue, settings.chunks()));
     AppState {
         creates: Arc::new(CreateService::new(
             pool.clone(),
-            queue,
+            coalesced,
             waiters,
             instance,
             settings.create_wait(),
         )),
         catalog: Catalog::new(pool.clone()),
-        authenticator: Authenticator::new(pool.clone()),
+        authenticator: Authenticator::new(pool.clone(), settings.credential_cache()),
         readiness: Readiness::new(pool.clone(), brokers),
         name_policy: settings.name_policy,
     }

@@ -76,9 +76,9 @@ impl Rabbit {
 
     /// The jobs and dead-letter consumers and the completion sink for the worker role.
     pub fn worker_queue(&self, settings: &Settings, stages: &Stages) -> WorkerQueue {
-        // Twice the keygen slots: a job is always ready when a slot frees up, yet a stopping
-        // or crashing worker holds few jobs hostage.
-        let prefetch = u16::try_from(settings.workers() * 2).unwrap_or(u16::MAX);
+        // Sized for I/O: chunks being written or announced hold no keygen slot, so a few more
+        // than the slots keep both busy; a stopping or crashing worker holds few hostage.
+        let prefetch = settings.worker_prefetch.max(1);
         WorkerQueue {
             completions: Arc::new(RabbitCompletions::new(
                 self.publisher.clone(),

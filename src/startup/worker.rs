@@ -9,7 +9,7 @@ use super::Stages;
 use super::foundation::Foundation;
 use crate::queue::{CompletionSink, JobConsumer};
 use crate::settings::Settings;
-use crate::worker::{self, WorkerContext, housekeeping};
+use crate::worker::{self, KeySource, WorkerContext, housekeeping};
 
 /// What a worker consumes from and reports to.
 pub(super) struct WorkerQueue {
@@ -26,15 +26,19 @@ pub(super) fn start(
     stages: &Stages,
 ) -> Vec<JoinHandle<()>> {
     let workers = settings.workers();
+    let keygen_permits = Arc::new(Semaphore::new(workers));
+    let keys = KeySource::new(settings.key_pool());
     let ctx = WorkerContext {
         pool: foundation.pool.clone(),
         keyring: foundation.keyring.clone(),
         completions: queue.completions,
-        keygen_permits: Arc::new(Semaphore::new(workers)),
+        keygen_permits: keygen_permits.clone(),
+        keys: keys.clone(),
         shutdown: stages.stop_work.clone(),
     };
-    tracing::info!(workers, "worker consuming");
+    tracing::info!(workers, pool = ?settings.key_pool(), "worker consuming");
     vec![
+        tokio::spawn(keys.refill(keygen_permits, stages.stop_work.clone())),
         tokio::spawn(worker::run(ctx, queue.jobs, queue.dead_letters)),
         tokio::spawn(housekeeping::prune_idempotency_keys(
             foundation.pool.clone(),

@@ -1,15 +1,17 @@
-//! The dead-letter queue: jobs that exhausted their delivery limit or could never succeed.
-//! Each one becomes a recorded failure and a `Failed` completion, so the waiting client, and
-//! any retry with the same Idempotency-Key, gets 1500 instead of waiting for ever. A job whose
-//! row exists after all (its last attempt committed, then lost its ack) is a success.
+//! The dead-letter queue: chunks that exhausted their delivery limit or could never succeed.
+//! Each job of the chunk becomes a recorded failure and a `Failed` completion, so the waiting
+//! client, and any retry with the same Idempotency-Key, gets 1500 instead of waiting for ever.
+//! A job whose row exists after all (its last attempt committed, then lost its ack) is a
+//! success.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tracing::Instrument;
 
 use super::WorkerContext;
 use crate::db::{DbError, csrs, jobs};
-use crate::domain::{Completion, JobOutcome};
+use crate::domain::{Completion, CsrId, JobOutcome, Owner};
 use crate::metrics;
 use crate::queue::{JobDelivery, PublishError, Settlement};
 use crate::telemetry::ErrorChain;
@@ -26,19 +28,22 @@ enum SettleError {
 }
 
 pub async fn handle(ctx: WorkerContext, delivery: JobDelivery) {
-    let span = tracing::info_span!("dead_letter", csr_id = %delivery.job.id);
+    let span = tracing::info_span!("dead_letter", chunk = %delivery.chunk.label(), items = delivery.chunk.jobs.len());
     async move {
         let reason = delivery
             .dead_letter_reason
             .clone()
             .unwrap_or_else(|| crate::queue::dead_letter_reason(None));
         let settlement = match settle(&ctx, &delivery, &reason).await {
-            Ok(JobOutcome::Failed { .. }) => {
-                tracing::error!(%reason, "create failed for good");
-                metrics::job("dead_lettered");
+            Ok(failed) => {
+                if failed > 0 {
+                    tracing::error!(%reason, failed, "creates failed for good");
+                }
+                for _ in 0..failed {
+                    metrics::job("dead_lettered");
+                }
                 Settlement::Ack
             }
-            Ok(JobOutcome::Created) => Settlement::Ack,
             Err(e) => {
                 tracing::warn!(error = %ErrorChain(&e), "dead letter not settled; retrying later");
                 tokio::time::sleep(RETRY_PAUSE).await;
@@ -53,29 +58,45 @@ pub async fn handle(ctx: WorkerContext, delivery: JobDelivery) {
     .await
 }
 
+/// Records a failure for every job of the chunk without a row, announces every job's final
+/// state, and returns how many failed.
 async fn settle(
     ctx: &WorkerContext,
     delivery: &JobDelivery,
     reason: &str,
-) -> Result<JobOutcome, SettleError> {
-    let job = &delivery.job;
+) -> Result<usize, SettleError> {
+    let chunk = &delivery.chunk;
+    let ids: Vec<CsrId> = chunk.jobs.iter().map(|j| j.id).collect();
     // The connection goes back to the pool before the announcement, which may ride out a
     // broker outage.
-    let outcome = {
+    let existing: HashMap<CsrId, String> = {
         let client = ctx.pool.get().await.map_err(DbError::from)?;
-        if csrs::exists(&**client, job.id).await? {
-            JobOutcome::Created
-        } else {
-            jobs::record_failure(&**client, job.id, &job.owner, reason).await?;
-            JobOutcome::Failed {
-                reason: reason.to_owned(),
-            }
-        }
+        let existing: HashMap<CsrId, String> =
+            csrs::pems(&**client, &ids).await?.into_iter().collect();
+        let failures: Vec<(CsrId, &Owner, &str)> = chunk
+            .jobs
+            .iter()
+            .filter(|j| !existing.contains_key(&j.id))
+            .map(|j| (j.id, &j.owner, reason))
+            .collect();
+        jobs::record_failures(&**client, &failures).await?;
+        existing
     };
-    let completion = Completion {
-        id: job.id,
-        outcome: outcome.clone(),
-    };
-    ctx.completions.announce(&job.reply_to, &completion).await?;
-    Ok(outcome)
+    let completions: Vec<Completion> = chunk
+        .jobs
+        .iter()
+        .map(|j| Completion {
+            id: j.id,
+            outcome: match existing.get(&j.id) {
+                Some(pem) => JobOutcome::Created {
+                    csr_pem: Some(pem.clone()),
+                },
+                None => JobOutcome::Failed {
+                    reason: reason.to_owned(),
+                },
+            },
+        })
+        .collect();
+    super::announce(ctx, chunk, &completions).await?;
+    Ok(chunk.jobs.len() - existing.len())
 }

@@ -1,11 +1,13 @@
-//! The worker role: take create jobs from the queue, make key + CSR on the bounded blocking
-//! pool, seal the key, insert the row (idempotent on the CSR id), announce the completion, then
-//! settle the delivery. A second consumer turns dead-lettered jobs into a recorded failure the
-//! client can see. The queue is whatever implements the `queue` port (RabbitMQ in production).
+//! The worker role: take chunks of create jobs from the queue, make keys + CSRs on the bounded
+//! blocking pool, seal the keys, insert the chunk's rows in one statement (idempotent on the
+//! CSR id), announce the completions, then settle the delivery. A second consumer turns
+//! dead-lettered chunks into recorded failures the clients can see. The queue is whatever
+//! implements the `queue` port (RabbitMQ in production).
 
 pub mod dead;
 pub mod housekeeping;
 pub mod job;
+pub mod keys;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,7 +19,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::crypto::Keyring;
 use crate::db::Pool;
-use crate::queue::{CompletionSink, JobConsumer, JobDelivery};
+use crate::domain::{Completion, CreateChunk};
+use crate::queue::{CompletionSink, JobConsumer, JobDelivery, PublishError};
+
+pub use keys::{KeyPoolSizes, KeySource};
 
 /// How long a stopping worker lets in-flight jobs finish before it closes its channels
 /// (unacked jobs then return to the queue for another worker).
@@ -30,7 +35,32 @@ pub struct WorkerContext {
     pub completions: Arc<dyn CompletionSink>,
     /// Bounds concurrent key generation to `CSRD_WORKERS`, whatever the prefetch.
     pub keygen_permits: Arc<Semaphore>,
+    /// Pre-generated keys, or fresh ones.
+    pub keys: Arc<KeySource>,
     pub shutdown: CancellationToken,
+}
+
+/// Sends each waiting ingress instance one event with its jobs' completions (`completions` in
+/// the chunk's order). Jobs nobody waits for (batch items) are skipped.
+pub(crate) async fn announce(
+    ctx: &WorkerContext,
+    chunk: &CreateChunk,
+    completions: &[Completion],
+) -> Result<(), PublishError> {
+    let mut by_instance: std::collections::BTreeMap<&str, Vec<Completion>> = Default::default();
+    for (job, completion) in chunk.jobs.iter().zip(completions) {
+        if !job.reply_to.is_empty() {
+            by_instance
+                .entry(job.reply_to.as_str())
+                .or_default()
+                .push(completion.clone());
+        }
+    }
+    let sends = by_instance
+        .iter()
+        .map(|(reply_to, completions)| ctx.completions.announce(reply_to, completions));
+    futures_util::future::try_join_all(sends).await?;
+    Ok(())
 }
 
 /// Handles jobs and dead letters until shutdown, then stops consuming, lets in-flight jobs

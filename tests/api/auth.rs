@@ -123,3 +123,23 @@ async fn credentials_are_stored_only_as_hashes() {
         "the lookup id is stored (sanity check that the dump has the table)"
     );
 }
+
+#[tokio::test]
+async fn a_cached_credential_stops_working_once_its_cache_entry_expires() {
+    let app = spawn_in_memory_with(|s| s.credential_cache_ms = 300).await;
+    let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let path = format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs");
+    let list = || app.send(reqwest::Method::GET, &path, Auth::Bearer(&token), None);
+    assert_eq!(list().await.status, 200, "verified, and now cached");
+    let client = app.pool.get().await.unwrap();
+    client
+        .execute(
+            "UPDATE api_tokens SET revoked_at = now() WHERE lookup_id = $1",
+            &[&&token[..8]],
+        )
+        .await
+        .unwrap();
+    // The documented bound is the cache lifetime: past it, the revocation holds.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    list().await.assert_failure(403, 9109);
+}

@@ -8,12 +8,13 @@ use std::time::Duration;
 use csrd::crypto::Keyring;
 use csrd::db::{Pool, build_pool, jobs};
 use csrd::domain::{
-    AccountId, CreateCsr, CreateOutcome, CsrId, IdempotencyKey, NamePolicy, Owner, OwnerKind,
+    AccountId, CreateChunk, CreateCsr, CreateJob, CreateOutcome, CsrId, IdempotencyKey, JobOutcome,
+    ListQuery, NamePolicy, Owner, OwnerKind,
 };
 use csrd::ingress::{Catalog, CreateError, CreateService};
 use csrd::queue::memory::{MemoryLimits, MemoryQueue};
-use csrd::queue::{JobConsumer, PublishError, Waiters};
-use csrd::worker::WorkerContext;
+use csrd::queue::{JobConsumer, JobQueue, PublishError, Waiters};
+use csrd::worker::{KeyPoolSizes, KeySource, WorkerContext};
 use csrd_test_support::*;
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 struct Harness {
     service: CreateService,
+    waiters: Waiters,
     queue: MemoryQueue,
     jobs: Box<dyn JobConsumer>,
     pool: Pool,
@@ -46,12 +48,13 @@ async fn harness(max_length: usize) -> Harness {
     let service = CreateService::new(
         pool.clone(),
         Arc::new(queue.clone()),
-        waiters,
+        waiters.clone(),
         "tests".into(),
         Duration::from_millis(200),
     );
     Harness {
         service,
+        waiters,
         jobs: queue.jobs(),
         queue,
         pool,
@@ -81,6 +84,7 @@ impl Harness {
             keyring: self.keyring.clone(),
             completions: Arc::new(self.queue.clone()),
             keygen_permits: Arc::new(Semaphore::new(1)),
+            keys: KeySource::new(KeyPoolSizes::default()),
             shutdown: CancellationToken::new(),
         };
         csrd::worker::job::handle(ctx, delivery).await;
@@ -90,6 +94,16 @@ impl Harness {
         let client = self.pool.get().await.unwrap();
         client.batch_execute(statement).await.unwrap();
     }
+}
+
+fn request(cn: &str) -> CreateCsr {
+    let body = with(p256_body(), "common_name", json!(cn));
+    CreateCsr::parse(
+        body.to_string().as_bytes(),
+        OwnerKind::Account,
+        NamePolicy::Permissive,
+    )
+    .unwrap()
 }
 
 fn owner() -> Owner {
@@ -238,4 +252,77 @@ async fn a_job_the_queue_refused_gives_its_key_back() {
         .unwrap()
         .get(0);
     assert_eq!(records, 0, "a retry starts afresh");
+}
+
+#[tokio::test]
+async fn a_chunk_of_several_tenants_is_written_at_once_and_an_item_that_cannot_be_built_fails_alone()
+ {
+    let mut h = harness(10).await;
+    let other = Owner::Account(AccountId::parse(ACCOUNT_B).unwrap());
+    let mut unbuildable = request("bad.example.com");
+    // Passes no validation, but a job arrives from the queue as data: the CSR encoder refuses
+    // a non-printable country, which fails this item only.
+    unbuildable.subject.country = "\u{e9}\u{e9}".into();
+    let jobs = vec![
+        CreateJob::new(owner(), request("a1.example.com"), "tests".into()),
+        CreateJob::new(other.clone(), request("b1.example.com"), "tests".into()),
+        CreateJob::new(owner(), unbuildable, "tests".into()),
+        CreateJob::new(owner(), request("a2.example.com"), "tests".into()),
+    ];
+    let mut waiting: Vec<_> = jobs.iter().map(|j| h.waiters.register(j.id)).collect();
+    let chunk = CreateChunk::new(jobs.clone());
+    h.queue.publish(&chunk).await.unwrap();
+    h.work_one().await;
+    assert_eq!(h.queue.outstanding(), 0, "the chunk was acked");
+
+    let mut pems = Vec::new();
+    for (i, w) in waiting.iter_mut().enumerate() {
+        match w.next(Duration::from_secs(5)).await {
+            Some(JobOutcome::Created { csr_pem: Some(pem) }) if i != 2 => pems.push(pem),
+            Some(JobOutcome::Failed { reason }) if i == 2 => {
+                assert!(reason.contains("CSR could not be built"), "{reason}")
+            }
+            other => panic!("item {i}: {other:?}"),
+        }
+    }
+    let catalog = Catalog::new(h.pool.clone());
+    let a_page = catalog
+        .list(&owner(), &ListQuery::defaults(OwnerKind::Account))
+        .await
+        .unwrap();
+    assert_eq!(a_page.total, 2, "exact per-tenant count");
+    let b_page = catalog
+        .list(&other, &ListQuery::defaults(OwnerKind::Account))
+        .await
+        .unwrap();
+    assert_eq!(b_page.total, 1);
+    for (job, pem) in [&jobs[0], &jobs[1], &jobs[3]].into_iter().zip(&pems) {
+        let stored = catalog.get(&job.owner, job.id).await.unwrap().unwrap();
+        assert_eq!(&stored.csr_pem, pem, "the event carried the stored CSR");
+    }
+    let client = h.pool.get().await.unwrap();
+    assert!(
+        jobs::failure(&**client, &owner(), jobs[2].id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Delivered again (an ack lost): no new key, the same CSRs announced.
+    let mut again: Vec<_> = jobs.iter().map(|j| h.waiters.register(j.id)).collect();
+    h.queue.publish(&chunk).await.unwrap();
+    h.work_one().await;
+    let a_page = catalog
+        .list(&owner(), &ListQuery::defaults(OwnerKind::Account))
+        .await
+        .unwrap();
+    assert_eq!(a_page.total, 2);
+    for (w, pem) in again.iter_mut().take(2).zip(&pems) {
+        assert_eq!(
+            w.next(Duration::from_secs(5)).await,
+            Some(JobOutcome::Created {
+                csr_pem: Some(pem.clone())
+            })
+        );
+    }
 }

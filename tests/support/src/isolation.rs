@@ -62,6 +62,10 @@ impl Isolation {
         s.amqp_prefix = self.prefix.clone();
         s.keks = Some(self.keks.clone());
         s.workers = Some(2);
+        // Tests run many apps at once on two cores: no background key generation unless a
+        // test asks for a pool.
+        s.key_pool_rsa2048 = 0;
+        s.key_pool_p256 = 0;
         s.listen = "127.0.0.1:0".parse().unwrap();
         s
     }
@@ -74,6 +78,8 @@ impl Isolation {
             ("CSRD_AMQP_PREFIX", self.prefix.clone()),
             ("CSRD_KEKS", self.keks.clone()),
             ("CSRD_WORKERS", "2".into()),
+            ("CSRD_KEY_POOL_RSA2048", "0".into()),
+            ("CSRD_KEY_POOL_P256", "0".into()),
             ("RUST_LOG", "warn".into()),
         ]
     }

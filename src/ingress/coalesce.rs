@@ -1,0 +1,233 @@
+//! Coalescing concurrent single creates into chunks.
+//!
+//! Every create costs a message, a publisher confirm, a worker commit and a completion event;
+//! a chunk pays those once for all its jobs. A request's job joins the next chunk: the chunk is
+//! cut when it holds `max_items`, or `linger` after its first job arrived, or at once when
+//! nothing else is queued. At most `max_in_flight` chunks wait for their confirm at a time; while
+//! they do, new jobs pile up and the next chunk takes them all (as a database's group commit
+//! does), so a lone request waits for no one and a flood travels in large chunks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tracing::Instrument;
+
+use crate::domain::{CreateChunk, CreateJob};
+use crate::queue::{JobQueue, PublishError};
+
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkSettings {
+    /// Jobs per chunk at most.
+    pub max_items: usize,
+    /// How long a chunk waits for more jobs after its first one.
+    pub linger: Duration,
+    /// Chunks published and not yet confirmed, at most.
+    pub max_in_flight: usize,
+}
+
+impl Default for ChunkSettings {
+    fn default() -> Self {
+        Self {
+            max_items: 256,
+            linger: Duration::from_millis(1),
+            max_in_flight: 8,
+        }
+    }
+}
+
+struct Submitted {
+    job: CreateJob,
+    /// The request's span: the chunk is published inside the first job's, so the trace runs
+    /// from that request through the queue to the worker.
+    span: tracing::Span,
+    confirmed: oneshot::Sender<Result<(), PublishError>>,
+}
+
+/// A [`JobQueue`] that coalesces chunks of one job into larger chunks on `inner`. Larger
+/// chunks (a batch's) go straight through.
+pub struct Coalescer {
+    inner: Arc<dyn JobQueue>,
+    submit: mpsc::Sender<Submitted>,
+    settings: ChunkSettings,
+}
+
+impl Coalescer {
+    /// Spawns the task that cuts chunks; it ends when the coalescer is dropped.
+    pub fn start(inner: Arc<dyn JobQueue>, settings: ChunkSettings) -> Self {
+        let settings = ChunkSettings {
+            max_items: settings.max_items.max(1),
+            max_in_flight: settings.max_in_flight.max(1),
+            ..settings
+        };
+        // Room for a few chunks' worth of waiting jobs; beyond that, requests wait to submit.
+        let (submit, jobs) = mpsc::channel(settings.max_items * 4);
+        tokio::spawn(cut_chunks(inner.clone(), jobs, settings));
+        Self {
+            inner,
+            submit,
+            settings,
+        }
+    }
+}
+
+#[async_trait]
+impl JobQueue for Coalescer {
+    async fn publish(&self, chunk: &CreateChunk) -> Result<(), PublishError> {
+        let [job] = chunk.jobs.as_slice() else {
+            return self.inner.publish(chunk).await;
+        };
+        if self.settings.max_items == 1 {
+            return self.inner.publish(chunk).await;
+        }
+        let (confirmed, answer) = oneshot::channel();
+        let submitted = Submitted {
+            job: job.clone(),
+            span: tracing::Span::current(),
+            confirmed,
+        };
+        self.submit
+            .send(submitted)
+            .await
+            .map_err(|_| PublishError::Unavailable)?;
+        // The chunk task answers every job it took; a dropped sender means it stopped.
+        answer.await.unwrap_or(Err(PublishError::Unavailable))
+    }
+}
+
+async fn cut_chunks(
+    queue: Arc<dyn JobQueue>,
+    mut jobs: mpsc::Receiver<Submitted>,
+    settings: ChunkSettings,
+) {
+    let in_flight = Arc::new(Semaphore::new(settings.max_in_flight));
+    while let Some(first) = jobs.recv().await {
+        // Waiting for a free slot is what lets the next chunk grow under load.
+        let Ok(slot) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let mut taken = vec![first];
+        let deadline = tokio::time::Instant::now() + settings.linger;
+        while taken.len() < settings.max_items {
+            match jobs.try_recv() {
+                Ok(next) => taken.push(next),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(deadline, jobs.recv()).await {
+                        Ok(Some(next)) => taken.push(next),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            }
+        }
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            let span = taken[0].span.clone();
+            let (jobs, answers): (Vec<_>, Vec<_>) =
+                taken.into_iter().map(|s| (s.job, s.confirmed)).unzip();
+            let chunk = CreateChunk::new(jobs);
+            crate::metrics::chunk_published(chunk.jobs.len());
+            let published = queue.publish(&chunk).instrument(span).await;
+            drop(slot);
+            for answer in answers {
+                // A request that gave up waiting is gone; its job is queued all the same.
+                let _ = answer.send(published.clone());
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{AccountId, CreateCsr, NamePolicy, Owner, OwnerKind};
+    use crate::queue::Waiters;
+    use crate::queue::memory::{MemoryLimits, MemoryQueue};
+
+    fn job() -> CreateJob {
+        let body = br#"{"common_name":"a.io","country":"US","state":"CA","locality":"SF",
+            "organization":"A","sans":["a.io"],"key_type":"p256v1"}"#;
+        let request = CreateCsr::parse(body, OwnerKind::Account, NamePolicy::Permissive).unwrap();
+        let owner = Owner::Account(AccountId::parse(&"a".repeat(32)).unwrap());
+        CreateJob::new(owner, request, "me".into())
+    }
+
+    fn memory(max_length: usize) -> MemoryQueue {
+        MemoryQueue::new(
+            MemoryLimits {
+                max_length,
+                delivery_limit: 5,
+            },
+            Waiters::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn concurrent_single_jobs_travel_in_one_chunk() {
+        let queue = memory(100);
+        let coalescer = Arc::new(Coalescer::start(
+            Arc::new(queue.clone()),
+            ChunkSettings {
+                max_items: 50,
+                linger: Duration::from_millis(200),
+                max_in_flight: 1,
+            },
+        ));
+        let sent: Vec<CreateJob> = (0..10).map(|_| job()).collect();
+        let publishes = sent.iter().map(|j| {
+            let c = coalescer.clone();
+            let chunk = CreateChunk::one(j.clone());
+            async move { c.publish(&chunk).await }
+        });
+        for r in futures_util::future::join_all(publishes).await {
+            r.unwrap();
+        }
+        let mut consumer = queue.jobs();
+        let mut seen = Vec::new();
+        while seen.len() < sent.len() {
+            let d = consumer.next().await.unwrap();
+            seen.extend(d.chunk.jobs.iter().map(|j| j.id));
+            d.settle(crate::queue::Settlement::Ack).await.unwrap();
+        }
+        assert_eq!(queue.outstanding(), 0);
+        let mut expected: Vec<_> = sent.iter().map(|j| j.id).collect();
+        expected.sort_by_key(|id| id.0);
+        seen.sort_by_key(|id| id.0);
+        assert_eq!(seen, expected);
+    }
+
+    #[tokio::test]
+    async fn chunks_are_cut_at_max_items() {
+        let queue = memory(100);
+        let coalescer = Arc::new(Coalescer::start(
+            Arc::new(queue.clone()),
+            ChunkSettings {
+                max_items: 3,
+                linger: Duration::from_millis(100),
+                max_in_flight: 4,
+            },
+        ));
+        let publishes = (0..7).map(|_| {
+            let c = coalescer.clone();
+            async move { c.publish(&CreateChunk::one(job())).await }
+        });
+        futures_util::future::join_all(publishes).await;
+        let mut consumer = queue.jobs();
+        let mut sizes = Vec::new();
+        while sizes.iter().sum::<usize>() < 7 {
+            let d = consumer.next().await.unwrap();
+            sizes.push(d.chunk.jobs.len());
+            d.settle(crate::queue::Settlement::Ack).await.unwrap();
+        }
+        assert!(sizes.iter().all(|n| *n <= 3), "{sizes:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_chunk_refuses_every_job_in_it() {
+        let queue = memory(0);
+        let coalescer = Coalescer::start(Arc::new(queue), ChunkSettings::default());
+        let r = coalescer.publish(&CreateChunk::one(job())).await;
+        assert!(matches!(r, Err(PublishError::Nacked)));
+    }
+}
