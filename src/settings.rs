@@ -66,6 +66,13 @@ pub struct Settings {
     /// How long a chunk of single creates waits for more after its first (microseconds).
     #[arg(long, env = "CSRD_CHUNK_LINGER_US", default_value_t = 1000)]
     pub chunk_linger_us: u64,
+    /// Serve the batch API (`…/custom_csrs/batches`); `false` makes its routes answer 404, as
+    /// Cloudflare's own API does.
+    #[arg(long, env = "CSRD_BATCH_API", default_value_t = true, action = clap::ArgAction::Set)]
+    pub batch_api: bool,
+    /// Weight of one batch chunk: P-256 items per chunk (an RSA item counts 16).
+    #[arg(long, env = "CSRD_BATCH_CHUNK_ITEMS", default_value_t = 512)]
+    pub batch_chunk_items: usize,
     /// Chunks a worker process holds unacknowledged (the prefetch): enough to keep the
     /// database and the keygen slots busy while others are being written or announced.
     #[arg(long, env = "CSRD_WORKER_PREFETCH", default_value_t = 8)]

@@ -119,27 +119,28 @@ pub async fn record_failure(
     Ok(())
 }
 
-/// Records failures for many creates with one statement (`(id, owner, reason)`).
+/// Records failures for many creates with one statement (`(id, owner, reason)`). Returns the
+/// ids recorded by this call (not those recorded before).
 pub async fn record_failures(
     client: &impl GenericClient,
     failures: &[(CsrId, &Owner, &str)],
-) -> Result<(), DbError> {
+) -> Result<Vec<CsrId>, DbError> {
     if failures.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let ids: Vec<uuid::Uuid> = failures.iter().map(|f| f.0.0).collect();
     let kinds: Vec<&str> = failures.iter().map(|f| f.1.kind().as_str()).collect();
     let owners: Vec<&str> = failures.iter().map(|f| f.1.id()).collect();
     let reasons: Vec<&str> = failures.iter().map(|f| f.2).collect();
-    client
-        .execute(
+    let rows = client
+        .query(
             "INSERT INTO failed_jobs (id, owner_kind, owner_id, reason)
              SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])
-             ON CONFLICT (id) DO NOTHING",
+             ON CONFLICT (id) DO NOTHING RETURNING id",
             &[&ids, &kinds, &owners, &reasons],
         )
         .await?;
-    Ok(())
+    Ok(rows.iter().map(|r| CsrId(r.get(0))).collect())
 }
 
 /// Why the create with this id failed, if it did.

@@ -49,6 +49,12 @@ pub fn request_fingerprint(request: &CreateCsr) -> [u8; 32] {
     Sha256::digest(canonical).into()
 }
 
+/// The fingerprint of a batch submission: its validated items, in order.
+pub fn request_fingerprint_of(requests: &[CreateCsr]) -> [u8; 32] {
+    let canonical = serde_json::to_vec(requests).expect("a CreateCsr always serialises");
+    Sha256::digest(canonical).into()
+}
+
 /// The earlier request that claimed a key, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyRecord {

@@ -21,7 +21,7 @@ use crate::auth::Permission;
 use crate::domain::{CreateCsr, CreateOutcome, CsrId, ListQuery, Owner, OwnerKind};
 
 /// Authenticates, parses the owner and checks the permission on it.
-async fn gate(
+pub(super) async fn gate(
     app: &AppState,
     kind: OwnerKind,
     ids: &PathIds,

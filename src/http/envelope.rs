@@ -4,7 +4,7 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::result::{CsrResult, PendingResult};
+use super::result::{BatchEntryResult, BatchResult, CsrResult, PendingResult};
 use crate::domain::ErrorCode;
 
 /// One error or message item.
@@ -135,5 +135,33 @@ pub struct CsrCollection {
     pub errors: Vec<ErrorItem>,
     pub messages: Vec<ErrorItem>,
     pub result: Vec<CsrResult>,
+    pub result_info: ResultInfo,
+}
+
+success_envelope!(
+    /// One batch, with its progress.
+    BatchSingle,
+    BatchResult
+);
+
+/// A page of batches.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchCollection {
+    #[schema(value_type = bool, example = true)]
+    pub success: bool,
+    pub errors: Vec<ErrorItem>,
+    pub messages: Vec<ErrorItem>,
+    pub result: Vec<BatchResult>,
+    pub result_info: ResultInfo,
+}
+
+/// A page of a batch's results, in item order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResults {
+    #[schema(value_type = bool, example = true)]
+    pub success: bool,
+    pub errors: Vec<ErrorItem>,
+    pub messages: Vec<ErrorItem>,
+    pub result: Vec<BatchEntryResult>,
     pub result_info: ResultInfo,
 }

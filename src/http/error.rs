@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::envelope::{ErrorItem, Failure};
 use crate::domain::{ErrorCode, ValidationErrors};
-use crate::ingress::{AuthError, CreateError, ServiceError};
+use crate::ingress::{AuthError, BatchError, CreateError, ServiceError};
 use crate::queue::{BoxError, PublishError};
 use crate::telemetry::ErrorChain;
 
@@ -38,6 +38,10 @@ pub enum ApiError {
     CsrNotFound,
     #[error("the custom CSR this Idempotency-Key created has been deleted")]
     CsrDeleted,
+    #[error("malformed batch id")]
+    MalformedBatchId,
+    #[error("batch not found")]
+    BatchNotFound,
     #[error("Idempotency-Key reused with a different request")]
     IdempotencyKeyReused,
     #[error("no route")]
@@ -65,8 +69,11 @@ impl ApiError {
             | ApiError::MissingCredentials
             | ApiError::MalformedCredentials(_)
             | ApiError::MalformedOwnerId(_)
-            | ApiError::MalformedCsrId => StatusCode::BAD_REQUEST,
-            ApiError::CsrNotFound | ApiError::CsrDeleted => StatusCode::NOT_FOUND,
+            | ApiError::MalformedCsrId
+            | ApiError::MalformedBatchId => StatusCode::BAD_REQUEST,
+            ApiError::CsrNotFound | ApiError::CsrDeleted | ApiError::BatchNotFound => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::InvalidCredentials | ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NoRoute => StatusCode::NOT_FOUND,
@@ -111,6 +118,8 @@ impl ApiError {
             ),
             ApiError::MalformedCsrId => one(C::MalformedCsrId, "Invalid custom CSR identifier"),
             ApiError::CsrNotFound => one(C::CsrNotFound, "Custom CSR not found"),
+            ApiError::MalformedBatchId => one(C::MalformedCsrId, "Invalid batch identifier"),
+            ApiError::BatchNotFound => one(C::CsrNotFound, "Batch not found"),
             ApiError::CsrDeleted => one(
                 C::CsrNotFound,
                 "Custom CSR not found: the CSR created with this Idempotency-Key has been deleted",
@@ -192,6 +201,15 @@ impl From<CreateError> for ApiError {
             CreateError::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
             CreateError::Publish(e) => e.into(),
             CreateError::Service(e) => e.into(),
+        }
+    }
+}
+
+impl From<BatchError> for ApiError {
+    fn from(e: BatchError) -> Self {
+        match e {
+            BatchError::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
+            BatchError::Service(e) => e.into(),
         }
     }
 }

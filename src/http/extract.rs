@@ -44,6 +44,10 @@ impl PathIds {
             .ok_or(ApiError::MalformedOwnerId(kind.as_str()))
     }
 
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.params.get(name).map(String::as_str)
+    }
+
     pub fn csr_id(&self) -> Result<CsrId, ApiError> {
         self.params
             .get("custom_csr_id")
@@ -67,6 +71,27 @@ pub async fn json_body(request: Request) -> Result<Bytes, ApiError> {
         .await
         .map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::Validation(ValidationErrors::single(FieldError::new(
+                    ErrorCode::InvalidRequest,
+                    "",
+                    "the request body could not be read",
+                )))
+            }
+        })
+}
+
+/// A JSON request body of at most `limit` bytes, for the routes whose bodies are larger than
+/// the router's default limit (a batch).
+pub async fn json_body_up_to(request: Request, limit: usize) -> Result<Bytes, ApiError> {
+    require_json(request.headers())?;
+    axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|e| {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
                 ApiError::PayloadTooLarge
             } else {
                 ApiError::Validation(ValidationErrors::single(FieldError::new(

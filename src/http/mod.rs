@@ -2,6 +2,7 @@
 //! reaches Postgres and the queue only through the ingress use cases in `AppState`.
 
 pub mod auth;
+pub mod batches;
 pub mod csrs;
 pub mod envelope;
 pub mod error;
@@ -25,13 +26,15 @@ use utoipa_axum::routes;
 pub use error::ApiError;
 
 use crate::domain::NamePolicy;
-use crate::ingress::{Authenticator, Catalog, CreateService, Readiness};
+use crate::ingress::{Authenticator, BatchService, Catalog, CreateService, Readiness};
 
 /// Everything a request handler may use: the ingress use cases, and the one setting that
 /// shapes request parsing.
 #[derive(Clone)]
 pub struct AppState {
     pub creates: Arc<CreateService>,
+    /// `None` when the batch API is switched off (its routes then answer 404).
+    pub batches: Option<BatchService>,
     pub catalog: Catalog,
     pub authenticator: Authenticator,
     pub readiness: Readiness,
@@ -48,6 +51,18 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::get_for_account, routes::delete_for_account))
         .routes(routes!(routes::list_for_zone, routes::create_for_zone))
         .routes(routes!(routes::get_for_zone, routes::delete_for_zone))
+        .routes(routes!(
+            routes::list_batches_for_account,
+            routes::submit_batch_for_account
+        ))
+        .routes(routes!(routes::get_batch_for_account))
+        .routes(routes!(routes::batch_results_for_account))
+        .routes(routes!(
+            routes::list_batches_for_zone,
+            routes::submit_batch_for_zone
+        ))
+        .routes(routes!(routes::get_batch_for_zone))
+        .routes(routes!(routes::batch_results_for_zone))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))

@@ -69,6 +69,44 @@ pub struct ListParams {
     direction: Option<String>,
 }
 
+/// A batch of account creates (csrd extension): 1–10,000 create bodies.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)] // documentation only: parsed by `domain::batch::parse_items`
+pub struct AccountBatchBody {
+    #[schema(min_items = 1, max_items = 10000)]
+    items: Vec<AccountCreateBody>,
+}
+
+/// A batch of zone creates (csrd extension): 1–10,000 create bodies.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)] // documentation only
+pub struct ZoneBatchBody {
+    #[schema(min_items = 1, max_items = 10000)]
+    items: Vec<ZoneCreateBody>,
+}
+
+/// Paging of the batch list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documentation only
+pub struct BatchPageParams {
+    #[param(minimum = 1, default = 1)]
+    page: Option<u64>,
+    #[param(minimum = 1, maximum = 100, default = 20)]
+    per_page: Option<u64>,
+}
+
+/// Paging of a batch's results.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documentation only
+pub struct ResultPageParams {
+    #[param(minimum = 1, default = 1)]
+    page: Option<u64>,
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    per_page: Option<u64>,
+}
+
 struct SecuritySchemes;
 
 impl Modify for SecuritySchemes {
@@ -107,6 +145,6 @@ impl Modify for SecuritySchemes {
         description = "Cloudflare-compatible Custom CSR service. Successful responses use Cloudflare's success envelope; every 4xx and 5xx uses the failure envelope.",
     ),
     modifiers(&SecuritySchemes),
-    components(schemas(AccountCreateBody, ZoneCreateBody)),
+    components(schemas(AccountCreateBody, ZoneCreateBody, AccountBatchBody, ZoneBatchBody)),
 )]
 pub struct ApiDoc;

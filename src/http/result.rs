@@ -4,7 +4,11 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::{CustomCsr, KeyType, Owner, PendingCreate};
+use crate::domain::{
+    Batch, BatchEntry, CustomCsr, ErrorCode, ItemState, KeyType, Owner, PendingCreate,
+};
+
+use super::envelope::ErrorItem;
 
 /// A custom Certificate Signing Request. Zone results have no `account_tag`, `name` or
 /// `description`; optional fields that were not given are omitted.
@@ -94,6 +98,85 @@ impl From<PendingCreate> for PendingResult {
             key_type: p.key_type,
             account_tag: account_tag(&p.owner),
             status: "pending",
+        }
+    }
+}
+
+/// A batch and its progress.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResult {
+    #[schema(example = "0b3c6f1e-9a51-4f0e-8f6a-1c2d3e4f5a6b")]
+    pub id: String,
+    /// `pending` (nothing settled yet), `running`, `done` (every item created) or `failed`
+    /// (every item settled, at least one failed: see the results).
+    #[schema(example = "running")]
+    pub status: String,
+    pub total: i64,
+    /// Items created.
+    pub done: i64,
+    /// Items that failed for good.
+    pub failed: i64,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime, nullable = true)]
+    pub finished_at: Option<String>,
+}
+
+impl From<Batch> for BatchResult {
+    fn from(b: Batch) -> Self {
+        let status = serde_json::to_value(b.status())
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        Self {
+            id: b.id.to_string(),
+            status,
+            total: b.total,
+            done: b.done,
+            failed: b.failed,
+            created_at: format_time(b.created_at),
+            finished_at: b.finished_at.map(format_time),
+        }
+    }
+}
+
+/// One item of a batch: its CSR once created.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchEntryResult {
+    /// The item's position in the submitted `items`, from 0.
+    pub index: u32,
+    /// The custom CSR id assigned to the item.
+    pub id: String,
+    /// `created`, `failed`, `pending` or `deleted` (created, then deleted).
+    #[schema(example = "created")]
+    pub status: String,
+    /// The custom CSR, as GET returns it; null unless created.
+    #[schema(nullable = true)]
+    pub result: Option<CsrResult>,
+    pub errors: Vec<ErrorItem>,
+}
+
+impl From<BatchEntry> for BatchEntryResult {
+    fn from(e: BatchEntry) -> Self {
+        let (status, result, errors) = match e.state {
+            ItemState::Created(csr) => ("created", Some(CsrResult::from(*csr)), Vec::new()),
+            ItemState::Failed(reason) => (
+                "failed",
+                None,
+                vec![ErrorItem::new(
+                    ErrorCode::Internal,
+                    format!("the CSR could not be created: {reason}"),
+                )],
+            ),
+            ItemState::Pending => ("pending", None, Vec::new()),
+            ItemState::Deleted => ("deleted", None, Vec::new()),
+        };
+        Self {
+            index: e.index,
+            id: e.csr_id.to_string(),
+            status: status.to_owned(),
+            result,
+            errors,
         }
     }
 }

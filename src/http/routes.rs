@@ -1,14 +1,21 @@
-//! The eight Cloudflare operations, once for accounts and once for zones. Each is a thin shim
-//! carrying its OpenAPI annotation; the behaviour lives in `csrs`.
+//! The eight Cloudflare operations, once for accounts and once for zones, and csrd's batch
+//! operations. Each is a thin shim carrying its OpenAPI annotation; the behaviour lives in
+//! `csrs` and `batches`.
 
 use axum::extract::{RawQuery, Request, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 
-use super::envelope::{CsrCollection, CsrIdOnly, CsrPending, CsrSingle, Failure};
+use super::envelope::{
+    BatchCollection, BatchResults, BatchSingle, CsrCollection, CsrIdOnly, CsrPending, CsrSingle,
+    Failure,
+};
 use super::extract::PathIds;
-use super::openapi::{AccountCreateBody, ListParams, ZoneCreateBody};
-use super::{ApiError, AppState, csrs};
+use super::openapi::{
+    AccountBatchBody, AccountCreateBody, BatchPageParams, ListParams, ResultPageParams,
+    ZoneBatchBody, ZoneCreateBody,
+};
+use super::{ApiError, AppState, batches, csrs};
 use crate::domain::OwnerKind;
 
 /// Emits create/list/get/delete for one kind of owner. utoipa needs literal paths and ids,
@@ -97,4 +104,92 @@ tenant_routes! {
     list: list_for_zone = "custom-csrs-for-a-zone-list-custom-csrs",
     get: get_for_zone = "custom-csrs-for-a-zone-custom-csr-details",
     delete: delete_for_zone = "custom-csrs-for-a-zone-delete-custom-csr",
+}
+
+/// Emits the batch operations for one kind of owner.
+macro_rules! batch_routes {
+    (
+        kind: $kind:expr, tag: $tag:literal, param: $param:literal, about: $about:literal,
+        collection: $collection:literal, item: $item:literal, results: $results:literal,
+        body: $body:ty,
+        submit: $submit:ident = $submit_id:literal, list: $list:ident = $list_id:literal,
+        get: $get:ident = $get_id:literal, results_fn: $results_fn:ident = $results_id:literal $(,)?
+    ) => {
+        #[utoipa::path(post, path = $collection, tag = $tag, operation_id = $submit_id,
+            params(($param = String, Path, description = $about)),
+            request_body = $body,
+            responses(
+                (status = 202, description = "Accepted: every item was valid and is stored; poll the batch (Location) and its results", body = BatchSingle),
+                (status = "4XX", description = "Failure (400 lists every invalid item's errors, with pointers like /items/17/sans/0; nothing was created)", body = Failure),
+                (status = "5XX", description = "Failure", body = Failure),
+            ),
+            security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
+        pub async fn $submit(State(app): State<AppState>, ids: PathIds, request: Request) -> Result<Response, ApiError> {
+            batches::submit(app, $kind, ids, request).await
+        }
+
+        #[utoipa::path(get, path = $collection, tag = $tag, operation_id = $list_id,
+            params(($param = String, Path, description = $about), BatchPageParams),
+            responses(
+                (status = 200, description = "A page of the tenant's batches, newest first", body = BatchCollection),
+                (status = "4XX", description = "Failure", body = Failure),
+                (status = "5XX", description = "Failure", body = Failure),
+            ),
+            security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
+        pub async fn $list(State(app): State<AppState>, ids: PathIds, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+            batches::list(app, $kind, ids, headers, q).await
+        }
+
+        #[utoipa::path(get, path = $item, tag = $tag, operation_id = $get_id,
+            params(($param = String, Path, description = $about),
+                   ("batch_id" = String, Path, description = "Batch id (UUID)")),
+            responses(
+                (status = 200, description = "The batch and its progress", body = BatchSingle),
+                (status = "4XX", description = "Failure (404/1419 for an unknown id or another tenant's)", body = Failure),
+                (status = "5XX", description = "Failure", body = Failure),
+            ),
+            security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
+        pub async fn $get(State(app): State<AppState>, ids: PathIds, headers: HeaderMap) -> Result<Response, ApiError> {
+            batches::get(app, $kind, ids, headers).await
+        }
+
+        #[utoipa::path(get, path = $results, tag = $tag, operation_id = $results_id,
+            params(($param = String, Path, description = $about),
+                   ("batch_id" = String, Path, description = "Batch id (UUID)"), ResultPageParams),
+            responses(
+                (status = 200, description = "A page of the batch's entries, in item order", body = BatchResults),
+                (status = "4XX", description = "Failure (404/1419 for an unknown id or another tenant's)", body = Failure),
+                (status = "5XX", description = "Failure", body = Failure),
+            ),
+            security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
+        pub async fn $results_fn(State(app): State<AppState>, ids: PathIds, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+            batches::results(app, $kind, ids, headers, q).await
+        }
+    };
+}
+
+batch_routes! {
+    kind: OwnerKind::Account, tag: "Batches (account, csrd extension)", param: "account_id",
+    about: "Account id (32 lowercase hex)",
+    collection: "/client/v4/accounts/{account_id}/custom_csrs/batches",
+    item: "/client/v4/accounts/{account_id}/custom_csrs/batches/{batch_id}",
+    results: "/client/v4/accounts/{account_id}/custom_csrs/batches/{batch_id}/results",
+    body: AccountBatchBody,
+    submit: submit_batch_for_account = "csrd-batches-for-an-account-submit",
+    list: list_batches_for_account = "csrd-batches-for-an-account-list",
+    get: get_batch_for_account = "csrd-batches-for-an-account-details",
+    results_fn: batch_results_for_account = "csrd-batches-for-an-account-results",
+}
+
+batch_routes! {
+    kind: OwnerKind::Zone, tag: "Batches (zone, csrd extension)", param: "zone_id",
+    about: "Zone id (32 lowercase hex)",
+    collection: "/client/v4/zones/{zone_id}/custom_csrs/batches",
+    item: "/client/v4/zones/{zone_id}/custom_csrs/batches/{batch_id}",
+    results: "/client/v4/zones/{zone_id}/custom_csrs/batches/{batch_id}/results",
+    body: ZoneBatchBody,
+    submit: submit_batch_for_zone = "csrd-batches-for-a-zone-submit",
+    list: list_batches_for_zone = "csrd-batches-for-a-zone-list",
+    get: get_batch_for_zone = "csrd-batches-for-a-zone-details",
+    results_fn: batch_results_for_zone = "csrd-batches-for-a-zone-results",
 }

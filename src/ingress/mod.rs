@@ -4,6 +4,7 @@
 //! queue only through here.
 
 pub mod authenticate;
+pub mod batch;
 pub mod catalog;
 pub mod coalesce;
 pub mod create;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod readiness;
 
 pub use authenticate::{AuthError, Authenticator};
+pub use batch::{BatchError, BatchService};
 pub use catalog::{Catalog, Page};
 pub use coalesce::{ChunkSettings, Coalescer};
 pub use create::{CreateError, CreateService};

@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use super::Stages;
 use super::foundation::Foundation;
 use crate::http::{AppState, router};
-use crate::ingress::{Authenticator, Catalog, Coalescer, CreateService, Readiness};
+use crate::ingress::{Authenticator, BatchService, Catalog, Coalescer, CreateService, Readiness};
 use crate::queue::{Connectivity, JobQueue, Waiters};
 use crate::settings::Settings;
 
@@ -25,6 +25,9 @@ pub(super) fn app_state(
     brokers: Vec<Arc<dyn Connectivity>>,
 ) -> AppState {
     let pool = &foundation.pool;
+    let batches = settings
+        .batch_api
+        .then(|| BatchService::new(pool.clone(), queue.clone(), settings.batch_chunk_items));
     let coalesced = Arc::new(Coalescer::start(queue, settings.chunks()));
     AppState {
         creates: Arc::new(CreateService::new(
@@ -34,6 +37,7 @@ pub(super) fn app_state(
             instance,
             settings.create_wait(),
         )),
+        batches,
         catalog: Catalog::new(pool.clone()),
         authenticator: Authenticator::new(pool.clone(), settings.credential_cache()),
         readiness: Readiness::new(pool.clone(), brokers),

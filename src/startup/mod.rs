@@ -162,6 +162,14 @@ pub async fn start(
     if role.runs_ingress() {
         let (state, listen_for_completions) = rabbit.ingress_state(&foundation, settings, &stages);
         tasks.work.push(listen_for_completions);
+        if let Some(batches) = state.batches.clone() {
+            tasks
+                .work
+                .push(tokio::spawn(crate::ingress::batch::republish_stalled(
+                    batches,
+                    stages.stop_work.clone(),
+                )));
+        }
         let (addr, http) = ingress::serve(state, settings, listener, &stages).await?;
         http_addr = Some(addr);
         tasks.http = Some((http, settings.create_wait() + HTTP_DRAIN_MARGIN));

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use super::WorkerContext;
-use crate::db::{DbError, csrs, jobs};
+use crate::db::{DbError, batches, csrs, jobs};
 use crate::domain::{Completion, CsrId, JobOutcome, Owner};
 use crate::metrics;
 use crate::queue::{JobDelivery, PublishError, Settlement};
@@ -70,16 +70,19 @@ async fn settle(
     // The connection goes back to the pool before the announcement, which may ride out a
     // broker outage.
     let existing: HashMap<CsrId, String> = {
-        let client = ctx.pool.get().await.map_err(DbError::from)?;
-        let existing: HashMap<CsrId, String> =
-            csrs::pems(&**client, &ids).await?.into_iter().collect();
+        let mut client = ctx.pool.get().await.map_err(DbError::from)?;
+        let client: &mut tokio_postgres::Client = &mut client;
+        let tx = client.transaction().await.map_err(DbError::from)?;
+        let existing: HashMap<CsrId, String> = csrs::pems(&tx, &ids).await?.into_iter().collect();
         let failures: Vec<(CsrId, &Owner, &str)> = chunk
             .jobs
             .iter()
             .filter(|j| !existing.contains_key(&j.id))
             .map(|j| (j.id, &j.owner, reason))
             .collect();
-        jobs::record_failures(&**client, &failures).await?;
+        let failed = jobs::record_failures(&tx, &failures).await?;
+        batches::record_progress(&tx, &super::batch_progress(chunk, &[], &failed)).await?;
+        tx.commit().await.map_err(DbError::from)?;
         existing
     };
     let completions: Vec<Completion> = chunk

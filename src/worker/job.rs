@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use super::WorkerContext;
 use crate::crypto::{Keyring, SealedKey, build_csr, seal};
-use crate::db::{DbError, csrs, jobs};
+use crate::db::{DbError, batches, csrs, jobs};
 use crate::domain::{
     Completion, CreateChunk, CreateCsr, CreateJob, CsrId, CustomCsr, JobOutcome, KeyType, Owner,
 };
@@ -147,7 +147,9 @@ async fn process(ctx: &WorkerContext, chunk: &CreateChunk) -> Result<Vec<Complet
         let inserted = csrs::insert_chunk(&tx, &rows)
             .instrument(tracing::info_span!("db_insert_chunk", rows = rows.len()))
             .await?;
-        jobs::record_failures(&tx, &failures).await?;
+        let failed = jobs::record_failures(&tx, &failures).await?;
+        // Last, so the batch row is locked only for the commit.
+        batches::record_progress(&tx, &super::batch_progress(chunk, &inserted, &failed)).await?;
         tx.commit().await?;
         Ok(inserted)
     })

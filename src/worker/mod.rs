@@ -40,6 +40,35 @@ pub struct WorkerContext {
     pub shutdown: CancellationToken,
 }
 
+/// Per batch, how many of `created` and `failed` (ids settled by this transaction) are its
+/// items: `(batch, created, failed)`.
+pub(crate) fn batch_progress(
+    chunk: &CreateChunk,
+    created: &[crate::domain::CsrId],
+    failed: &[crate::domain::CsrId],
+) -> Vec<(crate::domain::BatchId, i32, i32)> {
+    let mut by_batch: std::collections::BTreeMap<uuid::Uuid, (i32, i32)> = Default::default();
+    let batch_of: std::collections::HashMap<_, _> = chunk
+        .jobs
+        .iter()
+        .filter_map(|j| j.batch.map(|b| (j.id, b.batch_id)))
+        .collect();
+    for id in created {
+        if let Some(b) = batch_of.get(id) {
+            by_batch.entry(*b).or_default().0 += 1;
+        }
+    }
+    for id in failed {
+        if let Some(b) = batch_of.get(id) {
+            by_batch.entry(*b).or_default().1 += 1;
+        }
+    }
+    by_batch
+        .into_iter()
+        .map(|(b, (c, f))| (crate::domain::BatchId(b), c, f))
+        .collect()
+}
+
 /// Sends each waiting ingress instance one event with its jobs' completions (`completions` in
 /// the chunk's order). Jobs nobody waits for (batch items) are skipped.
 pub(crate) async fn announce(

@@ -3,6 +3,7 @@
 //! see `csrd_test_support::spawn_in_memory`).
 
 mod auth;
+mod batches;
 mod compat;
 mod create;
 mod create_service;

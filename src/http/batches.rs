@@ -1,0 +1,197 @@
+//! What the batch operations (`…/custom_csrs/batches[/{batch_id}[/results]]`, beyond
+//! Cloudflare's API) do. The same gate as every other operation: authenticate, parse the owner,
+//! authorize (write to submit, read to look), and only then the batch id or the body.
+
+use axum::Json;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::csrs::gate;
+use super::envelope::{BatchCollection, BatchResults, BatchSingle, ResultInfo};
+use super::extract::{PathIds, idempotency_key, query_pairs};
+use super::result::{BatchEntryResult, BatchResult};
+use super::{ApiError, AppState};
+use crate::auth::Permission;
+use crate::domain::batch::parse_items;
+use crate::domain::{BatchId, ErrorCode, FieldError, OwnerKind, ValidationErrors};
+use crate::ingress::BatchService;
+
+/// A batch body may be this large (10,000 items of a few hundred bytes).
+pub const MAX_BATCH_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+fn service(app: &AppState) -> Result<&BatchService, ApiError> {
+    // Switched off (`CSRD_BATCH_API=false`), the routes answer like any unknown route.
+    app.batches.as_ref().ok_or(ApiError::NoRoute)
+}
+
+fn batch_id(ids: &PathIds) -> Result<BatchId, ApiError> {
+    ids.get("batch_id")
+        .and_then(BatchId::parse)
+        .ok_or(ApiError::MalformedBatchId)
+}
+
+fn location(kind: OwnerKind, ids: &PathIds, id: BatchId) -> Option<HeaderValue> {
+    let owner = ids.owner(kind).ok()?;
+    let path = format!(
+        "/client/v4/{}s/{}/custom_csrs/batches/{id}",
+        kind.as_str(),
+        owner.id()
+    );
+    HeaderValue::from_str(&path).ok()
+}
+
+pub(super) async fn submit(
+    app: AppState,
+    kind: OwnerKind,
+    ids: PathIds,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let batches = service(&app)?.clone();
+    let owner = gate(&app, kind, &ids, request.headers(), Permission::Write).await?;
+    let key = idempotency_key(request.headers())?;
+    let body = super::extract::json_body_up_to(request, MAX_BATCH_BODY_BYTES).await?;
+    let policy = app.name_policy;
+    // Validating 10,000 items is a few milliseconds of CPU: off the async workers.
+    let requests = tokio::task::spawn_blocking(move || parse_items(&body, kind, policy))
+        .await
+        .map_err(ApiError::internal)??;
+    let batch = batches.submit(owner, requests, key.as_ref()).await?;
+    let mut response = (
+        StatusCode::ACCEPTED,
+        Json(BatchSingle::new(BatchResult::from(batch.clone()))),
+    )
+        .into_response();
+    if let Some(location) = location(kind, &ids, batch.id) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+pub(super) async fn get(
+    app: AppState,
+    kind: OwnerKind,
+    ids: PathIds,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let batches = service(&app)?;
+    let owner = gate(&app, kind, &ids, &headers, Permission::Read).await?;
+    let id = batch_id(&ids)?;
+    let batch = batches
+        .get(&owner, id)
+        .await?
+        .ok_or(ApiError::BatchNotFound)?;
+    Ok(Json(BatchSingle::new(batch.into())).into_response())
+}
+
+pub(super) async fn list(
+    app: AppState,
+    kind: OwnerKind,
+    ids: PathIds,
+    headers: HeaderMap,
+    raw_query: Option<String>,
+) -> Result<Response, ApiError> {
+    let batches = service(&app)?;
+    let owner = gate(&app, kind, &ids, &headers, Permission::Read).await?;
+    let paging = Paging::parse(raw_query.as_deref(), 20, 100)?;
+    let (page, total) = batches
+        .list(&owner, paging.offset(), paging.limit())
+        .await?;
+    let body = BatchCollection {
+        success: true,
+        errors: Vec::new(),
+        messages: Vec::new(),
+        result_info: paging.info(page.len(), total),
+        result: page.into_iter().map(BatchResult::from).collect(),
+    };
+    Ok(Json(body).into_response())
+}
+
+pub(super) async fn results(
+    app: AppState,
+    kind: OwnerKind,
+    ids: PathIds,
+    headers: HeaderMap,
+    raw_query: Option<String>,
+) -> Result<Response, ApiError> {
+    let batches = service(&app)?;
+    let owner = gate(&app, kind, &ids, &headers, Permission::Read).await?;
+    let id = batch_id(&ids)?;
+    let paging = Paging::parse(raw_query.as_deref(), 100, 1000)?;
+    let (batch, entries) = batches
+        .results(&owner, id, paging.offset(), paging.limit())
+        .await?
+        .ok_or(ApiError::BatchNotFound)?;
+    let body = BatchResults {
+        success: true,
+        errors: Vec::new(),
+        messages: Vec::new(),
+        result_info: paging.info(entries.len(), batch.total),
+        result: entries.into_iter().map(BatchEntryResult::from).collect(),
+    };
+    Ok(Json(body).into_response())
+}
+
+/// `page` (from 1) and `per_page` (1 to a maximum) from the query string.
+struct Paging {
+    page: u64,
+    per_page: u64,
+}
+
+impl Paging {
+    fn parse(
+        raw: Option<&str>,
+        default_per_page: u64,
+        max_per_page: u64,
+    ) -> Result<Self, ApiError> {
+        let mut paging = Self {
+            page: 1,
+            per_page: default_per_page,
+        };
+        let mut errors = Vec::new();
+        for (key, value) in query_pairs(raw) {
+            let n = value.parse::<u64>().ok();
+            match (key.as_str(), n) {
+                ("page", Some(n)) if n >= 1 && n <= i64::MAX as u64 / max_per_page => {
+                    paging.page = n
+                }
+                ("per_page", Some(n)) if (1..=max_per_page).contains(&n) => paging.per_page = n,
+                ("page", _) => errors.push(FieldError::new(
+                    ErrorCode::InvalidRequest,
+                    "?page",
+                    "page must be a whole number from 1",
+                )),
+                ("per_page", _) => errors.push(FieldError::new(
+                    ErrorCode::InvalidRequest,
+                    "?per_page",
+                    format!("per_page must be a whole number from 1 to {max_per_page}"),
+                )),
+                _ => {}
+            }
+        }
+        if errors.is_empty() {
+            Ok(paging)
+        } else {
+            Err(ApiError::Validation(ValidationErrors(errors)))
+        }
+    }
+
+    fn offset(&self) -> i64 {
+        i64::try_from((self.page - 1) * self.per_page).unwrap_or(i64::MAX)
+    }
+
+    fn limit(&self) -> i64 {
+        i64::try_from(self.per_page).unwrap_or(i64::MAX)
+    }
+
+    fn info(&self, count: usize, total: i64) -> ResultInfo {
+        let total = u64::try_from(total).unwrap_or(0);
+        ResultInfo {
+            page: self.page,
+            per_page: self.per_page,
+            count: count as u64,
+            total_count: total,
+            total_pages: total.div_ceil(self.per_page),
+        }
+    }
+}
