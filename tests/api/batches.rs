@@ -216,7 +216,6 @@ async fn the_same_idempotency_key_and_body_give_the_same_batch() {
 #[tokio::test]
 async fn batches_keep_to_their_tenant() {
     let app = spawn_in_memory().await;
-    let write_a = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let read_a = app.token(&[ACCOUNT_A], &[], Permission::Read).await;
     let write_b = app.token(&[ACCOUNT_B], &[], Permission::Write).await;
 
