@@ -44,6 +44,64 @@ pub enum Command {
     /// Measure key generation and CSR signing speed.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Create a CSR for every line of a JSONL or CSV file through the API, resumably.
+    Batch(BatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// The API base (`http://127.0.0.1:8080` or `…/client/v4`; a bare host gets `/client/v4`).
+    #[arg(long)]
+    pub url: String,
+    /// The account to create the CSRs in.
+    #[arg(long, conflicts_with = "zone", required_unless_present = "zone")]
+    pub account: Option<String>,
+    /// The zone to create the CSRs in.
+    #[arg(long)]
+    pub zone: Option<String>,
+    /// JSONL (one create body per line) or CSV (header row of field names, `sans` split by `;`).
+    #[arg(long)]
+    pub input: std::path::PathBuf,
+    /// JSONL, one line per input line, in input order: the created CSR (with `line`) or its
+    /// errors. `<output>.partial` beside it holds the progress of an interrupted run.
+    #[arg(long)]
+    pub output: std::path::PathBuf,
+    /// API token (default: CSRD_TOKEN, then CLOUDFLARE_API_TOKEN).
+    #[arg(long, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Items per submitted batch (1-10,000).
+    #[arg(long, default_value_t = 5000)]
+    pub batch_size: usize,
+    /// Batches in flight at once (without the batch API: 8x as many single creates).
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+}
+
+impl BatchArgs {
+    fn owner_path(&self) -> anyhow::Result<String> {
+        match (&self.account, &self.zone) {
+            (Some(a), None) => {
+                AccountId::parse(a)
+                    .with_context(|| format!("account id {a:?} is not 32 lowercase hex"))?;
+                Ok(format!("accounts/{a}"))
+            }
+            (None, Some(z)) => {
+                ZoneId::parse(z)
+                    .with_context(|| format!("zone id {z:?} is not 32 lowercase hex"))?;
+                Ok(format!("zones/{z}"))
+            }
+            _ => bail!("give --account or --zone"),
+        }
+    }
+
+    fn token(&self) -> anyhow::Result<String> {
+        self.token
+            .clone()
+            .or_else(|| std::env::var("CSRD_TOKEN").ok())
+            .or_else(|| std::env::var("CLOUDFLARE_API_TOKEN").ok())
+            .filter(|t| !t.is_empty())
+            .context("give --token, or set CSRD_TOKEN or CLOUDFLARE_API_TOKEN")
+    }
 }
 
 #[derive(Debug, Args)]
@@ -247,6 +305,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 k => vec![KeyType::parse(k).context("key type must be rsa2048, p256v1 or all")?],
             };
             crate::bench::keygen::keygen(&types, seconds, threads.max(1));
+            Ok(())
+        }
+        Command::Batch(args) => {
+            let api = crate::client::Api::new(&args.url, args.token()?, args.owner_path()?)?;
+            let summary = crate::client::batch::run(crate::client::batch::BatchPlan {
+                api,
+                input: args.input,
+                output: args.output,
+                group_size: args.batch_size,
+                concurrency: args.concurrency,
+            })
+            .await?;
+            println!("{} created, {} failed", summary.created, summary.failed);
+            if summary.failed > 0 {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Command::Bench(BenchCommand::List { rows, samples, db }) => {

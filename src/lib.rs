@@ -11,6 +11,7 @@ pub mod amqp;
 pub mod auth;
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod crypto;
 pub mod db;
 pub mod domain;

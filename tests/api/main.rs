@@ -3,6 +3,7 @@
 //! see `csrd_test_support::spawn_in_memory`).
 
 mod auth;
+mod batch_cli;
 mod batches;
 mod compat;
 mod create;
