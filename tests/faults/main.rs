@@ -8,6 +8,7 @@
 //! a time after the main suite. The short form runs in CI; `scripts/faults` runs the long form
 //! (`CSRD_FAULT_REQUESTS`, `CSRD_FAULT_ROUNDS`).
 
+mod batch;
 mod checker;
 mod cluster;
 mod load;
@@ -68,4 +69,11 @@ async fn postgres_restarted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completion_events_dropped_for_a_while() {
     scenario(Fault::DropEvents).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_killed_with_sigkill_while_chunks_of_a_batch_are_in_flight() {
+    for _ in 1..=rounds() {
+        batch::worker_killed_during_a_batch().await;
+    }
 }
