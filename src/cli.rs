@@ -209,10 +209,11 @@ pub enum BenchCommand {
         #[command(flatten)]
         db: DbSettings,
     },
-    /// A bounded create load against a running csrd; prints latency percentiles.
+    /// A bounded create load against a running csrd (single creates or batches); prints
+    /// throughput, latency percentiles (HDR histogram) and answers by status.
     Create {
-        /// csrd's base URL.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        /// The API base (a bare host gets `/client/v4`).
+        #[arg(long, alias = "url", default_value = "http://127.0.0.1:8080")]
         base_url: String,
         /// A write token for the account or zone.
         #[arg(long, env = "CSRD_TOKEN", hide_env_values = true)]
@@ -221,15 +222,21 @@ pub enum BenchCommand {
         account: Option<String>,
         #[arg(long)]
         zone: Option<String>,
-        /// `rsa2048` or `p256v1`.
+        /// `rsa2048`, `p256v1`, or a weighted mix such as `p256v1=3,rsa2048=1`.
         #[arg(long, default_value = "rsa2048")]
         key_type: String,
-        /// Total requests (the load stops after these).
+        /// Total CSRs (the load stops after these).
         #[arg(long, default_value_t = 200)]
         requests: usize,
-        /// Requests in flight at once.
+        /// Requests (or batches) in flight at once.
         #[arg(long, default_value_t = 1)]
         concurrency: usize,
+        /// Submit batches of this many items instead of single creates.
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
     },
 }
 
@@ -334,21 +341,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             key_type,
             requests,
             concurrency,
+            batch_size,
+            json,
         }) => {
             let owner_path = match (account, zone) {
                 (Some(a), _) => format!("accounts/{a}"),
                 (None, Some(z)) => format!("zones/{z}"),
                 (None, None) => bail!("give --account or --zone"),
             };
-            let key_type =
-                KeyType::parse(&key_type).context("key type must be rsa2048 or p256v1")?;
             crate::bench::load::run(crate::bench::load::LoadPlan {
-                base_url,
-                token,
-                owner_path,
-                key_type,
+                api: crate::client::Api::new(&base_url, token, owner_path)?,
+                mix: crate::bench::load::parse_mix(&key_type)?,
                 requests,
                 concurrency,
+                batch_size,
+                json,
             })
             .await
         }

@@ -1,127 +1,261 @@
-//! `csrd bench create`: a bounded load against a running csrd, reporting latency percentiles.
+//! `csrd bench create`: a bounded load against a running csrd — single creates at a given
+//! concurrency and key-type mix, or batches — reporting throughput, latency percentiles from an
+//! HDR histogram, and answers by status.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde_json::json;
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
 
+use crate::client::Api;
+use crate::client::progress::Progress;
 use crate::domain::KeyType;
 
 pub struct LoadPlan {
-    pub base_url: String,
-    pub token: String,
-    /// `accounts/<id>` or `zones/<id>`.
-    pub owner_path: String,
-    pub key_type: KeyType,
+    pub api: Api,
+    /// Key types with weights; request `i` takes the type its position in the cycle gives.
+    pub mix: Vec<(KeyType, u32)>,
     pub requests: usize,
     pub concurrency: usize,
+    /// Submit batches of this many items instead of single creates.
+    pub batch_size: Option<usize>,
+    /// Also write the report as JSON here.
+    pub json: Option<PathBuf>,
 }
 
-struct Sample {
-    latency: Duration,
-    status: u16,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
+/// `p256v1`, or a weighted mix such as `p256v1=3,rsa2048=1`.
+pub fn parse_mix(spec: &str) -> anyhow::Result<Vec<(KeyType, u32)>> {
+    let mut mix = Vec::new();
+    for part in spec.split(',') {
+        let (name, weight) = part.split_once('=').unwrap_or((part, "1"));
+        let key_type = KeyType::parse(name.trim())
+            .with_context(|| format!("unknown key type {name:?}: use rsa2048 or p256v1"))?;
+        let weight: u32 = weight
+            .trim()
+            .parse()
+            .context("a weight is a whole number")?;
+        if weight > 0 {
+            mix.push((key_type, weight));
+        }
     }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    if mix.is_empty() {
+        bail!("the key-type mix is empty");
+    }
+    Ok(mix)
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+fn key_type_of(mix: &[(KeyType, u32)], i: usize) -> KeyType {
+    let total: u32 = mix.iter().map(|(_, w)| w).sum();
+    let mut slot = (i as u64 % u64::from(total)) as u32;
+    for (key_type, weight) in mix {
+        if slot < *weight {
+            return *key_type;
+        }
+        slot -= weight;
+    }
+    mix[0].0
+}
+
+fn body(i: usize, key_type: KeyType) -> Value {
+    let cn = format!("load{i}-{}.example.com", std::process::id());
+    json!({
+        "common_name": cn, "country": "US", "state": "California",
+        "locality": "San Francisco", "organization": "csrd load test",
+        "sans": [cn], "key_type": key_type.as_str(),
+    })
+}
+
+/// What the load saw.
+struct Tally {
+    latency_us: Histogram<u64>,
+    statuses: BTreeMap<u16, usize>,
+    items_ok: usize,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            // 1 µs to 10 min, 3 significant digits.
+            latency_us: Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds"),
+            statuses: BTreeMap::new(),
+            items_ok: 0,
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.latency_us.add(&other.latency_us).ok();
+        for (s, n) in other.statuses {
+            *self.statuses.entry(s).or_default() += n;
+        }
+        self.items_ok += other.items_ok;
+    }
+
+    fn record(&mut self, latency: Duration, status: u16, ok_items: usize) {
+        let us = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.latency_us.saturating_record(us);
+        *self.statuses.entry(status).or_default() += 1;
+        self.items_ok += ok_items;
+    }
 }
 
 pub async fn run(plan: LoadPlan) -> anyhow::Result<()> {
     if plan.requests == 0 || plan.concurrency == 0 {
         bail!("--requests and --concurrency must be at least 1");
     }
-    let url = format!(
-        "{}/client/v4/{}/custom_csrs",
-        plan.base_url.trim_end_matches('/'),
-        plan.owner_path
-    );
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .context("building the HTTP client")?;
-    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let units = match plan.batch_size {
+        Some(size) => plan.requests.div_ceil(size.max(1)),
+        None => plan.requests,
+    };
+    let progress = Arc::new(Progress::new("load", plan.requests as u64, 0));
+    let next = Arc::new(AtomicUsize::new(0));
+    let plan = Arc::new(plan);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..plan.concurrency {
-        let (http, url, token, next) =
-            (http.clone(), url.clone(), plan.token.clone(), next.clone());
-        let (requests, key_type) = (plan.requests, plan.key_type);
+        let (plan, next, progress) = (plan.clone(), next.clone(), progress.clone());
         tasks.push(tokio::spawn(async move {
-            let mut samples = Vec::new();
+            let mut tally = Tally::new();
             loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= requests {
-                    break;
+                let unit = next.fetch_add(1, Ordering::Relaxed);
+                if unit >= units {
+                    return tally;
                 }
-                let body = json!({
-                    "common_name": format!("load{i}.example.com"), "country": "US", "state": "California",
-                    "locality": "San Francisco", "organization": "csrd load test",
-                    "sans": [format!("load{i}.example.com"), format!("www.load{i}.example.com")],
-                    "key_type": key_type.as_str(),
-                });
-                let t = Instant::now();
-                let status = match http.post(&url).bearer_auth(&token).json(&body).send().await {
-                    Ok(resp) => {
-                        let status = resp.status().as_u16();
-                        let _ = resp.bytes().await;
-                        status
-                    }
-                    Err(_) => 0,
+                let done = match plan.batch_size {
+                    None => single(&plan, unit, &mut tally).await,
+                    Some(size) => batch(&plan, unit, size, &mut tally).await,
                 };
-                samples.push(Sample { latency: t.elapsed(), status });
+                progress.advance(done as u64);
             }
-            samples
         }));
     }
-    let mut samples = Vec::with_capacity(plan.requests);
+    let mut tally = Tally::new();
     for t in tasks {
-        samples.extend(t.await.context("load task")?);
+        tally.merge(t.await.context("load task")?);
     }
-    let elapsed = started.elapsed();
-    let mut ok: Vec<Duration> = samples
-        .iter()
-        .filter(|s| s.status == 201)
-        .map(|s| s.latency)
+    progress.finish();
+    report(&plan, &tally, started.elapsed())
+}
+
+/// One create; returns the items it settled.
+async fn single(plan: &LoadPlan, i: usize, tally: &mut Tally) -> usize {
+    let key_type = key_type_of(&plan.mix, i);
+    let started = Instant::now();
+    let sent = plan
+        .api
+        .http()
+        .post(plan.api.csrs_url(""))
+        .bearer_auth(plan.api.token())
+        .json(&body(i, key_type))
+        .send()
+        .await;
+    let status = match sent {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let _ = resp.bytes().await;
+            status
+        }
+        Err(_) => 0,
+    };
+    tally.record(started.elapsed(), status, usize::from(status == 201));
+    1
+}
+
+/// One batch, from submission to its last result; returns the items it settled.
+async fn batch(plan: &LoadPlan, unit: usize, size: usize, tally: &mut Tally) -> usize {
+    let first = unit * size;
+    let last = (first + size).min(plan.requests);
+    let items: Vec<Value> = (first..last)
+        .map(|i| body(i, key_type_of(&plan.mix, i)))
         .collect();
-    ok.sort();
-    let mut statuses = std::collections::BTreeMap::new();
-    for s in &samples {
-        *statuses.entry(s.status).or_insert(0usize) += 1;
-    }
-    println!(
-        "| key type | requests | concurrency | 201s | other statuses | throughput/s | p50 ms | p90 ms | p99 ms | max ms |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    let others: Vec<String> = statuses
+    let started = Instant::now();
+    let http = plan.api.http();
+    let submitted = http
+        .post(plan.api.csrs_url("/batches"))
+        .bearer_auth(plan.api.token())
+        .json(&json!({ "items": items }))
+        .send()
+        .await;
+    let (status, id) = match submitted {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let v: Value = resp.json().await.unwrap_or_default();
+            (status, v["result"]["id"].as_str().map(str::to_owned))
+        }
+        Err(_) => (0, None),
+    };
+    let Some(id) = id.filter(|_| status == 202) else {
+        tally.record(started.elapsed(), status, 0);
+        return last - first;
+    };
+    let url = plan.api.csrs_url(&format!("/batches/{id}"));
+    let mut pause = Duration::from_millis(20);
+    let done = loop {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+        let Ok(resp) = http.get(&url).bearer_auth(plan.api.token()).send().await else {
+            continue;
+        };
+        let v: Value = resp.json().await.unwrap_or_default();
+        if v["result"]["finished_at"].is_string() {
+            break v["result"]["done"].as_u64().unwrap_or(0) as usize;
+        }
+    };
+    tally.record(started.elapsed(), status, done);
+    last - first
+}
+
+fn report(plan: &LoadPlan, tally: &Tally, elapsed: Duration) -> anyhow::Result<()> {
+    let ms = |q: f64| tally.latency_us.value_at_quantile(q) as f64 / 1000.0;
+    let mix: Vec<String> = plan
+        .mix
         .iter()
-        .filter(|(s, _)| **s != 201)
+        .map(|(k, w)| format!("{}={w}", k.as_str()))
+        .collect();
+    let mode = match plan.batch_size {
+        Some(n) => format!("batches of {n}"),
+        None => "single creates".into(),
+    };
+    let throughput = tally.items_ok as f64 / elapsed.as_secs_f64();
+    let statuses: Vec<String> = tally
+        .statuses
+        .iter()
         .map(|(s, n)| format!("{s}×{n}"))
         .collect();
     println!(
-        "| {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
-        plan.key_type.as_str(),
+        "| mode | key types | requests | concurrency | created | created/s | p50 ms | p90 ms | p99 ms | max ms | answers |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {mode} | {} | {} | {} | {} | {throughput:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+        mix.join(","),
         plan.requests,
         plan.concurrency,
-        ok.len(),
-        if others.is_empty() {
-            "-".into()
-        } else {
-            others.join(" ")
-        },
-        ok.len() as f64 / elapsed.as_secs_f64(),
-        ms(percentile(&ok, 50.0)),
-        ms(percentile(&ok, 90.0)),
-        ms(percentile(&ok, 99.0)),
-        ms(ok.last().copied().unwrap_or_default()),
+        tally.items_ok,
+        ms(0.5),
+        ms(0.9),
+        ms(0.99),
+        tally.latency_us.max() as f64 / 1000.0,
+        statuses.join(" "),
     );
+    if let Some(path) = &plan.json {
+        let report = json!({
+            "mode": mode, "key_types": mix, "requests": plan.requests,
+            "concurrency": plan.concurrency, "created": tally.items_ok,
+            "elapsed_s": elapsed.as_secs_f64(), "created_per_s": throughput,
+            "latency_ms": {"p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99),
+                           "max": tally.latency_us.max() as f64 / 1000.0},
+            "answers": tally.statuses.iter().map(|(s, n)| (s.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(())
 }
 
@@ -130,11 +264,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nearest_rank_percentiles() {
-        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(percentile(&v, 50.0), Duration::from_millis(50));
-        assert_eq!(percentile(&v, 99.0), Duration::from_millis(99));
-        assert_eq!(percentile(&v, 100.0), Duration::from_millis(100));
-        assert_eq!(percentile(&[], 50.0), Duration::ZERO);
+    fn a_mix_cycles_by_weight() {
+        let mix = parse_mix("p256v1=3,rsa2048=1").unwrap();
+        let types: Vec<KeyType> = (0..8).map(|i| key_type_of(&mix, i)).collect();
+        assert_eq!(types.iter().filter(|k| **k == KeyType::Rsa2048).count(), 2);
+        assert_eq!(parse_mix("p256v1").unwrap(), vec![(KeyType::P256v1, 1)]);
+        assert!(parse_mix("dsa").is_err());
+        assert!(parse_mix("p256v1=0").is_err());
+    }
+
+    #[test]
+    fn the_histogram_reports_quantiles() {
+        let mut t = Tally::new();
+        for ms in 1..=100 {
+            t.record(Duration::from_millis(ms), 201, 1);
+        }
+        let p50 = t.latency_us.value_at_quantile(0.5);
+        assert!((49_000..=51_000).contains(&p50), "{p50}");
+        assert_eq!(t.items_ok, 100);
+        assert_eq!(t.statuses[&201], 100);
     }
 }
