@@ -1,11 +1,11 @@
-//! The `batches` and `batch_items` tables.
+//! The `batches` table.
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::{GenericClient, Row};
 
 use super::DbError;
 use super::csrs::{PUBLIC_COLUMNS_OF_C, csr_from_row};
-use crate::domain::{Batch, BatchEntry, BatchId, CreateJob, CsrId, ItemState, Owner, OwnerKind};
+use crate::domain::{Batch, BatchEntry, BatchId, CreateCsr, CsrId, ItemState, Owner, OwnerKind};
 
 /// An earlier submission under the same Idempotency-Key.
 #[derive(Debug, Clone)]
@@ -15,22 +15,24 @@ pub struct EarlierBatch {
     pub published: bool,
 }
 
-/// Stores a batch and its items' jobs in one transaction. With an Idempotency-Key the tenant
-/// already used, nothing is stored and the earlier batch is returned.
+/// Stores a batch with its validated items, in one statement. With an Idempotency-Key the
+/// tenant already used, nothing is stored and the earlier batch is returned.
 pub async fn insert(
-    client: &mut tokio_postgres::Client,
+    client: &impl GenericClient,
     id: BatchId,
     owner: &Owner,
-    jobs: &[CreateJob],
+    created_at: DateTime<Utc>,
+    requests: &[CreateCsr],
     key: Option<(&str, &[u8])>,
 ) -> Result<Option<EarlierBatch>, DbError> {
-    let tx = client.transaction().await?;
-    let total = i32::try_from(jobs.len()).map_err(|_| DbError::Corrupt("batch size".into()))?;
+    let total = i32::try_from(requests.len()).map_err(|_| DbError::Corrupt("batch size".into()))?;
+    let items = serde_json::to_vec(requests).map_err(|e| DbError::Corrupt(e.to_string()))?;
     let (key, hash) = key.unzip();
-    let inserted = tx
+    let inserted = client
         .execute(
-            "INSERT INTO batches (id, owner_kind, owner_id, total, idempotency_key, request_hash)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO batches (id, owner_kind, owner_id, total, items, created_at,
+                 idempotency_key, request_hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (owner_kind, owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL
              DO NOTHING",
             &[
@@ -38,41 +40,52 @@ pub async fn insert(
                 &owner.kind().as_str(),
                 &owner.id(),
                 &total,
+                &items,
+                &created_at,
                 &key,
                 &hash,
             ],
         )
         .await?;
-    if inserted == 0 {
-        let row = tx
-            .query_one(
-                "SELECT id, request_hash, published_at IS NOT NULL FROM batches
-                 WHERE owner_kind = $1 AND owner_id = $2 AND idempotency_key = $3",
-                &[&owner.kind().as_str(), &owner.id(), &key],
-            )
-            .await?;
-        tx.commit().await?;
-        return Ok(Some(EarlierBatch {
-            id: BatchId(row.get(0)),
-            request_hash: row.get::<_, Option<Vec<u8>>>(1).unwrap_or_default(),
-            published: row.get(2),
-        }));
+    if inserted == 1 {
+        return Ok(None);
     }
-    let indexes: Vec<i32> = (0..total).collect();
-    let csr_ids: Vec<uuid::Uuid> = jobs.iter().map(|j| j.id.0).collect();
-    let bodies = jobs
-        .iter()
-        .map(serde_json::to_value)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| DbError::Corrupt(e.to_string()))?;
-    tx.execute(
-        "INSERT INTO batch_items (batch_id, index, csr_id, job)
-         SELECT $1, * FROM unnest($2::int4[], $3::uuid[], $4::jsonb[])",
-        &[&id.0, &indexes, &csr_ids, &bodies],
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(None)
+    let row = client
+        .query_one(
+            "SELECT id, request_hash, published_at IS NOT NULL FROM batches
+             WHERE owner_kind = $1 AND owner_id = $2 AND idempotency_key = $3",
+            &[&owner.kind().as_str(), &owner.id(), &key],
+        )
+        .await?;
+    Ok(Some(EarlierBatch {
+        id: BatchId(row.get(0)),
+        request_hash: row.get::<_, Option<Vec<u8>>>(1).unwrap_or_default(),
+        published: row.get(2),
+    }))
+}
+
+/// A stored batch's owner, items' created_at and items, to publish them again.
+pub async fn items(
+    client: &impl GenericClient,
+    id: BatchId,
+) -> Result<Option<(Owner, DateTime<Utc>, Vec<CreateCsr>)>, DbError> {
+    let Some(row) = client
+        .query_opt(
+            "SELECT owner_kind, owner_id, created_at, items FROM batches WHERE id = $1",
+            &[&id.0],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let kind =
+        OwnerKind::parse(row.get(0)).ok_or_else(|| DbError::Corrupt("batch owner".into()))?;
+    let owner =
+        Owner::parse(kind, row.get(1)).ok_or_else(|| DbError::Corrupt("batch owner".into()))?;
+    let items: Vec<u8> = row.get(3);
+    let requests = serde_json::from_slice(&items)
+        .map_err(|e| DbError::Corrupt(format!("batch items: {e}")))?;
+    Ok(Some((owner, row.get(2), requests)))
 }
 
 /// Records that the broker confirmed every chunk of the batch.
@@ -84,22 +97,6 @@ pub async fn mark_published(client: &impl GenericClient, id: BatchId) -> Result<
         )
         .await?;
     Ok(())
-}
-
-/// The batch's jobs in item order, to publish them (again).
-pub async fn jobs(client: &impl GenericClient, id: BatchId) -> Result<Vec<CreateJob>, DbError> {
-    let rows = client
-        .query(
-            "SELECT job FROM batch_items WHERE batch_id = $1 ORDER BY index",
-            &[&id.0],
-        )
-        .await?;
-    rows.iter()
-        .map(|r| {
-            serde_json::from_value(r.get(0))
-                .map_err(|e| DbError::Corrupt(format!("batch item job: {e}")))
-        })
-        .collect()
 }
 
 /// Batches whose chunks were not all confirmed, submitted before `older_than_secs` ago.
@@ -196,26 +193,36 @@ pub async fn list(
     Ok((batches, total))
 }
 
-/// Entries `offset..offset+limit` of a batch, in item order. `finished` says whether a missing
-/// row means deleted (the batch is finished) or not yet made.
+/// Entries `offset..offset+limit` of a batch, in item order. A missing row means deleted once
+/// the batch is finished, not made yet before.
 pub async fn results(
     client: &impl GenericClient,
     batch: &Batch,
     offset: i64,
     limit: i64,
 ) -> Result<Vec<BatchEntry>, DbError> {
+    let first = offset.clamp(0, batch.total);
+    let last = offset.saturating_add(limit).clamp(first, batch.total);
+    let indexes: Vec<u32> = (first..last)
+        .filter_map(|i| u32::try_from(i).ok())
+        .collect();
+    let ids: Vec<uuid::Uuid> = indexes
+        .iter()
+        .map(|i| CsrId::for_batch_item(batch.id.0, *i).0)
+        .collect();
     let sql = format!(
-        "SELECT i.index AS item_index, i.csr_id AS item_csr_id, f.reason AS failure,
-                c.id IS NOT NULL AS created, {PUBLIC_COLUMNS_OF_C}
-         FROM batch_items i
-         LEFT JOIN custom_csrs c ON c.id = i.csr_id
-         LEFT JOIN failed_jobs f ON f.id = i.csr_id
-         WHERE i.batch_id = $1 ORDER BY i.index OFFSET $2 LIMIT $3"
+        "SELECT o.id AS item_csr_id, f.reason AS failure, c.id IS NOT NULL AS created,
+                {PUBLIC_COLUMNS_OF_C}
+         FROM unnest($1::uuid[]) WITH ORDINALITY AS o(id, n)
+         LEFT JOIN custom_csrs c ON c.id = o.id
+         LEFT JOIN failed_jobs f ON f.id = o.id
+         ORDER BY o.n"
     );
-    let rows = client.query(&sql, &[&batch.id.0, &offset, &limit]).await?;
+    let rows = client.query(&sql, &[&ids]).await?;
     let finished = batch.finished_at.is_some();
     rows.iter()
-        .map(|row| {
+        .zip(indexes)
+        .map(|(row, index)| {
             let state = if row.get::<_, bool>("created") {
                 ItemState::Created(Box::new(csr_from_row(row)?))
             } else if let Some(reason) = row.get::<_, Option<String>>("failure") {
@@ -226,7 +233,7 @@ pub async fn results(
                 ItemState::Pending
             };
             Ok(BatchEntry {
-                index: u32::try_from(row.get::<_, i32>("item_index")).unwrap_or_default(),
+                index,
                 csr_id: CsrId(row.get("item_csr_id")),
                 state,
             })

@@ -81,7 +81,8 @@ pub async fn insert_chunk(
         c.push(csr, sealed);
     }
     // One array per column, unnested into rows: one prepared statement for any chunk size.
-    // SANs travel as JSON arrays, since a text[][] must be rectangular.
+    // SANs travel joined by the ASCII unit separator (a text[][] must be rectangular); validated
+    // DNS names are printable ASCII, so the separator never occurs in one.
     let inserted = client
         .query(
             "INSERT INTO custom_csrs (id, owner_kind, owner_id, key_type, common_name, country, state,
@@ -89,11 +90,11 @@ pub async fn insert_chunk(
                  envelope_version, kek_id, wrapped_dek, dek_nonce, key_nonce, key_ciphertext, created_at)
              SELECT u.id, u.owner_kind, u.owner_id, u.key_type, u.common_name, u.country, u.state,
                  u.locality, u.organization, u.organizational_unit,
-                 ARRAY(SELECT jsonb_array_elements_text(u.sans)), u.name, u.description, u.csr_pem,
+                 string_to_array(u.sans, chr(31)), u.name, u.description, u.csr_pem,
                  u.envelope_version, u.kek_id, u.wrapped_dek, u.dek_nonce, u.key_nonce,
                  u.key_ciphertext, u.created_at
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                 $7::text[], $8::text[], $9::text[], $10::text[], $11::jsonb[], $12::text[],
+                 $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
                  $13::text[], $14::text[], $15::int2[], $16::text[], $17::bytea[], $18::bytea[],
                  $19::bytea[], $20::bytea[], $21::timestamptz[])
                  AS u(id, owner_kind, owner_id, key_type, common_name, country, state, locality,
@@ -130,6 +131,8 @@ pub async fn insert_chunk(
     Ok(inserted.iter().map(|r| CsrId(r.get(0))).collect())
 }
 
+const SAN_SEPARATOR: &str = "\u{1f}";
+
 /// A chunk's rows, column by column.
 #[derive(Default)]
 struct ChunkColumns<'a> {
@@ -143,7 +146,7 @@ struct ChunkColumns<'a> {
     locality: Vec<&'a str>,
     organization: Vec<&'a str>,
     organizational_unit: Vec<Option<&'a str>>,
-    sans: Vec<serde_json::Value>,
+    sans: Vec<String>,
     name: Vec<Option<&'a str>>,
     description: Vec<Option<&'a str>>,
     csr_pem: Vec<&'a str>,
@@ -177,12 +180,8 @@ impl<'a> ChunkColumns<'a> {
         self.organization.push(&s.organization);
         self.organizational_unit
             .push(s.organizational_unit.as_deref());
-        self.sans.push(serde_json::Value::Array(
-            r.sans
-                .iter()
-                .map(|d| serde_json::Value::String(d.as_str().to_owned()))
-                .collect(),
-        ));
+        let sans: Vec<&str> = r.sans.iter().map(DnsName::as_str).collect();
+        self.sans.push(sans.join(SAN_SEPARATOR));
         self.name.push(r.name.as_deref());
         self.description.push(r.description.as_deref());
         self.csr_pem.push(&csr.csr_pem);

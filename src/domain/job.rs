@@ -69,6 +69,11 @@ impl CreateJob {
             batch: None,
         }
     }
+
+    /// Now, at the precision Postgres keeps.
+    pub fn now() -> DateTime<Utc> {
+        now_micros()
+    }
 }
 
 /// Postgres keeps microseconds; stamping at that precision makes the 201 and every later read

@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 use crate::db::{DbError, Pool, batches};
 use crate::domain::idempotency::request_fingerprint_of;
 use crate::domain::{
-    Batch, BatchEntry, BatchId, BatchSlot, CreateChunk, CreateCsr, CreateJob, IdempotencyKey,
-    KeyType, Owner,
+    Batch, BatchEntry, BatchId, BatchSlot, CreateChunk, CreateCsr, CreateJob, CsrId,
+    IdempotencyKey, KeyType, Owner,
 };
 use crate::queue::{JobQueue, PublishError};
 
@@ -75,26 +75,16 @@ impl BatchService {
     ) -> Result<Batch, BatchError> {
         let fingerprint = request_fingerprint_of(&requests);
         let id = BatchId::new();
-        let jobs: Vec<CreateJob> = requests
-            .into_iter()
-            .enumerate()
-            .map(|(i, request)| CreateJob {
-                batch: Some(BatchSlot {
-                    batch_id: id.0,
-                    index: u32::try_from(i).unwrap_or(u32::MAX),
-                }),
-                // Nobody waits for a batch item: the client polls the batch.
-                ..CreateJob::new(owner.clone(), request, String::new())
-            })
-            .collect();
+        let created_at = CreateJob::now();
         let earlier = {
-            let mut client = self.pool.get().await?;
+            let client = self.pool.get().await?;
             let key = key.map(|k| (k.as_str(), fingerprint.as_slice()));
-            batches::insert(&mut client, id, &owner, &jobs, key).await?
+            batches::insert(&**client, id, &owner, created_at, &requests, key).await?
         };
         let id = match earlier {
             None => {
-                tracing::info!(batch_id = %id, items = jobs.len(), "batch accepted");
+                tracing::info!(batch_id = %id, items = requests.len(), "batch accepted");
+                let jobs = batch_jobs(id, &owner, created_at, requests);
                 self.publish(id, &jobs).await;
                 id
             }
@@ -114,11 +104,14 @@ impl BatchService {
 
     /// Publishes a stored batch's jobs again (all of them: the workers skip what exists).
     async fn publish_stored(&self, id: BatchId) -> Result<(), BatchError> {
-        let jobs = {
+        let stored = {
             let client = self.pool.get().await?;
-            batches::jobs(&**client, id).await?
+            batches::items(&**client, id).await?
         };
-        self.publish(id, &jobs).await;
+        if let Some((owner, created_at, requests)) = stored {
+            let jobs = batch_jobs(id, &owner, created_at, requests);
+            self.publish(id, &jobs).await;
+        }
         Ok(())
     }
 
@@ -175,6 +168,35 @@ impl BatchService {
         let entries = batches::results(&**client, &batch, offset, limit).await?;
         Ok(Some((batch, entries)))
     }
+}
+
+/// The jobs of a batch: item `i` always gets the same CSR id and `created_at`, however often
+/// the batch is published.
+pub fn batch_jobs(
+    id: BatchId,
+    owner: &Owner,
+    created_at: chrono::DateTime<chrono::Utc>,
+    requests: Vec<CreateCsr>,
+) -> Vec<CreateJob> {
+    requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, request)| {
+            let index = u32::try_from(i).unwrap_or(u32::MAX);
+            CreateJob {
+                id: CsrId::for_batch_item(id.0, index),
+                owner: owner.clone(),
+                request,
+                created_at,
+                // Nobody waits for a batch item: the client polls the batch.
+                reply_to: String::new(),
+                batch: Some(BatchSlot {
+                    batch_id: id.0,
+                    index,
+                }),
+            }
+        })
+        .collect()
 }
 
 fn log_unpublished(id: BatchId, e: &PublishError) {
