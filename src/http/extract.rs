@@ -69,17 +69,7 @@ pub async fn json_body(request: Request) -> Result<Bytes, ApiError> {
     require_json(request.headers())?;
     Bytes::from_request(request, &())
         .await
-        .map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::Validation(ValidationErrors::single(FieldError::new(
-                    ErrorCode::InvalidRequest,
-                    "",
-                    "the request body could not be read",
-                )))
-            }
-        })
+        .map_err(|rejection| unread_body(rejection.status() == StatusCode::PAYLOAD_TOO_LARGE))
 }
 
 /// A JSON request body of at most `limit` bytes, for the routes whose bodies are larger than
@@ -89,18 +79,24 @@ pub async fn json_body_up_to(request: Request, limit: usize) -> Result<Bytes, Ap
     axum::body::to_bytes(request.into_body(), limit)
         .await
         .map_err(|e| {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::Validation(ValidationErrors::single(FieldError::new(
-                    ErrorCode::InvalidRequest,
-                    "",
-                    "the request body could not be read",
-                )))
-            }
+            unread_body(
+                std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>()),
+            )
         })
+}
+
+/// Why a body was not read: too large (413), or cut short or broken (400).
+fn unread_body(too_large: bool) -> ApiError {
+    if too_large {
+        ApiError::PayloadTooLarge
+    } else {
+        ApiError::Validation(ValidationErrors::single(FieldError::new(
+            ErrorCode::InvalidRequest,
+            "",
+            "the request body could not be read",
+        )))
+    }
 }
 
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {

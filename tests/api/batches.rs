@@ -282,3 +282,29 @@ async fn switched_off_the_batch_routes_answer_404() {
     }
     .assert_failure(404, 7000);
 }
+
+#[tokio::test]
+async fn a_batch_body_over_its_limit_is_413_in_the_envelope() {
+    let app = spawn_in_memory().await;
+    let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    // Past the 32 MiB a batch may take (a plain create may take 1 MiB).
+    let huge = format!("{{\"items\": [\"{}\"]}}", "x".repeat(33 * 1024 * 1024));
+    let r = app
+        .request(Method::POST, &batches_path("accounts", ACCOUNT_A))
+        .bearer(&token)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await;
+    Response {
+        status: r.status,
+        body: r.json(),
+    }
+    .assert_failure(413, 1400);
+    // Larger than a single create may be, and still accepted as a batch.
+    let body = items(6000);
+    assert!(body.to_string().len() > 1024 * 1024);
+    let r = submit(&app, ACCOUNT_A, &token, &body, None).await;
+    assert!(r.body.len() < 10_000);
+    assert_eq!(r.status, 202, "{}", r.json());
+}
