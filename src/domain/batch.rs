@@ -109,7 +109,7 @@ pub fn parse_items(
     let invalid = |pointer: &str, message: String| {
         ValidationErrors::single(FieldError::new(ErrorCode::InvalidRequest, pointer, message))
     };
-    let value: Value = serde_json::from_slice(body)
+    let value: Value = super::strict_json::parse(body)
         .map_err(|e| invalid("", format!("request body is not valid JSON: {e}")))?;
     let Value::Object(mut obj) = value else {
         return Err(invalid("", "request body must be a JSON object".into()));

@@ -98,13 +98,15 @@ impl ListQuery {
 }
 
 /// Cloudflare's schema types `page` and `per_page` as numbers: integers are taken as they are,
-/// other finite numbers are rounded down (`2.0` is page 2). Huge integers saturate.
+/// and so is a whole number written as a float (`2.0` is page 2). A fraction (`2.5`) or an
+/// integer past `u64` is refused rather than silently rounded or clamped.
 fn parse_number(s: &str) -> Option<u64> {
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return Some(s.parse::<u64>().unwrap_or(u64::MAX));
+        return s.parse::<u64>().ok();
     }
     let f: f64 = s.parse().ok()?;
-    (f.is_finite() && f >= 0.0).then(|| f.floor() as u64)
+    (f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f <= 9_007_199_254_740_992.0)
+        .then_some(f as u64)
 }
 
 #[cfg(test)]
@@ -144,7 +146,7 @@ mod tests {
             (3, 5, SortField::Name, Direction::Desc)
         );
         assert_eq!(q.offset(), 10);
-        assert_eq!(parse(OwnerKind::Zone, &[("page", "2.7")]).unwrap().page, 2);
+        assert_eq!(parse(OwnerKind::Zone, &[("page", "2.0")]).unwrap().page, 2);
     }
 
     #[test]
@@ -157,6 +159,10 @@ mod tests {
             [("page", "NaN")],
             [("per_page", "4")],
             [("per_page", "51")],
+            [("page", "2.5")],
+            [("per_page", "10.5")],
+            [("page", "18446744073709551616")],
+            [("page", "1e300")],
             [("order", "common_name")],
             [("direction", "up")],
         ] {
@@ -165,8 +171,8 @@ mod tests {
     }
 
     #[test]
-    fn huge_pages_saturate_instead_of_overflowing() {
-        let q = parse(OwnerKind::Account, &[("page", "99999999999999999999999")]).unwrap();
+    fn huge_pages_within_u64_saturate_the_offset_instead_of_overflowing() {
+        let q = parse(OwnerKind::Account, &[("page", "18446744073709551615")]).unwrap();
         assert_eq!(q.offset(), i64::MAX);
     }
 }

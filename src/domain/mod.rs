@@ -17,6 +17,7 @@ pub mod outcome;
 pub mod record;
 pub mod request;
 pub mod san;
+pub mod strict_json;
 pub mod validation;
 
 pub use batch::{Batch, BatchEntry, BatchId, BatchStatus, ItemState};

@@ -46,7 +46,7 @@ impl CreateCsr {
         owner: OwnerKind,
         policy: NamePolicy,
     ) -> Result<Self, ValidationErrors> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| {
+        let value: Value = super::strict_json::parse(body).map_err(|e| {
             ValidationErrors::single(FieldError::new(
                 ErrorCode::InvalidRequest,
                 "",
@@ -79,7 +79,10 @@ impl CreateCsr {
                     FieldError::new(
                         ErrorCode::InvalidCountry,
                         "/country",
-                        format!("country {c:?} is not an ISO 3166-1 alpha-2 code"),
+                        format!(
+                            "country {:?} is not an ISO 3166-1 alpha-2 code",
+                            super::validation::echo(&c)
+                        ),
                     )
                 })
             }),
@@ -174,10 +177,47 @@ impl CreateCsr {
 }
 
 /// Control characters have no place in a distinguished name, and NUL cannot be stored in a
-/// Postgres text column at all; rejecting them here keeps both out.
-fn has_forbidden_chars(s: &str, allow_newlines: bool) -> bool {
-    s.chars()
-        .any(|c| c.is_control() && !(allow_newlines && matches!(c, '\n' | '\r' | '\t')))
+/// Postgres text column at all; rejecting them here keeps both out. Neither do characters that
+/// change how text *looks* without being seen: bidirectional overrides (an RTL override in O=
+/// can make a CSR read as another organisation to whoever reviews it), zero-width and other
+/// format characters, line and paragraph separators, noncharacters and private-use code points.
+fn forbidden_char(s: &str, allow_newlines: bool) -> Option<char> {
+    s.chars().find(|&c| {
+        (c.is_control() && !(allow_newlines && matches!(c, '\n' | '\r' | '\t')))
+            || is_invisible_or_private(c)
+    })
+}
+
+/// Unicode general category Cf (format), Zl and Zp (line and paragraph separators),
+/// noncharacters, and the private-use areas.
+fn is_invisible_or_private(c: char) -> bool {
+    let u = c as u32;
+    matches!(u,
+        // Cf
+        0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890..=0x0891 | 0x08E2
+        | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F
+        | 0xFEFF | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F
+        | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F
+        // Zl, Zp
+        | 0x2028 | 0x2029
+        // noncharacters
+        | 0xFDD0..=0xFDEF
+        // private use
+        | 0xE000..=0xF8FF | 0xF0000..=0x10FFFF)
+        || (u & 0xFFFE) == 0xFFFE
+}
+
+fn forbidden_char_error(key: &str, code: ErrorCode, c: char) -> FieldError {
+    let what = if c.is_control() {
+        "control characters"
+    } else {
+        "invisible, bidirectional, private-use or noncharacter code points"
+    };
+    FieldError::new(
+        code,
+        format!("/{key}"),
+        format!("{key} must not contain {what} (U+{:04X})", c as u32),
+    )
 }
 
 fn required(
@@ -187,26 +227,25 @@ fn required(
     max: usize,
 ) -> Result<String, FieldError> {
     let pointer = format!("/{key}");
-    match obj.get(key) {
-        None | Some(Value::Null) => {
+    // Leading and trailing whitespace is trimmed (documented): "  Acme  " is "Acme".
+    match obj.get(key).map(|v| (v, v.as_str().map(str::trim))) {
+        None | Some((Value::Null, _)) => {
             Err(FieldError::new(code, pointer, format!("{key} is required")))
         }
-        Some(Value::String(s)) if s.trim().is_empty() => Err(FieldError::new(
+        Some((_, Some(""))) => Err(FieldError::new(
             code,
             pointer,
             format!("{key} must not be empty"),
         )),
-        Some(Value::String(s)) if s.chars().count() > max => Err(FieldError::new(
+        Some((_, Some(s))) if s.chars().count() > max => Err(FieldError::new(
             code,
             pointer,
             format!("{key} must be at most {max} characters"),
         )),
-        Some(Value::String(s)) if has_forbidden_chars(s, false) => Err(FieldError::new(
-            code,
-            pointer,
-            format!("{key} must not contain control characters"),
-        )),
-        Some(Value::String(s)) => Ok(s.clone()),
+        Some((_, Some(s))) => match forbidden_char(s, false) {
+            Some(c) => Err(forbidden_char_error(key, code, c)),
+            None => Ok(s.to_owned()),
+        },
         Some(_) => Err(FieldError::new(
             code,
             pointer,
@@ -224,20 +263,18 @@ fn optional(
     subject_field: bool,
 ) -> Result<Option<String>, FieldError> {
     let pointer = format!("/{key}");
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if subject_field && s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) if s.chars().count() > max => Err(FieldError::new(
+    match obj.get(key).map(|v| (v, v.as_str().map(str::trim))) {
+        None | Some((Value::Null, _)) => Ok(None),
+        Some((_, Some(""))) if subject_field => Ok(None),
+        Some((_, Some(s))) if s.chars().count() > max => Err(FieldError::new(
             code,
             pointer,
             format!("{key} must be at most {max} characters"),
         )),
-        Some(Value::String(s)) if has_forbidden_chars(s, !subject_field) => Err(FieldError::new(
-            code,
-            pointer,
-            format!("{key} must not contain control characters"),
-        )),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some((_, Some(s))) => match forbidden_char(s, !subject_field) {
+            Some(c) => Err(forbidden_char_error(key, code, c)),
+            None => Ok(Some(s.to_owned())),
+        },
         Some(_) => Err(FieldError::new(
             code,
             pointer,
@@ -253,7 +290,10 @@ fn parse_key_type(obj: &Map<String, Value>) -> Result<KeyType, FieldError> {
             FieldError::new(
                 ErrorCode::UnknownKeyType,
                 "/key_type",
-                format!("key_type {s:?} is not supported; use \"rsa2048\" or \"p256v1\""),
+                format!(
+                    "key_type {:?} is not supported; use \"rsa2048\" or \"p256v1\"",
+                    super::validation::echo(s)
+                ),
             )
         }),
         Some(_) => Err(FieldError::new(
@@ -299,7 +339,7 @@ fn parse_sans(
             )]);
         }
     };
-    let mut names = Vec::with_capacity(items.len());
+    let mut names: Vec<DnsName> = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let pointer = format!("/sans/{i}");
@@ -313,6 +353,12 @@ fn parse_sans(
             )),
         };
         match parsed {
+            // DNS names are case-insensitive: a name already listed in another case is the same
+            // SAN, and is dropped rather than signed twice (the first spelling is kept).
+            Ok(name)
+                if names
+                    .iter()
+                    .any(|n| n.as_str().eq_ignore_ascii_case(name.as_str())) => {}
             Ok(name) => names.push(name),
             Err(e) => errors.push(e),
         }
@@ -346,6 +392,104 @@ mod tests {
 
     fn parse(v: &Value, owner: OwnerKind) -> Result<CreateCsr, ValidationErrors> {
         CreateCsr::parse(v.to_string().as_bytes(), owner, NamePolicy::Permissive)
+    }
+
+    #[test]
+    fn invisible_bidi_and_private_characters_are_refused_with_the_fields_code() {
+        for (key, code) in [
+            ("organization", 1408),
+            ("common_name", 1409),
+            ("state", 1406),
+            ("locality", 1407),
+        ] {
+            for bad in [
+                "Cloud\u{202e}flare",
+                "Goo\u{200b}gle",
+                "\u{feff}Org",
+                "a\u{2028}b",
+                "a\u{2066}b",
+                "a\u{e000}b",
+                "a\u{fdd0}b",
+                "a\u{ffff}b",
+            ] {
+                assert_eq!(codes_with(key, json!(bad)), vec![code], "{key} = {bad:?}");
+            }
+        }
+        // Free text too, though newlines stay allowed in a description.
+        assert_eq!(codes_with("description", json!("a\u{202e}b")), vec![1400]);
+        assert!(
+            parse(
+                &with(example(), "description", json!("line 1\nline 2")),
+                OwnerKind::Account
+            )
+            .is_ok()
+        );
+        // Ordinary non-ASCII text is fine.
+        let ok = parse(
+            &with(
+                example(),
+                "organization",
+                json!("Société Générale — Zürich"),
+            ),
+            OwnerKind::Account,
+        )
+        .unwrap();
+        assert_eq!(ok.subject.organization, "Société Générale — Zürich");
+    }
+
+    fn with(mut v: Value, key: &str, value: Value) -> Value {
+        v[key] = value;
+        v
+    }
+
+    #[test]
+    fn surrounding_whitespace_is_trimmed() {
+        let r = parse(
+            &with(example(), "organization", json!("  Acme  ")),
+            OwnerKind::Account,
+        )
+        .unwrap();
+        assert_eq!(r.subject.organization, "Acme");
+        let r = parse(
+            &with(example(), "organizational_unit", json!("   ")),
+            OwnerKind::Account,
+        )
+        .unwrap();
+        assert_eq!(r.subject.organizational_unit, None);
+        assert_eq!(codes_with("state", json!("   ")), vec![1406]);
+    }
+
+    #[test]
+    fn sans_are_deduplicated_case_insensitively_keeping_the_first_spelling() {
+        let r = parse(
+            &with(
+                example(),
+                "sans",
+                json!([
+                    "example.com",
+                    "Example.com",
+                    "EXAMPLE.COM.",
+                    "www.example.com"
+                ]),
+            ),
+            OwnerKind::Account,
+        )
+        .unwrap();
+        let names: Vec<&str> = r.sans.iter().map(DnsName::as_str).collect();
+        assert_eq!(names, ["example.com", "www.example.com"]);
+    }
+
+    #[test]
+    fn repeated_keys_and_long_echoes_are_refused_briefly() {
+        let body = br#"{"common_name":"a.io","organization":"A","organization":"B"}"#;
+        let e = CreateCsr::parse(body, OwnerKind::Account, NamePolicy::Permissive).unwrap_err();
+        assert_eq!(e.codes(), vec![1400]);
+        let e = parse(
+            &with(example(), "key_type", json!("k".repeat(1_040_000))),
+            OwnerKind::Account,
+        )
+        .unwrap_err();
+        assert!(e.0[0].message.len() < 200, "{}", e.0[0].message.len());
     }
 
     fn codes_with(key: &str, value: Value) -> Vec<u32> {

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{ErrorCode, FieldError};
 
-/// Cloudflare: a SAN of 256 characters or more is invalid.
-const MAX_SAN_LEN: usize = 255;
+/// A DNS name is at most 253 characters in its text form (RFC 1035's 255 octets on the wire,
+/// less the length octets), after the optional trailing dot is removed.
+const MAX_SAN_LEN: usize = 253;
 const MAX_LABEL_LEN: usize = 63;
 
 /// A syntactically valid DNS name for a SAN, possibly with a leading `*.` wildcard label.
@@ -35,15 +36,17 @@ impl From<DnsName> for String {
 }
 
 impl DnsName {
-    /// Validates one SAN; `pointer` names it in the error (`/sans/3`).
+    /// Validates one SAN; `pointer` names it in the error (`/sans/3`). A fully qualified name's
+    /// trailing dot is removed (`example.com.` is `example.com`).
     pub fn parse(s: &str, pointer: &str) -> Result<Self, FieldError> {
         let invalid = |why: &str| {
             FieldError::new(
                 ErrorCode::InvalidSan,
                 pointer,
-                format!("invalid SAN {s:?}: {why}"),
+                format!("invalid SAN {:?}: {why}", super::validation::echo(s)),
             )
         };
+        let s = s.strip_suffix('.').unwrap_or(s);
         if !s.is_ascii() {
             return Err(FieldError::new(
                 ErrorCode::NonAsciiSan,
@@ -55,7 +58,7 @@ impl DnsName {
             return Err(invalid("empty"));
         }
         if s.len() > MAX_SAN_LEN {
-            return Err(invalid("must be shorter than 256 characters"));
+            return Err(invalid("must be at most 253 characters"));
         }
         if s.parse::<Ipv4Addr>().is_ok() || s.parse::<Ipv6Addr>().is_ok() || s.contains(':') {
             return Err(invalid("IP addresses are not allowed"));
@@ -150,7 +153,8 @@ mod tests {
             "a-.example.com",
             "a..example.com",
             ".example.com",
-            "example.com.",
+            "example.com..",
+            ".",
             "",
         ] {
             assert_eq!(code(bad), Some(1412), "{bad:?}");
@@ -162,10 +166,25 @@ mod tests {
         let label63 = "a".repeat(63);
         assert_eq!(code(&format!("{label63}.com")), None);
         assert_eq!(code(&format!("a{label63}.com")), Some(1412));
-        let long = format!("{label63}.{label63}.{label63}.{}.com", "a".repeat(59));
-        assert_eq!(long.len(), 255);
+        let long = format!("{label63}.{label63}.{label63}.{}.com", "a".repeat(57));
+        assert_eq!(long.len(), 253);
         assert_eq!(code(&long), None);
-        assert_eq!(code(&format!("a{long}")), Some(1412));
+        assert_eq!(
+            code(&format!("{long}.")),
+            None,
+            "a trailing dot is not counted"
+        );
+        assert_eq!(code(&format!("a{long}")), Some(1412), "254 characters");
+    }
+
+    #[test]
+    fn a_trailing_dot_is_removed_and_long_names_are_not_echoed_whole() {
+        assert_eq!(
+            DnsName::parse("www.example.com.", "").unwrap().as_str(),
+            "www.example.com"
+        );
+        let e = DnsName::parse(&format!("{}!", "a".repeat(5000)), "").unwrap_err();
+        assert!(e.message.len() < 200, "{}", e.message);
     }
 
     #[test]

@@ -4,6 +4,19 @@ use std::fmt;
 
 use super::ErrorCode;
 
+/// A client's value as an error message may quote it: at most 40 characters, so a megabyte of
+/// input is never echoed back.
+pub fn echo(value: &str) -> String {
+    const MAX: usize = 40;
+    if value.chars().count() <= MAX {
+        value.to_owned()
+    } else {
+        let mut short: String = value.chars().take(MAX).collect();
+        short.push('…');
+        short
+    }
+}
+
 /// One rejected field: Cloudflare code, human message, JSON pointer (`/sans/3`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {

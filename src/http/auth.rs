@@ -10,6 +10,13 @@ use crate::auth::{ApiKey, ApiToken, Credentials};
 const MAX_EMAIL_LEN: usize = 254;
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    // Two of one credential header is ambiguous (which one did the caller mean?): refused, not
+    // resolved by taking the first.
+    if headers.get_all(name).iter().nth(1).is_some() {
+        return Err(ApiError::MalformedCredentials(
+            "a credential header was sent more than once",
+        ));
+    }
     match headers.get(name) {
         None => Ok(None),
         Some(v) => v

@@ -123,6 +123,15 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// The `Idempotency-Key` header, if sent.
 pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    if headers.get_all("idempotency-key").iter().nth(1).is_some() {
+        return Err(ApiError::Validation(ValidationErrors::single(
+            FieldError::new(
+                ErrorCode::InvalidRequest,
+                "",
+                "Idempotency-Key was sent more than once",
+            ),
+        )));
+    }
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };

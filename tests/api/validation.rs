@@ -368,3 +368,58 @@ async fn curl_dash_d_without_a_content_type_header_still_works() {
         .await;
     assert_eq!(form.status, 400, "a real form body is not JSON: 1400");
 }
+
+#[tokio::test]
+async fn ambiguous_requests_are_refused_not_resolved() {
+    let app = spawn_in_memory().await;
+    let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let other = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let path = format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs");
+    let as_response = |r: RawResponse| Response {
+        status: r.status,
+        body: r.json(),
+    };
+
+    // Two Authorization headers: which caller is this?
+    let r = app
+        .request(Method::GET, &path)
+        .header("authorization", &format!("Bearer {token}"))
+        .header("authorization", &format!("Bearer {other}"))
+        .send()
+        .await;
+    as_response(r).assert_failure(400, 6003);
+
+    // Two Idempotency-Keys.
+    let r = app
+        .request(Method::POST, &path)
+        .bearer(&token)
+        .header("idempotency-key", "a")
+        .header("idempotency-key", "b")
+        .json(&p256_body())
+        .send()
+        .await;
+    as_response(r).assert_failure(400, 1400);
+
+    // A key given twice in the body.
+    let r = app
+        .request(Method::POST, &path)
+        .bearer(&token)
+        .header("content-type", "application/json")
+        .body(r#"{"common_name":"a.example.com","country":"US","state":"CA","locality":"SF","organization":"A","organization":"B","sans":["a.example.com"]}"#)
+        .send()
+        .await;
+    as_response(r).assert_failure(400, 1400);
+
+    // Fractional or overflowing paging.
+    for q in ["page=2.5", "per_page=10.5", "page=18446744073709551616"] {
+        app.send(
+            Method::GET,
+            &format!("{path}?{q}"),
+            Auth::Bearer(&token),
+            None,
+        )
+        .await
+        .assert_failure(400, 1400);
+    }
+    assert_eq!(app.row_count().await, 0);
+}
