@@ -17,6 +17,7 @@ pub mod db;
 pub mod domain;
 pub mod http;
 pub mod ingress;
+pub mod log_throttle;
 pub mod metrics;
 pub mod queue;
 pub mod settings;

@@ -56,7 +56,11 @@ impl JobQueue for RabbitJobQueue {
     async fn publish(&self, chunk: &CreateChunk) -> Result<(), PublishError> {
         match self.publish_once(chunk).await {
             Err(e) if e.is_connection_problem() => {
-                tracing::warn!(chunk = %chunk.label(), error = %e, "chunk not confirmed; republishing after reconnect");
+                static UNCONFIRMED: crate::log_throttle::LogThrottle =
+                    crate::log_throttle::LogThrottle::new();
+                if let Some(left_out) = UNCONFIRMED.allow() {
+                    tracing::warn!(chunk = %chunk.label(), error = %e, left_out, "chunk not confirmed; republishing after reconnect");
+                }
                 let broker = self.publisher.broker();
                 if broker.wait_connected(RECONNECT_GRACE).await.is_none() {
                     return Err(e);

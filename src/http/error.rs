@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use super::envelope::{ErrorItem, Failure};
 use crate::domain::{ErrorCode, ValidationErrors};
 use crate::ingress::{AuthError, BatchError, CreateError, ServiceError};
+use crate::log_throttle::LogThrottle;
 use crate::queue::{BoxError, PublishError};
 use crate::telemetry::ErrorChain;
 
@@ -154,7 +155,11 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %ErrorChain(&self), "request failed")
             }
             ApiError::Unavailable(_) => {
-                tracing::warn!(error = %ErrorChain(&self), "request refused: dependency unavailable")
+                // A burst of 503s is one condition: one line a second, with the count.
+                static UNAVAILABLE: LogThrottle = LogThrottle::new();
+                if let Some(left_out) = UNAVAILABLE.allow() {
+                    tracing::warn!(error = %ErrorChain(&self), left_out, "request refused: dependency unavailable");
+                }
             }
             _ => tracing::debug!(error = %self, "request rejected"),
         }

@@ -205,7 +205,10 @@ impl CreateService {
                 Err(e) => return Err(e.into()),
             }
         }
-        tracing::warn!(csr_id = %job.id, "create still pending when the wait budget ran out");
+        static PENDING: crate::log_throttle::LogThrottle = crate::log_throttle::LogThrottle::new();
+        if let Some(left_out) = PENDING.allow() {
+            tracing::warn!(csr_id = %job.id, left_out, "create still pending when the wait budget ran out");
+        }
         Ok(CreateOutcome::Pending(PendingCreate {
             id: job.id,
             owner: job.owner.clone(),
