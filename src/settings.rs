@@ -36,6 +36,10 @@ pub struct Settings {
     /// HTTP listen address (ingress).
     #[arg(long, env = "CSRD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Admin listen address (`/metrics`, `/healthz`), in every role; loopback by default so
+    /// the figures it shows stay off the public network.
+    #[arg(long, env = "CSRD_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
     /// Key-encryption keys: `id:base64key[,id:base64key...]`; the first encrypts.
     #[arg(long, env = "CSRD_KEKS", hide_env_values = true)]
     pub keks: Option<String>,

@@ -65,7 +65,6 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::batch_results_for_zone))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
-        .routes(routes!(health::metrics))
         .routes(routes!(health::openapi_json))
 }
 

@@ -60,6 +60,6 @@ pub async fn start_in_memory(settings: &Settings) -> anyhow::Result<InMemory> {
     Ok(InMemory {
         router: crate::http::router(state),
         queue,
-        running: Running::new(None, stages, tasks),
+        running: Running::new(None, None, stages, tasks),
     })
 }

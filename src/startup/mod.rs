@@ -3,6 +3,7 @@
 //! [`start`] is the single entry point for `main` and the tests; [`start_in_memory`] wires the
 //! same ingress and worker around the in-memory queue, for tests without a broker.
 
+mod admin;
 mod foundation;
 mod ingress;
 mod memory;
@@ -62,6 +63,8 @@ struct Stages {
 /// A started csrd process.
 pub struct Running {
     pub http_addr: Option<SocketAddr>,
+    /// The admin listener (`/metrics`), in every role.
+    pub admin_addr: Option<SocketAddr>,
     stop: CancellationToken,
     done: JoinHandle<()>,
 }
@@ -84,7 +87,12 @@ const HTTP_DRAIN_MARGIN: Duration = Duration::from_secs(5);
 
 impl Running {
     /// Runs the staged shutdown once `stages.stop_http` is cancelled.
-    fn new(http_addr: Option<SocketAddr>, stages: Stages, tasks: Tasks) -> Self {
+    fn new(
+        http_addr: Option<SocketAddr>,
+        admin_addr: Option<SocketAddr>,
+        stages: Stages,
+        tasks: Tasks,
+    ) -> Self {
         let stop = stages.stop_http.clone();
         let done = tokio::spawn(async move {
             stages.stop_http.cancelled().await;
@@ -114,6 +122,7 @@ impl Running {
         });
         Self {
             http_addr,
+            admin_addr,
             stop,
             done,
         }
@@ -158,6 +167,8 @@ pub async fn start(
             &stages,
         ));
     }
+    let (admin_addr, admin) = admin::serve(settings.admin_listen, stages.stop_work.clone()).await?;
+    tasks.work.push(admin);
     let mut http_addr = None;
     if role.runs_ingress() {
         let (state, listen_for_completions) = rabbit.ingress_state(&foundation, settings, &stages);
@@ -174,5 +185,5 @@ pub async fn start(
         http_addr = Some(addr);
         tasks.http = Some((http, settings.create_wait() + HTTP_DRAIN_MARGIN));
     }
-    Ok(Running::new(http_addr, stages, tasks))
+    Ok(Running::new(http_addr, Some(admin_addr), stages, tasks))
 }

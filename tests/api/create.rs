@@ -145,7 +145,12 @@ async fn health_readiness_and_metrics_answer() {
         .await;
     assert_eq!(ready.status, 200, "{}", ready.body);
     assert_eq!(ready.body["status"], json!("ready"));
-    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap();
+    let metrics = app
+        .http
+        .get(app.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(metrics.status().as_u16(), 200);
     assert!(
         metrics.headers()["content-type"]
@@ -153,6 +158,9 @@ async fn health_readiness_and_metrics_answer() {
             .unwrap()
             .starts_with("text/plain")
     );
+    // Not on the public listener: its figures span tenants.
+    let public = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(public.status().as_u16(), 404);
 }
 
 #[tokio::test]

@@ -279,8 +279,16 @@ async fn a_redelivered_job_whose_row_exists_makes_no_new_key() {
     eventually(
         "the worker to handle the redelivery as a replay",
         || async {
-            let metrics = app.request(Method::GET, "/metrics").send().await;
-            String::from_utf8_lossy(&metrics.body)
+            let metrics = app
+                .http
+                .get(app.admin_url("/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            metrics
                 .contains("csrd_jobs_total{outcome=\"replayed\"} 1")
                 .then_some(())
         },

@@ -156,6 +156,16 @@ impl TestApp {
         }
     }
 
+    /// A URL on the app's admin listener (`/metrics`); socket apps only.
+    pub fn admin_url(&self, path: &str) -> String {
+        let addr = self
+            .running
+            .as_ref()
+            .and_then(|r| r.admin_addr)
+            .expect("an app with an admin listener");
+        format!("http://{addr}{path}")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr())
     }

@@ -67,6 +67,7 @@ impl Isolation {
         s.key_pool_rsa2048 = 0;
         s.key_pool_p256 = 0;
         s.listen = "127.0.0.1:0".parse().unwrap();
+        s.admin_listen = "127.0.0.1:0".parse().unwrap();
         s
     }
 
@@ -79,6 +80,7 @@ impl Isolation {
             ("CSRD_KEKS", self.keks.clone()),
             ("CSRD_WORKERS", "2".into()),
             ("CSRD_KEY_POOL_RSA2048", "0".into()),
+            ("CSRD_ADMIN_LISTEN", "127.0.0.1:0".into()),
             ("CSRD_KEY_POOL_P256", "0".into()),
             ("RUST_LOG", "warn".into()),
         ]

@@ -1,0 +1,35 @@
+//! The admin listener (`CSRD_ADMIN_LISTEN`, loopback by default): `/metrics` and `/healthz` for
+//! operators and Prometheus, in every role, apart from the public API, so the public listener
+//! shows no figures across tenants (request volume, auth failures).
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use axum::Router;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub(super) async fn serve(
+    addr: SocketAddr,
+    stop: CancellationToken,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the admin listener {addr} (CSRD_ADMIN_LISTEN)"))?;
+    let addr = listener.local_addr()?;
+    let app = Router::new()
+        .route("/metrics", get(crate::http::health::metrics))
+        .route("/healthz", get(|| async { "ok" }));
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    });
+    tracing::info!(%addr, "admin listener (metrics) on");
+    Ok((addr, task))
+}
