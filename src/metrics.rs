@@ -88,13 +88,20 @@ pub fn http_response(route: &str, status: u16) {
 
 /// A finished job, by outcome (`created`, `replayed`, `failed`, `retried`, `rejected`).
 pub fn job(outcome: &str) {
-    add(
-        "csrd_jobs_total",
-        "Create jobs handled by workers, by outcome",
-        "counter",
-        &[("outcome", outcome)],
-        1.0,
-    );
+    jobs(outcome, 1);
+}
+
+/// `n` jobs with one outcome: one registry update per chunk, not one per job.
+pub fn jobs(outcome: &str, n: usize) {
+    if n > 0 {
+        add(
+            "csrd_jobs_total",
+            "Create jobs handled by workers, by outcome",
+            "counter",
+            &[("outcome", outcome)],
+            n as f64,
+        );
+    }
 }
 
 /// A chunk handed to the jobs queue by the ingress, and how many jobs it carried.
@@ -135,6 +142,11 @@ pub fn chunk_handled(items: usize) {
 
 /// Time spent generating a key and signing its CSR.
 pub fn keygen(key_type: &str, seconds: f64) {
+    keygens(key_type, 1, seconds);
+}
+
+/// `n` key generations taking `seconds` in all (one group of a chunk).
+pub fn keygens(key_type: &str, n: usize, seconds: f64) {
     add(
         "csrd_keygen_seconds_sum",
         "Key generation and CSR signing time",
@@ -147,7 +159,7 @@ pub fn keygen(key_type: &str, seconds: f64) {
         "Key generations",
         "counter",
         &[("key_type", key_type)],
-        1.0,
+        n as f64,
     );
 }
 

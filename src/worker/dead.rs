@@ -39,9 +39,7 @@ pub async fn handle(ctx: WorkerContext, delivery: JobDelivery) {
                 if failed > 0 {
                     tracing::error!(%reason, failed, "creates failed for good");
                 }
-                for _ in 0..failed {
-                    metrics::job("dead_lettered");
-                }
+                metrics::jobs("dead_lettered", failed);
                 Settlement::Ack
             }
             Err(e) => {

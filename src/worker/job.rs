@@ -84,10 +84,10 @@ pub async fn handle(ctx: WorkerContext, delivery: JobDelivery) {
                 if settlement == Settlement::DeadLetter {
                     // The dead-letter consumer records the failures and tells the waiting clients.
                     tracing::error!(error = %ErrorChain(&e), "chunk cannot succeed; dead-lettering it");
-                    metrics::job("failed");
+                    metrics::jobs("failed", delivery.chunk.jobs.len());
                 } else {
                     tracing::warn!(error = %ErrorChain(&e), "chunk failed; returning it to the queue");
-                    metrics::job("retried");
+                    metrics::jobs("retried", delivery.chunk.jobs.len());
                 }
                 settlement
             }
@@ -182,26 +182,27 @@ async fn process(ctx: &WorkerContext, chunk: &CreateChunk) -> Result<Vec<Complet
         .map(|j| j.id)
         .zip(made)
         .collect::<HashMap<_, _>>();
+    let (mut created_n, mut replayed_n, mut failed_n) = (0, 0, 0);
     let completions = chunk
         .jobs
         .iter()
         .map(|job| {
             let outcome = if let Some(pem) = existing.get(&job.id) {
-                metrics::job("replayed");
+                replayed_n += 1;
                 created(Some(pem.clone()))
             } else {
                 match made_by_id.remove(&job.id) {
                     Some(Made::Built(built)) if inserted.contains(&job.id) => {
-                        metrics::job("created");
+                        created_n += 1;
                         created(Some(built.0.csr_pem))
                     }
                     Some(Made::Built(..)) => {
-                        metrics::job("replayed");
+                        replayed_n += 1;
                         created(winners.get(&job.id).cloned())
                     }
                     Some(Made::Failed(reason)) => {
                         tracing::error!(csr_id = %job.id, %reason, "create cannot succeed; recorded as failed");
-                        metrics::job("failed");
+                        failed_n += 1;
                         JobOutcome::Failed { reason }
                     }
                     // A job listed twice in one chunk: the first occurrence took the result.
@@ -214,6 +215,9 @@ async fn process(ctx: &WorkerContext, chunk: &CreateChunk) -> Result<Vec<Complet
             }
         })
         .collect();
+    metrics::jobs("created", created_n);
+    metrics::jobs("replayed", replayed_n);
+    metrics::jobs("failed", failed_n);
     Ok(completions)
 }
 
@@ -244,12 +248,20 @@ async fn generate_all(ctx: &WorkerContext, todo: &[&CreateJob]) -> Result<Vec<Ma
             let made = tracing::info_span!("keygen_and_sign", keys = items.len())
                 .in_scope(|| {
                     spawn_blocking_in_current_span(move || {
-                        items
+                        let started = Instant::now();
+                        let key_type = items.first().map(|i| i.2.key_type);
+                        let made = items
                             .into_iter()
                             .map(|(id, owner, request, created_at)| {
                                 make_one(&keyring, &keys, id, owner, request, created_at)
                             })
-                            .collect::<Vec<_>>()
+                            .collect::<Vec<_>>();
+                        // Groups hold one key type (see `group_by_cost`): one update per group.
+                        if let Some(key_type) = key_type {
+                            let secs = started.elapsed().as_secs_f64();
+                            metrics::keygens(key_type.as_str(), made.len(), secs);
+                        }
+                        made
                     })
                 })
                 .await
@@ -302,7 +314,6 @@ fn make_one(
     request: CreateCsr,
     created_at: chrono::DateTime<chrono::Utc>,
 ) -> Made {
-    let started = Instant::now();
     let key_type = request.key_type;
     let built = std::panic::catch_unwind(AssertUnwindSafe(|| {
         let key = keys
@@ -312,7 +323,6 @@ fn make_one(
             .map_err(|e| format!("the CSR could not be built: {}", ErrorChain(&e)))?;
         Ok::<_, String>((pem, seal(keyring, id, &owner, &key.pkcs8_der)))
     }));
-    metrics::keygen(key_type.as_str(), started.elapsed().as_secs_f64());
     match built {
         Ok(Ok((csr_pem, sealed))) => Made::Built(Box::new((
             CustomCsr {
