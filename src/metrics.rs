@@ -86,6 +86,39 @@ pub fn http_response(route: &str, status: u16) {
     );
 }
 
+/// A connection closed to make room for a new one (connection cap reached).
+pub fn connection_evicted() {
+    add(
+        "csrd_http_connections_evicted_total",
+        "Idle or slow connections closed to make room at the connection cap",
+        "counter",
+        &[],
+        1.0,
+    );
+}
+
+/// A connection refused with 503: every slot was serving a request.
+pub fn connection_refused() {
+    add(
+        "csrd_http_connections_refused_total",
+        "Connections answered 503 at the connection cap",
+        "counter",
+        &[],
+        1.0,
+    );
+}
+
+/// A request refused with 429, by what was exceeded (`rate`, `in_flight`, `auth_failures`).
+pub fn rate_limited(limit: &str) {
+    add(
+        "csrd_rate_limited_total",
+        "Requests refused with 429, by the limit exceeded",
+        "counter",
+        &[("limit", limit)],
+        1.0,
+    );
+}
+
 /// A finished job, by outcome (`created`, `replayed`, `failed`, `retried`, `rejected`).
 pub fn job(outcome: &str) {
     jobs(outcome, 1);

@@ -91,6 +91,85 @@ pub struct Settings {
     /// at most 5000; 0 disables the cache). A revoked token stops working within this time.
     #[arg(long, env = "CSRD_CREDENTIAL_CACHE_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=5000))]
     pub credential_cache_ms: u64,
+    #[command(flatten)]
+    pub http: HttpSettings,
+    #[command(flatten)]
+    pub tenants: TenantSettings,
+}
+
+/// Per-tenant limits at the ingress (README, "Limits and abuse").
+#[derive(Debug, Clone, Args)]
+pub struct TenantSettings {
+    /// Requests per second per account or zone (a batch counts its items); 0 disables.
+    #[arg(long, env = "CSRD_TENANT_RATE", default_value_t = 2000.0)]
+    pub tenant_rate: f64,
+    /// Requests a tenant may send at once after a quiet spell.
+    #[arg(long, env = "CSRD_TENANT_BURST", default_value_t = 5000.0)]
+    pub tenant_burst: f64,
+    /// Single creates per tenant open at once on one ingress; 0 disables.
+    #[arg(long, env = "CSRD_TENANT_MAX_IN_FLIGHT", default_value_t = 1000)]
+    pub tenant_max_in_flight: usize,
+    /// Cost units of a tenant's single creates queued or generating at once (P-256 costs 1,
+    /// RSA-2048 16); the rest wait at the ingress, so no tenant's flood is ahead of another's.
+    #[arg(long, env = "CSRD_TENANT_QUEUE_BUDGET", default_value_t = 128)]
+    pub tenant_queue_budget: u32,
+    /// Failed authentications per credential per minute before 429; 0 disables.
+    #[arg(long, env = "CSRD_AUTH_FAILURES_PER_MIN", default_value_t = 60)]
+    pub auth_failures_per_min: u32,
+}
+
+impl TenantSettings {
+    pub fn limits(&self) -> crate::ingress::TenantLimits {
+        crate::ingress::TenantLimits {
+            rate_per_sec: self.tenant_rate.max(0.0),
+            burst: self.tenant_burst.max(1.0),
+            max_in_flight: self.tenant_max_in_flight,
+            queue_budget: self.tenant_queue_budget.max(1),
+        }
+    }
+}
+
+/// The public listener's connection limits (README, "Limits and abuse").
+#[derive(Debug, Clone, Args)]
+pub struct HttpSettings {
+    /// Open connections at most (lowered to fit the descriptor limit). At the cap the oldest
+    /// connection without a request in progress is closed to make room.
+    #[arg(long, env = "CSRD_HTTP_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub http_max_connections: usize,
+    /// A connection with no request in progress is closed after this long (milliseconds).
+    #[arg(long, env = "CSRD_HTTP_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub http_idle_timeout_ms: u64,
+    /// A request head must arrive within this long of its first byte (milliseconds), else 408.
+    #[arg(long, env = "CSRD_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub http_header_timeout_ms: u64,
+    /// A request body must arrive within this long of its head (milliseconds), else 408.
+    #[arg(long, env = "CSRD_HTTP_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    pub http_body_timeout_ms: u64,
+    /// A request not answered within this long gets 503 (milliseconds); longer than
+    /// CSRD_CREATE_WAIT_SECS, after which a create answers 202 anyway.
+    #[arg(long, env = "CSRD_HTTP_REQUEST_TIMEOUT_MS", default_value_t = 60_000)]
+    pub http_request_timeout_ms: u64,
+    /// Bytes of one request head (request line and headers) at most, else 431 (or 414).
+    #[arg(long, env = "CSRD_HTTP_MAX_HEAD_BYTES", default_value_t = 32 * 1024)]
+    pub http_max_head_bytes: usize,
+    /// Headers in one request at most, else 431.
+    #[arg(long, env = "CSRD_HTTP_MAX_HEADERS", default_value_t = 100)]
+    pub http_max_headers: usize,
+}
+
+impl HttpSettings {
+    pub fn limits(&self) -> crate::http::server::HttpLimits {
+        use std::time::Duration;
+        crate::http::server::HttpLimits {
+            max_connections: self.http_max_connections.max(1),
+            idle_timeout: Duration::from_millis(self.http_idle_timeout_ms.max(1)),
+            header_timeout: Duration::from_millis(self.http_header_timeout_ms.max(1)),
+            body_timeout: Duration::from_millis(self.http_body_timeout_ms.max(1)),
+            request_timeout: Duration::from_millis(self.http_request_timeout_ms.max(1)),
+            max_head_bytes: self.http_max_head_bytes,
+            max_headers: self.http_max_headers.max(1),
+        }
+    }
 }
 
 fn parse_name_policy(s: &str) -> Result<NamePolicy, String> {

@@ -31,6 +31,8 @@ pub enum ErrorCode {
     IdempotencyKeyReused = 1422,
     /// Anything the client cannot fix (opaque; the cause is in the log).
     Internal = 1500,
+    /// Cloudflare's "Please wait and consider throttling your request speed" (429).
+    RateLimited = 971,
     MalformedCredentials = 6003,
     NoRoute = 7000,
     MethodNotAllowed = 7001,

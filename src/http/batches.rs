@@ -56,6 +56,9 @@ pub(super) async fn submit(
     let requests = tokio::task::spawn_blocking(move || parse_items(&body, kind, policy))
         .await
         .map_err(ApiError::internal)??;
+    // Each item counts against the tenant's rate like a single create (the gate took one).
+    app.limits
+        .charge(&owner, requests.len().saturating_sub(1))?;
     let batch = batches.submit(owner, requests, key.as_ref()).await?;
     let mut response = (
         StatusCode::ACCEPTED,

@@ -19,6 +19,7 @@ use super::result::{CsrResult, PendingResult};
 use super::{ApiError, AppState};
 use crate::auth::Permission;
 use crate::domain::{CreateCsr, CreateOutcome, CsrId, ListQuery, Owner, OwnerKind};
+use crate::ingress::limits::create_cost;
 
 /// Authenticates, parses the owner and checks the permission on it.
 pub(super) async fn gate(
@@ -37,6 +38,7 @@ pub(super) async fn gate(
         tracing::debug!(principal = %principal.label, owner = owner.id(), "forbidden");
         return Err(ApiError::Forbidden);
     }
+    app.limits.charge(&owner, 1)?;
     Ok(owner)
 }
 
@@ -50,6 +52,11 @@ pub(super) async fn create(
     let key = idempotency_key(request.headers())?;
     let body = json_body(request).await?;
     let csr_request = CreateCsr::parse(&body, kind, app.name_policy)?;
+    let cost = create_cost(csr_request.key_type);
+    let _share = app
+        .limits
+        .admit_create(&owner, cost, app.creates.wait_budget())
+        .await?;
     let outcome = app.creates.create(owner, csr_request, key.as_ref()).await?;
     created(outcome)
 }

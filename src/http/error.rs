@@ -53,6 +53,19 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("unsupported content type")]
     UnsupportedMediaType,
+    #[error("request body not received in time")]
+    BodyTimeout,
+    #[error("request URI too long")]
+    UriTooLong,
+    #[error("request headers too large or too many")]
+    HeadersTooLarge,
+    #[error("too many requests ({limit})")]
+    RateLimited {
+        limit: &'static str,
+        retry_after_secs: u64,
+    },
+    #[error("request deadline exceeded")]
+    DeadlineExceeded,
     #[error("temporarily unavailable")]
     Unavailable(#[source] BoxError),
     #[error("internal error")]
@@ -81,7 +94,13 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) | ApiError::DeadlineExceeded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -140,7 +159,17 @@ impl ApiError {
             ApiError::UnsupportedMediaType => {
                 one(C::InvalidRequest, "Content-Type must be application/json")
             }
-            ApiError::Unavailable(_) => {
+            ApiError::BodyTimeout => one(C::InvalidRequest, "request body not received in time"),
+            ApiError::UriTooLong => one(C::InvalidRequest, "request URI too long"),
+            ApiError::HeadersTooLarge => one(
+                C::InvalidRequest,
+                "request header fields too large, or too many",
+            ),
+            ApiError::RateLimited { .. } => one(
+                C::RateLimited,
+                "Please wait and consider throttling your request speed",
+            ),
+            ApiError::Unavailable(_) | ApiError::DeadlineExceeded => {
                 one(C::Internal, "Service temporarily unavailable; retry later")
             }
             ApiError::Internal(_) => one(C::Internal, "Internal error"),
@@ -161,14 +190,26 @@ impl IntoResponse for ApiError {
                     tracing::warn!(error = %ErrorChain(&self), left_out, "request refused: dependency unavailable");
                 }
             }
+            ApiError::DeadlineExceeded => {
+                static DEADLINE: LogThrottle = LogThrottle::new();
+                if let Some(left_out) = DEADLINE.allow() {
+                    tracing::warn!(left_out, "request deadline exceeded");
+                }
+            }
             _ => tracing::debug!(error = %self, "request rejected"),
         }
         let mut response = (self.status(), Json(Failure::new(self.items()))).into_response();
-        if matches!(self, ApiError::Unavailable(_)) {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
+        let retry_after = match &self {
+            ApiError::Unavailable(_) | ApiError::DeadlineExceeded => {
+                Some(HeaderValue::from_static(RETRY_AFTER_SECS))
+            }
+            ApiError::RateLimited {
+                retry_after_secs, ..
+            } => Some(HeaderValue::from(*retry_after_secs)),
+            _ => None,
+        };
+        if let Some(value) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response
     }
@@ -177,6 +218,16 @@ impl IntoResponse for ApiError {
 impl From<ValidationErrors> for ApiError {
     fn from(e: ValidationErrors) -> Self {
         ApiError::Validation(e)
+    }
+}
+
+impl From<crate::ingress::Refused> for ApiError {
+    fn from(e: crate::ingress::Refused) -> Self {
+        crate::metrics::rate_limited(e.limit());
+        ApiError::RateLimited {
+            limit: e.limit(),
+            retry_after_secs: e.retry_after_secs(),
+        }
     }
 }
 
@@ -223,6 +274,13 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::Invalid => ApiError::InvalidCredentials,
+            AuthError::TooManyFailures { retry_after } => {
+                crate::metrics::rate_limited("auth_failures");
+                ApiError::RateLimited {
+                    limit: "auth_failures",
+                    retry_after_secs: retry_after.as_secs_f64().ceil().max(1.0) as u64,
+                }
+            }
             AuthError::Service(e) => e.into(),
         }
     }

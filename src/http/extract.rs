@@ -9,6 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 
 use super::error::ApiError;
+use super::server::BodyDeadline;
 use crate::domain::{
     CsrId, ErrorCode, FieldError, IdempotencyKey, Owner, OwnerKind, ValidationErrors,
 };
@@ -67,8 +68,10 @@ impl PathIds {
 /// which a typed serde extraction cannot report; and `Json` refuses curl's form content type.
 pub async fn json_body(request: Request) -> Result<Bytes, ApiError> {
     require_json(request.headers())?;
-    Bytes::from_request(request, &())
-        .await
+    refuse_declared_over(&request, super::error::MAX_BODY_BYTES)?;
+    let deadline = body_deadline(&request);
+    within(deadline, Bytes::from_request(request, &()))
+        .await?
         .map_err(|rejection| unread_body(rejection.status() == StatusCode::PAYLOAD_TOO_LARGE))
 }
 
@@ -76,14 +79,52 @@ pub async fn json_body(request: Request) -> Result<Bytes, ApiError> {
 /// the router's default limit (a batch).
 pub async fn json_body_up_to(request: Request, limit: usize) -> Result<Bytes, ApiError> {
     require_json(request.headers())?;
-    axum::body::to_bytes(request.into_body(), limit)
-        .await
+    refuse_declared_over(&request, limit)?;
+    let deadline = body_deadline(&request);
+    within(deadline, axum::body::to_bytes(request.into_body(), limit))
+        .await?
         .map_err(|e| {
             unread_body(
                 std::error::Error::source(&e)
                     .is_some_and(|s| s.is::<http_body_util::LengthLimitError>()),
             )
         })
+}
+
+/// 413 at once for a body whose declared length is over `limit`, without waiting for it.
+fn refuse_declared_over(request: &Request, limit: usize) -> Result<(), ApiError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => Err(ApiError::PayloadTooLarge),
+        _ => Ok(()),
+    }
+}
+
+/// The connection layer's deadline for this request's body (none outside the server, e.g. in
+/// router tests).
+fn body_deadline(request: &Request) -> Option<tokio::time::Instant> {
+    request
+        .extensions()
+        .get::<BodyDeadline>()
+        .map(|deadline| deadline.0)
+}
+
+/// A body read that must end by `deadline`: a client sending slowly, or announcing more bytes
+/// than it sends, gets 408 instead of holding the request open.
+async fn within<T>(
+    deadline: Option<tokio::time::Instant>,
+    read: impl Future<Output = T>,
+) -> Result<T, ApiError> {
+    match deadline {
+        Some(at) => tokio::time::timeout_at(at, read)
+            .await
+            .map_err(|_| ApiError::BodyTimeout),
+        None => Ok(read.await),
+    }
 }
 
 /// Why a body was not read: too large (413), or cut short or broken (400).

@@ -11,6 +11,7 @@ pub mod health;
 pub mod openapi;
 pub mod result;
 pub mod routes;
+pub mod server;
 
 use std::sync::Arc;
 
@@ -26,7 +27,7 @@ use utoipa_axum::routes;
 pub use error::ApiError;
 
 use crate::domain::NamePolicy;
-use crate::ingress::{Authenticator, BatchService, Catalog, CreateService, Readiness};
+use crate::ingress::{Authenticator, BatchService, Catalog, CreateService, Limits, Readiness};
 
 /// Everything a request handler may use: the ingress use cases, and the one setting that
 /// shapes request parsing.
@@ -37,6 +38,8 @@ pub struct AppState {
     pub batches: Option<BatchService>,
     pub catalog: Catalog,
     pub authenticator: Authenticator,
+    /// Per-tenant rate, in-flight and queue-share limits.
+    pub limits: Limits,
     pub readiness: Readiness,
     pub name_policy: NamePolicy,
 }

@@ -19,12 +19,16 @@ use crate::auth::{Credentials, Permission, Principal, hash_secret};
 use crate::db::{Pool, credentials};
 
 use super::ServiceError;
+use super::limits::Buckets;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// Unknown, revoked or expired token; unknown email or wrong key.
     #[error("invalid or expired credentials")]
     Invalid,
+    /// This credential failed too often lately; it is not even looked up until later.
+    #[error("too many failed attempts with this credential")]
+    TooManyFailures { retry_after: Duration },
     #[error(transparent)]
     Service(#[from] ServiceError),
 }
@@ -39,29 +43,41 @@ pub struct Authenticator {
     pool: Pool,
     ttl: Duration,
     cache: Arc<Mutex<HashMap<CacheKey, (Principal, Instant)>>>,
+    /// Failed attempts per presented credential (keyed by its hash).
+    failures: Arc<Buckets>,
 }
 
 impl Authenticator {
     /// `ttl` bounds how long a verified credential is trusted without Postgres (zero: never).
-    pub fn new(pool: Pool, ttl: Duration) -> Self {
+    /// `failures_per_minute` bounds the failed attempts one credential may make (0: no bound).
+    pub fn new(pool: Pool, ttl: Duration, failures_per_minute: u32) -> Self {
+        let per_minute = f64::from(failures_per_minute);
         Self {
             pool,
             ttl: ttl.min(Duration::from_secs(5)),
             cache: Default::default(),
+            failures: Arc::new(Buckets::new(per_minute / 60.0, per_minute)),
         }
     }
 
     pub async fn authenticate(&self, presented: &Credentials) -> Result<Principal, AuthError> {
-        if self.ttl.is_zero() {
-            return self.check(presented).await;
-        }
         let key = cache_key(presented);
         if let Some(principal) = self.cached(&key) {
             return Ok(principal);
         }
-        let principal = self.check(presented).await?;
-        self.remember(key, &principal);
-        Ok(principal)
+        let failure_key = hex::encode(key);
+        if let Some(retry_after) = self.failures.exhausted(&failure_key) {
+            return Err(AuthError::TooManyFailures { retry_after });
+        }
+        let checked = self.check(presented).await;
+        match &checked {
+            Ok(principal) => self.remember(key, principal),
+            Err(AuthError::Invalid) => {
+                let _ = self.failures.take(&failure_key, 1.0);
+            }
+            Err(_) => {}
+        }
+        checked
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, (Principal, Instant)>> {
@@ -70,6 +86,9 @@ impl Authenticator {
     }
 
     fn cached(&self, key: &CacheKey) -> Option<Principal> {
+        if self.ttl.is_zero() {
+            return None;
+        }
         let mut cache = self.lock();
         match cache.get(key) {
             Some((principal, at)) if at.elapsed() < self.ttl => Some(principal.clone()),
@@ -82,6 +101,9 @@ impl Authenticator {
     }
 
     fn remember(&self, key: CacheKey, principal: &Principal) {
+        if self.ttl.is_zero() {
+            return;
+        }
         let mut cache = self.lock();
         if cache.len() >= CACHE_CAPACITY {
             let ttl = self.ttl;

@@ -80,6 +80,11 @@ impl CreateService {
         }
     }
 
+    /// How long a create waits for its CSR before answering with its id.
+    pub fn wait_budget(&self) -> Duration {
+        self.wait_budget
+    }
+
     pub async fn create(
         &self,
         owner: Owner,

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod coalesce;
 pub mod create;
 pub mod error;
+pub mod limits;
 pub mod readiness;
 
 pub use authenticate::{AuthError, Authenticator};
@@ -17,4 +18,5 @@ pub use catalog::{Catalog, Page};
 pub use coalesce::{ChunkSettings, Coalescer};
 pub use create::{CreateError, CreateService};
 pub use error::ServiceError;
+pub use limits::{Limits, Refused, TenantLimits};
 pub use readiness::Readiness;

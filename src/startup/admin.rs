@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 pub(super) async fn serve(
     addr: SocketAddr,
+    limits: crate::http::server::HttpLimits,
     stop: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind(addr)
@@ -22,14 +23,7 @@ pub(super) async fn serve(
     let app = Router::new()
         .route("/metrics", get(crate::http::health::metrics))
         .route("/healthz", get(|| async { "ok" }));
-    let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "admin listener failed");
-        }
-    });
+    let task = crate::http::server::serve(listener, app, limits, stop);
     tracing::info!(%addr, "admin listener (metrics) on");
     Ok((addr, task))
 }

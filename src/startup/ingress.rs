@@ -10,7 +10,9 @@ use tokio::task::JoinHandle;
 use super::Stages;
 use super::foundation::Foundation;
 use crate::http::{AppState, router};
-use crate::ingress::{Authenticator, BatchService, Catalog, Coalescer, CreateService, Readiness};
+use crate::ingress::{
+    Authenticator, BatchService, Catalog, Coalescer, CreateService, Limits, Readiness,
+};
 use crate::queue::{Connectivity, JobQueue, Waiters};
 use crate::settings::Settings;
 
@@ -39,7 +41,12 @@ pub(super) fn app_state(
         )),
         batches,
         catalog: Catalog::new(pool.clone()),
-        authenticator: Authenticator::new(pool.clone(), settings.credential_cache()),
+        authenticator: Authenticator::new(
+            pool.clone(),
+            settings.credential_cache(),
+            settings.tenants.auth_failures_per_min,
+        ),
+        limits: Limits::new(settings.tenants.limits()),
         readiness: Readiness::new(pool.clone(), brokers),
         name_policy: settings.name_policy,
     }
@@ -60,15 +67,12 @@ pub(super) async fn serve(
     };
     let addr = listener.local_addr()?;
     let app = router(state);
-    let stop = stages.stop_http.clone();
-    let http = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    let http = crate::http::server::serve(
+        listener,
+        app,
+        settings.http.limits(),
+        stages.stop_http.clone(),
+    );
     tracing::info!(%addr, "ingress listening");
     Ok((addr, http))
 }

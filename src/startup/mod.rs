@@ -167,7 +167,12 @@ pub async fn start(
             &stages,
         ));
     }
-    let (admin_addr, admin) = admin::serve(settings.admin_listen, stages.stop_work.clone()).await?;
+    let (admin_addr, admin) = admin::serve(
+        settings.admin_listen,
+        settings.http.limits(),
+        stages.stop_work.clone(),
+    )
+    .await?;
     tasks.work.push(admin);
     let mut http_addr = None;
     if role.runs_ingress() {

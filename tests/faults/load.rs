@@ -129,8 +129,8 @@ async fn one_request(
                         );
                     }
                     500 => break Outcome::Failed,
-                    // Pending or unavailable: retry with the same key.
-                    202 | 503 => {}
+                    // Pending, over the tenant's share, or unavailable: retry with the same key.
+                    202 | 429 | 503 => {}
                     other => panic!("unexpected answer {other} for {name}: {v}"),
                 }
             }

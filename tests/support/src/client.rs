@@ -66,6 +66,16 @@ impl RawResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
+
+    /// Asserts the Cloudflare failure envelope with this status and first error code.
+    #[track_caller]
+    pub fn assert_failure(&self, status: u16, code: u64) {
+        Response {
+            status: self.status,
+            body: self.json(),
+        }
+        .assert_failure(status, code)
+    }
 }
 
 pub(crate) enum Body {

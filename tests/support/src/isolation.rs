@@ -68,6 +68,8 @@ impl Isolation {
         s.key_pool_p256 = 0;
         s.listen = "127.0.0.1:0".parse().unwrap();
         s.admin_listen = "127.0.0.1:0".parse().unwrap();
+        // Many tests create quickly from one account; the rate limit has its own tests.
+        s.tenants.tenant_rate = 0.0;
         s
     }
 
@@ -82,6 +84,7 @@ impl Isolation {
             ("CSRD_KEY_POOL_RSA2048", "0".into()),
             ("CSRD_ADMIN_LISTEN", "127.0.0.1:0".into()),
             ("CSRD_KEY_POOL_P256", "0".into()),
+            ("CSRD_TENANT_RATE", "0".into()),
             ("RUST_LOG", "warn".into()),
         ]
     }
