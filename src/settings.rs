@@ -81,6 +81,10 @@ pub struct Settings {
     /// database and the keygen slots busy while others are being written or announced.
     #[arg(long, env = "CSRD_WORKER_PREFETCH", default_value_t = 8)]
     pub worker_prefetch: u16,
+    /// Batch chunks a worker process holds unacknowledged. Few: they wait for keygen slots
+    /// behind single creates, and a stopping worker hands them back.
+    #[arg(long, env = "CSRD_WORKER_BULK_PREFETCH", default_value_t = 2)]
+    pub worker_bulk_prefetch: u16,
     /// RSA-2048 keys each worker keeps generated ahead of time (0 disables the pool).
     #[arg(long, env = "CSRD_KEY_POOL_RSA2048", default_value_t = 32)]
     pub key_pool_rsa2048: usize,

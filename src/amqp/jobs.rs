@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::codec::{encode_chunk, trace_headers};
 use super::publish::{Publisher, Route};
-use super::topology::{CREATE_ROUTING_KEY, Topology};
+use super::topology::{BULK_ROUTING_KEY, CREATE_ROUTING_KEY, Topology};
 use crate::domain::CreateChunk;
 use crate::queue::{JobQueue, PublishError};
 
@@ -30,13 +30,17 @@ impl RabbitJobQueue {
         }
     }
 
-    async fn publish_once(&self, chunk: &CreateChunk) -> Result<(), PublishError> {
+    async fn publish_once(
+        &self,
+        chunk: &CreateChunk,
+        routing_key: &str,
+    ) -> Result<(), PublishError> {
         let exchange = self.topology.jobs_exchange();
         self.publisher
             .publish(
                 Route {
                     exchange: &exchange,
-                    routing_key: CREATE_ROUTING_KEY,
+                    routing_key,
                     mandatory: true,
                     persistent: true,
                 },
@@ -54,7 +58,21 @@ impl JobQueue for RabbitJobQueue {
     /// once, on the next connection: the worker is idempotent on the CSR id, so a chunk that
     /// did arrive twice still makes one CSR per job.
     async fn publish(&self, chunk: &CreateChunk) -> Result<(), PublishError> {
-        match self.publish_once(chunk).await {
+        self.publish_confirmed(chunk, CREATE_ROUTING_KEY).await
+    }
+
+    async fn publish_bulk(&self, chunk: &CreateChunk) -> Result<(), PublishError> {
+        self.publish_confirmed(chunk, BULK_ROUTING_KEY).await
+    }
+}
+
+impl RabbitJobQueue {
+    async fn publish_confirmed(
+        &self,
+        chunk: &CreateChunk,
+        routing_key: &str,
+    ) -> Result<(), PublishError> {
+        match self.publish_once(chunk, routing_key).await {
             Err(e) if e.is_connection_problem() => {
                 static UNCONFIRMED: crate::log_throttle::LogThrottle =
                     crate::log_throttle::LogThrottle::new();
@@ -65,7 +83,7 @@ impl JobQueue for RabbitJobQueue {
                 if broker.wait_connected(RECONNECT_GRACE).await.is_none() {
                     return Err(e);
                 }
-                self.publish_once(chunk).await
+                self.publish_once(chunk, routing_key).await
             }
             other => other,
         }

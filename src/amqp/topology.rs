@@ -3,6 +3,8 @@
 //! - `{p}.jobs` (direct) → `{p}.jobs.create`: durable quorum queue with an explicit delivery
 //!   limit (3.10 has no default), bounded length with `reject-publish` (overload becomes a
 //!   publisher nack, i.e. a 503, never unbounded memory), and at-least-once dead-lettering.
+//! - `{p}.jobs` → `{p}.jobs.bulk` (routing key `bulk`): batch chunks, with the same arguments.
+//!   Workers consume both queues and give single creates their keygen slots first.
 //! - `{p}.jobs.dead` (fanout) → `{p}.jobs.dead`: where jobs that keep failing end up.
 //! - `{p}.events` (direct): completion events, routed by ingress instance id to each
 //!   instance's own auto-deleting queue `{p}.events.{instance}`.
@@ -15,6 +17,8 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 
 pub const CREATE_ROUTING_KEY: &str = "create";
+/// Batch chunks: their own queue, consumed beside the interactive one.
+pub const BULK_ROUTING_KEY: &str = "bulk";
 
 #[derive(Debug, Clone, Copy)]
 pub struct QueueLimits {
@@ -60,6 +64,11 @@ impl Topology {
 
     pub fn jobs_queue(&self) -> String {
         format!("{}.jobs.create", self.prefix)
+    }
+
+    /// Batch chunks, apart from single creates so that a batch is never ahead of one.
+    pub fn bulk_queue(&self) -> String {
+        format!("{}.jobs.bulk", self.prefix)
     }
 
     pub fn dead_letter_exchange(&self) -> String {
@@ -113,41 +122,46 @@ impl Topology {
         )
         .await?;
         let dlx = self.dead_letter_exchange();
-        ch.queue_declare(
-            self.jobs_queue().as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            quorum_args(&[
-                (
-                    "x-delivery-limit",
-                    AMQPValue::LongLongInt(self.limits.delivery_limit),
-                ),
-                (
-                    "x-max-length",
-                    AMQPValue::LongLongInt(self.limits.max_length),
-                ),
-                ("x-overflow", AMQPValue::LongString("reject-publish".into())),
-                (
-                    "x-dead-letter-exchange",
-                    AMQPValue::LongString(dlx.as_str().into()),
-                ),
-                (
-                    "x-dead-letter-strategy",
-                    AMQPValue::LongString("at-least-once".into()),
-                ),
-            ]),
-        )
-        .await?;
-        ch.queue_bind(
-            self.jobs_queue().as_str().into(),
-            self.jobs_exchange().as_str().into(),
-            CREATE_ROUTING_KEY.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+        for (queue, routing_key) in [
+            (self.jobs_queue(), CREATE_ROUTING_KEY),
+            (self.bulk_queue(), BULK_ROUTING_KEY),
+        ] {
+            ch.queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                quorum_args(&[
+                    (
+                        "x-delivery-limit",
+                        AMQPValue::LongLongInt(self.limits.delivery_limit),
+                    ),
+                    (
+                        "x-max-length",
+                        AMQPValue::LongLongInt(self.limits.max_length),
+                    ),
+                    ("x-overflow", AMQPValue::LongString("reject-publish".into())),
+                    (
+                        "x-dead-letter-exchange",
+                        AMQPValue::LongString(dlx.as_str().into()),
+                    ),
+                    (
+                        "x-dead-letter-strategy",
+                        AMQPValue::LongString("at-least-once".into()),
+                    ),
+                ]),
+            )
+            .await?;
+            ch.queue_bind(
+                queue.as_str().into(),
+                self.jobs_exchange().as_str().into(),
+                routing_key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        }
 
         ch.exchange_declare(
             self.events_exchange().as_str().into(),
@@ -191,7 +205,11 @@ impl Topology {
 
     /// Removes every queue and exchange of this prefix (tests and decommissioning).
     pub async fn delete_all(&self, ch: &Channel) -> lapin::Result<()> {
-        for q in [self.jobs_queue(), self.dead_letter_queue()] {
+        for q in [
+            self.jobs_queue(),
+            self.bulk_queue(),
+            self.dead_letter_queue(),
+        ] {
             ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
                 .await?;
         }

@@ -120,7 +120,7 @@ impl BatchService {
     /// accepted already, and will be published again.
     async fn publish(&self, id: BatchId, jobs: &[CreateJob]) {
         let chunks = cut(jobs, self.chunk_items);
-        let sends = chunks.iter().map(|c| self.queue.publish(c));
+        let sends = chunks.iter().map(|c| self.queue.publish_bulk(c));
         let results = futures_util::future::join_all(sends).await;
         for chunk in &chunks {
             crate::metrics::chunk_published(chunk.jobs.len());

@@ -94,6 +94,11 @@ impl JobQueue for Coalescer {
         // The chunk task answers every job it took; a dropped sender means it stopped.
         answer.await.unwrap_or(Err(PublishError::Unavailable))
     }
+
+    /// Batch chunks are whole already: straight through.
+    async fn publish_bulk(&self, chunk: &CreateChunk) -> Result<(), PublishError> {
+        self.inner.publish_bulk(chunk).await
+    }
 }
 
 async fn cut_chunks(

@@ -146,6 +146,21 @@ impl CompletionSink for MemoryQueue {
     }
 }
 
+/// The in-memory queue has one lane for single creates and batch chunks alike: its bulk
+/// consumer never delivers anything.
+pub struct NoLane;
+
+#[async_trait]
+impl JobConsumer for NoLane {
+    async fn next(&mut self) -> Option<JobDelivery> {
+        std::future::pending().await
+    }
+
+    async fn stop(&mut self) {}
+
+    async fn close(self: Box<Self>) {}
+}
+
 struct MemoryConsumer {
     inner: Arc<Inner>,
     dead_letters: bool,

@@ -68,6 +68,12 @@ pub trait JobQueue: Send + Sync {
     /// error saying whether it might hold it anyway. Concurrent calls are confirmed
     /// independently (pipelined), not one round trip after another.
     async fn publish(&self, chunk: &CreateChunk) -> Result<(), PublishError>;
+
+    /// Like `publish`, for a batch's chunk: to the bulk lane, which workers serve after the
+    /// single creates (RabbitMQ: its own queue). A queue without lanes has one for both.
+    async fn publish_bulk(&self, chunk: &CreateChunk) -> Result<(), PublishError> {
+        self.publish(chunk).await
+    }
 }
 
 /// The worker side: tells a waiting ingress instance that jobs are done.

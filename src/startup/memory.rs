@@ -41,6 +41,7 @@ pub async fn start_in_memory(settings: &Settings) -> anyhow::Result<InMemory> {
         WorkerQueue {
             completions: Arc::new(queue.clone()),
             jobs: queue.jobs(),
+            bulk: Box::new(crate::queue::memory::NoLane),
             dead_letters: queue.dead_letters(),
         },
         &stages,

@@ -91,6 +91,12 @@ impl Rabbit {
                 prefetch,
                 stages.stop_work.clone(),
             )),
+            bulk: Box::new(RabbitConsumer::jobs(
+                self.consume.clone(),
+                self.topology.bulk_queue(),
+                settings.worker_bulk_prefetch.max(1),
+                stages.stop_work.clone(),
+            )),
             dead_letters: Box::new(RabbitConsumer::dead_letters(
                 self.consume.clone(),
                 self.topology.dead_letter_queue(),

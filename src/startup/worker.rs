@@ -2,19 +2,20 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use super::Stages;
 use super::foundation::Foundation;
 use crate::queue::{CompletionSink, JobConsumer};
 use crate::settings::Settings;
-use crate::worker::{self, KeySource, WorkerContext, housekeeping};
+use crate::worker::{self, KeySource, KeygenSlots, Priority, WorkerContext, housekeeping};
 
 /// What a worker consumes from and reports to.
 pub(super) struct WorkerQueue {
     pub completions: Arc<dyn CompletionSink>,
     pub jobs: Box<dyn JobConsumer>,
+    /// Batch chunks: served after `jobs` for keygen slots.
+    pub bulk: Box<dyn JobConsumer>,
     pub dead_letters: Box<dyn JobConsumer>,
 }
 
@@ -26,20 +27,21 @@ pub(super) fn start(
     stages: &Stages,
 ) -> Vec<JoinHandle<()>> {
     let workers = settings.workers();
-    let keygen_permits = Arc::new(Semaphore::new(workers));
+    let keygen_slots = KeygenSlots::new(workers);
     let keys = KeySource::new(settings.key_pool());
     let ctx = WorkerContext {
         pool: foundation.pool.clone(),
         keyring: foundation.keyring.clone(),
         completions: queue.completions,
-        keygen_permits: keygen_permits.clone(),
+        keygen_slots: keygen_slots.clone(),
+        priority: Priority::Interactive,
         keys: keys.clone(),
         shutdown: stages.stop_work.clone(),
     };
     tracing::info!(workers, pool = ?settings.key_pool(), "worker consuming");
     vec![
-        tokio::spawn(keys.refill(keygen_permits, stages.stop_work.clone())),
-        tokio::spawn(worker::run(ctx, queue.jobs, queue.dead_letters)),
+        tokio::spawn(keys.refill(keygen_slots, stages.stop_work.clone())),
+        tokio::spawn(worker::run(ctx, queue.jobs, queue.bulk, queue.dead_letters)),
         tokio::spawn(housekeeping::prune_idempotency_keys(
             foundation.pool.clone(),
             settings.idempotency_ttl_hours,

@@ -238,11 +238,7 @@ async fn generate_all(ctx: &WorkerContext, todo: &[&CreateJob]) -> Result<Vec<Ma
             })
             .collect();
         async move {
-            let _permit = ctx
-                .keygen_permits
-                .acquire()
-                .await
-                .map_err(|_| JobError::Stopping)?;
+            let _slot = ctx.keygen_slots.acquire(ctx.priority).await;
             let keyring = ctx.keyring.clone();
             let keys = ctx.keys.clone();
             let made = tracing::info_span!("keygen_and_sign", keys = items.len())

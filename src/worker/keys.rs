@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use super::slots::KeygenSlots;
 use tokio_util::sync::CancellationToken;
 
 use crate::crypto::{KeygenError, PrivateKey, generate_key};
@@ -126,14 +126,13 @@ impl KeySource {
     /// Keeps the pools full until shutdown, at a lower priority than live jobs: a step runs
     /// only in a keygen slot nobody is waiting for (`try_acquire` never jumps the queue of
     /// jobs waiting for a slot), one slot at a time.
-    pub async fn refill(self: Arc<Self>, keygen_permits: Arc<Semaphore>, stop: CancellationToken) {
+    pub async fn refill(self: Arc<Self>, keygen_slots: KeygenSlots, stop: CancellationToken) {
         if self.rsa2048.capacity == 0 && self.p256.capacity == 0 {
             return;
         }
         while !stop.is_cancelled() {
-            let permit = keygen_permits.clone().try_acquire_owned();
-            let worked = match permit {
-                Ok(permit) => {
+            let worked = match keygen_slots.try_acquire() {
+                Some(permit) => {
                     let this = self.clone();
                     tokio::task::spawn_blocking(move || {
                         let _permit = permit;
@@ -142,7 +141,7 @@ impl KeySource {
                     .await
                     .unwrap_or(false)
                 }
-                Err(_) => false,
+                None => false,
             };
             if !worked {
                 tokio::select! {
@@ -196,10 +195,12 @@ mod tests {
             rsa2048: 1,
             p256: 2,
         });
-        let permits = Arc::new(Semaphore::new(1));
+        let slots = KeygenSlots::new(1);
         let stop = CancellationToken::new();
-        let held = permits.clone().acquire_owned().await.unwrap();
-        let refiller = tokio::spawn(keys.clone().refill(permits.clone(), stop.clone()));
+        let held = slots
+            .acquire(super::super::slots::Priority::Interactive)
+            .await;
+        let refiller = tokio::spawn(keys.clone().refill(slots.clone(), stop.clone()));
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(keys.depth(KeyType::P256v1), 0, "no free slot, no refill");
         drop(held);

@@ -8,12 +8,12 @@ pub mod dead;
 pub mod housekeeping;
 pub mod job;
 pub mod keys;
+pub mod slots;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,6 +23,7 @@ use crate::domain::{Completion, CreateChunk};
 use crate::queue::{CompletionSink, JobConsumer, JobDelivery, PublishError};
 
 pub use keys::{KeyPoolSizes, KeySource};
+pub use slots::{KeygenSlots, Priority};
 
 /// How long a stopping worker lets in-flight jobs finish before it closes its channels
 /// (unacked jobs then return to the queue for another worker).
@@ -33,8 +34,11 @@ pub struct WorkerContext {
     pub pool: Pool,
     pub keyring: Arc<Keyring>,
     pub completions: Arc<dyn CompletionSink>,
-    /// Bounds concurrent key generation to `CSRD_WORKERS`, whatever the prefetch.
-    pub keygen_permits: Arc<Semaphore>,
+    /// Bounds concurrent key generation to `CSRD_WORKERS`, whatever the prefetch, and hands
+    /// the slots to single creates before batch items.
+    pub keygen_slots: KeygenSlots,
+    /// Whose slots this context's jobs ask for: the lane they came from.
+    pub priority: Priority,
     /// Pre-generated keys, or fresh ones.
     pub keys: Arc<KeySource>,
     pub shutdown: CancellationToken,
@@ -94,10 +98,20 @@ pub(crate) async fn announce(
 
 /// Handles jobs and dead letters until shutdown, then stops consuming, lets in-flight jobs
 /// finish and settle, and closes both consumers.
-pub async fn run(ctx: WorkerContext, jobs: Box<dyn JobConsumer>, dead: Box<dyn JobConsumer>) {
+pub async fn run(
+    ctx: WorkerContext,
+    jobs: Box<dyn JobConsumer>,
+    bulk: Box<dyn JobConsumer>,
+    dead: Box<dyn JobConsumer>,
+) {
     let tracker = TaskTracker::new();
-    let (jobs, dead) = tokio::join!(
+    let bulk_ctx = WorkerContext {
+        priority: Priority::Bulk,
+        ..ctx.clone()
+    };
+    let (jobs, bulk, dead) = tokio::join!(
         consume(jobs, &ctx, &tracker, job::handle),
+        consume(bulk, &bulk_ctx, &tracker, job::handle),
         consume(dead, &ctx, &tracker, dead::handle),
     );
     tracker.close();
@@ -107,7 +121,7 @@ pub async fn run(ctx: WorkerContext, jobs: Box<dyn JobConsumer>, dead: Box<dyn J
     {
         tracing::warn!("in-flight jobs did not finish in time; they return to the queue");
     }
-    tokio::join!(jobs.close(), dead.close());
+    tokio::join!(jobs.close(), bulk.close(), dead.close());
 }
 
 /// Spawns `handle` for every delivery until shutdown, then stops the consumer (in-flight

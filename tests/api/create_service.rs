@@ -17,7 +17,6 @@ use csrd::queue::{JobConsumer, JobQueue, PublishError, Waiters};
 use csrd::worker::{KeyPoolSizes, KeySource, WorkerContext};
 use csrd_test_support::*;
 use serde_json::json;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 struct Harness {
@@ -83,7 +82,8 @@ impl Harness {
             pool: self.pool.clone(),
             keyring: self.keyring.clone(),
             completions: Arc::new(self.queue.clone()),
-            keygen_permits: Arc::new(Semaphore::new(1)),
+            keygen_slots: csrd::worker::KeygenSlots::new(1),
+            priority: csrd::worker::Priority::Interactive,
             keys: KeySource::new(KeyPoolSizes::default()),
             shutdown: CancellationToken::new(),
         };

@@ -366,3 +366,62 @@ async fn one_tenants_flood_does_not_starve_another() {
         assert_eq!(task.await.unwrap(), 201);
     }
 }
+
+/// A batch's chunks go to the bulk lane, and workers give single creates their keygen slots
+/// first: another tenant's single create is answered while the batch is still being made.
+#[tokio::test]
+async fn a_batch_does_not_starve_single_creates() {
+    let app = spawn_app_with(|s| {
+        s.workers = Some(1);
+        // One RSA item per chunk, so that progress shows key by key.
+        s.batch_chunk_items = 16;
+    })
+    .await;
+    let a = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let b = app.token(&[ACCOUNT_B], &[], Permission::Write).await;
+    let items: Vec<_> = (0..40).map(|_| example_body()).collect();
+    let submitted = app
+        .request(Method::POST, &format!("{CREATE_A}/batches"))
+        .bearer(&a)
+        .json(&serde_json::json!({ "items": items }))
+        .send()
+        .await;
+    assert_eq!(submitted.status, 202);
+    let batch = submitted.json()["result"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let batch_path = format!("{CREATE_A}/batches/{batch}");
+    eventually("the batch to start", || async {
+        let got = app
+            .request(Method::GET, &batch_path)
+            .bearer(&a)
+            .send()
+            .await;
+        (got.json()["result"]["done"].as_u64() > Some(0)).then_some(())
+    })
+    .await;
+    let answered = app
+        .create("accounts", ACCOUNT_B, Auth::Bearer(&b), &p256_body())
+        .await;
+    assert_eq!(answered.status, 201, "{}", answered.body);
+    let progress = app
+        .request(Method::GET, &batch_path)
+        .bearer(&a)
+        .send()
+        .await;
+    let done = progress.json()["result"]["done"].as_u64().unwrap();
+    assert!(
+        done < 20,
+        "B was answered only after {done} of the batch's 40 RSA keys"
+    );
+    eventually_within("the batch to finish", Duration::from_secs(120), || async {
+        let got = app
+            .request(Method::GET, &batch_path)
+            .bearer(&a)
+            .send()
+            .await;
+        (got.json()["result"]["status"] == "done").then_some(())
+    })
+    .await;
+}

@@ -15,15 +15,16 @@ pub async fn channel(name: &str) -> (lapin::Connection, lapin::Channel) {
     (conn, ch)
 }
 
-/// Ready messages in the jobs queue and in the dead-letter queue (0 for a queue that does
-/// not exist).
+/// Ready messages in the jobs queues (single and bulk) and in the dead-letter queue (0 for a
+/// queue that does not exist).
 pub async fn queued(topology: &Topology) -> (u32, u32) {
     let (conn, _) = channel("csrd-tests-depth").await;
-    let mut depths = [0u32; 2];
-    for (depth, queue) in depths
-        .iter_mut()
-        .zip([topology.jobs_queue(), topology.dead_letter_queue()])
-    {
+    let mut depths = [0u32; 3];
+    for (depth, queue) in depths.iter_mut().zip([
+        topology.jobs_queue(),
+        topology.bulk_queue(),
+        topology.dead_letter_queue(),
+    ]) {
         // A passive declare of a missing queue closes the channel: one channel per queue.
         let ch = conn.create_channel().await.unwrap();
         let passive = QueueDeclareOptions {
@@ -41,7 +42,7 @@ pub async fn queued(topology: &Topology) -> (u32, u32) {
         }
     }
     let _ = conn.close(200, "checked".into()).await;
-    (depths[0], depths[1])
+    (depths[0] + depths[1], depths[2])
 }
 
 pub async fn delete_topology(topology: &Topology) {
