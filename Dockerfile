@@ -3,6 +3,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# jemalloc's settings (returning freed memory to the OS) are build-time environment.
+COPY .cargo ./.cargo
 # The workspace's test-support crate: cargo reads every member's manifest to resolve the lockfile.
 COPY tests/support ./tests/support
 COPY src ./src

@@ -33,7 +33,7 @@ macro_rules! tenant_routes {
             responses(
                 (status = 201, description = "Created", body = CsrSingle),
                 (status = 202, description = "Accepted, still being generated; retry with the same Idempotency-Key or GET the id", body = CsrPending),
-                (status = "4XX", description = "Failure (422/1422: Idempotency-Key reused with another body)", body = Failure),
+                (status = "4XX", description = "Failure (422/1422: Idempotency-Key reused with another body; 429/971 with Retry-After: over the tenant's rate, in-flight cap or queue share)", body = Failure),
                 (status = "5XX", description = "Failure (503 with Retry-After when a dependency is down)", body = Failure),
             ),
             security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
