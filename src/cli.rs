@@ -41,6 +41,9 @@ pub enum Command {
     /// Manage key-encryption keys.
     #[command(subcommand)]
     Kek(KekCommand),
+    /// Check the stored private keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Measure key generation and CSR signing speed.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -185,6 +188,31 @@ pub enum KekCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Decrypt every stored private key in memory and check that it is its CSR's key. Prints
+    /// each failure, then `N verified, N failed`; exits non-zero when anything failed.
+    Verify(KeysVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeysVerifyArgs {
+    #[command(flatten)]
+    pub db: DbSettings,
+    /// Key-encryption keys, as for the service.
+    #[arg(long, env = "CSRD_KEKS", hide_env_values = true)]
+    pub keks: String,
+    /// Only this account's keys.
+    #[arg(long, conflicts_with = "zone")]
+    pub account: Option<String>,
+    /// Only this zone's keys.
+    #[arg(long)]
+    pub zone: Option<String>,
+    /// Only this many keys, picked at random.
+    #[arg(long)]
+    pub sample: Option<i64>,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Key generation + CSR signing throughput, one core per thread.
     Keygen {
@@ -302,6 +330,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", Keyring::generate_entry(&id).as_str());
             Ok(())
         }
+        Command::Keys(KeysCommand::Verify(args)) => keys_verify(args).await,
         Command::Bench(BenchCommand::Keygen {
             key_type,
             seconds,
@@ -382,4 +411,40 @@ async fn wait_for_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+async fn keys_verify(args: KeysVerifyArgs) -> anyhow::Result<()> {
+    use crate::domain::{Owner, OwnerKind};
+    let owner = match (&args.account, &args.zone) {
+        (Some(a), _) => Some(Owner::parse(OwnerKind::Account, a).context("malformed account id")?),
+        (_, Some(z)) => Some(Owner::parse(OwnerKind::Zone, z).context("malformed zone id")?),
+        _ => None,
+    };
+    let keyring = std::sync::Arc::new(Keyring::parse(&args.keks)?);
+    let pool = build_pool(&args.db.database_url, 2, "csrd-keys-verify")?;
+    let plan = crate::custody::VerifyPlan {
+        owner,
+        sample: args.sample.filter(|n| *n > 0),
+    };
+    let summary = crate::custody::verify_keys(
+        &pool,
+        keyring,
+        plan,
+        |f| {
+            eprintln!(
+                "FAILED {} ({} {}): {}",
+                f.id.0,
+                f.owner.kind().as_str(),
+                f.owner.id(),
+                f.reason
+            )
+        },
+        |checked| eprintln!("keys verify: {checked} checked"),
+    )
+    .await?;
+    println!("{} verified, {} failed", summary.verified, summary.failed);
+    if summary.failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
 }

@@ -13,6 +13,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod crypto;
+pub mod custody;
 pub mod db;
 pub mod domain;
 pub mod http;

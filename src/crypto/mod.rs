@@ -7,9 +7,11 @@ pub mod envelope;
 pub mod keygen;
 pub mod keyring;
 pub mod secret;
+pub mod verify;
 
 pub use csr::{CsrError, build_csr};
 pub use envelope::{EnvelopeError, SealedKey, open, seal};
 pub use keygen::{KeygenError, PrivateKey, generate_key};
 pub use keyring::{Kek, KekId, Keyring, KeyringError};
 pub use secret::SecretBytes;
+pub use verify::{KeyCheckError, key_matches_csr};

@@ -381,3 +381,92 @@ pub async fn delete(
         .await?;
     Ok(row.get::<_, i64>(0) == 1)
 }
+
+/// A stored CSR with its sealed key, for `csrd keys verify`.
+pub struct StoredKey {
+    pub id: CsrId,
+    pub owner: Owner,
+    pub key_type: KeyType,
+    pub csr_pem: String,
+    pub sealed: SealedKey,
+}
+
+const STORED_KEY_COLUMNS: &str = "id, owner_kind, owner_id, key_type, csr_pem, envelope_version, \
+     kek_id, wrapped_dek, dek_nonce, key_nonce, key_ciphertext";
+
+/// Up to `limit` stored keys after `after` in id order (of `owner`, or of everyone).
+pub async fn stored_keys_after(
+    client: &impl GenericClient,
+    owner: Option<&Owner>,
+    after: Option<CsrId>,
+    limit: i64,
+) -> Result<Vec<StoredKey>, DbError> {
+    let after = after.map(|id| id.0).unwrap_or(uuid::Uuid::nil());
+    let rows = match owner {
+        Some(o) => {
+            client
+                .query(
+                    &format!(
+                        "SELECT {STORED_KEY_COLUMNS} FROM custom_csrs
+                         WHERE owner_kind = $1 AND owner_id = $2 AND id > $3
+                         ORDER BY id LIMIT $4"
+                    ),
+                    &[&o.kind().as_str(), &o.id(), &after, &limit],
+                )
+                .await?
+        }
+        None => {
+            client
+                .query(
+                    &format!(
+                        "SELECT {STORED_KEY_COLUMNS} FROM custom_csrs
+                         WHERE id > $1 ORDER BY id LIMIT $2"
+                    ),
+                    &[&after, &limit],
+                )
+                .await?
+        }
+    };
+    rows.iter().map(stored_key).collect()
+}
+
+/// `n` stored keys picked at random (of `owner`, or of everyone).
+pub async fn stored_keys_sample(
+    client: &impl GenericClient,
+    owner: Option<&Owner>,
+    n: i64,
+) -> Result<Vec<StoredKey>, DbError> {
+    let (kind, id) = match owner {
+        Some(o) => (Some(o.kind().as_str()), Some(o.id())),
+        None => (None, None),
+    };
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {STORED_KEY_COLUMNS} FROM custom_csrs
+                 WHERE ($1::text IS NULL OR (owner_kind = $1 AND owner_id = $2))
+                 ORDER BY random() LIMIT $3"
+            ),
+            &[&kind, &id, &n],
+        )
+        .await?;
+    rows.iter().map(stored_key).collect()
+}
+
+fn stored_key(row: &Row) -> Result<StoredKey, DbError> {
+    let kind = OwnerKind::parse(row.get("owner_kind")).ok_or_else(|| corrupt("owner_kind"))?;
+    Ok(StoredKey {
+        id: CsrId(row.get("id")),
+        owner: Owner::parse(kind, row.get("owner_id")).ok_or_else(|| corrupt("owner_id"))?,
+        key_type: KeyType::parse(row.get("key_type")).ok_or_else(|| corrupt("key_type"))?,
+        csr_pem: row.get("csr_pem"),
+        sealed: SealedKey {
+            version: row.get("envelope_version"),
+            kek_id: row.get("kek_id"),
+            wrapped_dek: row.get("wrapped_dek"),
+            dek_nonce: row.get("dek_nonce"),
+            key_nonce: row.get("key_nonce"),
+            ciphertext: row.get("key_ciphertext"),
+        },
+    })
+}

@@ -41,3 +41,25 @@ pub async fn verify_keyring(client: &Client, keyring: &Keyring) -> Result<(), Ke
     }
     Ok(())
 }
+
+/// Verifies the configured KEKs that have a stored check value, recording nothing: for tools
+/// that must refuse a wrong key before reading (or writing) anything.
+pub async fn verify_known_keks(client: &Client, keyring: &Keyring) -> Result<(), KekCheckError> {
+    for kek in keyring.all() {
+        let id = kek.id().as_str();
+        let row = client
+            .query_opt(
+                "SELECT nonce, ciphertext FROM kek_checks WHERE kek_id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(DbError::from)?;
+        if let Some(row) = row {
+            let (nonce, ct): (Vec<u8>, Vec<u8>) = (row.get(0), row.get(1));
+            if !kek.verify_check_value(&nonce, &ct) {
+                return Err(KekCheckError::Mismatch(id.to_owned()));
+            }
+        }
+    }
+    Ok(())
+}

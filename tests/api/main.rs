@@ -11,6 +11,7 @@ mod create_service;
 mod csr_check;
 mod custody;
 mod delivery;
+mod keys_verify;
 mod limits;
 mod migrations;
 mod openapi;

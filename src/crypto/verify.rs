@@ -1,0 +1,115 @@
+//! Proof that a stored private key belongs to its CSR: the public key derived from the private
+//! key (the P-256 point from the scalar with `p256`; the RSA modulus and exponent with `rsa`)
+//! must be the one in the CSR's SubjectPublicKeyInfo. Nothing here signs or decrypts with the
+//! key.
+
+use rsa::pkcs8::DecodePrivateKey as _;
+use rsa::traits::PublicKeyParts;
+use x509_parser::prelude::{FromDer, X509CertificationRequest};
+use x509_parser::public_key::PublicKey;
+
+use super::SecretBytes;
+use crate::domain::KeyType;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyCheckError {
+    #[error("the CSR could not be parsed")]
+    Csr,
+    #[error("the private key is not a {0} PKCS#8 key")]
+    PrivateKey(&'static str),
+    #[error("the private key does not match the CSR's public key")]
+    Mismatch,
+}
+
+/// Checks that `pkcs8_der` (a decrypted private key of `key_type`) is the key of `csr_pem`.
+pub fn key_matches_csr(
+    key_type: KeyType,
+    pkcs8_der: &SecretBytes,
+    csr_pem: &str,
+) -> Result<(), KeyCheckError> {
+    let (_, pem) =
+        x509_parser::pem::parse_x509_pem(csr_pem.as_bytes()).map_err(|_| KeyCheckError::Csr)?;
+    let (_, csr) =
+        X509CertificationRequest::from_der(&pem.contents).map_err(|_| KeyCheckError::Csr)?;
+    let in_csr = csr
+        .certification_request_info
+        .subject_pki
+        .parsed()
+        .map_err(|_| KeyCheckError::Csr)?;
+    let matches = match (key_type, in_csr) {
+        (KeyType::P256v1, PublicKey::EC(point)) => {
+            let secret = p256::SecretKey::from_pkcs8_der(pkcs8_der.expose())
+                .map_err(|_| KeyCheckError::PrivateKey("P-256"))?;
+            use p256::elliptic_curve::sec1::ToSec1Point;
+            let derived = secret.public_key().to_sec1_point(false);
+            derived.as_bytes() == point.data()
+        }
+        (KeyType::Rsa2048, PublicKey::RSA(public)) => {
+            let private = rsa::PrivateKey::from_pkcs8_der(pkcs8_der.expose())
+                .map_err(|_| KeyCheckError::PrivateKey("RSA"))?;
+            strip(&private.n().to_be_bytes()) == strip(public.modulus)
+                && strip(&private.e().to_be_bytes()) == strip(public.exponent)
+        }
+        _ => false,
+    };
+    if matches {
+        Ok(())
+    } else {
+        Err(KeyCheckError::Mismatch)
+    }
+}
+
+/// A big-endian integer without its leading zero bytes (DER adds one to keep it positive).
+fn strip(bytes: &[u8]) -> &[u8] {
+    let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    &bytes[first..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{build_csr, generate_key};
+    use crate::domain::CreateCsr;
+
+    fn request(key_type: KeyType) -> CreateCsr {
+        let body = serde_json::json!({
+            "common_name": "example.com", "country": "US", "state": "California",
+            "locality": "San Francisco", "organization": "Example", "sans": ["example.com"],
+            "key_type": key_type.as_str(),
+        });
+        CreateCsr::parse(
+            body.to_string().as_bytes(),
+            crate::domain::OwnerKind::Account,
+            crate::domain::NamePolicy::Permissive,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_key_matches_its_own_csr_and_no_other() {
+        for key_type in KeyType::ALL {
+            let key = generate_key(key_type).unwrap();
+            let other = generate_key(key_type).unwrap();
+            let csr = build_csr(&request(key_type), &key).unwrap();
+            assert_eq!(key_matches_csr(key_type, &key.pkcs8_der, &csr), Ok(()));
+            assert_eq!(
+                key_matches_csr(key_type, &other.pkcs8_der, &csr),
+                Err(KeyCheckError::Mismatch)
+            );
+        }
+        let p256 = generate_key(KeyType::P256v1).unwrap();
+        let rsa_csr = build_csr(
+            &request(KeyType::Rsa2048),
+            &generate_key(KeyType::Rsa2048).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            key_matches_csr(KeyType::Rsa2048, &p256.pkcs8_der, &rsa_csr),
+            Err(KeyCheckError::PrivateKey("RSA"))
+        );
+        assert_eq!(
+            key_matches_csr(KeyType::P256v1, &p256.pkcs8_der, "not a CSR"),
+            Err(KeyCheckError::Csr)
+        );
+    }
+}

@@ -1,0 +1,122 @@
+//! `csrd keys verify`: decrypts every stored private key in memory and proves it belongs to its
+//! CSR. Catches ciphertexts moved between rows or altered (the envelope's associated data and
+//! tags), keys sealed under a KEK that is not configured, and keys that decrypt but are not the
+//! CSR's. A wrong key under a known KEK id is refused before anything is read.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::crypto::{Keyring, key_matches_csr, open};
+use crate::db::csrs::{StoredKey, stored_keys_after, stored_keys_sample};
+use crate::db::{Pool, keks};
+use crate::domain::{CsrId, Owner};
+
+/// Rows read and checked at a time.
+const PAGE: i64 = 1000;
+
+pub struct VerifyPlan {
+    /// Only this tenant's keys.
+    pub owner: Option<Owner>,
+    /// Only this many keys, picked at random.
+    pub sample: Option<i64>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct VerifySummary {
+    pub verified: u64,
+    pub failed: u64,
+}
+
+/// One key that did not verify: which, and why (never any key material).
+pub struct Failure {
+    pub id: CsrId,
+    pub owner: Owner,
+    pub reason: String,
+}
+
+/// Verifies the planned keys; `report` hears of every failure and of progress (keys checked).
+pub async fn verify_keys(
+    pool: &Pool,
+    keyring: Arc<Keyring>,
+    plan: VerifyPlan,
+    mut on_failure: impl FnMut(&Failure),
+    mut on_progress: impl FnMut(u64),
+) -> anyhow::Result<VerifySummary> {
+    let client = pool.get().await.context("connecting to Postgres")?;
+    keks::verify_known_keks(&client, &keyring).await?;
+    let mut summary = VerifySummary::default();
+    let mut after = None;
+    loop {
+        let page = match plan.sample {
+            Some(n) => stored_keys_sample(&**client, plan.owner.as_ref(), n).await?,
+            None => stored_keys_after(&**client, plan.owner.as_ref(), after, PAGE).await?,
+        };
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        let full_page = page.len() as i64 == PAGE;
+        let keyring = keyring.clone();
+        let failures = tokio::task::spawn_blocking(move || check_all(&keyring, &page))
+            .await
+            .context("verifying a page of keys")?;
+        let (checked, failures) = failures;
+        summary.failed += failures.len() as u64;
+        summary.verified += checked - failures.len() as u64;
+        failures.iter().for_each(&mut on_failure);
+        on_progress(summary.verified + summary.failed);
+        if plan.sample.is_some() || !full_page {
+            break;
+        }
+    }
+    Ok(summary)
+}
+
+/// Checks a page on every core; returns how many were checked and the failures.
+fn check_all(keyring: &Keyring, page: &[StoredKey]) -> (u64, Vec<Failure>) {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let part = page.len().div_ceil(threads).max(1);
+    let failures = std::thread::scope(|scope| {
+        let parts: Vec<_> = page
+            .chunks(part)
+            .map(|chunk| {
+                let checking = scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .filter_map(|k| check(keyring, k))
+                        .collect::<Vec<_>>()
+                });
+                (chunk, checking)
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|(chunk, checking)| {
+                // A check that panicked proves nothing: its whole part counts as failed.
+                checking.join().unwrap_or_else(|_| {
+                    chunk
+                        .iter()
+                        .map(|k| Failure {
+                            id: k.id,
+                            owner: k.owner.clone(),
+                            reason: "the check panicked".into(),
+                        })
+                        .collect()
+                })
+            })
+            .collect()
+    });
+    (page.len() as u64, failures)
+}
+
+fn check(keyring: &Keyring, stored: &StoredKey) -> Option<Failure> {
+    let outcome = open(keyring, stored.id, &stored.owner, &stored.sealed)
+        .map_err(|e| e.to_string())
+        .and_then(|der| {
+            key_matches_csr(stored.key_type, &der, &stored.csr_pem).map_err(|e| e.to_string())
+        });
+    outcome.err().map(|reason| Failure {
+        id: stored.id,
+        owner: stored.owner.clone(),
+        reason,
+    })
+}

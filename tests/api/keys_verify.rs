@@ -1,0 +1,175 @@
+//! `csrd keys verify` proves every stored key belongs to its CSR, and catches each kind of
+//! tampering: ciphertexts moved between rows, altered bytes, a missing KEK, a wrong KEK under
+//! a known id (refused before anything is read), a key that decrypts but is not the CSR's.
+
+use csrd::auth::Permission;
+use csrd::crypto::{KekId, Keyring};
+use tokio::process::Command;
+
+use csrd_test_support::*;
+
+const CSRD: &str = env!("CARGO_BIN_EXE_csrd");
+
+struct Verified {
+    success: bool,
+    last_line: String,
+    stderr: String,
+}
+
+async fn verify(app: &TestApp, keks: &str, extra: &[&str]) -> Verified {
+    let out = Command::new(CSRD)
+        .args(["keys", "verify"])
+        .args(extra)
+        .env("DATABASE_URL", &app.iso.database_url)
+        .env("CSRD_KEKS", keks)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    Verified {
+        success: out.status.success(),
+        last_line: stdout.lines().last().unwrap_or_default().to_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+async fn sql(app: &TestApp, statement: &str) {
+    app.pool
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(statement)
+        .await
+        .unwrap();
+}
+
+/// Puts every row back as it was created.
+async fn restore(app: &TestApp) {
+    sql(
+        app,
+        "UPDATE custom_csrs c SET wrapped_dek = o.wrapped_dek, dek_nonce = o.dek_nonce,
+             key_nonce = o.key_nonce, key_ciphertext = o.key_ciphertext, csr_pem = o.csr_pem,
+             kek_id = o.kek_id
+         FROM originals o WHERE o.id = c.id",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn keys_verify_catches_every_kind_of_tampering() {
+    let app = spawn_app().await;
+    let a = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let b = app.token(&[ACCOUNT_B], &[], Permission::Write).await;
+    for (owner, token, body) in [
+        (ACCOUNT_A, &a, p256_body()),
+        (ACCOUNT_A, &a, p256_body()),
+        (ACCOUNT_A, &a, example_body()),
+        (ACCOUNT_B, &b, p256_body()),
+        (ACCOUNT_B, &b, example_body()),
+    ] {
+        let created = app
+            .create("accounts", owner, Auth::Bearer(token), &body)
+            .await;
+        assert_eq!(created.status, 201, "{}", created.body);
+    }
+    sql(&app, "CREATE TABLE originals AS SELECT * FROM custom_csrs").await;
+    let keks = app.iso.keks.clone();
+
+    let clean = verify(&app, &keks, &[]).await;
+    assert!(clean.success, "{}", clean.stderr);
+    assert_eq!(clean.last_line, "5 verified, 0 failed");
+    let one_tenant = verify(&app, &keks, &["--account", ACCOUNT_B]).await;
+    assert_eq!(one_tenant.last_line, "2 verified, 0 failed");
+    let sample = verify(&app, &keks, &["--sample", "3"]).await;
+    assert_eq!(sample.last_line, "3 verified, 0 failed");
+
+    // Two P-256 rows of account A swap their sealed keys.
+    sql(
+        &app,
+        "WITH pair AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM custom_csrs
+                       WHERE owner_id = '023e105f4ecef8ad9ca31a8372d0c353' AND key_type = 'p256v1')
+         UPDATE custom_csrs c SET wrapped_dek = o.wrapped_dek, dek_nonce = o.dek_nonce,
+             key_nonce = o.key_nonce, key_ciphertext = o.key_ciphertext
+         FROM pair p, pair q, originals o
+         WHERE c.id = p.id AND q.n = 3 - p.n AND o.id = q.id",
+    )
+    .await;
+    let moved = verify(&app, &keks, &[]).await;
+    assert!(!moved.success);
+    assert_eq!(moved.last_line, "3 verified, 2 failed");
+    assert!(
+        moved.stderr.contains("could not be unwrapped"),
+        "{}",
+        moved.stderr
+    );
+    restore(&app).await;
+
+    // One byte of one ciphertext flipped.
+    sql(
+        &app,
+        "UPDATE custom_csrs SET key_ciphertext = set_byte(key_ciphertext, 10,
+             get_byte(key_ciphertext, 10) # 1)
+         WHERE id = (SELECT min(id::text)::uuid FROM custom_csrs)",
+    )
+    .await;
+    let altered = verify(&app, &keks, &[]).await;
+    assert_eq!(altered.last_line, "4 verified, 1 failed");
+    assert!(
+        altered.stderr.contains("could not be decrypted"),
+        "{}",
+        altered.stderr
+    );
+    restore(&app).await;
+
+    // The CSRs of the two P-256 rows of account A swapped: each key decrypts, neither matches.
+    sql(
+        &app,
+        "WITH pair AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM custom_csrs
+                       WHERE owner_id = '023e105f4ecef8ad9ca31a8372d0c353' AND key_type = 'p256v1')
+         UPDATE custom_csrs c SET csr_pem = o.csr_pem
+         FROM pair p, pair q, originals o
+         WHERE c.id = p.id AND q.n = 3 - p.n AND o.id = q.id",
+    )
+    .await;
+    let mismatched = verify(&app, &keks, &[]).await;
+    assert_eq!(mismatched.last_line, "3 verified, 2 failed");
+    assert!(
+        mismatched.stderr.contains("does not match the CSR"),
+        "{}",
+        mismatched.stderr
+    );
+    restore(&app).await;
+
+    // A row claiming a KEK that is not configured.
+    sql(
+        &app,
+        "UPDATE custom_csrs SET kek_id = 'retired-kek'
+         WHERE id = (SELECT min(id::text)::uuid FROM custom_csrs)",
+    )
+    .await;
+    let missing = verify(&app, &keks, &[]).await;
+    assert_eq!(missing.last_line, "4 verified, 1 failed");
+    assert!(missing.stderr.contains("retired-kek"), "{}", missing.stderr);
+    restore(&app).await;
+
+    // Another key under the KEK id the rows were sealed with: refused before reading a row.
+    let wrong = Keyring::generate_entry(&KekId::parse("test-kek").unwrap()).to_string();
+    let refused = verify(&app, &wrong, &[]).await;
+    assert!(!refused.success);
+    assert!(
+        !refused.last_line.contains("verified"),
+        "{}",
+        refused.last_line
+    );
+    assert!(
+        refused.stderr.contains("does not match"),
+        "{}",
+        refused.stderr
+    );
+
+    let again = verify(&app, &keks, &[]).await;
+    assert_eq!(again.last_line, "5 verified, 0 failed");
+    // Key material never appears in what the command prints.
+    assert!(!moved.stderr.contains("BEGIN PRIVATE KEY"));
+}
