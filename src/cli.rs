@@ -162,6 +162,21 @@ pub enum TokenCommand {
         #[command(flatten)]
         db: DbSettings,
     },
+    /// List the tokens (never their secrets): id, public prefix, scope, expiry, revocation.
+    List {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbSettings,
+    },
+    /// Revoke a token by its id (from `token list`); it stops working within
+    /// CSRD_CREDENTIAL_CACHE_MS on every ingress.
+    Revoke {
+        id: uuid::Uuid,
+        #[command(flatten)]
+        db: DbSettings,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,6 +187,21 @@ pub enum UserCommand {
         email: String,
         #[command(flatten)]
         scope: ScopeArgs,
+        #[command(flatten)]
+        db: DbSettings,
+    },
+    /// List the legacy users (never their keys).
+    List {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbSettings,
+    },
+    /// Revoke a legacy user's key.
+    Revoke {
+        #[arg(long)]
+        email: String,
         #[command(flatten)]
         db: DbSettings,
     },
@@ -324,6 +354,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", key.reveal());
             Ok(())
         }
+        Command::Token(TokenCommand::List { json, db }) => {
+            let client = cli_client(&db).await?;
+            print_credentials(&credentials::list_tokens(&**client).await?, json);
+            Ok(())
+        }
+        Command::User(UserCommand::List { json, db }) => {
+            let client = cli_client(&db).await?;
+            print_credentials(&credentials::list_users(&**client).await?, json);
+            Ok(())
+        }
+        Command::Token(TokenCommand::Revoke { id, db }) => {
+            let client = cli_client(&db).await?;
+            if !credentials::revoke_token(&**client, id).await? {
+                bail!("no unrevoked token has id {id}");
+            }
+            println!("revoked token {id}");
+            Ok(())
+        }
+        Command::User(UserCommand::Revoke { email, db }) => {
+            let client = cli_client(&db).await?;
+            let email = email.to_ascii_lowercase();
+            if !credentials::revoke_user(&**client, &email).await? {
+                bail!("no unrevoked user has email {email}");
+            }
+            println!("revoked user {email}");
+            Ok(())
+        }
         Command::Kek(KekCommand::Generate { id }) => {
             let id = id.unwrap_or_else(|| format!("kek-{}", chrono::Utc::now().format("%Y%m%d")));
             let id = KekId::parse(&id).context("KEK ids are 1-64 of A-Z a-z 0-9 _ . -")?;
@@ -447,4 +504,37 @@ async fn keys_verify(args: KeysVerifyArgs) -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+async fn cli_client(db: &DbSettings) -> anyhow::Result<deadpool_postgres::Object> {
+    let pool = build_pool(&db.database_url, 1, "csrd-cli")?;
+    pool.get().await.context("connecting to Postgres")
+}
+
+fn print_credentials(listing: &[credentials::CredentialListing], json: bool) {
+    for c in listing {
+        if json {
+            println!("{}", serde_json::to_string(c).unwrap_or_default());
+            continue;
+        }
+        let status = match (&c.revoked_at, &c.expires_at) {
+            (Some(at), _) => format!("revoked {}", at.format("%Y-%m-%d %H:%M")),
+            (None, Some(at)) if *at <= chrono::Utc::now() => {
+                format!("expired {}", at.format("%Y-%m-%d"))
+            }
+            (None, Some(at)) => format!("expires {}", at.format("%Y-%m-%d")),
+            (None, None) => "active".into(),
+        };
+        println!(
+            "{}\t{}\t{}\t{}\taccounts={}\tzones={}\tcreated {}\t{}",
+            c.id,
+            c.lookup_id.as_deref().unwrap_or("-"),
+            c.name.as_deref().unwrap_or("-"),
+            c.permission,
+            c.accounts.join(","),
+            c.zones.join(","),
+            c.created_at.format("%Y-%m-%d %H:%M"),
+            status
+        );
+    }
 }

@@ -47,6 +47,10 @@ pub fn key_matches_csr(
         (KeyType::Rsa2048, PublicKey::RSA(public)) => {
             let private = rsa::PrivateKey::from_pkcs8_der(pkcs8_der.expose())
                 .map_err(|_| KeyCheckError::PrivateKey("RSA"))?;
+            // The primes and exponents must make up the modulus the key claims.
+            private
+                .validate()
+                .map_err(|_| KeyCheckError::PrivateKey("RSA"))?;
             strip(&private.n().to_be_bytes()) == strip(public.modulus)
                 && strip(&private.e().to_be_bytes()) == strip(public.exponent)
         }

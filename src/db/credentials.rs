@@ -143,3 +143,78 @@ pub async fn find_user(
         scope: scope_from(row.get(2), row.get(3))?,
     }))
 }
+
+/// What `csrd token list` and `csrd user list` show of a credential: never its secret or hash.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CredentialListing {
+    /// The token's id (for `token revoke`), or the user's email.
+    pub id: String,
+    /// The token's public lookup prefix (the first 8 characters of the token, not secret).
+    pub lookup_id: Option<String>,
+    pub name: Option<String>,
+    pub permission: String,
+    pub accounts: Vec<String>,
+    pub zones: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+pub async fn list_tokens(client: &impl GenericClient) -> Result<Vec<CredentialListing>, DbError> {
+    let rows = client
+        .query(
+            "SELECT id::text, lookup_id, name, permission, accounts, zones, created_at,
+                    expires_at, revoked_at
+             FROM api_tokens ORDER BY created_at, id",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| CredentialListing {
+            id: r.get(0),
+            lookup_id: Some(r.get(1)),
+            name: r.get(2),
+            permission: r.get(3),
+            accounts: r.get(4),
+            zones: r.get(5),
+            created_at: r.get(6),
+            expires_at: r.get(7),
+            revoked_at: r.get(8),
+        })
+        .collect())
+}
+
+pub async fn list_users(client: &impl GenericClient) -> Result<Vec<CredentialListing>, DbError> {
+    let rows = client
+        .query(
+            "SELECT email, accounts, zones, created_at, revoked_at
+             FROM api_users ORDER BY created_at, email",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| CredentialListing {
+            id: r.get(0),
+            lookup_id: None,
+            name: None,
+            permission: "write".into(),
+            accounts: r.get(1),
+            zones: r.get(2),
+            created_at: r.get(3),
+            expires_at: None,
+            revoked_at: r.get(4),
+        })
+        .collect())
+}
+
+pub async fn revoke_user(client: &impl GenericClient, email: &str) -> Result<bool, DbError> {
+    let n = client
+        .execute(
+            "UPDATE api_users SET revoked_at = now() WHERE email = $1 AND revoked_at IS NULL",
+            &[&email],
+        )
+        .await?;
+    Ok(n == 1)
+}

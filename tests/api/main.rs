@@ -19,4 +19,5 @@ mod pipeline;
 mod processes;
 mod read;
 mod tenancy;
+mod token_cli;
 mod validation;
