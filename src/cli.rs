@@ -215,6 +215,14 @@ pub enum KekCommand {
         #[arg(long)]
         id: Option<String>,
     },
+    /// How many stored keys each KEK id wraps, and which of them CSRD_KEKS holds.
+    Status {
+        /// Key-encryption keys, as for the service (optional: without them only counts).
+        #[arg(long, env = "CSRD_KEKS", hide_env_values = true)]
+        keks: Option<String>,
+        #[command(flatten)]
+        db: DbSettings,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -381,6 +389,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("revoked user {email}");
             Ok(())
         }
+        Command::Kek(KekCommand::Status { keks, db }) => kek_status(keks, db).await,
         Command::Kek(KekCommand::Generate { id }) => {
             let id = id.unwrap_or_else(|| format!("kek-{}", chrono::Utc::now().format("%Y%m%d")));
             let id = KekId::parse(&id).context("KEK ids are 1-64 of A-Z a-z 0-9 _ . -")?;
@@ -537,4 +546,37 @@ fn print_credentials(listing: &[credentials::CredentialListing], json: bool) {
             status
         );
     }
+}
+
+async fn kek_status(keks: Option<String>, db: DbSettings) -> anyhow::Result<()> {
+    let keyring = keks.as_deref().map(Keyring::parse).transpose()?;
+    let client = cli_client(&db).await?;
+    if let Some(keyring) = &keyring {
+        crate::db::keks::verify_known_keks(&client, keyring).await?;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (id, records, checked) in crate::db::keks::usage(&client).await? {
+        let role = match &keyring {
+            None => "",
+            Some(k) if k.active().id().as_str() == id => "active (encrypts new records)",
+            Some(k) if k.get(&id).is_some() => "configured (decrypts)",
+            Some(_) => "NOT CONFIGURED: its records cannot be opened",
+        };
+        let check = if checked {
+            "check value stored"
+        } else {
+            "no check value"
+        };
+        println!("{id}\t{records} records\t{check}\t{role}");
+        seen.insert(id);
+    }
+    for kek in keyring.iter().flat_map(|k| k.all()) {
+        if !seen.contains(kek.id().as_str()) {
+            println!(
+                "{}\t0 records\tno check value\tconfigured, never used",
+                kek.id().as_str()
+            );
+        }
+    }
+    Ok(())
 }

@@ -63,3 +63,21 @@ pub async fn verify_known_keks(client: &Client, keyring: &Keyring) -> Result<(),
     }
     Ok(())
 }
+
+/// Per KEK id: how many stored keys it wraps, and whether a check value is stored for it.
+pub async fn usage(client: &Client) -> Result<Vec<(String, i64, bool)>, DbError> {
+    let rows = client
+        .query(
+            "SELECT coalesce(c.kek_id, k.kek_id), coalesce(c.n, 0), k.kek_id IS NOT NULL
+             FROM (SELECT kek_id, count(*) AS n FROM custom_csrs GROUP BY kek_id) c
+             FULL JOIN kek_checks k ON k.kek_id = c.kek_id
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(DbError::from)?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}

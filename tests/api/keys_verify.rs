@@ -173,3 +173,62 @@ async fn keys_verify_catches_every_kind_of_tampering() {
     // Key material never appears in what the command prints.
     assert!(!moved.stderr.contains("BEGIN PRIVATE KEY"));
 }
+
+#[tokio::test]
+async fn kek_status_counts_the_records_each_kek_wraps() {
+    let app = spawn_app().await;
+    let a = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    for _ in 0..3 {
+        let created = app
+            .create("accounts", ACCOUNT_A, Auth::Bearer(&a), &p256_body())
+            .await;
+        assert_eq!(created.status, 201);
+    }
+    let database_url = app.iso.database_url.clone();
+    let status = |keks: String| {
+        let database_url = database_url.clone();
+        async move {
+            let out = Command::new(CSRD)
+                .args(["kek", "status"])
+                .env("DATABASE_URL", database_url)
+                .env("CSRD_KEKS", keks)
+                .output()
+                .await
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        }
+    };
+    let (ok, now) = status(app.iso.keks.clone()).await;
+    assert!(ok);
+    assert!(
+        now.contains("test-kek\t3 records\tcheck value stored\tactive"),
+        "{now}"
+    );
+
+    // A new KEK promoted to first place: it encrypts from now on, the old one still decrypts.
+    let next = Keyring::generate_entry(&KekId::parse("next-kek").unwrap()).to_string();
+    let (ok, promoted) = status(format!("{next},{}", app.iso.keks)).await;
+    assert!(ok);
+    assert!(
+        promoted.contains("next-kek\t0 records\tno check value\tconfigured, never used"),
+        "{promoted}"
+    );
+    assert!(
+        promoted.contains("test-kek\t3 records\tcheck value stored\tconfigured (decrypts)"),
+        "{promoted}"
+    );
+
+    // Dropping the old KEK while it still wraps records is visible before anything breaks.
+    let (_, dropped) = status(next).await;
+    assert!(
+        dropped.contains("test-kek\t3 records\tcheck value stored\tNOT CONFIGURED"),
+        "{dropped}"
+    );
+
+    let wrong = Keyring::generate_entry(&KekId::parse("test-kek").unwrap()).to_string();
+    let (ok, _) = status(wrong).await;
+    assert!(!ok, "a wrong key under a known id is refused");
+}
