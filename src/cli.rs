@@ -554,6 +554,8 @@ async fn kek_status(keks: Option<String>, db: DbSettings) -> anyhow::Result<()> 
     if let Some(keyring) = &keyring {
         crate::db::keks::verify_known_keks(&client, keyring).await?;
     }
+    let wraps: std::collections::HashMap<String, i64> =
+        crate::db::keks::wraps(&client).await?.into_iter().collect();
     let mut seen = std::collections::BTreeSet::new();
     for (id, records, checked) in crate::db::keks::usage(&client).await? {
         let role = match &keyring {
@@ -568,6 +570,17 @@ async fn kek_status(keks: Option<String>, db: DbSettings) -> anyhow::Result<()> 
             "no check value"
         };
         println!("{id}\t{records} records\t{check}\t{role}");
+        let used = wraps.get(&id).copied().unwrap_or(0);
+        let (share, rotate) = crate::custody::nonce_budget(used);
+        println!(
+            "{id}\tnonce budget: {used} wraps, {:.4}% of 2^32{}",
+            share * 100.0,
+            if rotate {
+                " - ROTATE: add a new KEK, promote it, rewrap"
+            } else {
+                ""
+            }
+        );
         seen.insert(id);
     }
     for kek in keyring.iter().flat_map(|k| k.all()) {

@@ -120,3 +120,47 @@ fn check(keyring: &Keyring, stored: &StoredKey) -> Option<Failure> {
         reason,
     })
 }
+
+/// NIST SP 800-38D: at most 2^32 encryptions under one key with random 96-bit nonces.
+pub const NONCE_LIMIT: i64 = 1 << 32;
+/// Warn from a quarter of the limit on: rotating takes a deploy and a rewrap, so well before.
+pub const NONCE_WARNING: i64 = NONCE_LIMIT / 4;
+
+/// How much of a KEK's nonce budget `wraps` uses, and whether it is time to rotate.
+pub fn nonce_budget(wraps: i64) -> (f64, bool) {
+    (wraps as f64 / NONCE_LIMIT as f64, wraps >= NONCE_WARNING)
+}
+
+/// Reads every KEK's wraps, sets the metric, and warns about the ones past the threshold.
+pub async fn check_nonce_budgets(pool: &Pool) {
+    let Ok(client) = pool.get().await else { return };
+    let Ok(usage) = keks::wraps(&client).await else {
+        return;
+    };
+    for (kek_id, wraps) in usage {
+        crate::metrics::kek_wraps(&kek_id, wraps);
+        let (used, rotate) = nonce_budget(wraps);
+        if rotate {
+            tracing::warn!(
+                kek_id,
+                wraps,
+                used_percent = format!("{:.1}", used * 100.0),
+                "KEK has wrapped a quarter of its 2^32 nonce budget: add a new KEK, promote it and rewrap"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nonce_budget_warns_at_a_quarter_of_2_to_the_32() {
+        assert_eq!(nonce_budget(0), (0.0, false));
+        assert!(!nonce_budget(NONCE_WARNING - 1).1);
+        let (used, rotate) = nonce_budget(NONCE_WARNING);
+        assert!(rotate);
+        assert!((used - 0.25).abs() < 1e-9);
+    }
+}

@@ -119,6 +119,16 @@ pub fn rate_limited(limit: &str) {
     );
 }
 
+/// Records a KEK has wrapped, ever (its nonce budget's use: the limit is 2^32).
+pub fn kek_wraps(kek_id: &str, wraps: i64) {
+    set(
+        "csrd_kek_wraps",
+        "Records each KEK has wrapped (AES-GCM random-nonce budget: 2^32; csrd warns at 2^30)",
+        &[("kek_id", kek_id)],
+        wraps as f64,
+    );
+}
+
 /// A finished job, by outcome (`created`, `replayed`, `failed`, `retried`, `rejected`).
 pub fn job(outcome: &str) {
     jobs(outcome, 1);

@@ -81,3 +81,15 @@ pub async fn usage(client: &Client) -> Result<Vec<(String, i64, bool)>, DbError>
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect())
 }
+
+/// Records each KEK id has wrapped, ever (the nonce budget's use).
+pub async fn wraps(client: &Client) -> Result<Vec<(String, i64)>, DbError> {
+    let rows = client
+        .query(
+            "SELECT kek_id, sum(wraps)::bigint FROM kek_usage GROUP BY kek_id ORDER BY kek_id",
+            &[],
+        )
+        .await
+        .map_err(DbError::from)?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}

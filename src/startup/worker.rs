@@ -42,6 +42,10 @@ pub(super) fn start(
     vec![
         tokio::spawn(keys.refill(keygen_slots, stages.stop_work.clone())),
         tokio::spawn(worker::run(ctx, queue.jobs, queue.bulk, queue.dead_letters)),
+        tokio::spawn(housekeeping::watch_nonce_budgets(
+            foundation.pool.clone(),
+            stages.stop_work.clone(),
+        )),
         tokio::spawn(housekeeping::prune_idempotency_keys(
             foundation.pool.clone(),
             settings.idempotency_ttl_hours,

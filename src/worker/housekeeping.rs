@@ -27,3 +27,17 @@ pub async fn prune_idempotency_keys(pool: Pool, ttl_hours: u32, stop: Cancellati
         }
     }
 }
+
+const NONCE_CHECK_EVERY: Duration = Duration::from_secs(300);
+
+/// Checks every KEK's nonce budget at start and every 5 minutes (metric, and a warning past a
+/// quarter of it), until shutdown.
+pub async fn watch_nonce_budgets(pool: Pool, stop: CancellationToken) {
+    loop {
+        crate::custody::check_nonce_budgets(&pool).await;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(NONCE_CHECK_EVERY) => {}
+        }
+    }
+}

@@ -228,6 +228,24 @@ async fn kek_status_counts_the_records_each_kek_wraps() {
         "{dropped}"
     );
 
+    // The nonce budget: every wrap counted, and a warning from a quarter of 2^32 on.
+    assert!(
+        now.contains("test-kek\tnonce budget: 3 wraps, 0.0000% of 2^32\n"),
+        "{now}"
+    );
+    app.pool
+        .get()
+        .await
+        .unwrap()
+        .batch_execute("UPDATE kek_usage SET wraps = wraps + 1073741824 WHERE kek_id = 'test-kek' AND shard = (SELECT min(shard) FROM kek_usage WHERE kek_id = 'test-kek')")
+        .await
+        .unwrap();
+    let (_, worn) = status(app.iso.keks.clone()).await;
+    assert!(
+        worn.contains("test-kek\tnonce budget: 1073741827 wraps, 25.0000% of 2^32 - ROTATE"),
+        "{worn}"
+    );
+
     let wrong = Keyring::generate_entry(&KekId::parse("test-kek").unwrap()).to_string();
     let (ok, _) = status(wrong).await;
     assert!(!ok, "a wrong key under a known id is refused");

@@ -4,7 +4,7 @@
 use csrd::db::{build_pool, migrate};
 use csrd_test_support::*;
 
-const ALL: [&str; 7] = [
+const ALL: [&str; 8] = [
     "V1__init",
     "V2__list_indexes",
     "V3__tenant_counts",
@@ -12,6 +12,7 @@ const ALL: [&str; 7] = [
     "V5__idempotency_deleted_csrs",
     "V6__sharded_tenant_counts",
     "V7__batches",
+    "V8__kek_usage",
 ];
 
 async fn database() -> Isolation {
