@@ -44,6 +44,22 @@ async fn sql(app: &TestApp, statement: &str) {
         .unwrap();
 }
 
+/// Gives each of account A's two P-256 rows the other's `columns` (`col = o.col, …`, where
+/// `o` is the other row's original).
+async fn swap_between_two_p256_rows(app: &TestApp, columns: &str) {
+    sql(
+        app,
+        &format!(
+            "WITH pair AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM custom_csrs
+                           WHERE owner_id = '{ACCOUNT_A}' AND key_type = 'p256v1')
+             UPDATE custom_csrs c SET {columns}
+             FROM pair p, pair q, originals o
+             WHERE c.id = p.id AND q.n = 3 - p.n AND o.id = q.id"
+        ),
+    )
+    .await;
+}
+
 /// Puts every row back as it was created.
 async fn restore(app: &TestApp) {
     sql(
@@ -85,14 +101,10 @@ async fn keys_verify_catches_every_kind_of_tampering() {
     assert_eq!(sample.last_line, "3 verified, 0 failed");
 
     // Two P-256 rows of account A swap their sealed keys.
-    sql(
+    swap_between_two_p256_rows(
         &app,
-        "WITH pair AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM custom_csrs
-                       WHERE owner_id = '023e105f4ecef8ad9ca31a8372d0c353' AND key_type = 'p256v1')
-         UPDATE custom_csrs c SET wrapped_dek = o.wrapped_dek, dek_nonce = o.dek_nonce,
-             key_nonce = o.key_nonce, key_ciphertext = o.key_ciphertext
-         FROM pair p, pair q, originals o
-         WHERE c.id = p.id AND q.n = 3 - p.n AND o.id = q.id",
+        "wrapped_dek = o.wrapped_dek, dek_nonce = o.dek_nonce, key_nonce = o.key_nonce,
+         key_ciphertext = o.key_ciphertext",
     )
     .await;
     let moved = verify(&app, &keks, &[]).await;
@@ -123,15 +135,7 @@ async fn keys_verify_catches_every_kind_of_tampering() {
     restore(&app).await;
 
     // The CSRs of the two P-256 rows of account A swapped: each key decrypts, neither matches.
-    sql(
-        &app,
-        "WITH pair AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM custom_csrs
-                       WHERE owner_id = '023e105f4ecef8ad9ca31a8372d0c353' AND key_type = 'p256v1')
-         UPDATE custom_csrs c SET csr_pem = o.csr_pem
-         FROM pair p, pair q, originals o
-         WHERE c.id = p.id AND q.n = 3 - p.n AND o.id = q.id",
-    )
-    .await;
+    swap_between_two_p256_rows(&app, "csr_pem = o.csr_pem").await;
     let mismatched = verify(&app, &keks, &[]).await;
     assert_eq!(mismatched.last_line, "3 verified, 2 failed");
     assert!(

@@ -1,62 +1,27 @@
 //! The real binary: `csrd ingress` and two `csrd worker` processes sharing one queue, and the
 //! credential subcommands.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::json;
 
 use crate::csr_check::parse_csr;
+use csrd_test_support::process::{Proc, csrd_command, free_port, wait_ready};
 use csrd_test_support::*;
 
 const CSRD: &str = env!("CARGO_BIN_EXE_csrd");
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn spawn(iso: &Isolation, args: &[&str], extra: &[(&str, String)]) -> Proc {
-    let mut cmd = Command::new(CSRD);
-    cmd.args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    for (k, v) in iso
-        .env()
-        .into_iter()
-        .chain(extra.iter().map(|(k, v)| (*k, v.clone())))
-    {
-        cmd.env(k, v);
-    }
+    let mut cmd = csrd_command(CSRD, iso, args);
+    cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
+    cmd.envs(extra.iter().map(|(k, v)| (*k, v.clone())));
     Proc(cmd.spawn().expect("csrd binary runs"))
 }
 
 fn run(iso: &Isolation, args: &[&str]) -> std::process::Output {
-    let mut cmd = Command::new(CSRD);
-    cmd.args(args);
-    for (k, v) in iso.env() {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("csrd binary runs")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn wait_ready(http: &reqwest::Client, base: &str) {
-    eventually("csrd ingress to become ready", || async {
-        let ready = http.get(format!("{base}/readyz")).send().await;
-        ready.is_ok_and(|r| r.status().is_success()).then_some(())
-    })
-    .await;
+    csrd_command(CSRD, iso, args)
+        .output()
+        .expect("csrd binary runs")
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 //! every job and completion message — for the private keys' bytes, the KEK and the API
 //! credentials. Zero hits.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 
 use base64::Engine;
 use csrd::crypto::open;
@@ -14,48 +14,19 @@ use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions}
 use lapin::types::FieldTable;
 use serde_json::json;
 
+use csrd_test_support::process::{Proc, csrd_command, free_port, run_ok, wait_ready};
 use csrd_test_support::*;
 
 const CSRD: &str = env!("CARGO_BIN_EXE_csrd");
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// `csrd args…` at `RUST_LOG=trace`, its stderr (the log) into `log`.
 fn spawn(iso: &Isolation, args: &[&str], extra: &[(&str, String)], log: &std::path::Path) -> Proc {
-    let mut cmd = Command::new(CSRD);
-    cmd.args(args)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap());
-    for (k, v) in iso
-        .env()
-        .into_iter()
-        .chain(extra.iter().map(|(k, v)| (*k, v.clone())))
-    {
-        cmd.env(k, v);
-    }
-    cmd.env("RUST_LOG", "trace");
+    let mut cmd = csrd_command(CSRD, iso, args);
+    cmd.stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .envs(extra.iter().map(|(k, v)| (*k, v.clone())))
+        .env("RUST_LOG", "trace");
     Proc(cmd.spawn().expect("csrd binary runs"))
-}
-
-fn run(iso: &Isolation, args: &[&str]) -> String {
-    let mut cmd = Command::new(CSRD);
-    cmd.args(args);
-    for (k, v) in iso.env() {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 /// An exclusive queue on `ch` receiving a copy of what `exchange` routes with `key`.
@@ -107,8 +78,9 @@ async fn drain(consumer: &mut lapin::Consumer) -> Vec<String> {
 #[tokio::test]
 async fn no_key_bytes_kek_or_credential_in_the_database_the_logs_or_the_messages() {
     let iso = Isolation::new().await;
-    run(&iso, &["migrate"]);
-    let token = run(
+    run_ok(CSRD, &iso, &["migrate"]);
+    let token = run_ok(
+        CSRD,
         &iso,
         &[
             "token",
@@ -119,7 +91,8 @@ async fn no_key_bytes_kek_or_credential_in_the_database_the_logs_or_the_messages
             "write",
         ],
     );
-    let legacy_key = run(
+    let legacy_key = run_ok(
+        CSRD,
         &iso,
         &[
             "user",
@@ -133,11 +106,7 @@ async fn no_key_bytes_kek_or_credential_in_the_database_the_logs_or_the_messages
     let dir = tempfile_dir();
     let (ingress_log, worker_log) = (dir.join("ingress.log"), dir.join("worker.log"));
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let _ingress = spawn(
         &iso,
@@ -146,11 +115,7 @@ async fn no_key_bytes_kek_or_credential_in_the_database_the_logs_or_the_messages
         &ingress_log,
     );
     let http = reqwest::Client::new();
-    eventually("csrd ingress to become ready", || async {
-        let ready = http.get(format!("{base}/readyz")).send().await;
-        ready.is_ok_and(|r| r.status().is_success()).then_some(())
-    })
-    .await;
+    wait_ready(&http, &base).await;
 
     // Copies of every job chunk and of every completion event for this ingress.
     let topology = iso.topology();

@@ -1,20 +1,14 @@
 //! Token and legacy-key lifecycle from the command line: list (never a secret), revoke.
 
 use reqwest::Method;
-use tokio::process::Command;
 
+use csrd_test_support::process::csrd_command;
 use csrd_test_support::*;
 
 const CSRD: &str = env!("CARGO_BIN_EXE_csrd");
 
 async fn csrd(app: &TestApp, args: &[&str]) -> (bool, String) {
-    let out = Command::new(CSRD)
-        .args(args)
-        .env("DATABASE_URL", &app.iso.database_url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .unwrap();
+    let out = csrd_command(CSRD, &app.iso, args).output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

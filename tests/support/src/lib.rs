@@ -12,6 +12,7 @@ pub mod client;
 pub mod eventually;
 pub mod fixtures;
 pub mod isolation;
+pub mod process;
 pub mod services;
 
 pub use app::{
