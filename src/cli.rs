@@ -215,6 +215,17 @@ pub enum KekCommand {
         #[arg(long)]
         id: Option<String>,
     },
+    /// Re-wrap every record's data key under the active (first) KEK, leaving the key
+    /// ciphertexts as they are. Batched, resumable (run it again), safe while the service runs.
+    /// Prints each failure, then `N rewrapped, N skipped, N failed`; exits non-zero on failures.
+    Rewrap {
+        /// Key-encryption keys, as for the service: the active one first, then every KEK that
+        /// still wraps records.
+        #[arg(long, env = "CSRD_KEKS", hide_env_values = true)]
+        keks: String,
+        #[command(flatten)]
+        db: DbSettings,
+    },
     /// How many stored keys each KEK id wraps, and which of them CSRD_KEKS holds.
     Status {
         /// Key-encryption keys, as for the service (optional: without them only counts).
@@ -390,6 +401,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Kek(KekCommand::Status { keks, db }) => kek_status(keks, db).await,
+        Command::Kek(KekCommand::Rewrap { keks, db }) => kek_rewrap(keks, db).await,
         Command::Kek(KekCommand::Generate { id }) => {
             let id = id.unwrap_or_else(|| format!("kek-{}", chrono::Utc::now().format("%Y%m%d")));
             let id = KekId::parse(&id).context("KEK ids are 1-64 of A-Z a-z 0-9 _ . -")?;
@@ -515,6 +527,53 @@ async fn keys_verify(args: KeysVerifyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn kek_rewrap(keks: String, db: DbSettings) -> anyhow::Result<()> {
+    let keyring = std::sync::Arc::new(Keyring::parse(&keks)?);
+    let pool = build_pool(&db.database_url, 2, "csrd-kek-rewrap")?;
+    let backlog = crate::custody::rewrap_backlog(&pool, &keyring).await?;
+    let progress = crate::client::progress::Progress::new("kek rewrap", backlog, 0);
+    let started = std::time::Instant::now();
+    let summary = crate::custody::rewrap_all(
+        &pool,
+        keyring.clone(),
+        |f| {
+            eprintln!(
+                "FAILED {} ({} {}): {}",
+                f.id.0,
+                f.owner.kind().as_str(),
+                f.owner.id(),
+                f.reason
+            )
+        },
+        |n| progress.advance(n),
+    )
+    .await?;
+    progress.finish();
+    eprintln!(
+        "kek rewrap: {:.1} s; records now wrapped by each KEK:",
+        started.elapsed().as_secs_f64()
+    );
+    let client = pool.get().await.context("connecting to Postgres")?;
+    for (id, records, _) in crate::db::keks::usage(&client).await? {
+        let note = if id == keyring.active().id().as_str() {
+            " (active)"
+        } else if records > 0 {
+            " (still needed: do not remove this KEK yet)"
+        } else {
+            ""
+        };
+        eprintln!("  {id}\t{records}{note}");
+    }
+    println!(
+        "{} rewrapped, {} skipped, {} failed",
+        summary.rewrapped, summary.skipped, summary.failed
+    );
+    if summary.failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 async fn cli_client(db: &DbSettings) -> anyhow::Result<deadpool_postgres::Object> {
     let pool = build_pool(&db.database_url, 1, "csrd-cli")?;
     pool.get().await.context("connecting to Postgres")
@@ -562,6 +621,7 @@ async fn kek_status(keks: Option<String>, db: DbSettings) -> anyhow::Result<()> 
             None => "",
             Some(k) if k.active().id().as_str() == id => "active (encrypts new records)",
             Some(k) if k.get(&id).is_some() => "configured (decrypts)",
+            Some(_) if records == 0 => "not configured, wraps nothing: retired",
             Some(_) => "NOT CONFIGURED: its records cannot be opened",
         };
         let check = if checked {

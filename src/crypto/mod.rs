@@ -10,7 +10,7 @@ pub mod secret;
 pub mod verify;
 
 pub use csr::{CsrError, build_csr};
-pub use envelope::{EnvelopeError, SealedKey, open, seal};
+pub use envelope::{EnvelopeError, SealedKey, open, rewrap, seal};
 pub use keygen::{KeygenError, PrivateKey, generate_key};
 pub use keyring::{Kek, KekId, Keyring, KeyringError};
 pub use secret::SecretBytes;

@@ -391,7 +391,7 @@ pub struct StoredKey {
     pub sealed: SealedKey,
 }
 
-const STORED_KEY_COLUMNS: &str = "id, owner_kind, owner_id, key_type, csr_pem, envelope_version, \
+pub(super) const STORED_KEY_COLUMNS: &str = "id, owner_kind, owner_id, key_type, csr_pem, envelope_version, \
      kek_id, wrapped_dek, dek_nonce, key_nonce, key_ciphertext";
 
 /// Up to `limit` stored keys after `after` in id order (of `owner`, or of everyone).
@@ -453,7 +453,7 @@ pub async fn stored_keys_sample(
     rows.iter().map(stored_key).collect()
 }
 
-fn stored_key(row: &Row) -> Result<StoredKey, DbError> {
+pub(super) fn stored_key(row: &Row) -> Result<StoredKey, DbError> {
     let kind = OwnerKind::parse(row.get("owner_kind")).ok_or_else(|| corrupt("owner_kind"))?;
     Ok(StoredKey {
         id: CsrId(row.get("id")),

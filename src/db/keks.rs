@@ -14,8 +14,10 @@ pub enum KekCheckError {
     Db(#[from] DbError),
 }
 
-/// Verifies every configured KEK against its stored check value, recording new ones.
+/// Verifies every configured KEK against its stored check value, then records the new ones:
+/// a wrong key anywhere in the keyring is refused before anything is written.
 pub async fn verify_keyring(client: &Client, keyring: &Keyring) -> Result<(), KekCheckError> {
+    verify_known_keks(client, keyring).await?;
     for kek in keyring.all() {
         let id = kek.id().as_str();
         let (nonce, ct) = kek.check_value();

@@ -7,5 +7,6 @@ pub mod jobs;
 pub mod keks;
 pub mod migrate;
 pub mod pool;
+pub mod rewrap;
 
 pub use pool::{DbError, Pool, build_pool};

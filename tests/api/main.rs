@@ -18,6 +18,7 @@ mod openapi;
 mod pipeline;
 mod processes;
 mod read;
+mod rotation;
 mod secrets_scan;
 mod tenancy;
 mod token_cli;

@@ -1,7 +1,12 @@
-//! `csrd keys verify`: decrypts every stored private key in memory and proves it belongs to its
+//! Key custody operations run by operators: `csrd keys verify`, `csrd kek rewrap` (in
+//! `rewrap`), and the KEK nonce budget.
+//!
+//! `csrd keys verify` decrypts every stored private key in memory and proves it belongs to its
 //! CSR. Catches ciphertexts moved between rows or altered (the envelope's associated data and
 //! tags), keys sealed under a KEK that is not configured, and keys that decrypt but are not the
 //! CSR's. A wrong key under a known KEK id is refused before anything is read.
+
+mod rewrap;
 
 use std::sync::Arc;
 
@@ -11,6 +16,8 @@ use crate::crypto::{Keyring, key_matches_csr, open};
 use crate::db::csrs::{StoredKey, stored_keys_after, stored_keys_sample};
 use crate::db::{Pool, keks};
 use crate::domain::{CsrId, Owner};
+
+pub use rewrap::{RewrapSummary, rewrap_all, rewrap_backlog};
 
 /// Rows read and checked at a time.
 const PAGE: i64 = 1000;
