@@ -8,5 +8,6 @@ pub mod keks;
 pub mod migrate;
 pub mod pool;
 pub mod rewrap;
+pub mod tls;
 
 pub use pool::{DbError, Pool, build_pool};

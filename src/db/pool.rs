@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 
 pub type Pool = deadpool_postgres::Pool;
 
@@ -53,16 +52,16 @@ impl DbError {
 }
 
 pub fn build_pool(url: &str, max_size: usize, application_name: &str) -> Result<Pool, DbError> {
-    let mut cfg: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e: tokio_postgres::Error| DbError::Config(e.to_string()))?;
+    let url = super::tls::parse(url)?;
+    let tls = super::tls::connector(&url)?;
+    let mut cfg = url.config;
     cfg.application_name(application_name);
     cfg.connect_timeout(Duration::from_secs(5));
     // A runaway statement must not hold a pooled connection for ever.
     cfg.options("-c statement_timeout=15000");
     let manager = Manager::from_config(
         cfg,
-        NoTls,
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },

@@ -21,5 +21,6 @@ mod read;
 mod rotation;
 mod secrets_scan;
 mod tenancy;
+mod tls;
 mod token_cli;
 mod validation;

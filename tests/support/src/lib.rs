@@ -13,6 +13,7 @@ pub mod eventually;
 pub mod fixtures;
 pub mod isolation;
 pub mod process;
+pub mod rabbit_node;
 pub mod services;
 
 pub use app::{
