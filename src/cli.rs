@@ -4,6 +4,7 @@
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
+use crate::audit::{Actor, AuditEvent};
 use crate::auth::{ApiKey, ApiToken, Permission, Scope};
 use crate::crypto::{KekId, Keyring};
 use crate::db::{build_pool, credentials};
@@ -49,6 +50,34 @@ pub enum Command {
     Bench(BenchCommand),
     /// Create a CSR for every line of a JSONL or CSV file through the API, resumably.
     Batch(BatchArgs),
+    /// Read the audit log, oldest first: creates, deletes, batch submissions, refused callers,
+    /// token, user and KEK operations.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only this account's events.
+    #[arg(long, conflicts_with = "zone")]
+    pub account: Option<String>,
+    /// Only this zone's events.
+    #[arg(long)]
+    pub zone: Option<String>,
+    /// Only events since then: an RFC 3339 time (`2026-11-27T12:00:00Z`) or an age (`90s`,
+    /// `15m`, `2h`, `7d`).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only this action (`csr.create`) or family (`csr`, `token`, `auth`).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// The newest this many events, at most.
+    #[arg(long, default_value_t = 1000)]
+    pub limit: i64,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub db: DbSettings,
 }
 
 #[derive(Debug, Args)]
@@ -349,13 +378,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let token = ApiToken::generate();
             let pool = build_pool(&db.database_url, 1, "csrd-cli")?;
             let client = pool.get().await.context("connecting to Postgres")?;
-            credentials::insert_token(
+            let id = credentials::insert_token(
                 &**client,
                 &token,
                 name.as_deref(),
                 permission,
                 &scope,
                 expires,
+            )
+            .await?;
+            operator_event(
+                &**client,
+                AuditEvent::new("token.create", "ok", Actor::operator())
+                    .target(id)
+                    .detail(serde_json::json!({
+                        "name": name,
+                        "permission": permission.as_str(),
+                        "accounts": scope.accounts.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+                        "zones": scope.zones.iter().map(|z| z.as_str()).collect::<Vec<_>>(),
+                        "expires_at": expires,
+                    })),
             )
             .await?;
             println!("{}", token.reveal());
@@ -369,7 +411,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let key = ApiKey::generate();
             let pool = build_pool(&db.database_url, 1, "csrd-cli")?;
             let client = pool.get().await.context("connecting to Postgres")?;
-            credentials::upsert_user(&**client, &email.to_ascii_lowercase(), &key, &scope).await?;
+            let email = email.to_ascii_lowercase();
+            credentials::upsert_user(&**client, &email, &key, &scope).await?;
+            operator_event(
+                &**client,
+                AuditEvent::new("user.create", "ok", Actor::operator()).target(&email),
+            )
+            .await?;
             println!("{}", key.reveal());
             Ok(())
         }
@@ -388,6 +436,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if !credentials::revoke_token(&**client, id).await? {
                 bail!("no unrevoked token has id {id}");
             }
+            operator_event(
+                &**client,
+                AuditEvent::new("token.revoke", "ok", Actor::operator()).target(id),
+            )
+            .await?;
             println!("revoked token {id}");
             Ok(())
         }
@@ -397,6 +450,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if !credentials::revoke_user(&**client, &email).await? {
                 bail!("no unrevoked user has email {email}");
             }
+            operator_event(
+                &**client,
+                AuditEvent::new("user.revoke", "ok", Actor::operator()).target(&email),
+            )
+            .await?;
             println!("revoked user {email}");
             Ok(())
         }
@@ -409,6 +467,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(KeysCommand::Verify(args)) => keys_verify(args).await,
+        Command::Audit(args) => audit(args).await,
         Command::Bench(BenchCommand::Keygen {
             key_type,
             seconds,
@@ -501,7 +560,7 @@ async fn keys_verify(args: KeysVerifyArgs) -> anyhow::Result<()> {
     let keyring = std::sync::Arc::new(Keyring::parse(&args.keks)?);
     let pool = build_pool(&args.db.database_url, 2, "csrd-keys-verify")?;
     let plan = crate::custody::VerifyPlan {
-        owner,
+        owner: owner.clone(),
         sample: args.sample.filter(|n| *n > 0),
     };
     let summary = crate::custody::verify_keys(
@@ -520,6 +579,21 @@ async fn keys_verify(args: KeysVerifyArgs) -> anyhow::Result<()> {
         |checked| eprintln!("keys verify: {checked} checked"),
     )
     .await?;
+    let client = pool.get().await.context("connecting to Postgres")?;
+    let mut event = AuditEvent::new(
+        "keys.verify",
+        if summary.failed == 0 { "ok" } else { "failed" },
+        Actor::operator(),
+    )
+    .detail(serde_json::json!({
+        "verified": summary.verified,
+        "failed": summary.failed,
+        "sample": args.sample,
+    }));
+    if let Some(owner) = &owner {
+        event = event.owner(owner);
+    }
+    operator_event(&**client, event).await?;
     println!("{} verified, {} failed", summary.verified, summary.failed);
     if summary.failed > 0 {
         std::process::exit(1);
@@ -564,6 +638,21 @@ async fn kek_rewrap(keks: String, db: DbSettings) -> anyhow::Result<()> {
         };
         eprintln!("  {id}\t{records}{note}");
     }
+    operator_event(
+        &**client,
+        AuditEvent::new(
+            "kek.rewrap",
+            if summary.failed == 0 { "ok" } else { "failed" },
+            Actor::operator(),
+        )
+        .target(keyring.active().id().as_str())
+        .detail(serde_json::json!({
+            "rewrapped": summary.rewrapped,
+            "skipped": summary.skipped,
+            "failed": summary.failed,
+        })),
+    )
+    .await?;
     println!(
         "{} rewrapped, {} skipped, {} failed",
         summary.rewrapped, summary.skipped, summary.failed
@@ -571,6 +660,79 @@ async fn kek_rewrap(keks: String, db: DbSettings) -> anyhow::Result<()> {
     if summary.failed > 0 {
         std::process::exit(1);
     }
+    Ok(())
+}
+
+async fn audit(args: AuditArgs) -> anyhow::Result<()> {
+    use crate::domain::{Owner, OwnerKind};
+    let owner = match (&args.account, &args.zone) {
+        (Some(a), _) => Some(Owner::parse(OwnerKind::Account, a).context("malformed account id")?),
+        (_, Some(z)) => Some(Owner::parse(OwnerKind::Zone, z).context("malformed zone id")?),
+        _ => None,
+    };
+    let since = args.since.as_deref().map(parse_since).transpose()?;
+    let filter = crate::db::audit::AuditFilter {
+        owner,
+        since,
+        action: args.action,
+        limit: args.limit.max(1),
+    };
+    let client = cli_client(&args.db).await?;
+    for r in crate::db::audit::read(&**client, &filter).await? {
+        if args.json {
+            println!("{}", serde_json::to_string(&r)?);
+            continue;
+        }
+        let owner = match (&r.owner_kind, &r.owner_id) {
+            (Some(k), Some(id)) => format!("{k}:{id}"),
+            _ => "-".into(),
+        };
+        let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        println!(
+            "{}\t{}\t{}\t{}:{}\t{}\t{}\t{}\trequest={}\ttrace={}{}",
+            r.at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+            r.action,
+            r.outcome,
+            r.actor_kind,
+            dash(&r.actor),
+            owner,
+            dash(&r.target),
+            dash(&r.remote_addr),
+            dash(&r.request_id),
+            dash(&r.trace_id),
+            r.detail.map(|d| format!("\t{d}")).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// `--since`: an RFC 3339 time, or an age such as `15m`.
+fn parse_since(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(at.with_timezone(&chrono::Utc));
+    }
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = number
+        .parse()
+        .with_context(|| format!("--since {s:?}: an RFC 3339 time or an age like 15m"))?;
+    let age = match unit {
+        "s" => chrono::Duration::seconds(n),
+        "m" => chrono::Duration::minutes(n),
+        "h" => chrono::Duration::hours(n),
+        "d" => chrono::Duration::days(n),
+        _ => bail!("--since {s:?}: the unit must be s, m, h or d"),
+    };
+    Ok(chrono::Utc::now() - age)
+}
+
+/// Appends one operator event to the audit log.
+async fn operator_event(
+    client: &impl tokio_postgres::GenericClient,
+    event: AuditEvent,
+) -> anyhow::Result<()> {
+    crate::db::audit::append(client, &[event])
+        .await
+        .context("writing the audit log")?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod amqp;
+pub mod audit;
 pub mod auth;
 pub mod bench;
 pub mod cli;

@@ -119,6 +119,17 @@ pub fn rate_limited(limit: &str) {
     );
 }
 
+/// Audit events that could not be written (writer behind, database away too long).
+pub fn audit_dropped(n: u64) {
+    add(
+        "csrd_audit_events_dropped_total",
+        "Audit events dropped because they could not be written",
+        "counter",
+        &[],
+        n as f64,
+    );
+}
+
 /// Records a KEK has wrapped, ever (its nonce budget's use: the limit is 2^32).
 pub fn kek_wraps(kek_id: &str, wraps: i64) {
     set(

@@ -81,6 +81,15 @@ pub fn current_context_headers() -> Vec<(&'static str, String)> {
         .collect()
 }
 
+/// The current span's trace id (32 hex digits), when it belongs to a trace.
+pub fn current_trace_id() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    let cx = tracing::Span::current().context();
+    let span = cx.span();
+    let context = span.span_context();
+    context.is_valid().then(|| context.trace_id().to_string())
+}
+
 /// Makes `span` a child of the trace context found by `get` (a header lookup), if any.
 pub fn adopt_parent(span: &tracing::Span, get: impl Fn(&str) -> Option<String>) {
     let headers: HashMap<String, String> = ["traceparent", "tracestate"]

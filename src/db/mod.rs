@@ -1,5 +1,6 @@
 //! Postgres adapter: the pool, migrations, and one repository module per table group.
 
+pub mod audit;
 pub mod batches;
 pub mod credentials;
 pub mod csrs;

@@ -12,6 +12,7 @@ use super::envelope::{BatchCollection, BatchResults, BatchSingle, ResultInfo};
 use super::extract::{PathIds, idempotency_key, query_pairs};
 use super::result::{BatchEntryResult, BatchResult};
 use super::{ApiError, AppState};
+use crate::audit::{Actor, AuditEvent};
 use crate::auth::Permission;
 use crate::domain::batch::parse_items;
 use crate::domain::{BatchId, ErrorCode, FieldError, OwnerKind, ValidationErrors};
@@ -59,7 +60,16 @@ pub(super) async fn submit(
     // Each item counts against the tenant's rate like a single create (the gate took one).
     app.limits
         .charge(&owner, requests.len().saturating_sub(1))?;
-    let batch = batches.submit(owner, requests, key.as_ref()).await?;
+    let items = requests.len();
+    let batch = batches
+        .submit(owner.clone(), requests, key.as_ref())
+        .await?;
+    app.audit.record(
+        AuditEvent::new("batch.submit", "ok", Actor::Anonymous)
+            .owner(&owner)
+            .target(batch.id)
+            .detail(serde_json::json!({ "items": items })),
+    );
     let mut response = (
         StatusCode::ACCEPTED,
         Json(BatchSingle::new(BatchResult::from(batch.clone()))),

@@ -17,6 +17,7 @@ use super::envelope::{CsrCollection, CsrIdOnly, CsrPending, CsrSingle, IdOnly, R
 use super::extract::{PathIds, idempotency_key, json_body, query_pairs};
 use super::result::{CsrResult, PendingResult};
 use super::{ApiError, AppState};
+use crate::audit::{Actor, AuditEvent};
 use crate::auth::Permission;
 use crate::domain::{CreateCsr, CreateOutcome, CsrId, ListQuery, Owner, OwnerKind};
 use crate::ingress::limits::create_cost;
@@ -29,13 +30,35 @@ pub(super) async fn gate(
     headers: &HeaderMap,
     needed: Permission,
 ) -> Result<Owner, ApiError> {
-    let principal = app
-        .authenticator
-        .authenticate(&credentials(headers)?)
-        .await?;
+    let authenticated = match credentials(headers) {
+        Ok(presented) => app
+            .authenticator
+            .authenticate(&presented)
+            .await
+            .map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    let principal = match authenticated {
+        Ok(principal) => principal,
+        Err(e) => {
+            if let Some(reason) = e.auth_failure() {
+                app.audit.record_refusal(
+                    AuditEvent::new("auth.failure", "denied", Actor::Anonymous)
+                        .detail(serde_json::json!({ "reason": reason })),
+                );
+            }
+            return Err(e);
+        }
+    };
+    crate::audit::identify_actor(&principal);
     let owner = ids.owner(kind)?;
     if !principal.may(&owner, needed) {
         tracing::debug!(principal = %principal.label, owner = owner.id(), "forbidden");
+        app.audit.record_refusal(
+            AuditEvent::new("access.denied", "denied", Actor::Anonymous)
+                .owner(&owner)
+                .detail(serde_json::json!({ "needed": needed.as_str() })),
+        );
         return Err(ApiError::Forbidden);
     }
     app.limits.charge(&owner, 1)?;
@@ -57,8 +80,28 @@ pub(super) async fn create(
         .limits
         .admit_create(&owner, cost, app.creates.wait_budget())
         .await?;
-    let outcome = app.creates.create(owner, csr_request, key.as_ref()).await?;
+    let outcome = app
+        .creates
+        .create(owner.clone(), csr_request, key.as_ref())
+        .await?;
+    audit_create(&app, &owner, &outcome);
     created(outcome)
+}
+
+fn audit_create(app: &AppState, owner: &Owner, outcome: &CreateOutcome) {
+    let (result, id, replayed) = match outcome {
+        CreateOutcome::Created { csr, replayed } => ("ok", csr.id, *replayed),
+        CreateOutcome::Pending(p) => ("pending", p.id, false),
+        CreateOutcome::Failed { id, .. } => ("failed", *id, false),
+        CreateOutcome::Deleted { id } => ("deleted", *id, true),
+    };
+    let mut event = AuditEvent::new("csr.create", result, Actor::Anonymous)
+        .owner(owner)
+        .target(id);
+    if replayed {
+        event = event.detail(serde_json::json!({ "replayed": true }));
+    }
+    app.audit.record(event);
 }
 
 /// 201 with the CSR, 202 with the id to find it by later, or the failure.
@@ -151,5 +194,10 @@ pub(super) async fn delete(
     if !app.catalog.delete(&owner, id).await? {
         return Err(ApiError::CsrNotFound);
     }
+    app.audit.record(
+        AuditEvent::new("csr.delete", "ok", Actor::Anonymous)
+            .owner(&owner)
+            .target(id),
+    );
     Ok(Json(CsrIdOnly::new(IdOnly { id: id.to_string() })).into_response())
 }

@@ -77,6 +77,20 @@ impl ApiError {
         ApiError::Internal(cause.into())
     }
 
+    /// Why authentication failed, for the audit log; `None` for every other error.
+    pub fn auth_failure(&self) -> Option<&'static str> {
+        match self {
+            ApiError::MissingCredentials => Some("missing"),
+            ApiError::MalformedCredentials(_) => Some("malformed"),
+            ApiError::InvalidCredentials => Some("invalid"),
+            ApiError::RateLimited {
+                limit: "auth_failures",
+                ..
+            } => Some("too many failures"),
+            _ => None,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Validation(_)

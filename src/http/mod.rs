@@ -42,6 +42,8 @@ pub struct AppState {
     pub limits: Limits,
     pub readiness: Readiness,
     pub name_policy: NamePolicy,
+    /// Records creates, deletes, batch submissions and refused callers.
+    pub audit: crate::audit::Auditor,
 }
 
 /// Every route, registered once with its documentation.
@@ -74,6 +76,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
 pub fn router(state: AppState) -> Router {
     let (api, doc) = api_routes().split_for_parts();
     api.route_layer(axum::middleware::from_fn(count_responses))
+        .route_layer(axum::middleware::from_fn(
+            crate::audit::audit_scope_middleware,
+        ))
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::Extension(Arc::new(doc)))

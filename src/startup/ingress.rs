@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 
 use super::Stages;
 use super::foundation::Foundation;
+use crate::audit::Auditor;
 use crate::http::{AppState, router};
 use crate::ingress::{
     Authenticator, BatchService, Catalog, Coalescer, CreateService, Limits, Readiness,
@@ -16,8 +17,9 @@ use crate::ingress::{
 use crate::queue::{Connectivity, JobQueue, Waiters};
 use crate::settings::Settings;
 
-/// The ingress use cases. `waiters` is what the queue's completions wake; `instance` is the
-/// name they are routed by; `brokers` are the connections readiness reports on.
+/// The ingress use cases, and the audit writer's task (it stops with `stages.stop_work`).
+/// `waiters` is what the queue's completions wake; `instance` is the name they are routed by;
+/// `brokers` are the connections readiness reports on.
 pub(super) fn app_state(
     foundation: &Foundation,
     settings: &Settings,
@@ -25,13 +27,15 @@ pub(super) fn app_state(
     waiters: Waiters,
     instance: String,
     brokers: Vec<Arc<dyn Connectivity>>,
-) -> AppState {
+    stages: &Stages,
+) -> (AppState, JoinHandle<()>) {
     let pool = &foundation.pool;
+    let (audit, audit_writer) = Auditor::start(pool.clone(), stages.stop_work.clone());
     let batches = settings
         .batch_api
         .then(|| BatchService::new(pool.clone(), queue.clone(), settings.batch_chunk_items));
     let coalesced = Arc::new(Coalescer::start(queue, settings.chunks()));
-    AppState {
+    let state = AppState {
         creates: Arc::new(CreateService::new(
             pool.clone(),
             coalesced,
@@ -49,7 +53,9 @@ pub(super) fn app_state(
         limits: Limits::new(settings.tenants.limits()),
         readiness: Readiness::new(pool.clone(), brokers),
         name_policy: settings.name_policy,
-    }
+        audit,
+    };
+    (state, audit_writer)
 }
 
 /// Serves HTTP until `stages.stop_http`, then lets open requests finish.

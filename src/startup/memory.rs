@@ -46,14 +46,17 @@ pub async fn start_in_memory(settings: &Settings) -> anyhow::Result<InMemory> {
         },
         &stages,
     );
-    let state = super::ingress::app_state(
+    let (state, audit_writer) = super::ingress::app_state(
         &foundation,
         settings,
         Arc::new(queue.clone()),
         waiters,
         "in-memory".into(),
         Vec::new(),
+        &stages,
     );
+    let mut work = work;
+    work.push(audit_writer);
     let tasks = Tasks {
         work,
         ..Tasks::default()

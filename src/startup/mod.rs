@@ -176,8 +176,8 @@ pub async fn start(
     tasks.work.push(admin);
     let mut http_addr = None;
     if role.runs_ingress() {
-        let (state, listen_for_completions) = rabbit.ingress_state(&foundation, settings, &stages);
-        tasks.work.push(listen_for_completions);
+        let (state, ingress_tasks) = rabbit.ingress_state(&foundation, settings, &stages);
+        tasks.work.extend(ingress_tasks);
         if let Some(batches) = state.batches.clone() {
             tasks
                 .work

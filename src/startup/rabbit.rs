@@ -106,14 +106,14 @@ impl Rabbit {
         }
     }
 
-    /// The ingress's use cases publishing to RabbitMQ, and the task that consumes this
-    /// instance's completion events.
+    /// The ingress's use cases publishing to RabbitMQ, and its tasks: the one that consumes
+    /// this instance's completion events, and the audit writer.
     pub fn ingress_state(
         &self,
         foundation: &Foundation,
         settings: &Settings,
         stages: &Stages,
-    ) -> (AppState, JoinHandle<()>) {
+    ) -> (AppState, Vec<JoinHandle<()>>) {
         let instance = uuid::Uuid::new_v4().simple().to_string();
         let waiters = Waiters::default();
         let listening = tokio::spawn(crate::amqp::events::listen(
@@ -128,8 +128,9 @@ impl Rabbit {
             self.topology.clone(),
         ));
         let brokers: Vec<Arc<dyn Connectivity>> = vec![self.publish.clone(), self.consume.clone()];
-        let state =
-            super::ingress::app_state(foundation, settings, queue, waiters, instance, brokers);
-        (state, listening)
+        let (state, audit_writer) = super::ingress::app_state(
+            foundation, settings, queue, waiters, instance, brokers, stages,
+        );
+        (state, vec![listening, audit_writer])
     }
 }

@@ -2,6 +2,7 @@
 //! suites about HTTP and storage, in memory (the real ingress and worker, no broker, no socket;
 //! see `csrd_test_support::spawn_in_memory`).
 
+mod audit;
 mod auth;
 mod batch_cli;
 mod batches;

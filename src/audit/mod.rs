@@ -1,0 +1,133 @@
+//! The audit log: who did what, to which tenant, when, from which address, in which request
+//! and trace. Never a secret: actors are token ids, emails or the operator's login.
+//!
+//! HTTP events are recorded by the ingress through an [`Auditor`]: a bounded channel in front
+//! of one writer task that appends whatever has accumulated in one statement, so auditing adds
+//! no database round trip to a request. The writer drains the channel when the process stops
+//! (after the last request is answered); what a crash loses is the events of the last moments,
+//! never the creates themselves. Each request runs inside an [`AuditScope`] (a task-local set
+//! by the router's middleware) that carries its address, request id, trace id and, once
+//! authenticated, its actor, so handlers only say what happened.
+//!
+//! The CLI appends its own events (token, user and KEK operations) directly.
+
+mod scope;
+mod writer;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::domain::Owner;
+
+pub use scope::{AuditScope, audit_scope_middleware, identify_actor};
+pub use writer::{AuditWriter, Auditor};
+
+/// Who acted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// An API token, by its id.
+    Token(String),
+    /// A legacy X-Auth-Email user, by email.
+    User(String),
+    /// Someone running the `csrd` CLI, by login name.
+    Operator(String),
+    /// Not (yet) authenticated.
+    Anonymous,
+}
+
+impl Actor {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Actor::Token(_) => "token",
+            Actor::User(_) => "user",
+            Actor::Operator(_) => "operator",
+            Actor::Anonymous => "anonymous",
+        }
+    }
+
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Actor::Token(id) | Actor::User(id) | Actor::Operator(id) => Some(id),
+            Actor::Anonymous => None,
+        }
+    }
+
+    /// The user running this process, for CLI events.
+    pub fn operator() -> Self {
+        let login = ["CSRD_OPERATOR", "SUDO_USER", "USER", "LOGNAME"]
+            .iter()
+            .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+            .unwrap_or_else(|| "unknown".into());
+        Actor::Operator(login)
+    }
+}
+
+/// One thing that happened.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub at: DateTime<Utc>,
+    /// `csr.create`, `csr.delete`, `batch.submit`, `auth.failure`, `access.denied`,
+    /// `token.create`, `token.revoke`, `user.create`, `user.revoke`, `kek.rewrap`,
+    /// `keys.verify`.
+    pub action: &'static str,
+    /// `ok`, `pending`, `denied`, `failed`.
+    pub outcome: &'static str,
+    pub actor: Actor,
+    pub owner: Option<Owner>,
+    /// What was acted on: a CSR, batch or token id, a KEK id.
+    pub target: Option<String>,
+    pub remote_addr: Option<String>,
+    pub request_id: Option<String>,
+    pub trace_id: Option<String>,
+    pub detail: Option<serde_json::Value>,
+}
+
+impl AuditEvent {
+    pub fn new(action: &'static str, outcome: &'static str, actor: Actor) -> Self {
+        Self {
+            at: Utc::now(),
+            action,
+            outcome,
+            actor,
+            owner: None,
+            target: None,
+            remote_addr: None,
+            request_id: None,
+            trace_id: None,
+            detail: None,
+        }
+    }
+
+    pub fn owner(mut self, owner: &Owner) -> Self {
+        self.owner = Some(owner.clone());
+        self
+    }
+
+    pub fn target(mut self, target: impl ToString) -> Self {
+        self.target = Some(target.to_string());
+        self
+    }
+
+    pub fn detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+}
+
+/// A stored event, as `csrd audit` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub action: String,
+    pub outcome: String,
+    pub actor_kind: String,
+    pub actor: Option<String>,
+    pub owner_kind: Option<String>,
+    pub owner_id: Option<String>,
+    pub target: Option<String>,
+    pub remote_addr: Option<String>,
+    pub request_id: Option<String>,
+    pub trace_id: Option<String>,
+    pub detail: Option<serde_json::Value>,
+}
