@@ -9,8 +9,10 @@ use crate::auth::{ApiKey, ApiToken, Permission, Scope};
 use crate::crypto::{KekId, Keyring};
 use crate::db::{build_pool, credentials};
 use crate::domain::{AccountId, KeyType, ZoneId};
+use crate::settings::secret;
 use crate::settings::{DbSettings, Settings};
 use crate::startup::{self, Role};
+use secrecy::{ExposeSecret, SecretString};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -250,16 +252,16 @@ pub enum KekCommand {
     Rewrap {
         /// Key-encryption keys, as for the service: the active one first, then every KEK that
         /// still wraps records.
-        #[arg(long, env = "CSRD_KEKS", hide_env_values = true)]
-        keks: String,
+        #[arg(long, env = "CSRD_KEKS", hide_env_values = true, value_parser = secret)]
+        keks: SecretString,
         #[command(flatten)]
         db: DbSettings,
     },
     /// How many stored keys each KEK id wraps, and which of them CSRD_KEKS holds.
     Status {
         /// Key-encryption keys, as for the service (optional: without them only counts).
-        #[arg(long, env = "CSRD_KEKS", hide_env_values = true)]
-        keks: Option<String>,
+        #[arg(long, env = "CSRD_KEKS", hide_env_values = true, value_parser = secret)]
+        keks: Option<SecretString>,
         #[command(flatten)]
         db: DbSettings,
     },
@@ -277,8 +279,8 @@ pub struct KeysVerifyArgs {
     #[command(flatten)]
     pub db: DbSettings,
     /// Key-encryption keys, as for the service.
-    #[arg(long, env = "CSRD_KEKS", hide_env_values = true)]
-    pub keks: String,
+    #[arg(long, env = "CSRD_KEKS", hide_env_values = true, value_parser = secret)]
+    pub keks: SecretString,
     /// Only this account's keys.
     #[arg(long, conflicts_with = "zone")]
     pub account: Option<String>,
@@ -557,7 +559,7 @@ async fn keys_verify(args: KeysVerifyArgs) -> anyhow::Result<()> {
         (_, Some(z)) => Some(Owner::parse(OwnerKind::Zone, z).context("malformed zone id")?),
         _ => None,
     };
-    let keyring = std::sync::Arc::new(Keyring::parse(&args.keks)?);
+    let keyring = std::sync::Arc::new(Keyring::parse(args.keks.expose_secret())?);
     let pool = build_pool(&args.db.database_url, 2, "csrd-keys-verify")?;
     let plan = crate::custody::VerifyPlan {
         owner: owner.clone(),
@@ -601,8 +603,8 @@ async fn keys_verify(args: KeysVerifyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn kek_rewrap(keks: String, db: DbSettings) -> anyhow::Result<()> {
-    let keyring = std::sync::Arc::new(Keyring::parse(&keks)?);
+async fn kek_rewrap(keks: SecretString, db: DbSettings) -> anyhow::Result<()> {
+    let keyring = std::sync::Arc::new(Keyring::parse(keks.expose_secret())?);
     let pool = build_pool(&db.database_url, 2, "csrd-kek-rewrap")?;
     let backlog = crate::custody::rewrap_backlog(&pool, &keyring).await?;
     let progress = crate::client::progress::Progress::new("kek rewrap", backlog, 0);
@@ -769,8 +771,11 @@ fn print_credentials(listing: &[credentials::CredentialListing], json: bool) {
     }
 }
 
-async fn kek_status(keks: Option<String>, db: DbSettings) -> anyhow::Result<()> {
-    let keyring = keks.as_deref().map(Keyring::parse).transpose()?;
+async fn kek_status(keks: Option<SecretString>, db: DbSettings) -> anyhow::Result<()> {
+    let keyring = keks
+        .as_ref()
+        .map(|k| Keyring::parse(k.expose_secret()))
+        .transpose()?;
     let client = cli_client(&db).await?;
     if let Some(keyring) = &keyring {
         crate::db::keks::verify_known_keks(&client, keyring).await?;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use secrecy::SecretString;
 
 use crate::amqp::QueueLimits;
 use crate::domain::NamePolicy;
@@ -41,8 +42,8 @@ pub struct Settings {
     #[arg(long, env = "CSRD_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
     pub admin_listen: SocketAddr,
     /// Key-encryption keys: `id:base64key[,id:base64key...]`; the first encrypts.
-    #[arg(long, env = "CSRD_KEKS", hide_env_values = true)]
-    pub keks: Option<String>,
+    #[arg(long, env = "CSRD_KEKS", hide_env_values = true, value_parser = secret)]
+    pub keks: Option<SecretString>,
     /// Where `csrd serve` keeps a development KEK when CSRD_KEKS is unset.
     #[arg(long, env = "CSRD_DEV_KEK_FILE", default_value = ".csrd/dev-kek")]
     pub dev_kek_file: PathBuf,
@@ -227,5 +228,31 @@ impl Settings {
             s: Settings,
         }
         Only::parse_from(["csrd"]).s
+    }
+}
+
+/// A secret setting (`CSRD_KEKS`): zeroized when dropped, `[REDACTED]` when debug-printed, and
+/// `expose_secret()` at the one place that needs it.
+pub fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(value.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_printing_the_settings_never_shows_the_keks() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            s: Settings,
+        }
+        let kek = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let settings = Only::parse_from(["csrd", "--keks", kek]).s;
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("AAECAwQF"), "{shown}");
+        assert!(shown.contains("REDACTED"), "{shown}");
     }
 }

@@ -5,6 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
+
 use anyhow::{Context, bail};
 use backon::{ConstantBuilder, Retryable};
 
@@ -69,7 +71,12 @@ pub async fn migrate(settings: &DbSettings) -> anyhow::Result<Vec<String>> {
 }
 
 fn load_keyring(role: Role, settings: &Settings) -> anyhow::Result<Keyring> {
-    if let Some(spec) = settings.keks.as_deref().filter(|s| !s.trim().is_empty()) {
+    if let Some(spec) = settings
+        .keks
+        .as_ref()
+        .map(ExposeSecret::expose_secret)
+        .filter(|s| !s.trim().is_empty())
+    {
         return Ok(Keyring::parse(spec)?);
     }
     if role != Role::Serve {

@@ -4,7 +4,7 @@
 use csrd::db::{build_pool, migrate};
 use csrd_test_support::*;
 
-const ALL: [&str; 8] = [
+const ALL: [&str; 9] = [
     "V1__init",
     "V2__list_indexes",
     "V3__tenant_counts",
@@ -13,6 +13,7 @@ const ALL: [&str; 8] = [
     "V6__sharded_tenant_counts",
     "V7__batches",
     "V8__kek_usage",
+    "V9__audit_log",
 ];
 
 async fn database() -> Isolation {

@@ -60,7 +60,7 @@ impl Isolation {
         s.db.db_pool_size = 8;
         s.amqp_url = amqp_url();
         s.amqp_prefix = self.prefix.clone();
-        s.keks = Some(self.keks.clone());
+        s.keks = Some(self.keks.clone().into());
         s.workers = Some(2);
         // Tests run many apps at once on two cores: no background key generation unless a
         // test asks for a pool.
