@@ -28,9 +28,13 @@ pub struct DbSettings {
 pub struct Settings {
     #[command(flatten)]
     pub db: DbSettings,
-    /// RabbitMQ connection URL.
+    /// RabbitMQ connection URL, or several (comma-separated): the nodes of one cluster,
+    /// tried in turn.
     #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL)]
     pub amqp_url: String,
+    /// The cluster's node URLs, comma-separated; when set, used instead of AMQP_URL.
+    #[arg(long, env = "CSRD_AMQP_URLS")]
+    pub amqp_urls: Option<String>,
     /// Prefix of every exchange and queue name.
     #[arg(long, env = "CSRD_AMQP_PREFIX", default_value = "csrd")]
     pub amqp_prefix: String,
@@ -212,6 +216,16 @@ impl Settings {
         Duration::from_millis(self.credential_cache_ms.min(5000))
     }
 
+    /// The broker URLs to try, in order: `CSRD_AMQP_URLS`, else `AMQP_URL`, split on commas.
+    pub fn broker_urls(&self) -> Vec<String> {
+        let list = self.amqp_urls.as_deref().unwrap_or(&self.amqp_url);
+        list.split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
     pub fn queue_limits(&self) -> QueueLimits {
         QueueLimits {
             delivery_limit: self.delivery_limit,
@@ -252,7 +266,23 @@ mod tests {
         let kek = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
         let settings = Only::parse_from(["csrd", "--keks", kek]).s;
         let shown = format!("{settings:?}");
+        assert_eq!(settings.broker_urls(), [DEFAULT_AMQP_URL]);
         assert!(!shown.contains("AAECAwQF"), "{shown}");
         assert!(shown.contains("REDACTED"), "{shown}");
+    }
+}
+
+#[cfg(test)]
+mod broker_urls {
+    use super::*;
+
+    #[test]
+    fn several_urls_come_from_amqp_url_or_csrd_amqp_urls() {
+        let mut s = Settings::defaults();
+        s.amqp_url = "amqp://a:5672/%2f, amqp://b:5672/%2f,".into();
+        assert_eq!(s.broker_urls(), ["amqp://a:5672/%2f", "amqp://b:5672/%2f"]);
+        s.amqp_urls = Some("amqp://c/%2f,amqp://d/%2f,amqp://e/%2f".into());
+        assert_eq!(s.broker_urls().len(), 3);
+        assert_eq!(s.broker_urls()[0], "amqp://c/%2f");
     }
 }

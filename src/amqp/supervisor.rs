@@ -2,6 +2,11 @@
 //! new connection, notices loss (events, heartbeat timeouts, a closed status) and reconnects,
 //! until shutdown. Users take the current connection from it and wait for the next one after
 //! a loss, so nothing in csrd ever needs a manual restart after a broker restart.
+//!
+//! Given the URLs of several cluster nodes, each attempt tries them in turn, starting after the
+//! node last connected to (so a lost node is tried last) and, for the first connection, at a
+//! place picked from the connection's name and the process id (so processes spread over the
+//! nodes).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,13 +58,13 @@ impl Broker {
     /// Starts supervising; the first connection attempt begins at once. The task ends, with
     /// the connection closed, once `shutdown` is cancelled: await it before exiting.
     pub fn start(
-        url: String,
+        urls: Vec<String>,
         name: String,
         topology: Option<Topology>,
         shutdown: CancellationToken,
     ) -> (Arc<Self>, JoinHandle<()>) {
         let (tx, rx) = watch::channel(None);
-        let task = tokio::spawn(supervise(url, name.clone(), topology, tx, shutdown));
+        let task = tokio::spawn(supervise(urls, name.clone(), topology, tx, shutdown));
         (Arc::new(Self { name, link: rx }), task)
     }
 
@@ -129,21 +134,57 @@ async fn open(url: &str, name: &str, topology: Option<&Topology>) -> Result<Conn
     Ok(conn)
 }
 
+/// Tries every URL once, starting at `*next`; on success `*next` points past the one that
+/// answered.
+async fn open_any(
+    urls: &[String],
+    next: &std::sync::Mutex<usize>,
+    name: &str,
+    topology: Option<&Topology>,
+) -> Result<Connection, OpenError> {
+    let start = *next.lock().unwrap_or_else(|p| p.into_inner());
+    let mut last = None;
+    for i in 0..urls.len() {
+        let at = (start + i) % urls.len();
+        match open(&urls[at], name, topology).await {
+            Ok(conn) => {
+                *next.lock().unwrap_or_else(|p| p.into_inner()) = (at + 1) % urls.len();
+                if urls.len() > 1 {
+                    tracing::info!(connection = %name, node = at + 1, of = urls.len(), "connected to RabbitMQ node");
+                }
+                return Ok(conn);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("at least one URL"))
+}
+
+/// Where a connection named `name` starts trying: spread by name and process, so that the
+/// processes of a deployment do not all crowd onto the first node.
+fn first_node(name: &str, nodes: usize) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let seed = std::process::id() as u64;
+    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one((name, seed));
+    (hash % nodes.max(1) as u64) as usize
+}
+
 async fn supervise(
-    url: String,
+    urls: Vec<String>,
     name: String,
     topology: Option<Topology>,
     tx: watch::Sender<Option<Link>>,
     shutdown: CancellationToken,
 ) {
     let mut generation = 0u64;
+    let next = std::sync::Mutex::new(first_node(&name, urls.len()));
     loop {
         let mut failures = 0u32;
         let backoff = ExponentialBuilder::default()
             .with_min_delay(BACKOFF_START)
             .with_max_delay(BACKOFF_MAX)
             .without_max_times();
-        let connecting = (|| open(&url, &name, topology.as_ref()))
+        let connecting = (|| open_any(&urls, &next, &name, topology.as_ref()))
             .retry(backoff)
             .sleep(tokio::time::sleep)
             .notify(|e: &OpenError, _| {

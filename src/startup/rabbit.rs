@@ -35,14 +35,18 @@ impl Rabbit {
     ) -> anyhow::Result<(Self, Vec<JoinHandle<()>>)> {
         let topology = Topology::new(&settings.amqp_prefix, settings.queue_limits());
         let name = format!("{}-{}", settings.amqp_prefix, role.name());
+        let urls = settings.broker_urls();
+        if urls.is_empty() {
+            bail!("AMQP_URL (or CSRD_AMQP_URLS) names no broker");
+        }
         let (publish, publishing) = Broker::start(
-            settings.amqp_url.clone(),
+            urls.clone(),
             format!("{name}-publish"),
             Some(topology.clone()),
             stages.close_connections.clone(),
         );
         let (consume, consuming) = Broker::start(
-            settings.amqp_url.clone(),
+            urls,
             format!("{name}-consume"),
             None,
             stages.close_connections.clone(),

@@ -32,7 +32,7 @@ pub async fn worker_killed_during_a_batch() {
     let http = reqwest::Client::new();
     let batches = format!(
         "{}/client/v4/accounts/{ACCOUNT_A}/custom_csrs/batches",
-        cluster.base_url()
+        cluster.base_urls()[0]
     );
     let submitted: Value = http
         .post(&batches)

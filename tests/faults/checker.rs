@@ -79,13 +79,14 @@ pub async fn check(cluster: &Cluster, history: &History) -> Report {
     };
     // Wait for the queues to drain (in-flight retries may still be finishing).
     let topology = cluster.iso.topology();
+    let url = cluster.amqp_url();
     let drained = poll_until(Duration::from_secs(20), || async {
-        let (jobs, dead) = broker::queued(&topology).await;
+        let (jobs, dead) = broker::queued_at(&url, &topology).await;
         (jobs + dead == 0).then_some(())
     })
     .await;
     if drained.is_none() {
-        let (jobs, dead) = broker::queued(&topology).await;
+        let (jobs, dead) = broker::queued_at(&url, &topology).await;
         report.queued = jobs + dead;
     }
 

@@ -1,9 +1,13 @@
-//! The system under test: `csrd ingress` and two `csrd worker` processes on their own database
-//! and AMQP prefix, and the faults that can be done to them and to the shared services.
+//! The system under test: `csrd ingress` and `csrd worker` processes (one and two, or as many
+//! as a scenario asks) on their own database and AMQP prefix — against the machine's RabbitMQ
+//! or a three-node RabbitMQ cluster of their own — and the faults that can be done to them and
+//! to the services.
 
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use csrd_test_support::process::free_port;
+use csrd_test_support::rabbit_node::RabbitCluster;
 use csrd_test_support::{ACCOUNT_A, Isolation, eventually_within, services};
 
 const CSRD: &str = env!("CARGO_BIN_EXE_csrd");
@@ -18,14 +22,37 @@ pub enum Fault {
     RestartPostgres,
     /// Unbind the ingress's event queue for a while, so completion events go nowhere.
     DropEvents,
+    /// On the scenario's own three-node cluster: `stop_app` on the node leading the jobs
+    /// queue, `start_app` later, then SIGKILL another node and start it again.
+    ClusterNodesDown,
+}
+
+/// How many of each process, and which broker.
+pub struct Shape {
+    pub ingresses: usize,
+    pub workers: usize,
+    /// A RabbitMQ cluster of the scenario's own, instead of the machine's node.
+    pub rabbit_cluster: Option<RabbitCluster>,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Self {
+            ingresses: 1,
+            workers: 2,
+            rabbit_cluster: None,
+        }
+    }
 }
 
 pub struct Cluster {
     pub iso: Isolation,
     pub token: String,
-    port: u16,
-    ingress: Child,
+    ports: Vec<u16>,
+    ingresses: Vec<Child>,
     workers: Vec<Child>,
+    /// Dropped after the processes (fields drop in order).
+    pub rabbit_cluster: Option<RabbitCluster>,
 }
 
 #[track_caller]
@@ -42,11 +69,7 @@ fn succeeded(what: &str, out: Output) {
 /// pipes open).
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for c in self
-            .workers
-            .iter_mut()
-            .chain(std::iter::once(&mut self.ingress))
-        {
+        for c in self.workers.iter_mut().chain(self.ingresses.iter_mut()) {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -64,7 +87,15 @@ impl Drop for BrokerGuard {
 
 impl Cluster {
     pub async fn start() -> Self {
-        let iso = Isolation::new().await;
+        Self::start_shaped(Shape::default()).await
+    }
+
+    pub async fn start_shaped(shape: Shape) -> Self {
+        let mut iso = Isolation::new().await;
+        if shape.rabbit_cluster.is_some() {
+            // Its queues live and die with the scenario's own cluster.
+            iso.uses_broker = false;
+        }
         let out = Command::new(CSRD)
             .arg("migrate")
             .envs(iso.env())
@@ -88,38 +119,55 @@ impl Cluster {
             .output()
             .unwrap();
         let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let urls = shape.rabbit_cluster.as_ref().map(RabbitCluster::urls);
+        let ports: Vec<u16> = (0..shape.ingresses).map(|_| free_port()).collect();
         let cluster = Self {
-            ingress: spawn(&iso, "ingress", port),
-            workers: vec![spawn(&iso, "worker", 0), spawn(&iso, "worker", 0)],
+            ingresses: ports
+                .iter()
+                .map(|port| spawn(&iso, "ingress", *port, urls.as_deref()))
+                .collect(),
+            workers: (0..shape.workers)
+                .map(|_| spawn(&iso, "worker", 0, urls.as_deref()))
+                .collect(),
             iso,
             token,
-            port,
+            ports,
+            rabbit_cluster: shape.rabbit_cluster,
         };
         cluster.wait_ready().await;
         cluster
     }
 
-    pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+    /// Every ingress's base URL.
+    pub fn base_urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|port| format!("http://127.0.0.1:{port}"))
+            .collect()
+    }
+
+    /// The broker to count the scenario's queues on.
+    pub fn amqp_url(&self) -> String {
+        match &self.rabbit_cluster {
+            Some(rabbit) => rabbit.nodes[0].amqp_url(),
+            None => csrd_test_support::amqp_url(),
+        }
     }
 
     async fn wait_ready(&self) {
         let http = reqwest::Client::new();
-        let url = format!("{}/readyz", self.base_url());
-        eventually_within(
-            "csrd ingress to become ready",
-            Duration::from_secs(30),
-            || async {
-                let ready = http.get(&url).send().await;
-                ready.is_ok_and(|r| r.status().is_success()).then_some(())
-            },
-        )
-        .await;
+        for base in self.base_urls() {
+            let url = format!("{base}/readyz");
+            eventually_within(
+                "csrd ingress to become ready",
+                Duration::from_secs(30),
+                || async {
+                    let ready = http.get(&url).send().await;
+                    ready.is_ok_and(|r| r.status().is_success()).then_some(())
+                },
+            )
+            .await;
+        }
     }
 
     pub async fn inject(&mut self, fault: Fault) {
@@ -132,7 +180,7 @@ impl Cluster {
                 );
                 let _ = self.workers[0].wait();
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                self.workers[0] = spawn(&self.iso, "worker", 0);
+                self.workers[0] = spawn(&self.iso, "worker", 0, None);
             }
             Fault::RestartBroker => {
                 let _restart_even_on_panic = BrokerGuard;
@@ -146,6 +194,7 @@ impl Cluster {
             Fault::RestartPostgres => {
                 succeeded("restarting PostgreSQL", services::restart_postgres());
             }
+            Fault::ClusterNodesDown => self.take_cluster_nodes_down().await,
             Fault::DropEvents => {
                 let queue = self.instance_queue();
                 let exchange = format!("{}.events", self.iso.prefix);
@@ -174,6 +223,40 @@ impl Cluster {
         }
     }
 
+    /// `stop_app` on the node leading the jobs queue and `start_app` 5 s later; then SIGKILL
+    /// another node (the new leader if it moved, else the next one) and boot it again.
+    async fn take_cluster_nodes_down(&mut self) {
+        let jobs = self.iso.topology().jobs_queue().as_str().to_owned();
+        let rabbit = self.rabbit_cluster.as_ref().expect("a RabbitMQ cluster");
+        let leader = rabbit
+            .leader_of(&jobs)
+            .expect("the jobs queue has a leader");
+        println!(
+            "cluster: stop_app on {} (leads {jobs})",
+            rabbit.nodes[leader].name
+        );
+        succeeded(
+            "rabbitmqctl stop_app",
+            rabbit.nodes[leader].ctl(&["stop_app"]),
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        succeeded(
+            "rabbitmqctl start_app",
+            rabbit.nodes[leader].ctl(&["start_app"]),
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let victim = match rabbit.leader_of(&jobs) {
+            Some(now) if now != leader => now,
+            _ => (leader + 1) % rabbit.nodes.len(),
+        };
+        println!("cluster: SIGKILL {}", rabbit.nodes[victim].name);
+        rabbit.nodes[victim].kill();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let node = &rabbit.nodes[victim];
+        tokio::task::block_in_place(|| node.boot());
+        println!("cluster: {} back", node.name);
+    }
+
     /// The ingress's exclusive completion-event queue.
     fn instance_queue(&self) -> String {
         let out = services::rabbitmqctl(&["list_queues", "-q", "--no-table-headers", "name"]);
@@ -196,7 +279,7 @@ impl Cluster {
         let pids: Vec<String> = self
             .workers
             .iter()
-            .chain(std::iter::once(&self.ingress))
+            .chain(self.ingresses.iter())
             .map(|c| c.id().to_string())
             .collect();
         for pid in &pids {
@@ -205,11 +288,7 @@ impl Cluster {
         // Drop waits for the exits (and kills whatever has not stopped).
         tokio::task::spawn_blocking(move || {
             let mut this = self;
-            for c in this
-                .workers
-                .iter_mut()
-                .chain(std::iter::once(&mut this.ingress))
-            {
+            for c in this.workers.iter_mut().chain(this.ingresses.iter_mut()) {
                 let _ = c.wait();
             }
         })
@@ -218,12 +297,15 @@ impl Cluster {
     }
 }
 
-fn spawn(iso: &Isolation, role: &str, port: u16) -> Child {
+fn spawn(iso: &Isolation, role: &str, port: u16, amqp_urls: Option<&str>) -> Child {
     let mut cmd = Command::new(CSRD);
     cmd.arg(role)
         .envs(iso.env())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
+    if let Some(urls) = amqp_urls {
+        cmd.env("CSRD_AMQP_URLS", urls);
+    }
     if port != 0 {
         cmd.env("CSRD_LISTEN", format!("127.0.0.1:{port}"));
     }

@@ -37,7 +37,8 @@ pub struct History {
     pub statuses: HashMap<u16, usize>,
 }
 
-pub async fn run(base_url: String, token: String, requests: usize) -> History {
+/// `requests` creates from `CONCURRENCY` clients, request n going to `base_urls[n % len]`.
+pub async fn run(base_urls: Vec<String>, token: String, requests: usize) -> History {
     let next = Arc::new(AtomicUsize::new(0));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(40))
@@ -45,8 +46,8 @@ pub async fn run(base_url: String, token: String, requests: usize) -> History {
         .unwrap();
     let mut tasks = Vec::new();
     for _ in 0..CONCURRENCY {
-        let (next, http, base_url, token) =
-            (next.clone(), http.clone(), base_url.clone(), token.clone());
+        let (next, http, base_urls, token) =
+            (next.clone(), http.clone(), base_urls.clone(), token.clone());
         tasks.push(tokio::spawn(async move {
             let mut history = History::default();
             loop {
@@ -54,7 +55,8 @@ pub async fn run(base_url: String, token: String, requests: usize) -> History {
                 if n >= requests {
                     return history;
                 }
-                one_request(&http, &base_url, &token, n, &mut history).await;
+                let base_url = &base_urls[n % base_urls.len()];
+                one_request(&http, base_url, &token, n, &mut history).await;
                 tokio::time::sleep(PACE).await;
             }
         }));

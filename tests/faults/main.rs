@@ -16,7 +16,8 @@ mod load;
 use std::time::Duration;
 
 use checker::check;
-use cluster::{Cluster, Fault};
+use cluster::{Cluster, Fault, Shape};
+use csrd_test_support::rabbit_node::RabbitCluster;
 
 fn requests() -> usize {
     std::env::var("CSRD_FAULT_REQUESTS")
@@ -34,21 +35,25 @@ fn rounds() -> usize {
 
 async fn scenario(fault: Fault) {
     for round in 1..=rounds() {
-        let mut cluster = Cluster::start().await;
-        let load = tokio::spawn(load::run(
-            cluster.base_url(),
-            cluster.token.clone(),
-            requests(),
-        ));
-        // Let the load get going, then inject the fault in the middle of it.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        cluster.inject(fault).await;
-        let history = load.await.expect("load task");
-        let report = check(&cluster, &history).await;
-        println!("fault {fault:?} round {round}: {report}");
-        report.assert_clean();
-        cluster.stop().await;
+        let cluster = Cluster::start().await;
+        run_round(cluster, fault, requests(), round).await;
     }
+}
+
+async fn run_round(mut cluster: Cluster, fault: Fault, requests: usize, round: usize) {
+    let load = tokio::spawn(load::run(
+        cluster.base_urls(),
+        cluster.token.clone(),
+        requests,
+    ));
+    // Let the load get going, then inject the fault in the middle of it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.inject(fault).await;
+    let history = load.await.expect("load task");
+    let report = check(&cluster, &history).await;
+    println!("fault {fault:?} round {round}: {report}");
+    report.assert_clean();
+    cluster.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,6 +64,35 @@ async fn worker_killed_with_sigkill_and_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_stopped_and_started() {
     scenario(Fault::RestartBroker).await;
+}
+
+/// Three RabbitMQ nodes of the test's own (the machine's node untouched), quorum queues on all
+/// three, two ingresses and three workers as processes; under load the node leading the jobs
+/// queue is stopped and started, then another node is killed outright and started again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_cluster_loses_a_node_then_another() {
+    for round in 1..=rounds() {
+        let started = std::time::Instant::now();
+        let rabbit = tokio::task::spawn_blocking(|| RabbitCluster::start(3))
+            .await
+            .unwrap();
+        println!(
+            "cluster: three nodes up in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let cluster = Cluster::start_shaped(Shape {
+            ingresses: 2,
+            workers: 3,
+            rabbit_cluster: Some(rabbit),
+        })
+        .await;
+        // The faults take ~20 s: enough load to span them.
+        run_round(cluster, Fault::ClusterNodesDown, requests() * 3, round).await;
+        println!(
+            "cluster round {round}: {:.1} s in all",
+            started.elapsed().as_secs_f64()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

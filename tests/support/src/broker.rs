@@ -18,7 +18,14 @@ pub async fn channel(name: &str) -> (lapin::Connection, lapin::Channel) {
 /// Ready messages in the jobs queues (single and bulk) and in the dead-letter queue (0 for a
 /// queue that does not exist).
 pub async fn queued(topology: &Topology) -> (u32, u32) {
-    let (conn, _) = channel("csrd-tests-depth").await;
+    queued_at(&amqp_url(), topology).await
+}
+
+/// The same, asked of the broker at `url`.
+pub async fn queued_at(url: &str, topology: &Topology) -> (u32, u32) {
+    let conn = csrd::amqp::connect(url, "csrd-tests-depth")
+        .await
+        .expect("the broker must be running to count its queues");
     let mut depths = [0u32; 3];
     for (depth, queue) in depths.iter_mut().zip([
         topology.jobs_queue(),

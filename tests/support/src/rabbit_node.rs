@@ -202,3 +202,74 @@ impl Drop for RabbitNode {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Several nodes joined into one RabbitMQ cluster (`rabbitmqctl join_cluster`).
+pub struct RabbitCluster {
+    pub nodes: Vec<RabbitNode>,
+}
+
+impl RabbitCluster {
+    /// Starts `size` nodes at once, then joins the others to the first.
+    pub fn start(size: usize) -> Self {
+        let nodes: Vec<RabbitNode> = std::thread::scope(|scope| {
+            let starting: Vec<_> = (0..size)
+                .map(|i| scope.spawn(move || RabbitNode::start(&format!("c{i}"), None)))
+                .collect();
+            starting.into_iter().map(|s| s.join().unwrap()).collect()
+        });
+        for node in &nodes[1..] {
+            for args in [
+                vec!["stop_app"],
+                vec!["join_cluster", nodes[0].name.as_str()],
+                vec!["start_app"],
+            ] {
+                let out = node.ctl(&args);
+                assert!(
+                    out.status.success(),
+                    "{} {args:?}: {}",
+                    node.name,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        let cluster = Self { nodes };
+        let status = cluster.nodes[0].ctl(&["cluster_status", "--formatter", "json"]);
+        let status = String::from_utf8_lossy(&status.stdout);
+        for node in &cluster.nodes {
+            assert!(status.contains(&node.name), "{} not in {status}", node.name);
+        }
+        cluster
+    }
+
+    /// Every node's AMQP URL, comma-separated (for `CSRD_AMQP_URLS`).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RabbitNode::amqp_url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The index of the node leading quorum queue `queue`, asked of a running node.
+    pub fn leader_of(&self, queue: &str) -> Option<usize> {
+        for asked in &self.nodes {
+            let out = asked.ctl(&[
+                "list_queues",
+                "name",
+                "leader",
+                "--quiet",
+                "--no-table-headers",
+            ]);
+            if !out.status.success() {
+                continue;
+            }
+            let listing = String::from_utf8_lossy(&out.stdout);
+            let leader = listing.lines().find_map(|line| {
+                let mut cols = line.split_whitespace();
+                (cols.next() == Some(queue)).then(|| cols.next().map(str::to_owned))?
+            })?;
+            return self.nodes.iter().position(|n| n.name == leader);
+        }
+        None
+    }
+}
