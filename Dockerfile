@@ -9,7 +9,12 @@ COPY .cargo ./.cargo
 COPY tests/support ./tests/support
 COPY src ./src
 COPY migrations ./migrations
-RUN cargo build --release --locked --bin csrd
+# BuildKit cache mounts keep the registry and the compiled dependencies between builds: a
+# change to src/ recompiles csrd alone. The binary is copied out of the cached target dir.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin csrd \
+ && cp target/release/csrd /usr/local/bin/csrd
 
 # Runtime stage: the binary alone on a slim Debian.
 FROM debian:bookworm-slim
@@ -17,10 +22,10 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/csrd --create-home csrd
-COPY --from=build /src/target/release/csrd /usr/local/bin/csrd
+COPY --from=build /usr/local/bin/csrd /usr/local/bin/csrd
 USER csrd
 WORKDIR /var/lib/csrd
 ENV CSRD_LISTEN=0.0.0.0:8080
-EXPOSE 8080
+EXPOSE 8080 9090
 ENTRYPOINT ["csrd"]
 CMD ["serve"]

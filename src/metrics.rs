@@ -1,233 +1,279 @@
-//! Process-wide Prometheus metrics, rendered in the text exposition format at `/metrics`.
+//! Process-wide Prometheus metrics, served at `/metrics` on the admin listener.
 //!
-//! A handful of counters and sums is all csrd needs, so they live in one small map rather
-//! than behind a metrics framework.
+//! Recorded with the `metrics` facade and rendered by `metrics-exporter-prometheus`, so
+//! histograms (request latency, key generation time, items per chunk) come with buckets. Every
+//! metric csrd exports is named here, once, with its help text; the README's metrics table and
+//! the Grafana dashboard (checked against a real scrape by `tests/api/metrics.rs`) follow it.
+//!
+//! Gauges that are cheaper to read than to maintain (the Postgres pool) are sampled just
+//! before each scrape; the broker's queue depths are sampled every few seconds by
+//! `amqp::depth`.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::{Mutex, OnceLock};
 
-struct Family {
-    help: &'static str,
-    kind: &'static str,
-    samples: BTreeMap<String, f64>,
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Seconds: from 1 ms to a minute (creates wait up to 30 s, RSA keygen takes 50–500 ms).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Seconds for one key: pooled P-256 keys take microseconds, fresh RSA-2048 up to a second.
+const KEYGEN_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+const CHUNK_ITEM_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full("csrd_http_request_duration_seconds".into()),
+                LATENCY_BUCKETS,
+            )
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("csrd_keygen_duration_seconds".into()),
+                    KEYGEN_BUCKETS,
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("csrd_chunk_items".into()),
+                    CHUNK_ITEM_BUCKETS,
+                )
+            })
+            .expect("bucket lists are non-empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (a test process): csrd's handle then
+        // renders nothing, which is still a valid exposition.
+        let _ = metrics::set_global_recorder(recorder);
+        describe_all();
+        gauge!("csrd_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        // Counters a dashboard plots exist from the start, at zero, not from their first event.
+        for limit in ["rate", "in_flight", "queue_wait", "auth_failures"] {
+            counter!("csrd_rate_limited_total", "limit" => limit).absolute(0);
+        }
+        for outcome in [
+            "created",
+            "replayed",
+            "failed",
+            "retried",
+            "rejected",
+            "dead_lettered",
+        ] {
+            counter!("csrd_jobs_total", "outcome" => outcome).absolute(0);
+        }
+        counter!("csrd_chunks_published_total").absolute(0);
+        counter!("csrd_chunks_consumed_total").absolute(0);
+        counter!("csrd_audit_events_dropped_total").absolute(0);
+        gauge!("csrd_http_requests_in_flight").set(0.0);
+        handle
+    })
 }
 
-fn registry() -> &'static Mutex<BTreeMap<&'static str, Family>> {
-    static REGISTRY: OnceLock<Mutex<BTreeMap<&'static str, Family>>> = OnceLock::new();
-    REGISTRY.get_or_init(Default::default)
+/// Installs the recorder (idempotent). Call before recording anything.
+pub fn init() {
+    handle();
 }
 
-fn add(
-    name: &'static str,
-    help: &'static str,
-    kind: &'static str,
-    labels: &[(&str, &str)],
-    value: f64,
-) {
-    let labels = labels
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
-    let family = reg.entry(name).or_insert_with(|| Family {
-        help,
-        kind,
-        samples: BTreeMap::new(),
-    });
-    *family.samples.entry(labels).or_default() += value;
+fn describe_all() {
+    describe_counter!(
+        "csrd_http_responses_total",
+        "HTTP responses, by route template and status"
+    );
+    describe_histogram!(
+        "csrd_http_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "HTTP request latency, by route template and status"
+    );
+    describe_gauge!(
+        "csrd_http_requests_in_flight",
+        "HTTP requests being served now"
+    );
+    describe_counter!(
+        "csrd_http_connections_evicted_total",
+        "Idle or slow connections closed to make room at the connection cap"
+    );
+    describe_counter!(
+        "csrd_http_connections_refused_total",
+        "Connections answered 503 at the connection cap"
+    );
+    describe_counter!(
+        "csrd_rate_limited_total",
+        "Requests refused with 429, by the limit exceeded"
+    );
+    describe_counter!(
+        "csrd_jobs_total",
+        "Create jobs handled by workers, by outcome"
+    );
+    describe_counter!(
+        "csrd_chunks_published_total",
+        "Chunks of create jobs published"
+    );
+    describe_counter!(
+        "csrd_chunks_consumed_total",
+        "Chunks of create jobs handled by workers"
+    );
+    describe_histogram!("csrd_chunk_items", "Create jobs per published chunk");
+    describe_histogram!(
+        "csrd_keygen_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time to make one key and sign its CSR (pooled keys: the signing), by key type"
+    );
+    describe_gauge!(
+        "csrd_key_pool_depth",
+        "Keys generated ahead of time, by key type"
+    );
+    describe_counter!(
+        "csrd_key_pool_taken_total",
+        "Keys taken from the pool, by key type"
+    );
+    describe_gauge!(
+        "csrd_queue_messages",
+        "Messages ready in a broker queue (sampled), by queue"
+    );
+    describe_gauge!(
+        "csrd_queue_consumers",
+        "Consumers of a broker queue (sampled), by queue"
+    );
+    describe_gauge!(
+        "csrd_db_pool_connections",
+        "Postgres connections in the pool, by state"
+    );
+    describe_gauge!(
+        "csrd_db_pool_waiting",
+        "Tasks waiting for a Postgres connection"
+    );
+    describe_gauge!("csrd_db_pool_max", "The Postgres pool's size limit");
+    describe_gauge!("csrd_build_info", "Always 1; the version as a label");
+    describe_gauge!(
+        "csrd_kek_wraps",
+        "Records each KEK has wrapped (AES-GCM random-nonce budget: 2^32; csrd warns at 2^30)"
+    );
+    describe_counter!(
+        "csrd_audit_events_dropped_total",
+        "Audit events dropped because they could not be written"
+    );
 }
 
-fn set(name: &'static str, help: &'static str, labels: &[(&str, &str)], value: f64) {
-    let labels = labels
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{v}\""))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
-    let family = reg.entry(name).or_insert_with(|| Family {
-        help,
-        kind: "gauge",
-        samples: BTreeMap::new(),
-    });
-    family.samples.insert(labels, value);
+/// The Postgres pool whose state each scrape reports.
+static DB_POOL: Mutex<Option<crate::db::Pool>> = Mutex::new(None);
+
+pub fn watch_db_pool(pool: &crate::db::Pool) {
+    *DB_POOL.lock().unwrap_or_else(|p| p.into_inner()) = Some(pool.clone());
+}
+
+fn sample_db_pool() {
+    let pool = DB_POOL.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some(pool) = pool {
+        let status = pool.status();
+        let idle = status.available as f64;
+        gauge!("csrd_db_pool_connections", "state" => "idle").set(idle);
+        gauge!("csrd_db_pool_connections", "state" => "busy").set(status.size as f64 - idle);
+        gauge!("csrd_db_pool_waiting").set(status.waiting as f64);
+        gauge!("csrd_db_pool_max").set(status.max_size as f64);
+    }
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn render() -> String {
+    sample_db_pool();
+    handle().render()
+}
+
+/// A request being served (the guard counts it until dropped).
+pub fn request_started() -> InFlight {
+    gauge!("csrd_http_requests_in_flight").increment(1.0);
+    InFlight
+}
+
+pub struct InFlight;
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        gauge!("csrd_http_requests_in_flight").decrement(1.0);
+    }
+}
+
+/// One answered request, by route template (never the raw path: ids would explode the label
+/// set) and status.
+pub fn http_response(route: &str, status: u16, seconds: f64) {
+    let labels = [("route", route.to_owned()), ("status", status.to_string())];
+    counter!("csrd_http_responses_total", &labels).increment(1);
+    histogram!("csrd_http_request_duration_seconds", &labels).record(seconds);
 }
 
 /// Keys waiting in a worker's pool, by key type.
 pub fn key_pool_depth(key_type: &str, depth: usize) {
-    set(
-        "csrd_key_pool_depth",
-        "Pre-generated keys waiting in this process's pool",
-        &[("key_type", key_type)],
-        depth as f64,
-    );
+    gauge!("csrd_key_pool_depth", "key_type" => key_type.to_owned()).set(depth as f64);
 }
 
-/// A create served from the key pool.
+/// A key taken from the pool instead of generated on the spot.
 pub fn key_pool_taken(key_type: &str) {
-    add(
-        "csrd_key_pool_taken_total",
-        "Keys taken from the pre-generated pool",
-        "counter",
-        &[("key_type", key_type)],
-        1.0,
-    );
-}
-
-/// An HTTP response, by route template and status.
-pub fn http_response(route: &str, status: u16) {
-    add(
-        "csrd_http_responses_total",
-        "HTTP responses by route and status",
-        "counter",
-        &[("route", route), ("status", &status.to_string())],
-        1.0,
-    );
+    counter!("csrd_key_pool_taken_total", "key_type" => key_type.to_owned()).increment(1);
 }
 
 /// A connection closed to make room for a new one (connection cap reached).
 pub fn connection_evicted() {
-    add(
-        "csrd_http_connections_evicted_total",
-        "Idle or slow connections closed to make room at the connection cap",
-        "counter",
-        &[],
-        1.0,
-    );
+    counter!("csrd_http_connections_evicted_total").increment(1);
 }
 
 /// A connection refused with 503: every slot was serving a request.
 pub fn connection_refused() {
-    add(
-        "csrd_http_connections_refused_total",
-        "Connections answered 503 at the connection cap",
-        "counter",
-        &[],
-        1.0,
-    );
+    counter!("csrd_http_connections_refused_total").increment(1);
 }
 
 /// A request refused with 429, by what was exceeded (`rate`, `in_flight`, `auth_failures`).
 pub fn rate_limited(limit: &str) {
-    add(
-        "csrd_rate_limited_total",
-        "Requests refused with 429, by the limit exceeded",
-        "counter",
-        &[("limit", limit)],
-        1.0,
-    );
+    counter!("csrd_rate_limited_total", "limit" => limit.to_owned()).increment(1);
 }
 
 /// Audit events that could not be written (writer behind, database away too long).
 pub fn audit_dropped(n: u64) {
-    add(
-        "csrd_audit_events_dropped_total",
-        "Audit events dropped because they could not be written",
-        "counter",
-        &[],
-        n as f64,
-    );
+    counter!("csrd_audit_events_dropped_total").increment(n);
 }
 
 /// Records a KEK has wrapped, ever (its nonce budget's use: the limit is 2^32).
 pub fn kek_wraps(kek_id: &str, wraps: i64) {
-    set(
-        "csrd_kek_wraps",
-        "Records each KEK has wrapped (AES-GCM random-nonce budget: 2^32; csrd warns at 2^30)",
-        &[("kek_id", kek_id)],
-        wraps as f64,
-    );
+    gauge!("csrd_kek_wraps", "kek_id" => kek_id.to_owned()).set(wraps as f64);
 }
 
-/// A finished job, by outcome (`created`, `replayed`, `failed`, `retried`, `rejected`).
+/// A finished job, by outcome (`created`, `replayed`, `failed`, `retried`, `rejected`,
+/// `dead_lettered`).
 pub fn job(outcome: &str) {
     jobs(outcome, 1);
 }
 
-/// `n` jobs with one outcome: one registry update per chunk, not one per job.
+/// `n` jobs with one outcome: one update per chunk, not one per job.
 pub fn jobs(outcome: &str, n: usize) {
     if n > 0 {
-        add(
-            "csrd_jobs_total",
-            "Create jobs handled by workers, by outcome",
-            "counter",
-            &[("outcome", outcome)],
-            n as f64,
-        );
+        counter!("csrd_jobs_total", "outcome" => outcome.to_owned()).increment(n as u64);
     }
 }
 
 /// A chunk handed to the jobs queue by the ingress, and how many jobs it carried.
 pub fn chunk_published(items: usize) {
-    add(
-        "csrd_chunks_published_total",
-        "Chunks of create jobs published",
-        "counter",
-        &[],
-        1.0,
-    );
-    add(
-        "csrd_chunk_items_published_total",
-        "Create jobs published inside chunks",
-        "counter",
-        &[],
-        items as f64,
-    );
+    counter!("csrd_chunks_published_total").increment(1);
+    histogram!("csrd_chunk_items").record(items as f64);
 }
 
-/// A chunk a worker finished, and how many jobs it carried.
-pub fn chunk_handled(items: usize) {
-    add(
-        "csrd_chunks_handled_total",
-        "Chunks of create jobs handled by workers",
-        "counter",
-        &[],
-        1.0,
-    );
-    add(
-        "csrd_chunk_items_handled_total",
-        "Create jobs handled inside chunks",
-        "counter",
-        &[],
-        items as f64,
-    );
+/// A chunk a worker finished.
+pub fn chunk_handled(_items: usize) {
+    counter!("csrd_chunks_consumed_total").increment(1);
 }
 
-/// Time spent generating a key and signing its CSR.
+/// Time to make one key and sign its CSR.
 pub fn keygen(key_type: &str, seconds: f64) {
-    keygens(key_type, 1, seconds);
+    histogram!("csrd_keygen_duration_seconds", "key_type" => key_type.to_owned()).record(seconds);
 }
 
-/// `n` key generations taking `seconds` in all (one group of a chunk).
-pub fn keygens(key_type: &str, n: usize, seconds: f64) {
-    add(
-        "csrd_keygen_seconds_sum",
-        "Key generation and CSR signing time",
-        "counter",
-        &[("key_type", key_type)],
-        seconds,
-    );
-    add(
-        "csrd_keygen_seconds_count",
-        "Key generations",
-        "counter",
-        &[("key_type", key_type)],
-        n as f64,
-    );
-}
-
-pub fn render() -> String {
-    let reg = registry().lock().unwrap_or_else(|p| p.into_inner());
-    let mut out = String::new();
-    for (name, family) in reg.iter() {
-        let _ = writeln!(out, "# HELP {name} {}", family.help);
-        let _ = writeln!(out, "# TYPE {name} {}", family.kind);
-        for (labels, value) in &family.samples {
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
-        }
-    }
-    out
+/// A broker queue's depth and consumers, as last sampled.
+pub fn queue_depth(queue: &str, messages: u32, consumers: u32) {
+    gauge!("csrd_queue_messages", "queue" => queue.to_owned()).set(f64::from(messages));
+    gauge!("csrd_queue_consumers", "queue" => queue.to_owned()).set(f64::from(consumers));
 }
 
 #[cfg(test)]
@@ -235,14 +281,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_prometheus_text() {
+    fn renders_counters_and_histograms_as_prometheus_text() {
+        init();
         job("created");
         job("created");
+        http_response("/x", 201, 0.003);
         let text = render();
-        assert!(text.contains("# TYPE csrd_jobs_total counter"));
+        assert!(text.contains("# TYPE csrd_jobs_total counter"), "{text}");
         assert!(
             text.contains("csrd_jobs_total{outcome=\"created\"} 2"),
             "{text}"
         );
+        assert!(
+            text.contains(
+                "csrd_http_request_duration_seconds_bucket{route=\"/x\",status=\"201\",le=\"0.005\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("csrd_build_info{version="), "{text}");
     }
 }

@@ -4,6 +4,7 @@
 pub mod codec;
 pub mod connect;
 pub mod consumer;
+pub mod depth;
 pub mod events;
 pub mod jobs;
 pub mod publish;

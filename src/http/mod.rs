@@ -99,17 +99,21 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     api_routes().split_for_parts().1
 }
 
-/// Counts responses by route template (never by raw path: ids would explode the label set).
+/// Counts responses and times them by route template (never by raw path: ids would explode
+/// the label set), and counts the requests in flight.
 async fn count_responses(
     matched: Option<axum::extract::MatchedPath>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let route = matched.map(|m| m.as_str().to_owned());
+    let _in_flight = crate::metrics::request_started();
+    let started = std::time::Instant::now();
     let response = next.run(request).await;
     crate::metrics::http_response(
         route.as_deref().unwrap_or("unmatched"),
         response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
     );
     response
 }

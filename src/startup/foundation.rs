@@ -27,6 +27,7 @@ pub(super) struct Foundation {
 
 impl Foundation {
     pub async fn open(role: Role, settings: &Settings) -> anyhow::Result<Self> {
+        crate::metrics::init();
         let keyring = Arc::new(load_keyring(role, settings)?);
         let pool = build_pool(
             &settings.db.database_url,
@@ -41,6 +42,7 @@ impl Foundation {
             }
         }
         db::keks::verify_keyring(&client, &keyring).await?;
+        crate::metrics::watch_db_pool(&pool);
         Ok(Self { keyring, pool })
     }
 }

@@ -159,6 +159,7 @@ pub async fn start(
         publishers: vec![rabbit.publisher()],
         ..Tasks::default()
     };
+    tasks.work.push(rabbit.sample_queue_depths(&stages));
     if role.runs_worker() {
         tasks.work.extend(worker::start(
             &foundation,

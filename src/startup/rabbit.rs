@@ -74,6 +74,15 @@ impl Rabbit {
         Ok((rabbit, supervisors))
     }
 
+    /// Samples the work queues' depths for `/metrics` until `stages.stop_work`.
+    pub fn sample_queue_depths(&self, stages: &Stages) -> JoinHandle<()> {
+        tokio::spawn(crate::amqp::depth::sample_queue_depths(
+            self.publish.clone(),
+            self.topology.clone(),
+            stages.stop_work.clone(),
+        ))
+    }
+
     pub fn publisher(&self) -> Arc<Publisher> {
         self.publisher.clone()
     }

@@ -244,20 +244,18 @@ async fn generate_all(ctx: &WorkerContext, todo: &[&CreateJob]) -> Result<Vec<Ma
             let made = tracing::info_span!("keygen_and_sign", keys = items.len())
                 .in_scope(|| {
                     spawn_blocking_in_current_span(move || {
-                        let started = Instant::now();
-                        let key_type = items.first().map(|i| i.2.key_type);
-                        let made = items
+                        items
                             .into_iter()
                             .map(|(id, owner, request, created_at)| {
-                                make_one(&keyring, &keys, id, owner, request, created_at)
+                                let started = Instant::now();
+                                let key_type = request.key_type;
+                                let made =
+                                    make_one(&keyring, &keys, id, owner, request, created_at);
+                                let secs = started.elapsed().as_secs_f64();
+                                metrics::keygen(key_type.as_str(), secs);
+                                made
                             })
-                            .collect::<Vec<_>>();
-                        // Groups hold one key type (see `group_by_cost`): one update per group.
-                        if let Some(key_type) = key_type {
-                            let secs = started.elapsed().as_secs_f64();
-                            metrics::keygens(key_type.as_str(), made.len(), secs);
-                        }
-                        made
+                            .collect::<Vec<_>>()
                     })
                 })
                 .await

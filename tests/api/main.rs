@@ -14,6 +14,7 @@ mod custody;
 mod delivery;
 mod keys_verify;
 mod limits;
+mod metrics;
 mod migrations;
 mod openapi;
 mod pipeline;
