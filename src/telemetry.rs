@@ -19,35 +19,74 @@ static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
 /// Installs logging and tracing for the process (once; later calls do nothing).
 pub fn init() {
+    init_with(|builder| {
+        let exporting = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|v| !v.is_empty());
+        if !exporting {
+            return builder;
+        }
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+        {
+            Ok(exporter) => builder.with_batch_exporter(exporter),
+            Err(e) => {
+                eprintln!("csrd: OTLP exporter not started: {e}");
+                builder
+            }
+        }
+    });
+}
+
+/// Like `init`, exporting every finished span to `exporter` at once (for tests that look at
+/// the spans a run made).
+pub fn init_with_exporter<E>(exporter: E)
+where
+    E: opentelemetry_sdk::trace::SpanExporter + 'static,
+{
+    init_with(|builder| builder.with_simple_exporter(exporter));
+}
+
+/// Logs as text, or as one JSON object per line with `CSRD_LOG_FORMAT=json`.
+fn json_logs() -> bool {
+    std::env::var("CSRD_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"))
+}
+
+fn init_with(
+    exporters: impl FnOnce(
+        opentelemetry_sdk::trace::TracerProviderBuilder,
+    ) -> opentelemetry_sdk::trace::TracerProviderBuilder,
+) {
     PROVIDER.get_or_init(|| {
-        let mut builder = SdkTracerProvider::builder().with_resource(
+        let builder = SdkTracerProvider::builder().with_resource(
             opentelemetry_sdk::Resource::builder()
                 .with_service_name("csrd")
                 .build(),
         );
-        let exporting = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|v| !v.is_empty());
-        if exporting {
-            match opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .build()
-            {
-                Ok(exporter) => builder = builder.with_batch_exporter(exporter),
-                Err(e) => eprintln!("csrd: OTLP exporter not started: {e}"),
-            }
-        }
-        let provider = builder.build();
+        let provider = exporters(builder).build();
         let tracer = provider.tracer("csrd");
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         // RUST_LOG filters the log only: traces keep every info span, so a quiet log does not
         // break trace context propagation or export.
         let log_filter =
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        // Request and job spans carry a `trace_id` field, so every line logged inside one
+        // names its trace (text: in the span prefix; JSON: in `spans`).
+        let logs = if json_logs() {
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(true)
+                .with_span_list(true)
+                .with_writer(std::io::stderr)
+                .with_filter(log_filter)
+                .boxed()
+        } else {
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(log_filter)
+                .boxed()
+        };
         let _ = tracing_subscriber::registry()
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_filter(log_filter),
-            )
+            .with(logs)
             .with(
                 tracing_opentelemetry::layer()
                     .with_tracer(tracer)
@@ -83,11 +122,23 @@ pub fn current_context_headers() -> Vec<(&'static str, String)> {
 
 /// The current span's trace id (32 hex digits), when it belongs to a trace.
 pub fn current_trace_id() -> Option<String> {
+    trace_id_of(&tracing::Span::current())
+}
+
+fn trace_id_of(span: &tracing::Span) -> Option<String> {
     use opentelemetry::trace::TraceContextExt;
-    let cx = tracing::Span::current().context();
-    let span = cx.span();
-    let context = span.span_context();
+    let cx = span.context();
+    let otel = cx.span();
+    let context = otel.span_context();
     context.is_valid().then(|| context.trace_id().to_string())
+}
+
+/// Fills the span's `trace_id` field (declared `tracing::field::Empty`), for the log lines
+/// logged inside it.
+pub fn record_trace_id(span: &tracing::Span) {
+    if let Some(id) = trace_id_of(span) {
+        span.record("trace_id", id.as_str());
+    }
 }
 
 /// Makes `span` a child of the trace context found by `get` (a header lookup), if any.
@@ -100,6 +151,7 @@ pub fn adopt_parent(span: &tracing::Span, get: impl Fn(&str) -> Option<String>) 
         let cx = TraceContextPropagator::new().extract(&headers);
         let _ = span.set_parent(cx);
     }
+    record_trace_id(span);
 }
 
 /// Runs CPU-bound work on tokio's blocking pool inside the caller's current span, so what it

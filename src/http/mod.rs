@@ -120,7 +120,12 @@ async fn count_responses(
 
 /// One span per request, a child of the caller's W3C `traceparent` when it sends one.
 fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
-    let span = tracing::info_span!("http_request", method = %request.method(), uri = %request.uri().path());
+    let span = tracing::info_span!(
+        "http_request",
+        method = %request.method(),
+        uri = %request.uri().path(),
+        trace_id = tracing::field::Empty
+    );
     crate::telemetry::adopt_parent(&span, |name| {
         request
             .headers()

@@ -56,8 +56,12 @@ impl JobError {
 
 pub async fn handle(ctx: WorkerContext, delivery: JobDelivery) {
     let chunk = &delivery.chunk;
-    let span =
-        tracing::info_span!("create_chunk", chunk = %chunk.label(), items = chunk.jobs.len());
+    let span = tracing::info_span!(
+        "create_chunk",
+        chunk = %chunk.label(),
+        items = chunk.jobs.len(),
+        trace_id = tracing::field::Empty
+    );
     crate::telemetry::adopt_parent(&span, |name| {
         delivery
             .trace_context
