@@ -57,14 +57,34 @@ pub enum Command {
     Audit(AuditArgs),
 }
 
+/// `--account ID | --zone ID`: one tenant's records only.
 #[derive(Debug, Args)]
-pub struct AuditArgs {
-    /// Only this account's events.
+pub struct TenantFilter {
+    /// Only this account's.
     #[arg(long, conflicts_with = "zone")]
     pub account: Option<String>,
-    /// Only this zone's events.
+    /// Only this zone's.
     #[arg(long)]
     pub zone: Option<String>,
+}
+
+impl TenantFilter {
+    pub fn owner(&self) -> anyhow::Result<Option<crate::domain::Owner>> {
+        use crate::domain::{Owner, OwnerKind};
+        Ok(match (&self.account, &self.zone) {
+            (Some(a), _) => {
+                Some(Owner::parse(OwnerKind::Account, a).context("malformed account id")?)
+            }
+            (_, Some(z)) => Some(Owner::parse(OwnerKind::Zone, z).context("malformed zone id")?),
+            _ => None,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub tenant: TenantFilter,
     /// Only events since then: an RFC 3339 time (`2026-11-27T12:00:00Z`) or an age (`90s`,
     /// `15m`, `2h`, `7d`).
     #[arg(long)]
@@ -281,12 +301,8 @@ pub struct KeysVerifyArgs {
     /// Key-encryption keys, as for the service.
     #[arg(long, env = "CSRD_KEKS", hide_env_values = true, value_parser = secret)]
     pub keks: SecretString,
-    /// Only this account's keys.
-    #[arg(long, conflicts_with = "zone")]
-    pub account: Option<String>,
-    /// Only this zone's keys.
-    #[arg(long)]
-    pub zone: Option<String>,
+    #[command(flatten)]
+    pub tenant: TenantFilter,
     /// Only this many keys, picked at random.
     #[arg(long)]
     pub sample: Option<i64>,
@@ -553,12 +569,7 @@ async fn wait_for_signal() {
 }
 
 async fn keys_verify(args: KeysVerifyArgs) -> anyhow::Result<()> {
-    use crate::domain::{Owner, OwnerKind};
-    let owner = match (&args.account, &args.zone) {
-        (Some(a), _) => Some(Owner::parse(OwnerKind::Account, a).context("malformed account id")?),
-        (_, Some(z)) => Some(Owner::parse(OwnerKind::Zone, z).context("malformed zone id")?),
-        _ => None,
-    };
+    let owner = args.tenant.owner()?;
     let keyring = std::sync::Arc::new(Keyring::parse(args.keks.expose_secret())?);
     let pool = build_pool(&args.db.database_url, 2, "csrd-keys-verify")?;
     let plan = crate::custody::VerifyPlan {
@@ -666,12 +677,7 @@ async fn kek_rewrap(keks: SecretString, db: DbSettings) -> anyhow::Result<()> {
 }
 
 async fn audit(args: AuditArgs) -> anyhow::Result<()> {
-    use crate::domain::{Owner, OwnerKind};
-    let owner = match (&args.account, &args.zone) {
-        (Some(a), _) => Some(Owner::parse(OwnerKind::Account, a).context("malformed account id")?),
-        (_, Some(z)) => Some(Owner::parse(OwnerKind::Zone, z).context("malformed zone id")?),
-        _ => None,
-    };
+    let owner = args.tenant.owner()?;
     let since = args.since.as_deref().map(parse_since).transpose()?;
     let filter = crate::db::audit::AuditFilter {
         owner,

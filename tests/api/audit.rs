@@ -58,13 +58,7 @@ async fn csrd_audit_shows_the_events_of_a_run() {
     let csr_id = created.json()["result"]["id"].as_str().unwrap().to_owned();
 
     let batch = app
-        .request(
-            reqwest::Method::POST,
-            &format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs/batches"),
-        )
-        .bearer(&token)
-        .json(&json!({ "items": [p256_body(), p256_body()] }))
-        .send()
+        .submit_batch(ACCOUNT_A, &token, vec![p256_body(), p256_body()])
         .await;
     assert_eq!(batch.status, 202, "{:?}", batch.json());
     let deleted = app

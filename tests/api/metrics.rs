@@ -4,7 +4,6 @@
 use std::collections::BTreeSet;
 
 use csrd::auth::Permission;
-use serde_json::json;
 
 use csrd_test_support::*;
 
@@ -68,13 +67,7 @@ async fn metrics_cover_requests_jobs_keys_queues_and_the_pool_and_the_dashboard_
         assert_eq!(created.status, 201, "{}", created.body);
     }
     let batch = app
-        .request(
-            reqwest::Method::POST,
-            &format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs/batches"),
-        )
-        .bearer(&token)
-        .json(&json!({ "items": [p256_body(), p256_body()] }))
-        .send()
+        .submit_batch(ACCOUNT_A, &token, vec![p256_body(), p256_body()])
         .await;
     assert_eq!(batch.status, 202);
     // Queue depths are sampled every 5 s from the broker.

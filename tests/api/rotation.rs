@@ -7,7 +7,7 @@ use std::process::Stdio;
 use csrd::crypto::{KekId, Keyring};
 use serde_json::Value;
 
-use csrd_test_support::process::{Proc, csrd_command, free_port, wait_ready};
+use csrd_test_support::process::{Proc, csrd_command, free_port, wait_ready, write_token_for};
 use csrd_test_support::*;
 
 const CSRD: &str = env!("CARGO_BIN_EXE_csrd");
@@ -80,19 +80,7 @@ async fn kek_rotation_walkthrough_add_promote_rewrap_verify_remove() {
     let old = iso.keks.clone();
     let new = Keyring::generate_entry(&KekId::parse("kek-2").unwrap()).to_string();
     assert!(csrd(&iso, &old, &["migrate"]).success);
-    let token = csrd(
-        &iso,
-        &old,
-        &[
-            "token",
-            "create",
-            "--account",
-            ACCOUNT_A,
-            "--permission",
-            "write",
-        ],
-    )
-    .stdout;
+    let token = write_token_for(CSRD, &iso, ACCOUNT_A);
 
     // Before: records under the old KEK.
     let (service, base) = serve(&iso, &old, &http).await;
@@ -157,19 +145,7 @@ async fn kek_rewrap_refuses_a_wrong_key_before_touching_a_record() {
     let iso = Isolation::new().await;
     let http = reqwest::Client::new();
     assert!(csrd(&iso, &iso.keks, &["migrate"]).success);
-    let token = csrd(
-        &iso,
-        &iso.keks,
-        &[
-            "token",
-            "create",
-            "--account",
-            ACCOUNT_A,
-            "--permission",
-            "write",
-        ],
-    )
-    .stdout;
+    let token = write_token_for(CSRD, &iso, ACCOUNT_A);
     let (service, base) = serve(&iso, &iso.keks, &http).await;
     create(&http, &base, &token).await;
     drop(service);

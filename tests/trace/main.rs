@@ -12,9 +12,11 @@ use std::time::Duration;
 use csrd::auth::Permission;
 use opentelemetry::trace::TraceId;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use csrd_test_support::process::{Proc, csrd_command, free_port, run_ok, wait_ready};
+use csrd_test_support::process::{
+    Proc, csrd_command, free_port, run_ok, wait_ready, write_token_for,
+};
 use csrd_test_support::*;
 
 const CSRD: &str = env!("CARGO_BIN_EXE_csrd");
@@ -58,13 +60,7 @@ async fn a_create_and_a_batch_chunk_are_each_one_trace_from_ingress_to_worker() 
         .await;
     assert_eq!(created.status, 201);
     let batch = app
-        .request(
-            reqwest::Method::POST,
-            &format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs/batches"),
-        )
-        .bearer(&token)
-        .json(&json!({ "items": [p256_body(), p256_body()] }))
-        .send()
+        .submit_batch(ACCOUNT_A, &token, vec![p256_body(), p256_body()])
         .await;
     assert_eq!(batch.status, 202);
 
@@ -96,18 +92,7 @@ async fn a_create_and_a_batch_chunk_are_each_one_trace_from_ingress_to_worker() 
 async fn json_logs_carry_the_trace_id_of_the_request() {
     let iso = Isolation::new().await;
     run_ok(CSRD, &iso, &["migrate"]);
-    let token = run_ok(
-        CSRD,
-        &iso,
-        &[
-            "token",
-            "create",
-            "--account",
-            ACCOUNT_A,
-            "--permission",
-            "write",
-        ],
-    );
+    let token = write_token_for(CSRD, &iso, ACCOUNT_A);
     let listen = format!("127.0.0.1:{}", free_port());
     let mut cmd = csrd_command(CSRD, &iso, &["serve"]);
     cmd.env("CSRD_LISTEN", &listen)

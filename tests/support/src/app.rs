@@ -274,6 +274,18 @@ impl TestApp {
         .await
     }
 
+    /// `POST …/accounts/{account}/custom_csrs/batches` with `items`, as the bearer `token`.
+    pub async fn submit_batch(&self, account: &str, token: &str, items: Vec<Value>) -> RawResponse {
+        self.request(
+            Method::POST,
+            &format!("/client/v4/accounts/{account}/custom_csrs/batches"),
+        )
+        .bearer(token)
+        .json(&serde_json::json!({ "items": items }))
+        .send()
+        .await
+    }
+
     pub async fn token(&self, accounts: &[&str], zones: &[&str], permission: Permission) -> String {
         let token = ApiToken::generate();
         let client = self.pool.get().await.unwrap();

@@ -36,6 +36,22 @@ pub fn run_ok(bin: &str, iso: &Isolation, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// `csrd token create --account <account> --permission write`: the new token.
+pub fn write_token_for(bin: &str, iso: &Isolation, account: &str) -> String {
+    run_ok(
+        bin,
+        iso,
+        &[
+            "token",
+            "create",
+            "--account",
+            account,
+            "--permission",
+            "write",
+        ],
+    )
+}
+
 /// A TCP port free right now on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
