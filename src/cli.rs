@@ -576,21 +576,9 @@ async fn keys_verify(args: KeysVerifyArgs) -> anyhow::Result<()> {
         owner: owner.clone(),
         sample: args.sample.filter(|n| *n > 0),
     };
-    let summary = crate::custody::verify_keys(
-        &pool,
-        keyring,
-        plan,
-        |f| {
-            eprintln!(
-                "FAILED {} ({} {}): {}",
-                f.id.0,
-                f.owner.kind().as_str(),
-                f.owner.id(),
-                f.reason
-            )
-        },
-        |checked| eprintln!("keys verify: {checked} checked"),
-    )
+    let summary = crate::custody::verify_keys(&pool, keyring, plan, print_failure, |checked| {
+        eprintln!("keys verify: {checked} checked")
+    })
     .await?;
     let client = pool.get().await.context("connecting to Postgres")?;
     let mut event = AuditEvent::new(
@@ -620,20 +608,9 @@ async fn kek_rewrap(keks: SecretString, db: DbSettings) -> anyhow::Result<()> {
     let backlog = crate::custody::rewrap_backlog(&pool, &keyring).await?;
     let progress = crate::client::progress::Progress::new("kek rewrap", backlog, 0);
     let started = std::time::Instant::now();
-    let summary = crate::custody::rewrap_all(
-        &pool,
-        keyring.clone(),
-        |f| {
-            eprintln!(
-                "FAILED {} ({} {}): {}",
-                f.id.0,
-                f.owner.kind().as_str(),
-                f.owner.id(),
-                f.reason
-            )
-        },
-        |n| progress.advance(n),
-    )
+    let summary = crate::custody::rewrap_all(&pool, keyring.clone(), print_failure, |n| {
+        progress.advance(n)
+    })
     .await?;
     progress.finish();
     eprintln!(
@@ -731,6 +708,17 @@ fn parse_since(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
         _ => bail!("--since {s:?}: the unit must be s, m, h or d"),
     };
     Ok(chrono::Utc::now() - age)
+}
+
+/// One record `keys verify` or `kek rewrap` could not handle: which, and why (never key bytes).
+fn print_failure(f: &crate::custody::Failure) {
+    eprintln!(
+        "FAILED {} ({} {}): {}",
+        f.id.0,
+        f.owner.kind().as_str(),
+        f.owner.id(),
+        f.reason
+    );
 }
 
 /// Appends one operator event to the audit log.

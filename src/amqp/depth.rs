@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use lapin::Connection;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
@@ -29,21 +30,28 @@ pub async fn sample_queue_depths(broker: Arc<Broker>, topology: Topology, stop: 
             continue;
         };
         for queue in &queues {
-            // A passive declare of a missing queue closes its channel: one channel per queue.
-            let Ok(ch) = link.conn.create_channel().await else {
-                break;
-            };
-            let passive = QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            };
-            if let Ok(q) = ch
-                .queue_declare(queue.as_str().into(), passive, FieldTable::default())
-                .await
-            {
-                crate::metrics::queue_depth(queue, q.message_count(), q.consumer_count());
-                let _ = ch.close(200, "sampled".into()).await;
+            if let Some((messages, consumers)) = queue_depth(&link.conn, queue).await {
+                crate::metrics::queue_depth(queue, messages, consumers);
             }
         }
     }
+}
+
+/// Messages ready in `queue` and its consumers; `None` when it does not exist (or the
+/// connection failed). A passive declare of a missing queue closes its channel, so each call
+/// uses a channel of its own.
+pub async fn queue_depth(conn: &Connection, queue: &str) -> Option<(u32, u32)> {
+    let ch = conn.create_channel().await.ok()?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let q = ch
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .ok()?;
+    // Closed before the connection: lapin turns a dropped channel racing a connection close
+    // into a logged connection error.
+    let _ = ch.close(200, "sampled".into()).await;
+    Some((q.message_count(), q.consumer_count()))
 }

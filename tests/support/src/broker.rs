@@ -1,8 +1,6 @@
 //! Looking at RabbitMQ from the outside: a channel of the test's own, queue depths.
 
 use csrd::amqp::Topology;
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 
 use crate::isolation::amqp_url;
 
@@ -32,21 +30,9 @@ pub async fn queued_at(url: &str, topology: &Topology) -> (u32, u32) {
         topology.bulk_queue(),
         topology.dead_letter_queue(),
     ]) {
-        // A passive declare of a missing queue closes the channel: one channel per queue.
-        let ch = conn.create_channel().await.unwrap();
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        if let Ok(q) = ch
-            .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+        *depth = csrd::amqp::depth::queue_depth(&conn, &queue)
             .await
-        {
-            *depth = q.message_count();
-            // Closed before the connection: lapin turns a dropped channel racing a connection
-            // close into a logged connection error.
-            let _ = ch.close(200, "checked".into()).await;
-        }
+            .map_or(0, |(messages, _)| messages);
     }
     let _ = conn.close(200, "checked".into()).await;
     (depths[0] + depths[1], depths[2])
