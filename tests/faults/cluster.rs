@@ -228,6 +228,12 @@ impl Cluster {
     async fn take_cluster_nodes_down(&mut self) {
         let jobs = self.iso.topology().jobs_queue().as_str().to_owned();
         let rabbit = self.rabbit_cluster.as_ref().expect("a RabbitMQ cluster");
+        let members = rabbit.members_of(&jobs);
+        assert_eq!(
+            members.len(),
+            3,
+            "{jobs} is replicated on every node: {members:?}"
+        );
         let leader = rabbit
             .leader_of(&jobs)
             .expect("the jobs queue has a leader");

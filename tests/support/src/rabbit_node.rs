@@ -250,6 +250,28 @@ impl RabbitCluster {
             .join(",")
     }
 
+    /// The names of the nodes holding a replica of quorum queue `queue`.
+    pub fn members_of(&self, queue: &str) -> Vec<String> {
+        let out = self.nodes[0].ctl(&[
+            "list_queues",
+            "name",
+            "members",
+            "--quiet",
+            "--no-table-headers",
+        ]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|line| line.split_whitespace().next() == Some(queue))
+            .map(|line| {
+                self.nodes
+                    .iter()
+                    .filter(|n| line.contains(&n.name))
+                    .map(|n| n.name.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The index of the node leading quorum queue `queue`, asked of a running node.
     pub fn leader_of(&self, queue: &str) -> Option<usize> {
         for asked in &self.nodes {
