@@ -12,7 +12,7 @@ use crate::domain::{AccountId, KeyType, ZoneId};
 use crate::settings::secret;
 use crate::settings::{DbSettings, Settings};
 use crate::startup::{self, Role};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -418,7 +418,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     })),
             )
             .await?;
-            println!("{}", token.reveal());
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "the one time a token's secret is shown: to the operator who made it"
+            )]
+            let shown = token.reveal();
+            println!("{shown}");
             Ok(())
         }
         Command::User(UserCommand::Create { email, scope, db }) => {
@@ -436,7 +441,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 AuditEvent::new("user.create", "ok", Actor::operator()).target(&email),
             )
             .await?;
-            println!("{}", key.reveal());
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "the one time a legacy key is shown: to the operator who made it"
+            )]
+            let shown = key.reveal();
+            println!("{shown}");
             Ok(())
         }
         Command::Token(TokenCommand::List { json, db }) => {
@@ -570,7 +580,7 @@ async fn wait_for_signal() {
 
 async fn keys_verify(args: KeysVerifyArgs) -> anyhow::Result<()> {
     let owner = args.tenant.owner()?;
-    let keyring = std::sync::Arc::new(Keyring::parse(args.keks.expose_secret())?);
+    let keyring = std::sync::Arc::new(crate::crypto::Keyring::from_secret(&args.keks)?);
     let pool = build_pool(&args.db.database_url, 2, "csrd-keys-verify")?;
     let plan = crate::custody::VerifyPlan {
         owner: owner.clone(),
@@ -603,7 +613,7 @@ async fn keys_verify(args: KeysVerifyArgs) -> anyhow::Result<()> {
 }
 
 async fn kek_rewrap(keks: SecretString, db: DbSettings) -> anyhow::Result<()> {
-    let keyring = std::sync::Arc::new(Keyring::parse(keks.expose_secret())?);
+    let keyring = std::sync::Arc::new(Keyring::from_secret(&keks)?);
     let pool = build_pool(&db.database_url, 2, "csrd-kek-rewrap")?;
     let backlog = crate::custody::rewrap_backlog(&pool, &keyring).await?;
     let progress = crate::client::progress::Progress::new("kek rewrap", backlog, 0);
@@ -766,10 +776,7 @@ fn print_credentials(listing: &[credentials::CredentialListing], json: bool) {
 }
 
 async fn kek_status(keks: Option<SecretString>, db: DbSettings) -> anyhow::Result<()> {
-    let keyring = keks
-        .as_ref()
-        .map(|k| Keyring::parse(k.expose_secret()))
-        .transpose()?;
+    let keyring = keks.as_ref().map(Keyring::from_secret).transpose()?;
     let client = cli_client(&db).await?;
     if let Some(keyring) = &keyring {
         crate::db::keks::verify_known_keks(&client, keyring).await?;

@@ -11,6 +11,10 @@
 //!
 //! The CLI appends its own events (token, user and KEK operations) directly.
 
+// Request paths: a panic here would be a 500 (caught) or a dropped task; errors are
+// answered in the Cloudflare envelope instead. Tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 mod scope;
 mod writer;
 

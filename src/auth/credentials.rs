@@ -131,6 +131,7 @@ impl fmt::Debug for ApiKey {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, reason = "tests reveal throw-away credentials")]
 mod tests {
     use super::*;
 

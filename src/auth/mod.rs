@@ -4,6 +4,10 @@
 //! finds the row, and the SHA-256 of the whole token is compared in constant time. A legacy
 //! key is found by the user's email and compared the same way.
 
+// Request paths: a panic here would be a 500 (caught) or a dropped task; errors are
+// answered in the Cloudflare envelope instead. Tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod credentials;
 pub mod principal;
 

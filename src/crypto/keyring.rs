@@ -154,6 +154,16 @@ impl Keyring {
         Ok(Self { keks })
     }
 
+    /// The keyring from a `CSRD_KEKS` value held as a secret: the one place it is exposed.
+    pub fn from_secret(spec: &secrecy::SecretString) -> Result<Self, KeyringError> {
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "parsing the keyring is what the KEK spec is for; it is not kept"
+        )]
+        let spec = secrecy::ExposeSecret::expose_secret(spec);
+        Self::parse(spec)
+    }
+
     /// A new `id:base64key` entry with a random key, as printed by `csrd kek generate`.
     pub fn generate_entry(id: &KekId) -> Zeroizing<String> {
         let key = Zeroizing::new(random_array::<KEK_LEN>());

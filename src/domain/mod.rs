@@ -4,6 +4,10 @@
 //! Nothing here knows about HTTP, AMQP or Postgres. Wire data becomes these types once, at
 //! the HTTP edge ("parse, don't validate"); everything behind the edge takes them as given.
 
+// Request paths: a panic here would be a 500 (caught) or a dropped task; errors are
+// answered in the Cloudflare envelope instead. Tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod batch;
 pub mod country;
 pub mod error_code;

@@ -1,6 +1,10 @@
 //! The HTTP adapter: Cloudflare-compatible routes under `/client/v4`, health and metrics. It
 //! reaches Postgres and the queue only through the ingress use cases in `AppState`.
 
+// Request paths: a panic here would be a 500 (caught) or a dropped task; errors are
+// answered in the Cloudflare envelope instead. Tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod auth;
 pub mod batches;
 pub mod csrs;

@@ -3,6 +3,10 @@
 //! process is ready. HTTP handlers (and the batch API) call these; they reach Postgres and the
 //! queue only through here.
 
+// Request paths: a panic here would be a 500 (caught) or a dropped task; errors are
+// answered in the Cloudflare envelope instead. Tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod authenticate;
 pub mod batch;
 pub mod catalog;

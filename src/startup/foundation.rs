@@ -5,13 +5,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
-
 use anyhow::{Context, bail};
 use backon::{ConstantBuilder, Retryable};
 
 use super::Role;
-use crate::crypto::{KekId, Keyring};
+use crate::crypto::{KekId, Keyring, KeyringError};
 use crate::db::{self, Pool, build_pool};
 use crate::settings::{DbSettings, Settings};
 use crate::telemetry::ErrorChain;
@@ -73,13 +71,13 @@ pub async fn migrate(settings: &DbSettings) -> anyhow::Result<Vec<String>> {
 }
 
 fn load_keyring(role: Role, settings: &Settings) -> anyhow::Result<Keyring> {
-    if let Some(spec) = settings
-        .keks
-        .as_ref()
-        .map(ExposeSecret::expose_secret)
-        .filter(|s| !s.trim().is_empty())
-    {
-        return Ok(Keyring::parse(spec)?);
+    if let Some(spec) = &settings.keks {
+        match Keyring::from_secret(spec) {
+            Ok(keyring) => return Ok(keyring),
+            // An empty CSRD_KEKS counts as unset.
+            Err(KeyringError::Empty) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     if role != Role::Serve {
         bail!(

@@ -2,6 +2,9 @@
 //! suites about HTTP and storage, in memory (the real ingress and worker, no broker, no socket;
 //! see `csrd_test_support::spawn_in_memory`).
 
+// Tests make and present throw-away credentials: revealing them is what they are for.
+#![allow(clippy::disallowed_methods)]
+
 mod audit;
 mod auth;
 mod batch_cli;
