@@ -131,7 +131,10 @@ impl fmt::Debug for ApiKey {
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods, reason = "tests reveal throw-away credentials")]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests reveal throw-away credentials"
+)]
 mod tests {
     use super::*;
 

@@ -77,7 +77,10 @@ fn valid_email(email: &str) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods, reason = "tests reveal throw-away credentials")]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests reveal throw-away credentials"
+)]
 mod tests {
     use super::*;
 
