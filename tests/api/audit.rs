@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use csrd_test_support::process::run_ok;
+use csrd_test_support::process::{run_ok, write_token_for};
 use csrd_test_support::*;
 
 const CSRD: &str = env!("CARGO_BIN_EXE_csrd");
@@ -29,20 +29,7 @@ fn actions(events: &[Value]) -> Vec<&str> {
 async fn csrd_audit_shows_the_events_of_a_run() {
     let app = spawn_app().await;
     let iso = &app.iso;
-    let token = run_ok(
-        CSRD,
-        iso,
-        &[
-            "token",
-            "create",
-            "--account",
-            ACCOUNT_A,
-            "--permission",
-            "write",
-            "--name",
-            "audited",
-        ],
-    );
+    let token = write_token_for(CSRD, iso, ACCOUNT_A);
     let created = app
         .request(
             reqwest::Method::POST,
