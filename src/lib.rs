@@ -17,6 +17,7 @@ pub mod crypto;
 pub mod custody;
 pub mod db;
 pub mod domain;
+pub mod fairshare;
 pub mod http;
 pub mod ingress;
 pub mod log_throttle;

@@ -79,15 +79,18 @@ pub struct Settings {
     /// Cloudflare's own API does.
     #[arg(long, env = "CSRD_BATCH_API", default_value_t = true, action = clap::ArgAction::Set)]
     pub batch_api: bool,
-    /// Weight of one batch chunk: P-256 items per chunk (an RSA item counts 16).
+    /// Cost units of one batch chunk at most: P-256 items per chunk (an RSA-2048 item counts
+    /// 256).
     #[arg(long, env = "CSRD_BATCH_CHUNK_ITEMS", default_value_t = 512)]
     pub batch_chunk_items: usize,
-    /// Chunks a worker process holds unacknowledged (the prefetch): enough to keep the
-    /// database and the keygen slots busy while others are being written or announced.
-    #[arg(long, env = "CSRD_WORKER_PREFETCH", default_value_t = 8)]
+    /// Chunks of single creates a worker process holds unacknowledged (the prefetch): enough
+    /// to keep the keygen slots busy while others are written or announced, and to hold what
+    /// an ingress window lets into the queue, so the worker's fair scheduler sees every
+    /// tenant's waiting creates.
+    #[arg(long, env = "CSRD_WORKER_PREFETCH", default_value_t = 32)]
     pub worker_prefetch: u16,
-    /// Batch chunks a worker process holds unacknowledged. Few: they wait for keygen slots
-    /// behind single creates, and a stopping worker hands them back.
+    /// Batch chunks a worker process holds unacknowledged. Few: the bulk queue is kept short
+    /// so that batches of different tenants interleave, and a stopping worker hands them back.
     #[arg(long, env = "CSRD_WORKER_BULK_PREFETCH", default_value_t = 2)]
     pub worker_bulk_prefetch: u16,
     /// RSA-2048 keys each worker keeps generated ahead of time (0 disables the pool).
@@ -106,22 +109,26 @@ pub struct Settings {
     pub tenants: TenantSettings,
 }
 
-/// Per-tenant limits at the ingress (README, "Limits and abuse").
+/// Per-tenant limits (README, "Limits and abuse", gives each default's reason).
 #[derive(Debug, Clone, Args)]
 pub struct TenantSettings {
-    /// Requests per second per account or zone (a batch counts its items); 0 disables.
-    #[arg(long, env = "CSRD_TENANT_RATE", default_value_t = 2000.0)]
+    /// Requests per second per account or zone, across every ingress (a batch counts one per
+    /// MiB of body); 0 disables.
+    #[arg(long, env = "CSRD_TENANT_RATE", default_value_t = 10_000.0)]
     pub tenant_rate: f64,
     /// Requests a tenant may send at once after a quiet spell.
-    #[arg(long, env = "CSRD_TENANT_BURST", default_value_t = 5000.0)]
+    #[arg(long, env = "CSRD_TENANT_BURST", default_value_t = 20_000.0)]
     pub tenant_burst: f64,
     /// Single creates per tenant open at once on one ingress; 0 disables.
     #[arg(long, env = "CSRD_TENANT_MAX_IN_FLIGHT", default_value_t = 1000)]
     pub tenant_max_in_flight: usize,
-    /// Cost units of a tenant's single creates queued or generating at once (P-256 costs 1,
-    /// RSA-2048 16); the rest wait at the ingress, so no tenant's flood is ahead of another's.
-    #[arg(long, env = "CSRD_TENANT_QUEUE_BUDGET", default_value_t = 128)]
-    pub tenant_queue_budget: u32,
+    /// Items per tenant accepted and not yet settled (batch items), at most; 0 disables.
+    #[arg(long, env = "CSRD_TENANT_MAX_OUTSTANDING", default_value_t = 1_000_000)]
+    pub tenant_max_outstanding: i64,
+    /// Cost units of single creates queued or being made from one ingress (P-256 costs 1,
+    /// RSA-2048 256), handed out by fair share between tenants.
+    #[arg(long, env = "CSRD_INGRESS_WINDOW", default_value_t = 4096)]
+    pub ingress_window: u32,
     /// Failed authentications per credential per minute before 429; 0 disables.
     #[arg(long, env = "CSRD_AUTH_FAILURES_PER_MIN", default_value_t = 60)]
     pub auth_failures_per_min: u32,
@@ -130,10 +137,17 @@ pub struct TenantSettings {
 impl TenantSettings {
     pub fn limits(&self) -> crate::ingress::TenantLimits {
         crate::ingress::TenantLimits {
-            rate_per_sec: self.tenant_rate.max(0.0),
-            burst: self.tenant_burst.max(1.0),
             max_in_flight: self.tenant_max_in_flight,
-            queue_budget: self.tenant_queue_budget.max(1),
+            window: self.ingress_window.max(1),
+        }
+    }
+
+    /// The limits of tenants without an operator's override.
+    pub fn defaults(&self) -> crate::fairshare::Defaults {
+        crate::fairshare::Defaults {
+            rate: self.tenant_rate.max(0.0),
+            burst: self.tenant_burst.max(1.0),
+            max_outstanding: self.tenant_max_outstanding.max(0),
         }
     }
 }

@@ -64,6 +64,14 @@ impl JobQueue for RabbitJobQueue {
     async fn publish_bulk(&self, chunk: &CreateChunk) -> Result<(), PublishError> {
         self.publish_confirmed(chunk, BULK_ROUTING_KEY).await
     }
+
+    /// The bulk queue's ready messages, from a passive declare (no management plugin).
+    async fn bulk_backlog(&self) -> Option<u32> {
+        let link = self.publisher.broker().current()?;
+        super::depth::queue_depth(&link.conn, &self.topology.bulk_queue())
+            .await
+            .map(|(ready, _)| ready)
+    }
 }
 
 impl RabbitJobQueue {

@@ -12,106 +12,145 @@ use crate::domain::{Batch, BatchEntry, BatchId, CreateCsr, CsrId, ItemState, Own
 pub struct EarlierBatch {
     pub id: BatchId,
     pub request_hash: Vec<u8>,
-    pub published: bool,
 }
 
-/// Stores a batch with its validated items, in one statement. With an Idempotency-Key the
-/// tenant already used, nothing is stored and the earlier batch is returned.
+/// A batch to store.
+pub struct NewBatch<'a> {
+    pub id: BatchId,
+    pub owner: &'a Owner,
+    pub created_at: DateTime<Utc>,
+    pub requests: &'a [CreateCsr],
+    /// The Idempotency-Key and the request's fingerprint.
+    pub key: Option<(&'a str, &'a [u8])>,
+    /// The submitting request's W3C trace context, for the chunks dispatched later.
+    pub trace_context: &'a [(&'static str, String)],
+    /// Cost units per chunk, at most.
+    pub chunk_cost: u32,
+}
+
+/// What a tenant may have: `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Allowance {
+    /// Items accepted and not yet settled, at most (this batch included).
+    pub max_outstanding: Option<i64>,
+    /// Items accepted in the current clock hour, at most.
+    pub items_per_hour: Option<i64>,
+}
+
+#[derive(Debug)]
+pub enum Stored {
+    /// Stored with its chunks; the dispatchers take it from here.
+    New,
+    /// The tenant used the Idempotency-Key before: that batch, nothing stored.
+    Earlier(EarlierBatch),
+    /// Over the tenant's outstanding items: nothing stored.
+    OverOutstanding { outstanding: i64, limit: i64 },
+    /// Over the tenant's hourly quota: nothing stored.
+    OverHourlyQuota { limit: i64 },
+}
+
+/// Stores a batch and its chunks in one transaction, unless the tenant used the key before or
+/// the batch would take it over its allowance. A tenant's submissions take turns (an advisory
+/// lock per tenant), so concurrent ones on several ingresses cannot both slip under a limit.
 pub async fn insert(
-    client: &impl GenericClient,
-    id: BatchId,
-    owner: &Owner,
-    created_at: DateTime<Utc>,
-    requests: &[CreateCsr],
-    key: Option<(&str, &[u8])>,
-) -> Result<Option<EarlierBatch>, DbError> {
-    let total = i32::try_from(requests.len()).map_err(|_| DbError::Corrupt("batch size".into()))?;
-    let items = serde_json::to_vec(requests).map_err(|e| DbError::Corrupt(e.to_string()))?;
-    let (key, hash) = key.unzip();
-    let inserted = client
-        .execute(
-            "INSERT INTO batches (id, owner_kind, owner_id, total, items, created_at,
-                 idempotency_key, request_hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (owner_kind, owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL
-             DO NOTHING",
-            &[
-                &id.0,
-                &owner.kind().as_str(),
-                &owner.id(),
-                &total,
-                &items,
-                &created_at,
-                &key,
-                &hash,
-            ],
-        )
-        .await?;
-    if inserted == 1 {
-        return Ok(None);
+    client: &mut tokio_postgres::Client,
+    batch: &NewBatch<'_>,
+    allowance: Allowance,
+) -> Result<Stored, DbError> {
+    let owner = batch.owner;
+    let (kind, owner_id) = (owner.kind().as_str(), owner.id());
+    let total =
+        i32::try_from(batch.requests.len()).map_err(|_| DbError::Corrupt("batch size".into()))?;
+    let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('csrd.batches:' || $1 || ':' || $2, 0))",
+        &[&kind, &owner_id],
+    )
+    .await?;
+    if let Some((key, _)) = batch.key
+        && let Some(earlier) = earlier(&tx, owner, key).await?
+    {
+        return Ok(Stored::Earlier(earlier));
     }
+    if let Some(limit) = allowance.max_outstanding {
+        let outstanding: i64 = tx
+            .query_one(
+                "SELECT coalesce(sum(total - done - failed), 0)::int8 FROM batches
+                 WHERE owner_kind = $1 AND owner_id = $2 AND finished_at IS NULL",
+                &[&kind, &owner_id],
+            )
+            .await?
+            .get(0);
+        if outstanding + i64::from(total) > limit {
+            return Ok(Stored::OverOutstanding { outstanding, limit });
+        }
+    }
+    if let Some(limit) = allowance.items_per_hour
+        && !super::tenant_limits::count_hourly_items(&tx, owner, i64::from(total), limit).await?
+    {
+        return Ok(Stored::OverHourlyQuota { limit });
+    }
+    let (key, hash) = batch.key.unzip();
+    let trace: serde_json::Map<String, serde_json::Value> = batch
+        .trace_context
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::String(v.clone())))
+        .collect();
+    let trace = serde_json::Value::Object(trace);
+    // `published_at`: handed to the dispatchers at once (releases before them published the
+    // chunks themselves, and republish a batch whose column is NULL).
+    tx.execute(
+        "INSERT INTO batches (id, owner_kind, owner_id, total, created_at, idempotency_key,
+             request_hash, trace_context, published_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $5)",
+        &[
+            &batch.id.0,
+            &kind,
+            &owner_id,
+            &total,
+            &batch.created_at,
+            &key,
+            &hash,
+            &trace,
+        ],
+    )
+    .await?;
+    let chunks = crate::domain::cut_chunks(batch.requests, batch.chunk_cost)
+        .into_iter()
+        .enumerate()
+        .map(|(seq, span)| {
+            let items = serde_json::to_vec(&batch.requests[span.first..span.first + span.len])
+                .map_err(|e| DbError::Corrupt(e.to_string()))?;
+            let int = |n: usize| i32::try_from(n).map_err(|_| DbError::Corrupt("chunk".into()));
+            Ok(super::bulk::NewChunk {
+                seq: int(seq)?,
+                first_index: int(span.first)?,
+                cost: i32::try_from(span.cost).map_err(|_| DbError::Corrupt("chunk".into()))?,
+                items,
+            })
+        })
+        .collect::<Result<Vec<_>, DbError>>()?;
+    super::bulk::insert_chunks(&tx, batch.id, owner, batch.created_at, &chunks).await?;
+    tx.commit().await?;
+    Ok(Stored::New)
+}
+
+async fn earlier(
+    client: &impl GenericClient,
+    owner: &Owner,
+    key: &str,
+) -> Result<Option<EarlierBatch>, DbError> {
     let row = client
-        .query_one(
-            "SELECT id, request_hash, published_at IS NOT NULL FROM batches
+        .query_opt(
+            "SELECT id, request_hash FROM batches
              WHERE owner_kind = $1 AND owner_id = $2 AND idempotency_key = $3",
             &[&owner.kind().as_str(), &owner.id(), &key],
         )
         .await?;
-    Ok(Some(EarlierBatch {
+    Ok(row.map(|row| EarlierBatch {
         id: BatchId(row.get(0)),
         request_hash: row.get::<_, Option<Vec<u8>>>(1).unwrap_or_default(),
-        published: row.get(2),
     }))
-}
-
-/// A stored batch's owner, items' created_at and items, to publish them again.
-pub async fn items(
-    client: &impl GenericClient,
-    id: BatchId,
-) -> Result<Option<(Owner, DateTime<Utc>, Vec<CreateCsr>)>, DbError> {
-    let Some(row) = client
-        .query_opt(
-            "SELECT owner_kind, owner_id, created_at, items FROM batches WHERE id = $1",
-            &[&id.0],
-        )
-        .await?
-    else {
-        return Ok(None);
-    };
-    let kind =
-        OwnerKind::parse(row.get(0)).ok_or_else(|| DbError::Corrupt("batch owner".into()))?;
-    let owner =
-        Owner::parse(kind, row.get(1)).ok_or_else(|| DbError::Corrupt("batch owner".into()))?;
-    let items: Vec<u8> = row.get(3);
-    let requests = serde_json::from_slice(&items)
-        .map_err(|e| DbError::Corrupt(format!("batch items: {e}")))?;
-    Ok(Some((owner, row.get(2), requests)))
-}
-
-/// Records that the broker confirmed every chunk of the batch.
-pub async fn mark_published(client: &impl GenericClient, id: BatchId) -> Result<(), DbError> {
-    client
-        .execute(
-            "UPDATE batches SET published_at = now() WHERE id = $1 AND published_at IS NULL",
-            &[&id.0],
-        )
-        .await?;
-    Ok(())
-}
-
-/// Batches whose chunks were not all confirmed, submitted before `older_than_secs` ago.
-pub async fn unpublished(
-    client: &impl GenericClient,
-    older_than_secs: f64,
-) -> Result<Vec<BatchId>, DbError> {
-    let rows = client
-        .query(
-            "SELECT id FROM batches WHERE published_at IS NULL
-             AND created_at < now() - make_interval(secs => $1) ORDER BY created_at LIMIT 100",
-            &[&older_than_secs],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| BatchId(r.get(0))).collect())
 }
 
 /// Adds settled items to their batches' counts (`(batch, created, failed)`), finishing a batch

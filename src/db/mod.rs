@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod batches;
+pub mod bulk;
 pub mod credentials;
 pub mod csrs;
 pub mod jobs;
@@ -9,6 +10,7 @@ pub mod keks;
 pub mod migrate;
 pub mod pool;
 pub mod rewrap;
+pub mod tenant_limits;
 pub mod tls;
 
 pub use pool::{DbError, Pool, build_pool};

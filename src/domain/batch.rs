@@ -99,6 +99,44 @@ pub struct BatchEntry {
     pub state: ItemState,
 }
 
+/// A run of a batch's items that travels as one message: items `first..first + len`, whose
+/// cost units (see [`super::KeyType::cost`]) add up to `cost`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkSpan {
+    pub first: usize,
+    pub len: usize,
+    pub cost: u32,
+}
+
+/// Cuts a batch's items, in order, into chunks of at most `max_cost` cost units each (an item
+/// costing more than that goes alone), so a chunk is a bounded amount of work whatever its
+/// key types: 512 P-256 items, or 2 RSA-2048 ones, at the default.
+pub fn cut_chunks(requests: &[CreateCsr], max_cost: u32) -> Vec<ChunkSpan> {
+    let mut chunks = Vec::new();
+    let mut current = ChunkSpan {
+        first: 0,
+        len: 0,
+        cost: 0,
+    };
+    for (i, request) in requests.iter().enumerate() {
+        let cost = request.key_type.cost();
+        if current.len > 0 && current.cost.saturating_add(cost) > max_cost {
+            chunks.push(current);
+            current = ChunkSpan {
+                first: i,
+                len: 0,
+                cost: 0,
+            };
+        }
+        current.len += 1;
+        current.cost = current.cost.saturating_add(cost);
+    }
+    if current.len > 0 {
+        chunks.push(current);
+    }
+    chunks
+}
+
 /// Validates a submission `{"items": [...]}`: all items or none. Every error's pointer says
 /// which item (`/items/17/sans/0`).
 pub fn parse_items(
@@ -176,6 +214,27 @@ mod tests {
         assert!(pointers.contains(&"/items/1/sans/0"), "{pointers:?}");
         assert!(pointers.contains(&"/items/2/country"), "{pointers:?}");
         assert!(!pointers.iter().any(|p| p.starts_with("/items/0")));
+    }
+
+    #[test]
+    fn chunks_are_cut_by_cost_and_keep_item_order() {
+        let parse = |key_type: &str| {
+            let mut v = item("a.io");
+            v["key_type"] = json!(key_type);
+            CreateCsr::from_value(v, OwnerKind::Account, NamePolicy::Permissive).unwrap()
+        };
+        let p256: Vec<CreateCsr> = (0..10).map(|_| parse("p256v1")).collect();
+        let spans = cut_chunks(&p256, 4);
+        assert_eq!(
+            spans.iter().map(|c| (c.first, c.len)).collect::<Vec<_>>(),
+            [(0, 4), (4, 4), (8, 2)]
+        );
+        let rsa: Vec<CreateCsr> = (0..3).map(|_| parse("rsa2048")).collect();
+        assert_eq!(cut_chunks(&rsa, 512).len(), 2);
+        let alone = cut_chunks(&rsa, 1);
+        assert_eq!(alone.len(), 3, "an item costlier than a chunk goes alone");
+        assert_eq!(alone[0].cost, 256);
+        assert!(cut_chunks(&[], 512).is_empty());
     }
 
     #[test]

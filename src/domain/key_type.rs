@@ -25,6 +25,20 @@ impl KeyType {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
+
+    /// What one create of this key type costs, in the unit csrd's scheduling counts in: the
+    /// machine time of one P-256 create. Measured on a 2-core machine (README, "Limits and
+    /// abuse"): a P-256 create takes about 0.22 ms of the whole machine (keygen, signing,
+    /// sealing, its share of the row, the message and the commit) and an RSA-2048 create about
+    /// 60 ms, nearly all of it the search for two primes, which varies from 20 to 200 ms. The
+    /// ratio, ~270, is rounded to 256. Fair share, batch chunks and the ingress window all
+    /// count in these units; the worker's own scheduler charges measured time instead.
+    pub fn cost(self) -> u32 {
+        match self {
+            KeyType::Rsa2048 => 256,
+            KeyType::P256v1 => 1,
+        }
+    }
 }
 
 #[cfg(test)]

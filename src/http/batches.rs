@@ -14,6 +14,7 @@ use super::result::{BatchEntryResult, BatchResult};
 use super::{ApiError, AppState};
 use crate::audit::{Actor, AuditEvent};
 use crate::auth::Permission;
+use crate::db::batches::Allowance;
 use crate::domain::batch::parse_items;
 use crate::domain::{BatchId, ErrorCode, FieldError, OwnerKind, ValidationErrors};
 use crate::ingress::BatchService;
@@ -52,17 +53,26 @@ pub(super) async fn submit(
     let owner = gate(&app, kind, &ids, request.headers(), Permission::Write).await?;
     let key = idempotency_key(request.headers())?;
     let body = super::extract::json_body_up_to(request, MAX_BATCH_BODY_BYTES).await?;
+    // The request rate counts requests, not items: a batch costs what sending its bytes as
+    // single creates' worth of bodies would (one per MiB, the single-request cap), never its
+    // item count. The gate took one.
+    let extra = body.len().div_ceil(1024 * 1024).saturating_sub(1);
+    if extra > 0 {
+        app.limits.charge(&owner, extra as f64).await?;
+    }
     let policy = app.name_policy;
     // Validating 10,000 items is a few milliseconds of CPU: off the async workers.
     let requests = tokio::task::spawn_blocking(move || parse_items(&body, kind, policy))
         .await
         .map_err(ApiError::internal)??;
-    // Each item counts against the tenant's rate like a single create (the gate took one).
-    app.limits
-        .charge(&owner, requests.len().saturating_sub(1))?;
     let items = requests.len();
+    let policy = app.limits.policies().of(&owner);
+    let allowance = Allowance {
+        max_outstanding: policy.max_outstanding,
+        items_per_hour: policy.items_per_hour,
+    };
     let batch = batches
-        .submit(owner.clone(), requests, key.as_ref())
+        .submit(owner.clone(), requests, key.as_ref(), allowance)
         .await?;
     app.audit.record(
         AuditEvent::new("batch.submit", "ok", Actor::Anonymous)

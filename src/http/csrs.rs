@@ -20,7 +20,6 @@ use super::{ApiError, AppState};
 use crate::audit::{Actor, AuditEvent};
 use crate::auth::Permission;
 use crate::domain::{CreateCsr, CreateOutcome, CsrId, ListQuery, Owner, OwnerKind};
-use crate::ingress::limits::create_cost;
 
 /// Authenticates, parses the owner and checks the permission on it.
 pub(super) async fn gate(
@@ -61,7 +60,7 @@ pub(super) async fn gate(
         );
         return Err(ApiError::Forbidden);
     }
-    app.limits.charge(&owner, 1)?;
+    app.limits.charge(&owner, 1.0).await?;
     Ok(owner)
 }
 
@@ -75,10 +74,9 @@ pub(super) async fn create(
     let key = idempotency_key(request.headers())?;
     let body = json_body(request).await?;
     let csr_request = CreateCsr::parse(&body, kind, app.name_policy)?;
-    let cost = create_cost(csr_request.key_type);
-    let _share = app
+    let _admitted = app
         .limits
-        .admit_create(&owner, cost, app.creates.wait_budget())
+        .admit_create(&owner, csr_request.key_type, app.creates.wait_budget())
         .await?;
     let outcome = app
         .creates

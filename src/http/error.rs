@@ -179,9 +179,19 @@ impl ApiError {
                 C::InvalidRequest,
                 "request header fields too large, or too many",
             ),
-            ApiError::RateLimited { .. } => one(
+            ApiError::RateLimited { limit, .. } => one(
                 C::RateLimited,
-                "Please wait and consider throttling your request speed",
+                match *limit {
+                    "outstanding" => {
+                        "Too many items accepted and not yet made for this account or zone; \
+                         wait for its batches to finish"
+                    }
+                    "hourly_quota" => {
+                        "The hourly item quota of this account or zone is used up; \
+                         retry after the hour"
+                    }
+                    _ => "Please wait and consider throttling your request speed",
+                },
             ),
             ApiError::Unavailable(_) | ApiError::DeadlineExceeded => {
                 one(C::Internal, "Service temporarily unavailable; retry later")
@@ -279,6 +289,7 @@ impl From<BatchError> for ApiError {
     fn from(e: BatchError) -> Self {
         match e {
             BatchError::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
+            BatchError::Refused(e) => e.into(),
             BatchError::Service(e) => e.into(),
         }
     }

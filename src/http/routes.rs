@@ -33,7 +33,7 @@ macro_rules! tenant_routes {
             responses(
                 (status = 201, description = "Created", body = CsrSingle),
                 (status = 202, description = "Accepted, still being generated; retry with the same Idempotency-Key or GET the id", body = CsrPending),
-                (status = "4XX", description = "Failure (422/1422: Idempotency-Key reused with another body; 429/971 with Retry-After: over the tenant's rate, in-flight cap or queue share)", body = Failure),
+                (status = "4XX", description = "Failure (422/1422: Idempotency-Key reused with another body; 429/971 with Retry-After: over the tenant's request rate, in-flight cap or hourly quota, or not let into the queue within the create wait)", body = Failure),
                 (status = "5XX", description = "Failure (503 with Retry-After when a dependency is down)", body = Failure),
             ),
             security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
@@ -120,7 +120,7 @@ macro_rules! batch_routes {
             request_body = $body,
             responses(
                 (status = 202, description = "Accepted: every item was valid and is stored; poll the batch (Location) and its results", body = BatchSingle),
-                (status = "4XX", description = "Failure (400 lists every invalid item's errors, with pointers like /items/17/sans/0; nothing was created)", body = Failure),
+                (status = "4XX", description = "Failure (400 lists every invalid item's errors, with pointers like /items/17/sans/0; nothing was created. 429/971 with Retry-After: over the tenant's request rate, its items outstanding or its hourly quota; nothing was stored)", body = Failure),
                 (status = "5XX", description = "Failure", body = Failure),
             ),
             security(("api_token" = []), ("api_email" = [], "api_key" = [])))]

@@ -1,37 +1,25 @@
 //! The batch use case: many creates submitted at once.
 //!
-//! A submission is accepted once its items' jobs are stored in Postgres (one transaction), with
-//! their CSR ids; its chunks are then published, all at once, their confirms awaited together.
-//! A batch whose chunks were not all confirmed (broker down, process killed) is published again,
-//! under the same CSR ids, by a retry with the same Idempotency-Key or by [`republish_stalled`]
-//! in every ingress; the workers are idempotent on the CSR id, so nothing is made twice.
+//! A submission is accepted once the batch and its items, cut into chunks, are stored in
+//! Postgres (one transaction), with their CSR ids. The chunks then wait there: the bulk
+//! dispatchers ([`crate::fairshare::bulk`]) publish them one by one, in fair-share order
+//! across tenants, as the workers take them. Nothing more is published from here, so an
+//! ingress that dies after the 202 loses nothing.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use tokio_util::sync::CancellationToken;
-
-use crate::db::{DbError, Pool, batches};
+use crate::db::batches::{self, Allowance, NewBatch, Stored};
+use crate::db::{DbError, Pool};
 use crate::domain::idempotency::request_fingerprint_of;
-use crate::domain::{
-    Batch, BatchEntry, BatchId, BatchSlot, CreateChunk, CreateCsr, CreateJob, CsrId,
-    IdempotencyKey, KeyType, Owner,
-};
-use crate::queue::{JobQueue, PublishError};
+use crate::domain::{Batch, BatchEntry, BatchId, CreateCsr, CreateJob, IdempotencyKey, Owner};
+use crate::fairshare::Kick;
 
-use super::ServiceError;
-
-/// How long a batch may stay unconfirmed before another ingress publishes it again.
-pub const REPUBLISH_AFTER: Duration = Duration::from_secs(30);
-
-/// One RSA item weighs as much as this many P-256 items when cutting chunks, so an RSA chunk
-/// holds a few seconds of keygen, not minutes.
-const RSA_WEIGHT: usize = 16;
+use super::{Refused, ServiceError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
     #[error("the Idempotency-Key was used with a different request")]
     IdempotencyKeyReused,
+    #[error(transparent)]
+    Refused(#[from] Refused),
     #[error(transparent)]
     Service(#[from] ServiceError),
 }
@@ -51,91 +39,70 @@ impl From<deadpool_postgres::PoolError> for BatchError {
 #[derive(Clone)]
 pub struct BatchService {
     pool: Pool,
-    queue: Arc<dyn JobQueue>,
-    chunk_items: usize,
+    /// Wakes this process's bulk dispatcher when a batch is stored.
+    dispatch: Kick,
+    chunk_cost: u32,
 }
 
 impl BatchService {
-    /// `queue` is the plain jobs queue (a batch cuts its own chunks); `chunk_items` is the
-    /// weight of one chunk (P-256 items; an RSA item counts [`RSA_WEIGHT`]).
-    pub fn new(pool: Pool, queue: Arc<dyn JobQueue>, chunk_items: usize) -> Self {
+    /// `chunk_cost`: cost units of one chunk at most (P-256 items count 1, RSA-2048 256).
+    pub fn new(pool: Pool, dispatch: Kick, chunk_cost: usize) -> Self {
         Self {
             pool,
-            queue,
-            chunk_items: chunk_items.max(1),
+            dispatch,
+            chunk_cost: u32::try_from(chunk_cost.max(1)).unwrap_or(u32::MAX),
         }
     }
 
-    /// Stores and publishes a batch, or finds the one submitted earlier with the same key.
+    /// Stores a batch, or finds the one submitted earlier with the same key; refuses one that
+    /// would take the tenant over its `allowance`.
     pub async fn submit(
         &self,
         owner: Owner,
         requests: Vec<CreateCsr>,
         key: Option<&IdempotencyKey>,
+        allowance: Allowance,
     ) -> Result<Batch, BatchError> {
         let fingerprint = request_fingerprint_of(&requests);
-        let id = BatchId::new();
-        let created_at = CreateJob::now();
-        let earlier = {
-            let client = self.pool.get().await?;
-            let key = key.map(|k| (k.as_str(), fingerprint.as_slice()));
-            batches::insert(&**client, id, &owner, created_at, &requests, key).await?
+        let trace_context = crate::telemetry::current_context_headers();
+        let batch = NewBatch {
+            id: BatchId::new(),
+            owner: &owner,
+            created_at: CreateJob::now(),
+            requests: &requests,
+            key: key.map(|k| (k.as_str(), fingerprint.as_slice())),
+            trace_context: &trace_context,
+            chunk_cost: self.chunk_cost,
         };
-        let id = match earlier {
-            None => {
-                tracing::info!(batch_id = %id, items = requests.len(), "batch accepted");
-                let jobs = batch_jobs(id, &owner, created_at, requests);
-                self.publish(id, &jobs).await;
-                id
+        let stored = {
+            let mut client = self.pool.get().await?;
+            let client: &mut tokio_postgres::Client = &mut client;
+            batches::insert(client, &batch, allowance).await?
+        };
+        let id = match stored {
+            Stored::New => {
+                tracing::info!(batch_id = %batch.id, items = requests.len(), "batch accepted");
+                self.dispatch.kick();
+                batch.id
             }
-            Some(e) if e.request_hash != fingerprint => {
+            Stored::Earlier(e) if e.request_hash != fingerprint => {
                 return Err(BatchError::IdempotencyKeyReused);
             }
-            Some(e) if e.published => e.id,
-            Some(e) => {
-                self.publish_stored(e.id).await?;
-                e.id
+            Stored::Earlier(e) => e.id,
+            Stored::OverOutstanding { outstanding, limit } => {
+                return Err(Refused::Outstanding { outstanding, limit }.into());
+            }
+            Stored::OverHourlyQuota { limit } => {
+                return Err(Refused::HourlyQuota {
+                    limit,
+                    retry_after: super::limits::until_next_hour(),
+                }
+                .into());
             }
         };
         self.get(&owner, id)
             .await?
             .ok_or_else(|| ServiceError::Internal("a stored batch vanished".into()).into())
-    }
-
-    /// Publishes a stored batch's jobs again (all of them: the workers skip what exists).
-    async fn publish_stored(&self, id: BatchId) -> Result<(), BatchError> {
-        let stored = {
-            let client = self.pool.get().await?;
-            batches::items(&**client, id).await?
-        };
-        if let Some((owner, created_at, requests)) = stored {
-            let jobs = batch_jobs(id, &owner, created_at, requests);
-            self.publish(id, &jobs).await;
-        }
-        Ok(())
-    }
-
-    /// Publishes every chunk at once (the confirms are awaited together) and records the batch
-    /// as published when all were confirmed. A failure is logged, not returned: the batch is
-    /// accepted already, and will be published again.
-    async fn publish(&self, id: BatchId, jobs: &[CreateJob]) {
-        let chunks = cut(jobs, self.chunk_items);
-        let sends = chunks.iter().map(|c| self.queue.publish_bulk(c));
-        let results = futures_util::future::join_all(sends).await;
-        for chunk in &chunks {
-            crate::metrics::chunk_published(chunk.jobs.len());
-        }
-        if let Some(e) = results.into_iter().find_map(Result::err) {
-            log_unpublished(id, &e);
-            return;
-        }
-        let marked = async {
-            let client = self.pool.get().await.map_err(DbError::from)?;
-            batches::mark_published(&**client, id).await
-        };
-        if let Err(e) = marked.await {
-            tracing::warn!(batch_id = %id, error = %crate::telemetry::ErrorChain(&e), "batch published but not marked; it will be published again");
-        }
     }
 
     pub async fn get(&self, owner: &Owner, id: BatchId) -> Result<Option<Batch>, ServiceError> {
@@ -167,130 +134,5 @@ impl BatchService {
         };
         let entries = batches::results(&**client, &batch, offset, limit).await?;
         Ok(Some((batch, entries)))
-    }
-}
-
-/// The jobs of a batch: item `i` always gets the same CSR id and `created_at`, however often
-/// the batch is published.
-pub fn batch_jobs(
-    id: BatchId,
-    owner: &Owner,
-    created_at: chrono::DateTime<chrono::Utc>,
-    requests: Vec<CreateCsr>,
-) -> Vec<CreateJob> {
-    requests
-        .into_iter()
-        .enumerate()
-        .map(|(i, request)| {
-            let index = u32::try_from(i).unwrap_or(u32::MAX);
-            CreateJob {
-                id: CsrId::for_batch_item(id.0, index),
-                owner: owner.clone(),
-                request,
-                created_at,
-                // Nobody waits for a batch item: the client polls the batch.
-                reply_to: String::new(),
-                batch: Some(BatchSlot {
-                    batch_id: id.0,
-                    index,
-                }),
-            }
-        })
-        .collect()
-}
-
-fn log_unpublished(id: BatchId, e: &PublishError) {
-    tracing::warn!(batch_id = %id, error = %crate::telemetry::ErrorChain(e), "batch stored but not all its chunks were confirmed; it will be published again");
-}
-
-/// Cuts a batch's jobs into chunks of at most `weight` (P-256 items count 1, RSA items
-/// [`RSA_WEIGHT`]).
-fn cut(jobs: &[CreateJob], weight: usize) -> Vec<CreateChunk> {
-    let mut chunks = Vec::new();
-    let mut current = Vec::new();
-    let mut used = 0;
-    for job in jobs {
-        let w = match job.request.key_type {
-            KeyType::Rsa2048 => RSA_WEIGHT,
-            KeyType::P256v1 => 1,
-        };
-        if used + w > weight && !current.is_empty() {
-            chunks.push(CreateChunk::new(std::mem::take(&mut current)));
-            used = 0;
-        }
-        current.push(job.clone());
-        used += w;
-    }
-    if !current.is_empty() {
-        chunks.push(CreateChunk::new(current));
-    }
-    chunks
-}
-
-/// Publishes again, every [`REPUBLISH_AFTER`], the batches whose chunks were never all
-/// confirmed (the broker refused them, or the ingress died in between), until shutdown.
-pub async fn republish_stalled(service: BatchService, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(REPUBLISH_AFTER) => {}
-        }
-        let stalled = async {
-            let client = service.pool.get().await.map_err(DbError::from)?;
-            batches::unpublished(&**client, REPUBLISH_AFTER.as_secs_f64()).await
-        };
-        match stalled.await {
-            Ok(ids) => {
-                for id in ids {
-                    tracing::info!(batch_id = %id, "publishing a stalled batch again");
-                    if let Err(e) = service.publish_stored(id).await {
-                        tracing::warn!(batch_id = %id, error = %crate::telemetry::ErrorChain(&e), "stalled batch not published");
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::debug!(error = %crate::telemetry::ErrorChain(&e), "stalled batches not checked")
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::{AccountId, NamePolicy, OwnerKind};
-
-    fn job(key_type: &str) -> CreateJob {
-        let body = format!(
-            r#"{{"common_name":"a.io","country":"US","state":"CA","locality":"SF",
-            "organization":"A","sans":["a.io"],"key_type":"{key_type}"}}"#
-        );
-        let request =
-            CreateCsr::parse(body.as_bytes(), OwnerKind::Account, NamePolicy::Permissive).unwrap();
-        let owner = Owner::Account(AccountId::parse(&"a".repeat(32)).unwrap());
-        CreateJob::new(owner, request, String::new())
-    }
-
-    #[test]
-    fn chunks_are_cut_by_weight_and_keep_item_order() {
-        let jobs: Vec<CreateJob> = (0..10).map(|_| job("p256v1")).collect();
-        let chunks = cut(&jobs, 4);
-        assert_eq!(
-            chunks.iter().map(|c| c.jobs.len()).collect::<Vec<_>>(),
-            [4, 4, 2]
-        );
-        let flat: Vec<_> = chunks
-            .iter()
-            .flat_map(|c| c.jobs.iter().map(|j| j.id))
-            .collect();
-        assert_eq!(flat, jobs.iter().map(|j| j.id).collect::<Vec<_>>());
-
-        let rsa: Vec<CreateJob> = (0..3).map(|_| job("rsa2048")).collect();
-        assert_eq!(cut(&rsa, 2 * RSA_WEIGHT).len(), 2);
-        assert_eq!(
-            cut(&rsa, 1).len(),
-            3,
-            "an item heavier than a chunk goes alone"
-        );
     }
 }

@@ -99,6 +99,10 @@ impl JobQueue for Coalescer {
     async fn publish_bulk(&self, chunk: &CreateChunk) -> Result<(), PublishError> {
         self.inner.publish_bulk(chunk).await
     }
+
+    async fn bulk_backlog(&self) -> Option<u32> {
+        self.inner.bulk_backlog().await
+    }
 }
 
 async fn cut_chunks(

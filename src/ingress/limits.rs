@@ -1,61 +1,42 @@
-//! Per-tenant limits and fair share at the ingress.
+//! Per-tenant limits at the ingress. They stop abuse; they do not ration throughput: a lone
+//! tenant at the defaults gets the whole machine, and tenants share it by scheduling
+//! ([`crate::fairshare`]), not by caps (README, "Limits and abuse", says why each default is
+//! what it is).
 //!
-//! - **Rate**: a token bucket per account or zone. Every request costs 1; a batch costs its
-//!   item count. A bucket may go into debt (a batch larger than the burst is still accepted
-//!   when the bucket is positive), and the tenant then waits until it is paid back: 429 with
-//!   `Retry-After`.
+//! - **Rate**: requests per second per tenant, shared by every ingress (see
+//!   [`crate::fairshare::rate`]). A request costs 1; a batch costs one per MiB it carries.
 //! - **In flight**: single creates a tenant has open at this ingress, at most
-//!   `max_in_flight`; more is 429.
-//! - **Fair share of the queue**: a tenant's single creates may hold at most `queue_budget`
-//!   cost units in the broker and the workers at once (a P-256 key costs 1, an RSA-2048 key
-//!   16, its share of CPU). The rest wait here, in the tenant's own FIFO, for the tenant's
-//!   earlier creates to finish. So the shared queue never holds more than one budget per
-//!   tenant ahead of anyone: another tenant's create waits behind at most that, not behind the
-//!   whole flood. A create still waiting when the create wait runs out was never queued, and
-//!   is answered 429 (safe to retry).
-//!
-//! Why here rather than in the worker: the shared jobs queue is FIFO (quorum queues have no
-//! priorities), so fairness has to be decided before a job enters it, and the ingress is where
-//! the answer to the client is held anyway. The limits are per ingress process; N ingress
-//! replicas allow N budgets.
+//!   `max_in_flight`; more is 429 at once.
+//! - **Hourly quota** (only where an operator set one): items accepted per clock hour.
+//! - **The window**: single creates queued or being made, from this ingress, at most `window`
+//!   cost units, handed out by fair share between tenants. While one tenant is active it gets
+//!   the whole window; a tenant with nothing in it is let in at once, so a light tenant never
+//!   waits behind a heavy one's backlog. A create that cannot get in before the create wait
+//!   runs out was never queued: 429, safe to retry.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
-use tokio::time::Instant;
-
+use crate::db::{Pool, tenant_limits};
 use crate::domain::{KeyType, Owner};
+use crate::fairshare::{Ask, FairGate, Lane, Permit, Policies, SharedRate};
+use crate::telemetry::ErrorChain;
 
 #[derive(Debug, Clone)]
 pub struct TenantLimits {
-    /// Requests per second per tenant (0: unlimited).
-    pub rate_per_sec: f64,
-    /// Requests a tenant may send at once after a quiet spell.
-    pub burst: f64,
-    /// Single creates per tenant open at once (0: unlimited).
+    /// Single creates per tenant open at once on this ingress (0: unlimited).
     pub max_in_flight: usize,
-    /// Cost units of a tenant's single creates in the queue and the workers at once.
-    pub queue_budget: u32,
+    /// Cost units of single creates queued or being made from this ingress, at most.
+    pub window: u32,
 }
 
 impl Default for TenantLimits {
     fn default() -> Self {
         Self {
-            rate_per_sec: 0.0,
-            burst: 0.0,
             max_in_flight: 0,
-            queue_budget: u32::MAX,
+            window: 4096,
         }
-    }
-}
-
-/// What a create costs against the queue budget: its share of keygen CPU.
-pub fn create_cost(key_type: KeyType) -> u32 {
-    match key_type {
-        KeyType::Rsa2048 => 16,
-        _ => 1,
     }
 }
 
@@ -67,6 +48,10 @@ pub enum Refused {
     InFlight,
     #[error("the tenant's creates did not get a queue slot in time")]
     QueueWait,
+    #[error("the tenant has {outstanding} items outstanding; at most {limit}")]
+    Outstanding { outstanding: i64, limit: i64 },
+    #[error("the tenant's hourly quota of {limit} items is used up")]
+    HourlyQuota { limit: i64, retry_after: Duration },
 }
 
 impl Refused {
@@ -76,22 +61,30 @@ impl Refused {
             Refused::Rate { .. } => "rate",
             Refused::InFlight => "in_flight",
             Refused::QueueWait => "queue_wait",
+            Refused::Outstanding { .. } => "outstanding",
+            Refused::HourlyQuota { .. } => "hourly_quota",
         }
     }
 
     pub fn retry_after_secs(&self) -> u64 {
+        let secs = |d: &Duration| d.as_secs_f64().ceil().max(1.0) as u64;
         match self {
-            Refused::Rate { retry_after } => retry_after.as_secs_f64().ceil().max(1.0) as u64,
+            Refused::Rate { retry_after } | Refused::HourlyQuota { retry_after, .. } => {
+                secs(retry_after)
+            }
             Refused::InFlight | Refused::QueueWait => 1,
+            // Outstanding items settle at the machine's pace: a batch's worth takes seconds.
+            Refused::Outstanding { .. } => 10,
         }
     }
 }
 
-/// Token buckets by key, allowed into debt. Full buckets are forgotten when the map grows.
+/// Token buckets by key, local to this process (failed authentications per credential,
+/// refused callers per address). Full buckets are forgotten when the map grows.
 pub struct Buckets {
     rate: f64,
     burst: f64,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    buckets: Mutex<HashMap<String, (f64, tokio::time::Instant)>>,
 }
 
 const BUCKETS_KEPT: usize = 10_000;
@@ -115,7 +108,7 @@ impl Buckets {
         if self.unlimited() {
             return Ok(());
         }
-        let now = Instant::now();
+        let now = tokio::time::Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= BUCKETS_KEPT && !buckets.contains_key(key) {
             let (rate, burst) = (self.rate, self.burst);
@@ -145,134 +138,133 @@ impl Buckets {
     }
 }
 
-#[derive(Default)]
-struct Tenant {
-    in_flight: usize,
-    queued_cost: u32,
-    waiting: VecDeque<(u32, oneshot::Sender<()>)>,
-}
-
-/// The per-tenant limits of one ingress process.
+/// The per-tenant limits of one ingress process. Cheap to clone.
 #[derive(Clone)]
 pub struct Limits {
     settings: TenantLimits,
-    rates: Arc<Buckets>,
-    tenants: Arc<Mutex<HashMap<String, Tenant>>>,
+    policies: Policies,
+    rate: SharedRate,
+    window: FairGate,
+    in_flight: Arc<Mutex<HashMap<Owner, usize>>>,
+    pool: Pool,
 }
 
 impl Limits {
-    pub fn new(settings: TenantLimits) -> Self {
+    pub fn new(settings: TenantLimits, policies: Policies, pool: Pool) -> Self {
         Self {
-            rates: Arc::new(Buckets::new(settings.rate_per_sec, settings.burst)),
+            window: FairGate::with_newcomers_overdrawing(settings.window.max(1)),
+            rate: SharedRate::new(pool.clone()),
             settings,
-            tenants: Default::default(),
+            policies,
+            in_flight: Arc::default(),
+            pool,
         }
     }
 
-    /// Charges `cost` requests to `owner`'s rate.
-    pub fn charge(&self, owner: &Owner, cost: usize) -> Result<(), Refused> {
-        self.rates
-            .take(&tenant_key(owner), cost as f64)
+    pub fn policies(&self) -> &Policies {
+        &self.policies
+    }
+
+    /// Charges `requests` to `owner`'s request rate.
+    pub async fn charge(&self, owner: &Owner, requests: f64) -> Result<(), Refused> {
+        let policy = self.policies.of(owner);
+        self.rate
+            .take(owner, requests, &policy)
+            .await
             .map_err(|retry_after| Refused::Rate { retry_after })
     }
 
-    /// Admits one single create of `cost`: at once when the tenant's queue budget allows,
-    /// else after the tenant's earlier creates finish, waiting at most `wait`. The ticket
-    /// holds the slot until dropped (when the create has its answer).
+    /// Admits one single create: within the tenant's in-flight cap and hourly quota, and into
+    /// the window in its fair turn, waiting at most `wait` for that. The ticket holds its
+    /// place until dropped (when the create has its answer).
     pub async fn admit_create(
         &self,
         owner: &Owner,
-        cost: u32,
+        key_type: KeyType,
         wait: Duration,
     ) -> Result<Ticket, Refused> {
-        let key = tenant_key(owner);
-        let granted = {
-            let mut tenants = self.lock();
-            let tenant = tenants.entry(key.clone()).or_default();
-            if self.settings.max_in_flight > 0 && tenant.in_flight >= self.settings.max_in_flight {
-                return Err(Refused::InFlight);
-            }
-            tenant.in_flight += 1;
-            if tenant.waiting.is_empty() && self.fits(tenant, cost) {
-                tenant.queued_cost += cost;
-                None
-            } else {
-                let (tx, rx) = oneshot::channel();
-                tenant.waiting.push_back((cost, tx));
-                Some(rx)
-            }
-        };
-        let mut ticket = Ticket {
-            limits: self.clone(),
-            key,
-            cost: 0,
-        };
-        match granted {
-            None => ticket.cost = cost,
-            Some(mut rx) => match tokio::time::timeout(wait, &mut rx).await {
-                Ok(Ok(())) => ticket.cost = cost,
-                Ok(Err(_)) => return Err(Refused::QueueWait),
-                Err(_) => {
-                    // A grant may have raced the timeout; grants are sent under the lock.
-                    let granted_late = {
-                        let _tenants = self.lock();
-                        rx.try_recv().is_ok()
-                    };
-                    if !granted_late {
-                        return Err(Refused::QueueWait);
-                    }
-                    ticket.cost = cost;
-                }
-            },
+        let in_flight = self.enter(owner)?;
+        let policy = self.policies.of(owner);
+        if let Some(limit) = policy.items_per_hour {
+            self.count_hourly(owner, limit).await?;
         }
-        Ok(ticket)
-    }
-
-    fn fits(&self, tenant: &Tenant, cost: u32) -> bool {
-        tenant.queued_cost == 0
-            || tenant.queued_cost.saturating_add(cost) <= self.settings.queue_budget
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Tenant>> {
-        self.tenants.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn release(&self, key: &str, cost: u32) {
-        let mut tenants = self.lock();
-        let Some(tenant) = tenants.get_mut(key) else {
-            return;
+        let cost = key_type.cost();
+        let ask = Ask {
+            tenant: owner.clone(),
+            lane: Lane::Interactive,
+            size: cost,
+            cost: f64::from(cost),
+            weight: policy.weight,
         };
-        tenant.in_flight -= 1;
-        tenant.queued_cost -= cost;
-        // Hand the freed budget to the tenant's next creates, in order.
-        while let Some((next_cost, _)) = tenant.waiting.front() {
-            if !self.fits(tenant, *next_cost) {
-                break;
-            }
-            let (next_cost, tx) = tenant.waiting.pop_front().expect("front exists");
-            if tx.send(()).is_ok() {
-                tenant.queued_cost += next_cost;
-            }
+        let permit = tokio::time::timeout(wait, self.window.acquire(ask))
+            .await
+            .map_err(|_| Refused::QueueWait)?;
+        Ok(Ticket {
+            _permit: permit,
+            _in_flight: in_flight,
+        })
+    }
+
+    fn enter(&self, owner: &Owner) -> Result<InFlight, Refused> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let n = in_flight.entry(owner.clone()).or_default();
+        if self.settings.max_in_flight > 0 && *n >= self.settings.max_in_flight {
+            return Err(Refused::InFlight);
         }
-        if tenant.in_flight == 0 && tenant.waiting.is_empty() {
-            tenants.remove(key);
+        *n += 1;
+        Ok(InFlight {
+            counts: self.in_flight.clone(),
+            owner: owner.clone(),
+        })
+    }
+
+    /// Counts one item against an operator's hourly quota. Postgres holds the count (every
+    /// ingress adds to it); when it cannot be asked, the item is let through.
+    async fn count_hourly(&self, owner: &Owner, limit: i64) -> Result<(), Refused> {
+        let counted = async {
+            let client = self.pool.get().await?;
+            tenant_limits::count_hourly_items(&**client, owner, 1, limit).await
+        };
+        match counted.await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Refused::HourlyQuota {
+                limit,
+                retry_after: until_next_hour(),
+            }),
+            Err(e) => {
+                tracing::warn!(error = %ErrorChain(&e), "hourly quota not checked; letting the create through");
+                Ok(())
+            }
         }
     }
 }
 
-/// A create's place in its tenant's share; released on drop.
-pub struct Ticket {
-    limits: Limits,
-    key: String,
-    cost: u32,
+/// How long until the clock hour ends (hourly quotas count per clock hour).
+pub fn until_next_hour() -> Duration {
+    let now = chrono::Utc::now().timestamp();
+    Duration::from_secs(u64::try_from(3600 - now.rem_euclid(3600)).unwrap_or(3600))
 }
 
-impl Drop for Ticket {
+/// One open create of a tenant at this ingress.
+struct InFlight {
+    counts: Arc<Mutex<HashMap<Owner, usize>>>,
+    owner: Owner,
+}
+
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.limits.release(&self.key, self.cost);
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.owner) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.owner);
+            }
+        }
     }
 }
 
-fn tenant_key(owner: &Owner) -> String {
-    format!("{}:{}", owner.kind().as_str(), owner.id())
+/// A create's place in the window and in its tenant's in-flight count; released on drop.
+pub struct Ticket {
+    _permit: Permit,
+    _in_flight: InFlight,
 }

@@ -129,6 +129,11 @@ impl JobQueue for MemoryQueue {
         });
         Ok(())
     }
+
+    /// One lane for both here: the jobs not yet delivered.
+    async fn bulk_backlog(&self) -> Option<u32> {
+        u32::try_from(self.inner.jobs.ready.load(Ordering::SeqCst)).ok()
+    }
 }
 
 #[async_trait]

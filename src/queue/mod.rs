@@ -74,6 +74,10 @@ pub trait JobQueue: Send + Sync {
     async fn publish_bulk(&self, chunk: &CreateChunk) -> Result<(), PublishError> {
         self.publish(chunk).await
     }
+
+    /// Chunks in the bulk lane that no worker has taken yet; `None` when that cannot be told
+    /// now (the broker is unreachable). The bulk dispatcher keeps it short.
+    async fn bulk_backlog(&self) -> Option<u32>;
 }
 
 /// The worker side: tells a waiting ingress instance that jobs are done.

@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::Stages;
+use super::fairshare::FairShare;
 use super::foundation::Foundation;
 use crate::audit::Auditor;
 use crate::http::{AppState, router};
@@ -17,23 +18,41 @@ use crate::ingress::{
 use crate::queue::{Connectivity, JobQueue, Waiters};
 use crate::settings::Settings;
 
+/// What the ingress publishes to and hears back from.
+pub(super) struct IngressQueue {
+    /// The plain jobs queue (single creates are coalesced on top of it).
+    pub queue: Arc<dyn JobQueue>,
+    /// What the queue's completions wake.
+    pub waiters: Waiters,
+    /// The name completions are routed to this ingress by.
+    pub instance: String,
+    /// The connections readiness reports on.
+    pub brokers: Vec<Arc<dyn Connectivity>>,
+}
+
 /// The ingress use cases, and the audit writer's task (it stops with `stages.stop_work`).
-/// `waiters` is what the queue's completions wake; `instance` is the name they are routed by;
-/// `brokers` are the connections readiness reports on.
 pub(super) fn app_state(
     foundation: &Foundation,
     settings: &Settings,
-    queue: Arc<dyn JobQueue>,
-    waiters: Waiters,
-    instance: String,
-    brokers: Vec<Arc<dyn Connectivity>>,
+    queue: IngressQueue,
+    fair: &FairShare,
     stages: &Stages,
 ) -> (AppState, JoinHandle<()>) {
+    let IngressQueue {
+        queue,
+        waiters,
+        instance,
+        brokers,
+    } = queue;
     let pool = &foundation.pool;
     let (audit, audit_writer) = Auditor::start(pool.clone(), stages.stop_work.clone());
-    let batches = settings
-        .batch_api
-        .then(|| BatchService::new(pool.clone(), queue.clone(), settings.batch_chunk_items));
+    let batches = settings.batch_api.then(|| {
+        BatchService::new(
+            pool.clone(),
+            fair.dispatch.clone(),
+            settings.batch_chunk_items,
+        )
+    });
     let coalesced = Arc::new(Coalescer::start(queue, settings.chunks()));
     let state = AppState {
         creates: Arc::new(CreateService::new(
@@ -50,7 +69,11 @@ pub(super) fn app_state(
             settings.credential_cache(),
             settings.tenants.auth_failures_per_min,
         ),
-        limits: Limits::new(settings.tenants.limits()),
+        limits: Limits::new(
+            settings.tenants.limits(),
+            fair.policies.clone(),
+            pool.clone(),
+        ),
         readiness: Readiness::new(pool.clone(), brokers),
         name_policy: settings.name_policy,
         audit,

@@ -35,7 +35,10 @@ pub async fn start_in_memory(settings: &Settings) -> anyhow::Result<InMemory> {
         },
         waiters.clone(),
     );
-    let work = super::worker::start(
+    let (fair, fair_tasks) =
+        super::fairshare::start(&foundation, settings, Arc::new(queue.clone()), &stages);
+    let mut work = vec![fair_tasks.policies];
+    work.extend(super::worker::start(
         &foundation,
         settings,
         WorkerQueue {
@@ -44,21 +47,21 @@ pub async fn start_in_memory(settings: &Settings) -> anyhow::Result<InMemory> {
             bulk: Box::new(crate::queue::memory::NoLane),
             dead_letters: queue.dead_letters(),
         },
+        &fair,
         &stages,
-    );
-    let (state, audit_writer) = super::ingress::app_state(
-        &foundation,
-        settings,
-        Arc::new(queue.clone()),
+    ));
+    let ingress_queue = super::ingress::IngressQueue {
+        queue: Arc::new(queue.clone()),
         waiters,
-        "in-memory".into(),
-        Vec::new(),
-        &stages,
-    );
-    let mut work = work;
+        instance: "in-memory".into(),
+        brokers: Vec::new(),
+    };
+    let (state, audit_writer) =
+        super::ingress::app_state(&foundation, settings, ingress_queue, &fair, &stages);
     work.push(audit_writer);
     let tasks = Tasks {
         work,
+        feeding: vec![fair_tasks.dispatcher],
         ..Tasks::default()
     };
     Ok(InMemory {

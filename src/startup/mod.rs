@@ -4,6 +4,7 @@
 //! same ingress and worker around the in-memory queue, for tests without a broker.
 
 mod admin;
+mod fairshare;
 mod foundation;
 mod ingress;
 mod memory;
@@ -74,6 +75,9 @@ pub struct Running {
 struct Tasks {
     /// The HTTP server, and how long its open requests get to finish once shutdown starts.
     http: Option<(JoinHandle<()>, Duration)>,
+    /// Tasks that stop with the HTTP server, before the workers (the bulk dispatcher: nothing
+    /// is handed to the broker once the workers may have stopped taking it).
+    feeding: Vec<JoinHandle<()>>,
     work: Vec<JoinHandle<()>>,
     /// Publishers whose channels close before their connections do.
     publishers: Vec<Arc<Publisher>>,
@@ -105,6 +109,9 @@ impl Running {
                     http.abort();
                 }
                 tracing::debug!("shutdown: open HTTP requests answered");
+            }
+            for task in tasks.feeding {
+                let _ = task.await;
             }
             stages.stop_work.cancel();
             for task in tasks.work {
@@ -160,11 +167,15 @@ pub async fn start(
         ..Tasks::default()
     };
     tasks.work.push(rabbit.sample_queue_depths(&stages));
+    let (fair, fair_tasks) = fairshare::start(&foundation, settings, rabbit.job_queue(), &stages);
+    tasks.work.push(fair_tasks.policies);
+    tasks.feeding.push(fair_tasks.dispatcher);
     if role.runs_worker() {
         tasks.work.extend(worker::start(
             &foundation,
             settings,
             rabbit.worker_queue(settings, &stages),
+            &fair,
             &stages,
         ));
     }
@@ -177,16 +188,8 @@ pub async fn start(
     tasks.work.push(admin);
     let mut http_addr = None;
     if role.runs_ingress() {
-        let (state, ingress_tasks) = rabbit.ingress_state(&foundation, settings, &stages);
+        let (state, ingress_tasks) = rabbit.ingress_state(&foundation, settings, &fair, &stages);
         tasks.work.extend(ingress_tasks);
-        if let Some(batches) = state.batches.clone() {
-            tasks
-                .work
-                .push(tokio::spawn(crate::ingress::batch::republish_stalled(
-                    batches,
-                    stages.stop_work.clone(),
-                )));
-        }
         let (addr, http) = ingress::serve(state, settings, listener, &stages).await?;
         http_addr = Some(addr);
         tasks.http = Some((http, settings.create_wait() + HTTP_DRAIN_MARGIN));

@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::bail;
 use tokio::task::JoinHandle;
 
+use super::fairshare::FairShare;
 use super::foundation::Foundation;
+use super::ingress::IngressQueue;
 use super::worker::WorkerQueue;
 use super::{Role, Stages};
 use crate::amqp::{Broker, Publisher, RabbitCompletions, RabbitConsumer, RabbitJobQueue, Topology};
@@ -87,6 +89,14 @@ impl Rabbit {
         self.publisher.clone()
     }
 
+    /// The jobs queue on the publishing connection, as it is (no coalescing).
+    pub fn job_queue(&self) -> Arc<RabbitJobQueue> {
+        Arc::new(RabbitJobQueue::new(
+            self.publisher.clone(),
+            self.topology.clone(),
+        ))
+    }
+
     /// The jobs and dead-letter consumers and the completion sink for the worker role.
     pub fn worker_queue(&self, settings: &Settings, stages: &Stages) -> WorkerQueue {
         // Sized for I/O: chunks being written or announced hold no keygen slot, so a few more
@@ -125,6 +135,7 @@ impl Rabbit {
         &self,
         foundation: &Foundation,
         settings: &Settings,
+        fair: &FairShare,
         stages: &Stages,
     ) -> (AppState, Vec<JoinHandle<()>>) {
         let instance = uuid::Uuid::new_v4().simple().to_string();
@@ -136,14 +147,15 @@ impl Rabbit {
             waiters.clone(),
             stages.stop_work.clone(),
         ));
-        let queue = Arc::new(RabbitJobQueue::new(
-            self.publisher.clone(),
-            self.topology.clone(),
-        ));
         let brokers: Vec<Arc<dyn Connectivity>> = vec![self.publish.clone(), self.consume.clone()];
-        let (state, audit_writer) = super::ingress::app_state(
-            foundation, settings, queue, waiters, instance, brokers, stages,
-        );
+        let queue = IngressQueue {
+            queue: self.job_queue(),
+            waiters,
+            instance,
+            brokers,
+        };
+        let (state, audit_writer) =
+            super::ingress::app_state(foundation, settings, queue, fair, stages);
         (state, vec![listening, audit_writer])
     }
 }

@@ -5,16 +5,18 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 use super::Stages;
+use super::fairshare::FairShare;
 use super::foundation::Foundation;
+use crate::fairshare::FairGate;
 use crate::queue::{CompletionSink, JobConsumer};
 use crate::settings::Settings;
-use crate::worker::{self, KeySource, KeygenSlots, Priority, WorkerContext, housekeeping};
+use crate::worker::{self, KeySource, WorkerContext, housekeeping};
 
 /// What a worker consumes from and reports to.
 pub(super) struct WorkerQueue {
     pub completions: Arc<dyn CompletionSink>,
     pub jobs: Box<dyn JobConsumer>,
-    /// Batch chunks: served after `jobs` for keygen slots.
+    /// Batch chunks, dispatched a few at a time by the bulk dispatchers.
     pub bulk: Box<dyn JobConsumer>,
     pub dead_letters: Box<dyn JobConsumer>,
 }
@@ -24,17 +26,19 @@ pub(super) fn start(
     foundation: &Foundation,
     settings: &Settings,
     queue: WorkerQueue,
+    fair: &FairShare,
     stages: &Stages,
 ) -> Vec<JoinHandle<()>> {
     let workers = settings.workers();
-    let keygen_slots = KeygenSlots::new(workers);
+    let keygen_slots = FairGate::new(u32::try_from(workers).unwrap_or(u32::MAX));
     let keys = KeySource::new(settings.key_pool());
     let ctx = WorkerContext {
         pool: foundation.pool.clone(),
         keyring: foundation.keyring.clone(),
         completions: queue.completions,
         keygen_slots: keygen_slots.clone(),
-        priority: Priority::Interactive,
+        policies: fair.policies.clone(),
+        bulk_kick: fair.dispatch.clone(),
         keys: keys.clone(),
         shutdown: stages.stop_work.clone(),
     };

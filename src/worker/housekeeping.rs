@@ -4,12 +4,13 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{Pool, jobs};
+use crate::db::{Pool, jobs, tenant_limits};
 use crate::telemetry::ErrorChain;
 
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Deletes Idempotency-Key records past their retention, hourly, until shutdown.
+/// Deletes Idempotency-Key records past their retention, and hourly item counts older than a
+/// day, hourly, until shutdown.
 pub async fn prune_idempotency_keys(pool: Pool, ttl_hours: u32, stop: CancellationToken) {
     loop {
         if let Ok(client) = pool.get().await {
@@ -19,6 +20,9 @@ pub async fn prune_idempotency_keys(pool: Pool, ttl_hours: u32, stop: Cancellati
                 Err(e) => {
                     tracing::warn!(error = %ErrorChain(&e), "pruning Idempotency-Key records failed")
                 }
+            }
+            if let Err(e) = tenant_limits::prune_hourly_items(&**client).await {
+                tracing::warn!(error = %ErrorChain(&e), "pruning hourly item counts failed");
             }
         }
         tokio::select! {

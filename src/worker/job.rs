@@ -16,6 +16,7 @@ use crate::db::{DbError, batches, csrs, jobs};
 use crate::domain::{
     Completion, CreateChunk, CreateCsr, CreateJob, CsrId, CustomCsr, JobOutcome, KeyType, Owner,
 };
+use crate::fairshare::{Ask, Lane};
 use crate::metrics;
 use crate::queue::{JobDelivery, Settlement};
 use crate::telemetry::{ErrorChain, spawn_blocking_in_current_span};
@@ -25,10 +26,6 @@ use super::keys::KeySource;
 /// Transient database trouble is retried in place for this long before the chunk goes back
 /// to the queue (where the delivery limit eventually dead-letters it).
 const DB_RETRY_BUDGET: Duration = Duration::from_secs(60);
-
-/// The work one blocking task takes on: one RSA-2048 key (~20–100 ms), or this many P-256
-/// keys (~50 µs each), so a keygen slot is never held long and tasks stay cheap to spawn.
-const GROUP_WEIGHT: usize = 64;
 
 /// Why a chunk did not produce its rows (failures of single items are not errors: they are
 /// recorded, and their chunk-mates go on).
@@ -56,6 +53,12 @@ impl JobError {
 
 pub async fn handle(ctx: WorkerContext, delivery: JobDelivery) {
     let chunk = &delivery.chunk;
+    let bulk = chunk.jobs.iter().any(|j| j.batch.is_some());
+    if bulk {
+        // A chunk left the bulk queue: the dispatcher may put the next one there, ready for
+        // whichever worker frees a place first.
+        ctx.bulk_kick.kick();
+    }
     let span = tracing::info_span!(
         "create_chunk",
         chunk = %chunk.label(),
@@ -98,6 +101,10 @@ pub async fn handle(ctx: WorkerContext, delivery: JobDelivery) {
         };
         if let Err(e) = delivery.settle(settlement).await {
             tracing::warn!(error = %ErrorChain(e.as_ref()), ?settlement, "could not settle the chunk; it will be delivered again");
+        }
+        if bulk {
+            // The bulk queue has room for the next chunk.
+            ctx.bulk_kick.kick();
         }
     }
     .instrument(span)
@@ -229,11 +236,26 @@ fn created(csr_pem: Option<String>) -> JobOutcome {
     JobOutcome::Created { csr_pem }
 }
 
-/// Generates, signs and seals every job's key on the blocking pool, in groups of similar cost,
-/// at most `CSRD_WORKERS` groups at once. The result is in `todo`'s order.
+/// Generates, signs and seals every job's key on the blocking pool, in groups, each in a
+/// keygen slot granted by the fair scheduler to the group's tenant and charged with the time
+/// it took. The result is in `todo`'s order.
 async fn generate_all(ctx: &WorkerContext, todo: &[&CreateJob]) -> Result<Vec<Made>, JobError> {
-    let groups = group_by_cost(todo.iter().map(|j| j.request.key_type));
-    let tasks = groups.into_iter().map(|group| {
+    let tasks = fair_groups(todo).into_iter().map(|group| {
+        let first = todo[group[0]];
+        let ask = Ask {
+            tenant: first.owner.clone(),
+            lane: if first.batch.is_some() {
+                Lane::Bulk
+            } else {
+                Lane::Interactive
+            },
+            size: 1,
+            cost: group
+                .iter()
+                .map(|&i| f64::from(todo[i].request.key_type.cost()))
+                .sum(),
+            weight: ctx.policies.weight(&first.owner),
+        };
         let items: Vec<(CsrId, Owner, CreateCsr, chrono::DateTime<chrono::Utc>)> = group
             .iter()
             .map(|&i| {
@@ -242,9 +264,11 @@ async fn generate_all(ctx: &WorkerContext, todo: &[&CreateJob]) -> Result<Vec<Ma
             })
             .collect();
         async move {
-            let _slot = ctx.keygen_slots.acquire(ctx.priority).await;
+            let (tenant, estimate, weight) = (ask.tenant.clone(), ask.cost, ask.weight);
+            let _slot = ctx.keygen_slots.acquire(ask).await;
             let keyring = ctx.keyring.clone();
             let keys = ctx.keys.clone();
+            let started = Instant::now();
             let made = tracing::info_span!("keygen_and_sign", keys = items.len())
                 .in_scope(|| {
                     spawn_blocking_in_current_span(move || {
@@ -264,6 +288,10 @@ async fn generate_all(ctx: &WorkerContext, todo: &[&CreateJob]) -> Result<Vec<Ma
                 })
                 .await
                 .map_err(JobError::Panicked)?;
+            // Fair share is of the CPU: the tenant pays what its keys really took (an RSA
+            // prime search varies tenfold; a pooled key costs only its signature).
+            let actual = crate::fairshare::units(started.elapsed());
+            ctx.keygen_slots.correct(&tenant, actual - estimate, weight);
             Ok::<_, JobError>(group.into_iter().zip(made).collect::<Vec<_>>())
         }
     });
@@ -279,27 +307,27 @@ async fn generate_all(ctx: &WorkerContext, todo: &[&CreateJob]) -> Result<Vec<Ma
         .collect())
 }
 
-/// Indexes of `key_types` cut into groups of at most [`GROUP_WEIGHT`] (one RSA key weighs as
-/// much as a whole group).
-fn group_by_cost(key_types: impl Iterator<Item = KeyType>) -> Vec<Vec<usize>> {
+/// P-256 keys made in one blocking task at most, so a slot is never held long (about 5 ms).
+const GROUP_P256_KEYS: usize = 64;
+
+/// Indexes of `jobs` cut into groups for one blocking task each: one tenant and one lane per
+/// group (its slot is granted to, and charged to, that tenant), an RSA key alone (tens of
+/// milliseconds), P-256 keys up to [`GROUP_P256_KEYS`] together.
+fn fair_groups(jobs: &[&CreateJob]) -> Vec<Vec<usize>> {
     let mut groups = Vec::new();
-    let mut current = Vec::new();
-    let mut weight = 0;
-    for (i, key_type) in key_types.enumerate() {
-        let w = match key_type {
-            KeyType::Rsa2048 => GROUP_WEIGHT,
-            KeyType::P256v1 => 1,
-        };
-        if weight + w > GROUP_WEIGHT && !current.is_empty() {
-            groups.push(std::mem::take(&mut current));
-            weight = 0;
+    let mut open: HashMap<(&Owner, bool), Vec<usize>> = HashMap::new();
+    for (i, job) in jobs.iter().enumerate() {
+        if job.request.key_type != KeyType::P256v1 {
+            groups.push(vec![i]);
+            continue;
         }
-        current.push(i);
-        weight += w;
+        let group = open.entry((&job.owner, job.batch.is_some())).or_default();
+        group.push(i);
+        if group.len() == GROUP_P256_KEYS {
+            groups.push(std::mem::take(group));
+        }
     }
-    if !current.is_empty() {
-        groups.push(current);
-    }
+    groups.extend(open.into_values().filter(|g| !g.is_empty()));
     groups
 }
 
@@ -360,18 +388,46 @@ where
 mod tests {
     use super::*;
 
-    #[test]
-    fn rsa_keys_go_alone_and_p256_keys_in_groups() {
-        use KeyType::*;
-        let types = [P256v1, P256v1, Rsa2048, P256v1];
-        assert_eq!(
-            group_by_cost(types.into_iter()),
-            vec![vec![0, 1], vec![2], vec![3]]
+    fn job(owner: char, key_type: &str, batch: bool) -> CreateJob {
+        use crate::domain::{AccountId, NamePolicy, OwnerKind};
+        let body = format!(
+            r#"{{"common_name":"a.io","country":"US","state":"CA","locality":"SF",
+            "organization":"A","sans":["a.io"],"key_type":"{key_type}"}}"#
         );
-        let many = std::iter::repeat_n(P256v1, GROUP_WEIGHT + 1);
-        let groups = group_by_cost(many);
-        assert_eq!(groups.len(), 2);
-        assert_eq!(groups[0].len(), GROUP_WEIGHT);
-        assert!(group_by_cost(std::iter::empty()).is_empty());
+        let request =
+            CreateCsr::parse(body.as_bytes(), OwnerKind::Account, NamePolicy::Permissive).unwrap();
+        let owner = Owner::Account(AccountId::parse(&owner.to_string().repeat(32)).unwrap());
+        let mut job = CreateJob::new(owner, request, String::new());
+        if batch {
+            job.batch = Some(crate::domain::BatchSlot {
+                batch_id: uuid::Uuid::nil(),
+                index: 0,
+            });
+        }
+        job
+    }
+
+    #[test]
+    fn groups_hold_one_tenant_and_lane_rsa_keys_alone() {
+        let jobs = [
+            job('a', "p256v1", false),
+            job('b', "p256v1", false),
+            job('a', "rsa2048", false),
+            job('a', "p256v1", false),
+            job('a', "p256v1", true),
+        ];
+        let refs: Vec<&CreateJob> = jobs.iter().collect();
+        let mut groups = fair_groups(&refs);
+        groups.sort();
+        assert_eq!(groups, vec![vec![0, 3], vec![1], vec![2], vec![4]]);
+
+        let many: Vec<CreateJob> = (0..GROUP_P256_KEYS + 1)
+            .map(|_| job('a', "p256v1", false))
+            .collect();
+        let refs: Vec<&CreateJob> = many.iter().collect();
+        let mut sizes: Vec<usize> = fair_groups(&refs).iter().map(Vec::len).collect();
+        sizes.sort();
+        assert_eq!(sizes, [1, GROUP_P256_KEYS]);
+        assert!(fair_groups(&[]).is_empty());
     }
 }

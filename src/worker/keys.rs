@@ -10,8 +10,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::slots::KeygenSlots;
 use tokio_util::sync::CancellationToken;
+
+use crate::fairshare::FairGate;
 
 use crate::crypto::{KeygenError, PrivateKey, generate_key};
 use crate::domain::KeyType;
@@ -124,14 +125,14 @@ impl KeySource {
     }
 
     /// Keeps the pools full until shutdown, at a lower priority than live jobs: a step runs
-    /// only in a keygen slot nobody is waiting for (`try_acquire` never jumps the queue of
+    /// only in a keygen slot nobody is waiting for (`try_acquire_idle` never jumps the queue of
     /// jobs waiting for a slot), one slot at a time.
-    pub async fn refill(self: Arc<Self>, keygen_slots: KeygenSlots, stop: CancellationToken) {
+    pub async fn refill(self: Arc<Self>, keygen_slots: FairGate, stop: CancellationToken) {
         if self.rsa2048.capacity == 0 && self.p256.capacity == 0 {
             return;
         }
         while !stop.is_cancelled() {
-            let worked = match keygen_slots.try_acquire() {
+            let worked = match keygen_slots.try_acquire_idle(1) {
                 Some(permit) => {
                     let this = self.clone();
                     tokio::task::spawn_blocking(move || {
@@ -195,10 +196,18 @@ mod tests {
             rsa2048: 1,
             p256: 2,
         });
-        let slots = KeygenSlots::new(1);
+        let slots = FairGate::new(1);
         let stop = CancellationToken::new();
         let held = slots
-            .acquire(super::super::slots::Priority::Interactive)
+            .acquire(crate::fairshare::Ask {
+                tenant: crate::domain::Owner::Account(
+                    crate::domain::AccountId::parse(&"a".repeat(32)).unwrap(),
+                ),
+                lane: crate::fairshare::Lane::Interactive,
+                size: 1,
+                cost: 1.0,
+                weight: 1.0,
+            })
             .await;
         let refiller = tokio::spawn(keys.clone().refill(slots.clone(), stop.clone()));
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -8,7 +8,6 @@ pub mod dead;
 pub mod housekeeping;
 pub mod job;
 pub mod keys;
-pub mod slots;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,10 +19,10 @@ use tokio_util::task::TaskTracker;
 use crate::crypto::Keyring;
 use crate::db::Pool;
 use crate::domain::{Completion, CreateChunk};
+use crate::fairshare::{FairGate, Kick, Policies};
 use crate::queue::{CompletionSink, JobConsumer, JobDelivery, PublishError};
 
 pub use keys::{KeyPoolSizes, KeySource};
-pub use slots::{KeygenSlots, Priority};
 
 /// How long a stopping worker lets in-flight jobs finish before it closes its channels
 /// (unacked jobs then return to the queue for another worker).
@@ -35,10 +34,13 @@ pub struct WorkerContext {
     pub keyring: Arc<Keyring>,
     pub completions: Arc<dyn CompletionSink>,
     /// Bounds concurrent key generation to `CSRD_WORKERS`, whatever the prefetch, and hands
-    /// the slots to single creates before batch items.
-    pub keygen_slots: KeygenSlots,
-    /// Whose slots this context's jobs ask for: the lane they came from.
-    pub priority: Priority,
+    /// the slots out by fair share between tenants (by weight, charged in measured keygen
+    /// time), a tenant's single creates before its batch items.
+    pub keygen_slots: FairGate,
+    /// Tenants' weights.
+    pub policies: Policies,
+    /// Wakes this process's bulk dispatcher once a batch chunk is settled.
+    pub bulk_kick: Kick,
     /// Pre-generated keys, or fresh ones.
     pub keys: Arc<KeySource>,
     pub shutdown: CancellationToken,
@@ -105,13 +107,9 @@ pub async fn run(
     dead: Box<dyn JobConsumer>,
 ) {
     let tracker = TaskTracker::new();
-    let bulk_ctx = WorkerContext {
-        priority: Priority::Bulk,
-        ..ctx.clone()
-    };
     let (jobs, bulk, dead) = tokio::join!(
         consume(jobs, &ctx, &tracker, job::handle),
-        consume(bulk, &bulk_ctx, &tracker, job::handle),
+        consume(bulk, &ctx, &tracker, job::handle),
         consume(dead, &ctx, &tracker, dead::handle),
     );
     tracker.close();

@@ -82,8 +82,9 @@ impl Harness {
             pool: self.pool.clone(),
             keyring: self.keyring.clone(),
             completions: Arc::new(self.queue.clone()),
-            keygen_slots: csrd::worker::KeygenSlots::new(1),
-            priority: csrd::worker::Priority::Interactive,
+            keygen_slots: csrd::fairshare::FairGate::new(1),
+            policies: csrd::fairshare::Policies::new(Default::default()),
+            bulk_kick: csrd::fairshare::Kick::default(),
             keys: KeySource::new(KeyPoolSizes::default()),
             shutdown: CancellationToken::new(),
         };

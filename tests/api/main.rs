@@ -15,6 +15,7 @@ mod create_service;
 mod csr_check;
 mod custody;
 mod delivery;
+mod fairshare;
 mod keys_verify;
 mod limits;
 mod metrics;

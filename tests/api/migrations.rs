@@ -4,7 +4,7 @@
 use csrd::db::{build_pool, migrate};
 use csrd_test_support::*;
 
-const ALL: [&str; 9] = [
+const ALL: [&str; 10] = [
     "V1__init",
     "V2__list_indexes",
     "V3__tenant_counts",
@@ -14,6 +14,7 @@ const ALL: [&str; 9] = [
     "V7__batches",
     "V8__kek_usage",
     "V9__audit_log",
+    "V10__fair_share",
 ];
 
 async fn database() -> Isolation {

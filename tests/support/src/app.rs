@@ -355,8 +355,8 @@ impl TestApp {
 }
 
 /// Teardown: give the app a moment to finish what is queued, stop it gracefully and wait for
-/// it, then check that no job was left in its queues — a job left behind is an accepted create
-/// nobody finished.
+/// it, then check that no job was left in its queues, and no batch chunk undispatched in
+/// Postgres — either is an accepted create nobody finished.
 impl Drop for TestApp {
     fn drop(&mut self) {
         let Some(runtime) = self.runtime.take() else {
@@ -365,16 +365,21 @@ impl Drop for TestApp {
         let running = self.running.take();
         let memory_queue = self.memory_queue.take();
         let topology = self.iso.uses_broker.then(|| self.iso.topology());
+        let database_url = self.iso.database_url.clone();
         let outstanding = move || {
             let queue = memory_queue.clone();
             let topology = topology.clone();
+            let database_url = database_url.clone();
             async move {
+                let undispatched = undispatched_chunks(&database_url).await;
                 if let Some(queue) = queue {
-                    return queue.outstanding();
+                    return queue.outstanding() + undispatched;
                 }
-                let Some(topology) = topology else { return 0 };
+                let Some(topology) = topology else {
+                    return undispatched;
+                };
                 let (jobs, dead) = crate::broker::queued(&topology).await;
-                (jobs + dead) as usize
+                (jobs + dead) as usize + undispatched
             }
         };
         // Another thread: this one may be inside the test's runtime, where blocking on the
@@ -397,11 +402,30 @@ impl Drop for TestApp {
         match left {
             Ok(0) => {}
             Ok(n) if !std::thread::panicking() => {
-                panic!("teardown: {n} job(s) left in the queues after the app stopped")
+                panic!(
+                    "teardown: {n} job(s) or batch chunk(s) left in the queues or undispatched after the app stopped"
+                )
             }
             Ok(_) => {}
             Err(_) if !std::thread::panicking() => panic!("teardown failed"),
             Err(_) => {}
         }
     }
+}
+
+/// Batch chunks stored and not yet handed to the broker (0 when the table is not there).
+async fn undispatched_chunks(database_url: &str) -> usize {
+    let Ok(pool) = build_pool(database_url, 1, "csrd-tests-teardown") else {
+        return 0;
+    };
+    let Ok(client) = pool.get().await else {
+        return 0;
+    };
+    client
+        .query_one(
+            "SELECT count(*) FROM batch_chunks WHERE dispatched_at IS NULL",
+            &[],
+        )
+        .await
+        .map_or(0, |row| usize::try_from(row.get::<_, i64>(0)).unwrap_or(0))
 }

@@ -1,6 +1,8 @@
 //! Command-line interface. Subcommand names, flags and output lines are contracts that scripts,
 //! the compose file and operators rely on (README, "Commands"): change them only deliberately.
 
+mod tenant;
+
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
@@ -53,8 +55,11 @@ pub enum Command {
     /// Create a CSR for every line of a JSONL or CSV file through the API, resumably.
     Batch(BatchArgs),
     /// Read the audit log, oldest first: creates, deletes, batch submissions, refused callers,
-    /// token, user and KEK operations.
+    /// token, user, KEK and tenant-limit operations.
     Audit(AuditArgs),
+    /// Manage per-tenant limits and fair-share weights.
+    #[command(subcommand)]
+    Tenant(tenant::TenantCommand),
 }
 
 /// `--account ID | --zone ID`: one tenant's records only.
@@ -496,6 +501,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Keys(KeysCommand::Verify(args)) => keys_verify(args).await,
         Command::Audit(args) => audit(args).await,
+        Command::Tenant(command) => tenant::run(command).await,
         Command::Bench(BenchCommand::Keygen {
             key_type,
             seconds,

@@ -1,0 +1,227 @@
+//! The per-tenant request rate, one for all ingress processes.
+//!
+//! Each tenant has one token bucket, in Postgres (`rate_buckets`). An ingress does not ask
+//! Postgres per request: it leases a slice of the bucket (a tenth of a second's worth at the
+//! tenant's rate) and spends it locally, leasing the next slice in the background when half is
+//! gone. So a tenant spreading its requests over several ingresses draws from one bucket, and
+//! Postgres sees a few leases per second per busy tenant and ingress. What a replica holds
+//! unspent is lost when it goes idle: at most a tenth of a second's worth each.
+//!
+//! When Postgres does not answer a lease within [`LEASE_TIMEOUT`] (down, or slow), the ingress
+//! falls back to a bucket of its own at the tenant's full rate: the limit then holds per
+//! ingress instead of across them (N replicas allow N times the rate) until Postgres answers
+//! again. Requests are never refused because Postgres is slow.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::TenantPolicy;
+use crate::db::{DbError, Pool, tenant_limits};
+use crate::domain::Owner;
+use crate::telemetry::ErrorChain;
+
+/// How long a request waits for a lease before its ingress uses its own bucket instead.
+pub const LEASE_TIMEOUT: Duration = Duration::from_millis(250);
+/// After a failed lease, how long an ingress counts on its own before asking Postgres again.
+const FALLBACK_FOR: Duration = Duration::from_secs(1);
+/// A lease is this much of a second's worth of the tenant's rate.
+const LEASE_SECONDS: f64 = 0.1;
+/// Tenants remembered by one ingress before idle ones are forgotten.
+const REMEMBERED: usize = 10_000;
+
+#[derive(Default)]
+struct Local {
+    /// Leased and not spent yet.
+    tokens: f64,
+    /// The (rate, burst) the tokens were leased under: a changed policy (an operator's
+    /// override) drops them, so it applies at once.
+    leased_under: Option<(f64, f64)>,
+    /// A lease is on its way in the background; `prefetched` wakes those waiting for it.
+    prefetching: bool,
+    prefetched: Arc<tokio::sync::Notify>,
+    /// The shared bucket was found empty: no lease before then.
+    empty_until: Option<Instant>,
+    /// This ingress's own bucket, used while Postgres does not answer: (tokens, when).
+    fallback: Option<(f64, Instant)>,
+    /// After a lease failed: this ingress's own bucket only, until then.
+    fallback_until: Option<Instant>,
+    used_at: Option<Instant>,
+}
+
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct SharedRate {
+    pool: Pool,
+    tenants: Arc<Mutex<HashMap<Owner, Arc<tokio::sync::Mutex<Local>>>>>,
+}
+
+fn lease_size(policy: &TenantPolicy) -> f64 {
+    (policy.rate * LEASE_SECONDS).clamp(1.0, (policy.burst / 2.0).max(1.0))
+}
+
+impl SharedRate {
+    pub fn new(pool: Pool) -> Self {
+        Self {
+            pool,
+            tenants: Arc::default(),
+        }
+    }
+
+    fn local(&self, owner: &Owner) -> Arc<tokio::sync::Mutex<Local>> {
+        let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        if tenants.len() >= REMEMBERED && !tenants.contains_key(owner) {
+            let now = Instant::now();
+            tenants.retain(|_, l| {
+                l.try_lock().map_or(true, |l| {
+                    l.used_at
+                        .is_some_and(|at| now.duration_since(at) < Duration::from_secs(60))
+                })
+            });
+        }
+        tenants.entry(owner.clone()).or_default().clone()
+    }
+
+    /// Takes `cost` requests from `owner`'s rate, or says how long until it has them.
+    pub async fn take(
+        &self,
+        owner: &Owner,
+        cost: f64,
+        policy: &TenantPolicy,
+    ) -> Result<(), Duration> {
+        if policy.rate <= 0.0 {
+            return Ok(());
+        }
+        let slot = self.local(owner);
+        // One request of a tenant at a time leases; the tenant's others wait for that lease
+        // rather than each asking Postgres.
+        let mut local = slot.lock().await;
+        if local.prefetching && local.tokens < cost {
+            // The next slice is on its way: wait for it rather than lease beside it (two
+            // leases racing for the last tokens would refuse a request the tenant can afford).
+            let prefetched = local.prefetched.clone();
+            let arrived = prefetched.notified();
+            drop(local);
+            let _ = tokio::time::timeout(LEASE_TIMEOUT, arrived).await;
+            local = slot.lock().await;
+        }
+        let now = Instant::now();
+        local.used_at = Some(now);
+        if local.leased_under != Some((policy.rate, policy.burst)) {
+            *local = Local {
+                leased_under: Some((policy.rate, policy.burst)),
+                used_at: Some(now),
+                prefetching: local.prefetching,
+                prefetched: local.prefetched.clone(),
+                ..Local::default()
+            };
+        }
+        if local.tokens >= cost {
+            local.tokens -= cost;
+            self.prefetch_if_low(&mut local, &slot, owner, policy);
+            return Ok(());
+        }
+        if local.fallback_until.is_some_and(|until| until > now) {
+            return take_fallback(&mut local, cost, policy, now);
+        }
+        if let Some(until) = local.empty_until.filter(|until| *until > now) {
+            return Err(until - now);
+        }
+        let want = lease_size(policy) + cost - local.tokens;
+        let leased =
+            tokio::time::timeout(LEASE_TIMEOUT, lease(&self.pool, owner, want, policy)).await;
+        match leased {
+            Ok(Ok((granted, remaining))) => {
+                local.fallback = None;
+                local.fallback_until = None;
+                local.tokens += granted;
+                if local.tokens >= cost {
+                    local.tokens -= cost;
+                    return Ok(());
+                }
+                // Empty: the next token arrives in the shared bucket after this long.
+                let wait = Duration::from_secs_f64(
+                    ((cost - local.tokens - remaining).max(0.0) / policy.rate).max(0.001),
+                );
+                local.empty_until = Some(now + wait);
+                Err(wait)
+            }
+            Ok(Err(e)) => {
+                warn_fallback(&ErrorChain(&e).to_string());
+                local.fallback_until = Some(now + FALLBACK_FOR);
+                take_fallback(&mut local, cost, policy, now)
+            }
+            Err(_) => {
+                warn_fallback("no lease within 250 ms");
+                local.fallback_until = Some(now + FALLBACK_FOR);
+                take_fallback(&mut local, cost, policy, now)
+            }
+        }
+    }
+
+    /// Leases the next slice in the background once half of the last one is spent.
+    fn prefetch_if_low(
+        &self,
+        local: &mut Local,
+        slot: &Arc<tokio::sync::Mutex<Local>>,
+        owner: &Owner,
+        policy: &TenantPolicy,
+    ) {
+        let size = lease_size(policy);
+        if local.prefetching || local.fallback.is_some() || local.tokens >= size / 2.0 {
+            return;
+        }
+        local.prefetching = true;
+        let (pool, slot, owner, policy) = (self.pool.clone(), slot.clone(), owner.clone(), *policy);
+        tokio::spawn(async move {
+            let leased =
+                tokio::time::timeout(LEASE_TIMEOUT, lease(&pool, &owner, size, &policy)).await;
+            let mut local = slot.lock().await;
+            local.prefetching = false;
+            if let Ok(Ok((granted, _))) = leased {
+                local.tokens += granted;
+            }
+            local.prefetched.notify_waiters();
+        });
+    }
+}
+
+async fn lease(
+    pool: &Pool,
+    owner: &Owner,
+    want: f64,
+    policy: &TenantPolicy,
+) -> Result<(f64, f64), DbError> {
+    let client = pool.get().await?;
+    tenant_limits::lease_tokens(&**client, owner, want, policy.rate, policy.burst).await
+}
+
+/// This ingress's own bucket, at the tenant's full rate (Postgres is not answering).
+fn take_fallback(
+    local: &mut Local,
+    cost: f64,
+    policy: &TenantPolicy,
+    now: Instant,
+) -> Result<(), Duration> {
+    let (tokens, at) = local.fallback.get_or_insert((policy.burst, now));
+    *tokens = (*tokens + policy.rate * now.duration_since(*at).as_secs_f64()).min(policy.burst);
+    *at = now;
+    if *tokens < cost {
+        return Err(Duration::from_secs_f64((cost - *tokens) / policy.rate));
+    }
+    *tokens -= cost;
+    Ok(())
+}
+
+fn warn_fallback(why: &str) {
+    static FALLBACK: crate::log_throttle::LogThrottle = crate::log_throttle::LogThrottle::new();
+    if let Some(left_out) = FALLBACK.allow() {
+        tracing::warn!(
+            reason = why,
+            left_out,
+            "rate limit: Postgres did not lease tokens; this ingress limits the tenant on its own until it does"
+        );
+    }
+}
