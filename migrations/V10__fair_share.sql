@@ -76,16 +76,23 @@ CREATE TABLE batch_chunks (
     batch_created_at timestamptz NOT NULL,
     -- Index of the chunk's first item in its batch; its items follow in order.
     first_index      integer     NOT NULL,
+    item_count       integer     NOT NULL CHECK (item_count > 0),
     -- Sum of its items' cost units (P-256 1, RSA-2048 256).
     cost             integer     NOT NULL CHECK (cost > 0),
     -- The validated create bodies (public request data only), a JSON array.
     items            bytea       NOT NULL,
+    -- Handed to the broker (after its confirm), and settled by a worker (every item made or
+    -- failed). A batch's chunks are deleted once the batch is finished.
     dispatched_at    timestamptz,
+    settled_at       timestamptz,
     PRIMARY KEY (batch_id, seq)
 );
 -- Each tenant's next chunk: its oldest batch first, in order.
 CREATE INDEX batch_chunks_waiting ON batch_chunks
     (owner_kind, owner_id, batch_created_at, batch_id, seq) WHERE dispatched_at IS NULL;
+-- Each tenant's chunks with the workers (dispatched, not settled).
+CREATE INDEX batch_chunks_in_flight ON batch_chunks (owner_kind, owner_id)
+    WHERE dispatched_at IS NOT NULL AND settled_at IS NULL;
 
 CREATE TABLE bulk_shares (
     owner_kind text             NOT NULL,
@@ -103,16 +110,41 @@ INSERT INTO bulk_clock (only_row, now) VALUES (true, 0);
 -- What a tenant has outstanding (items accepted, not yet settled), at each submission.
 CREATE INDEX batches_unfinished ON batches (owner_kind, owner_id) WHERE finished_at IS NULL;
 
--- Batches accepted by an earlier release whose chunks the broker never confirmed: stored as
--- chunks of 64 items, to be dispatched like any other. (Confirmed ones are in the broker.)
-INSERT INTO batch_chunks (batch_id, seq, owner_kind, owner_id, batch_created_at, first_index,
-                          cost, items)
-SELECT b.id, (e.n - 1) / 64, b.owner_kind, b.owner_id, b.created_at, min(e.n - 1),
-       sum(CASE WHEN e.item ->> 'key_type' = 'rsa2048' THEN 256 ELSE 1 END),
-       convert_to(jsonb_agg(e.item ORDER BY e.n)::text, 'UTF8')
-FROM batches b,
-     jsonb_array_elements(convert_from(b.items, 'UTF8')::jsonb) WITH ORDINALITY AS e (item, n)
-WHERE b.published_at IS NULL AND b.items IS NOT NULL
-GROUP BY b.id, (e.n - 1) / 64, b.owner_kind, b.owner_id, b.created_at;
+-- Batches accepted by an earlier release whose chunks the broker never confirmed (or accepted
+-- during a rolling upgrade by a process of that release, which stores its items in
+-- `batches.items` and leaves `published_at` NULL until it has published them): stored as
+-- chunks of 64 items, to be dispatched like any other. The dispatchers call this every 30 s;
+-- a batch its own (old) process publishes meanwhile is made once all the same (the workers
+-- skip items that exist).
+CREATE FUNCTION csrd_adopt_legacy_batches(older_than interval) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    adopted bigint;
+BEGIN
+    WITH legacy AS (
+        SELECT id FROM batches
+        WHERE published_at IS NULL AND items IS NOT NULL AND created_at < now() - older_than
+        FOR UPDATE SKIP LOCKED
+    ), chunks AS (
+        INSERT INTO batch_chunks (batch_id, seq, owner_kind, owner_id, batch_created_at,
+                                  first_index, item_count, cost, items)
+        SELECT b.id, (e.n - 1) / 64, b.owner_kind, b.owner_id, b.created_at, min(e.n - 1),
+               count(*), sum(CASE WHEN e.item ->> 'key_type' = 'rsa2048' THEN 256 ELSE 1 END),
+               convert_to(jsonb_agg(e.item ORDER BY e.n)::text, 'UTF8')
+        FROM batches b
+        JOIN legacy l ON l.id = b.id,
+             jsonb_array_elements(convert_from(b.items, 'UTF8')::jsonb) WITH ORDINALITY AS e (item, n)
+        GROUP BY b.id, (e.n - 1) / 64, b.owner_kind, b.owner_id, b.created_at
+        ON CONFLICT DO NOTHING
+    )
+    UPDATE batches SET published_at = now(), items = NULL
+    WHERE id IN (SELECT id FROM legacy);
+    GET DIAGNOSTICS adopted = ROW_COUNT;
+    RETURN adopted;
+END
+$$;
+
+SELECT csrd_adopt_legacy_batches(interval '0 seconds');
+-- Confirmed ones are in the broker already.
 UPDATE batches SET published_at = now() WHERE published_at IS NULL;
 DROP INDEX batches_unpublished;

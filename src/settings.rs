@@ -89,10 +89,12 @@ pub struct Settings {
     /// tenant's waiting creates.
     #[arg(long, env = "CSRD_WORKER_PREFETCH", default_value_t = 32)]
     pub worker_prefetch: u16,
-    /// Batch chunks a worker process holds unacknowledged. Few: the bulk queue is kept short
-    /// so that batches of different tenants interleave, and a stopping worker hands them back.
-    #[arg(long, env = "CSRD_WORKER_BULK_PREFETCH", default_value_t = 2)]
-    pub worker_bulk_prefetch: u16,
+    /// Batch chunks a worker process holds unacknowledged (default: CSRD_WORKERS, at least
+    /// 2). Few: the bulk lane is kept short so that batches of different tenants interleave,
+    /// and a stopping worker hands them back; enough to keep every keygen slot busy (a chunk
+    /// of RSA-2048 items holds 2 keys).
+    #[arg(long, env = "CSRD_WORKER_BULK_PREFETCH")]
+    pub worker_bulk_prefetch: Option<u16>,
     /// RSA-2048 keys each worker keeps generated ahead of time (0 disables the pool).
     #[arg(long, env = "CSRD_KEY_POOL_RSA2048", default_value_t = 32)]
     pub key_pool_rsa2048: usize,
@@ -205,6 +207,12 @@ impl Settings {
         self.workers
             .filter(|n| *n > 0)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+
+    pub fn worker_bulk_prefetch(&self) -> u16 {
+        self.worker_bulk_prefetch
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| u16::try_from(self.workers()).unwrap_or(u16::MAX).max(2))
     }
 
     pub fn create_wait(&self) -> Duration {

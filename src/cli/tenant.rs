@@ -84,8 +84,8 @@ impl SetArgs {
         if !finite_and(changes.weight, |w| w > 0.0) {
             bail!("--weight must be a number above 0");
         }
-        if !finite_and(changes.rate, |r| r >= 0.0) {
-            bail!("--rate must be a number from 0 (0: unlimited)");
+        if !finite_and(changes.rate, |r| r == 0.0 || r >= 0.001) {
+            bail!("--rate must be 0 (unlimited) or at least 0.001 requests a second");
         }
         if !finite_and(changes.burst, |b| b >= 1.0) {
             bail!("--burst must be a number from 1");

@@ -62,6 +62,8 @@ pub async fn insert(
     let total =
         i32::try_from(batch.requests.len()).map_err(|_| DbError::Corrupt("batch size".into()))?;
     let tx = client.transaction().await?;
+    // Waiting its turn longer than this is a 503 (retry), not a pooled connection held on.
+    tx.batch_execute("SET LOCAL lock_timeout = '10s'").await?;
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended('csrd.batches:' || $1 || ':' || $2, 0))",
         &[&kind, &owner_id],
@@ -125,6 +127,7 @@ pub async fn insert(
             Ok(super::bulk::NewChunk {
                 seq: int(seq)?,
                 first_index: int(span.first)?,
+                item_count: int(span.len)?,
                 cost: i32::try_from(span.cost).map_err(|_| DbError::Corrupt("chunk".into()))?,
                 items,
             })
@@ -154,7 +157,8 @@ async fn earlier(
 }
 
 /// Adds settled items to their batches' counts (`(batch, created, failed)`), finishing a batch
-/// whose items are all settled. Called in the transaction that settled them.
+/// whose items are all settled (its stored chunks are then of no more use: deleted). Called in
+/// the transaction that settled them.
 pub async fn record_progress(
     client: &impl GenericClient,
     progress: &[(BatchId, i32, i32)],
@@ -162,9 +166,14 @@ pub async fn record_progress(
     for (id, created, failed) in progress {
         client
             .execute(
-                "UPDATE batches SET done = done + $2, failed = failed + $3,
-                     finished_at = CASE WHEN done + $2 + failed + $3 >= total THEN now() END
-                 WHERE id = $1",
+                "WITH progress AS (
+                     UPDATE batches SET done = done + $2, failed = failed + $3,
+                         finished_at = CASE WHEN done + $2 + failed + $3 >= total THEN now() END
+                     WHERE id = $1
+                     RETURNING finished_at
+                 )
+                 DELETE FROM batch_chunks
+                 WHERE batch_id = $1 AND EXISTS (SELECT 1 FROM progress WHERE finished_at IS NOT NULL)",
                 &[&id.0, created, failed],
             )
             .await?;

@@ -38,12 +38,13 @@ impl DbError {
                         let code = db.code().code();
                         // 08: connection exception; 57P01-57P03: the server is shutting down,
                         // crashed or starting; 53: out of resources; 40001/40P01: retryable
-                        // conflicts.
+                        // conflicts; 55P03: a lock not had within lock_timeout.
                         code.starts_with("08")
                             || code.starts_with("57P0")
                             || code.starts_with("53")
                             || code == "40001"
                             || code == "40P01"
+                            || code == "55P03"
                     })
             }
             _ => false,
@@ -57,8 +58,10 @@ pub fn build_pool(url: &str, max_size: usize, application_name: &str) -> Result<
     let mut cfg = url.config;
     cfg.application_name(application_name);
     cfg.connect_timeout(Duration::from_secs(5));
-    // A runaway statement must not hold a pooled connection for ever.
-    cfg.options("-c statement_timeout=15000");
+    // A runaway statement must not hold a pooled connection for ever. No JIT: csrd's queries
+    // are short, and a plan whose cost is overestimated (a table never analysed yet) would
+    // spend a quarter of a second compiling it (measured on the bulk dispatcher's query).
+    cfg.options("-c statement_timeout=15000 -c jit=off");
     let manager = Manager::from_config(
         cfg,
         tls,

@@ -117,8 +117,8 @@ pub async fn clear(client: &impl GenericClient, owner: &Owner) -> Result<bool, D
     Ok(n > 0)
 }
 
-/// Counts `items` against `owner`'s quota for the current clock hour: `true` when they fit
-/// (and are now counted), `false` when they would go over (nothing counted).
+/// Counts `items` against `owner`'s quota for the current clock hour (UTC): `true` when they
+/// fit (and are now counted), `false` when they would go over (nothing counted).
 pub async fn count_hourly_items(
     client: &impl GenericClient,
     owner: &Owner,
@@ -128,7 +128,8 @@ pub async fn count_hourly_items(
     let counted = client
         .query_opt(
             "INSERT INTO tenant_hourly_items AS t (owner_kind, owner_id, hour, items)
-             SELECT $1::text, $2::text, date_trunc('hour', now()), $3::int8 WHERE $3::int8 <= $4::int8
+             SELECT $1::text, $2::text, date_trunc('hour', now(), 'UTC'), $3::int8
+             WHERE $3::int8 <= $4::int8
              ON CONFLICT (owner_kind, owner_id, hour) DO UPDATE SET items = t.items + excluded.items
              WHERE t.items + excluded.items <= $4::int8
              RETURNING items",
@@ -136,6 +137,22 @@ pub async fn count_hourly_items(
         )
         .await?;
     Ok(counted.is_some())
+}
+
+/// Takes back `items` counted this hour (a create that queued nothing after all).
+pub async fn uncount_hourly_items(
+    client: &impl GenericClient,
+    owner: &Owner,
+    items: i64,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            "UPDATE tenant_hourly_items SET items = greatest(items - $3, 0)
+             WHERE owner_kind = $1 AND owner_id = $2 AND hour = date_trunc('hour', now(), 'UTC')",
+            &[&owner.kind().as_str(), &owner.id(), &items],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Forgets hourly counts older than a day.

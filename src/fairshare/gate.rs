@@ -41,10 +41,17 @@ struct Waiter {
     tx: oneshot::Sender<Permit>,
 }
 
+/// A tenant's single creates go first, but never more than this many in a row while its
+/// batch items wait: the tenant's own flood of single creates slows its batch, and cannot stop
+/// it (a stopped batch would hold its chunks in the workers' bulk prefetch for ever).
+const INTERACTIVE_STREAK: u32 = 4;
+
 struct Line {
     weight: f64,
     interactive: VecDeque<Waiter>,
     bulk: VecDeque<Waiter>,
+    /// Interactive grants since the last bulk one.
+    streak: u32,
 }
 
 impl Line {
@@ -53,26 +60,45 @@ impl Line {
             weight,
             interactive: VecDeque::new(),
             bulk: VecDeque::new(),
+            streak: 0,
         }
     }
 
-    /// The next waiter still waiting; waiters that gave up are dropped on the way.
-    fn head(&mut self) -> Option<&Waiter> {
+    /// The lane the next grant comes from, waiters that gave up dropped on the way.
+    fn next_lane(&mut self) -> Option<Lane> {
         for lane in [&mut self.interactive, &mut self.bulk] {
             while lane.front().is_some_and(|w| w.tx.is_closed()) {
                 lane.pop_front();
             }
-            if let Some(w) = lane.front() {
-                return Some(w);
-            }
         }
-        None
+        match (self.interactive.is_empty(), self.bulk.is_empty()) {
+            (true, true) => None,
+            (false, true) => Some(Lane::Interactive),
+            (true, false) => Some(Lane::Bulk),
+            (false, false) if self.streak < INTERACTIVE_STREAK => Some(Lane::Interactive),
+            (false, false) => Some(Lane::Bulk),
+        }
+    }
+
+    /// The next waiter still waiting.
+    fn head(&mut self) -> Option<&Waiter> {
+        match self.next_lane()? {
+            Lane::Interactive => self.interactive.front(),
+            Lane::Bulk => self.bulk.front(),
+        }
     }
 
     fn pop(&mut self) -> Option<Waiter> {
-        self.interactive
-            .pop_front()
-            .or_else(|| self.bulk.pop_front())
+        match self.next_lane()? {
+            Lane::Interactive => {
+                self.streak += 1;
+                self.interactive.pop_front()
+            }
+            Lane::Bulk => {
+                self.streak = 0;
+                self.bulk.pop_front()
+            }
+        }
     }
 
     fn len(&self) -> usize {
@@ -83,6 +109,8 @@ impl Line {
 struct State {
     /// Capacity not held (below zero while newcomers overdraw it).
     free: i64,
+    /// An ask larger than the whole capacity takes all of it (it would never fit otherwise).
+    capacity: u32,
     /// A tenant holding nothing is granted at once, even beyond the capacity (the ingress:
     /// a light tenant never waits behind a heavy one's backlog; the overdraft is at most one
     /// ask per tenant).
@@ -206,6 +234,7 @@ impl FairGate {
         Self {
             state: Arc::new(Mutex::new(State {
                 free: i64::from(capacity.max(1)),
+                capacity: capacity.max(1),
                 newcomers_overdraw,
                 clock: VirtualClock::default(),
                 lines: HashMap::new(),
@@ -220,10 +249,11 @@ impl FairGate {
     }
 
     /// Waits for the capacity `ask` needs; cancel-safe (a dropped waiter is skipped).
-    pub async fn acquire(&self, ask: Ask) -> Permit {
+    pub async fn acquire(&self, mut ask: Ask) -> Permit {
         loop {
             let rx = {
                 let mut state = self.lock();
+                ask.size = ask.size.min(state.capacity);
                 let at_once = (state.lines.is_empty() && i64::from(ask.size) <= state.free)
                     || (state.newcomers_overdraw && state.holds_nothing(&ask.tenant));
                 if at_once {
@@ -375,6 +405,33 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(order.lock().unwrap()[0], 'i');
+    }
+
+    #[tokio::test]
+    async fn a_tenants_own_single_creates_slow_its_batch_but_never_stop_it() {
+        let gate = FairGate::new(1);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let held = gate.acquire(ask('a', Lane::Bulk, 1.0)).await;
+        let mut tasks = spawn_asks(&gate, &order, 'b', Lane::Bulk, 1.0, 3);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for _ in 0..20 {
+            let (gate, order) = (gate.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let _p = gate.acquire(ask('b', Lane::Interactive, 1.0)).await;
+                order.lock().unwrap().push('i');
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(held);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let order = order.lock().unwrap().clone();
+        let first_batch_item = order.iter().position(|t| *t == 'b').unwrap();
+        assert_eq!(
+            first_batch_item, INTERACTIVE_STREAK as usize,
+            "singles first, but not all of them: {order:?}"
+        );
     }
 
     #[tokio::test]

@@ -44,10 +44,13 @@ struct Local {
     prefetched: Arc<tokio::sync::Notify>,
     /// The shared bucket was found empty: no lease before then.
     empty_until: Option<Instant>,
-    /// This ingress's own bucket, used while Postgres does not answer: (tokens, when).
-    fallback: Option<(f64, Instant)>,
-    /// After a lease failed: this ingress's own bucket only, until then.
-    fallback_until: Option<Instant>,
+    /// Postgres did not lease: this ingress counts on its own bucket, and asks Postgres again
+    /// in the background from `probe_after` on.
+    fallback: bool,
+    probe_after: Option<Instant>,
+    /// This ingress's own bucket: (tokens, when). It holds at most one lease's worth, so a
+    /// brownout hands no tenant a burst on every ingress.
+    own_bucket: Option<(f64, Instant)>,
     used_at: Option<Instant>,
 }
 
@@ -120,11 +123,16 @@ impl SharedRate {
         }
         if local.tokens >= cost {
             local.tokens -= cost;
-            self.prefetch_if_low(&mut local, &slot, owner, policy);
+            if local.tokens < lease_size(policy) / 2.0 {
+                self.lease_in_background(&mut local, &slot, owner, policy);
+            }
             return Ok(());
         }
-        if local.fallback_until.is_some_and(|until| until > now) {
-            return take_fallback(&mut local, cost, policy, now);
+        if local.fallback {
+            if local.probe_after.is_none_or(|at| at <= now) {
+                self.lease_in_background(&mut local, &slot, owner, policy);
+            }
+            return take_own(&mut local, cost, policy, now);
         }
         if let Some(until) = local.empty_until.filter(|until| *until > now) {
             return Err(until - now);
@@ -134,54 +142,56 @@ impl SharedRate {
             tokio::time::timeout(LEASE_TIMEOUT, lease(&self.pool, owner, want, policy)).await;
         match leased {
             Ok(Ok((granted, remaining))) => {
-                local.fallback = None;
-                local.fallback_until = None;
                 local.tokens += granted;
                 if local.tokens >= cost {
                     local.tokens -= cost;
                     return Ok(());
                 }
                 // Empty: the next token arrives in the shared bucket after this long.
-                let wait = Duration::from_secs_f64(
-                    ((cost - local.tokens - remaining).max(0.0) / policy.rate).max(0.001),
-                );
+                let wait = wait_for((cost - local.tokens - remaining).max(0.0), policy.rate);
                 local.empty_until = Some(now + wait);
                 Err(wait)
             }
             Ok(Err(e)) => {
-                warn_fallback(&ErrorChain(&e).to_string());
-                local.fallback_until = Some(now + FALLBACK_FOR);
-                take_fallback(&mut local, cost, policy, now)
+                fall_back(&mut local, now, &ErrorChain(&e).to_string());
+                take_own(&mut local, cost, policy, now)
             }
             Err(_) => {
-                warn_fallback("no lease within 250 ms");
-                local.fallback_until = Some(now + FALLBACK_FOR);
-                take_fallback(&mut local, cost, policy, now)
+                fall_back(&mut local, now, "no lease within 250 ms");
+                take_own(&mut local, cost, policy, now)
             }
         }
     }
 
-    /// Leases the next slice in the background once half of the last one is spent.
-    fn prefetch_if_low(
+    /// Leases the next slice in the background (once half of the last one is spent, or to see
+    /// whether Postgres answers again); the tenant's requests go on meanwhile.
+    fn lease_in_background(
         &self,
         local: &mut Local,
         slot: &Arc<tokio::sync::Mutex<Local>>,
         owner: &Owner,
         policy: &TenantPolicy,
     ) {
-        let size = lease_size(policy);
-        if local.prefetching || local.fallback.is_some() || local.tokens >= size / 2.0 {
+        if local.prefetching {
             return;
         }
         local.prefetching = true;
+        let size = lease_size(policy);
         let (pool, slot, owner, policy) = (self.pool.clone(), slot.clone(), owner.clone(), *policy);
         tokio::spawn(async move {
             let leased =
                 tokio::time::timeout(LEASE_TIMEOUT, lease(&pool, &owner, size, &policy)).await;
             let mut local = slot.lock().await;
             local.prefetching = false;
-            if let Ok(Ok((granted, _))) = leased {
-                local.tokens += granted;
+            match leased {
+                Ok(Ok((granted, _))) => {
+                    local.tokens += granted;
+                    local.fallback = false;
+                }
+                _ if local.fallback => {
+                    local.probe_after = Some(Instant::now() + FALLBACK_FOR);
+                }
+                _ => {}
             }
             local.prefetched.notify_waiters();
         });
@@ -198,21 +208,35 @@ async fn lease(
     tenant_limits::lease_tokens(&**client, owner, want, policy.rate, policy.burst).await
 }
 
+fn fall_back(local: &mut Local, now: Instant, why: &str) {
+    warn_fallback(why);
+    local.fallback = true;
+    local.probe_after = Some(now + FALLBACK_FOR);
+}
+
 /// This ingress's own bucket, at the tenant's full rate (Postgres is not answering).
-fn take_fallback(
+fn take_own(
     local: &mut Local,
     cost: f64,
     policy: &TenantPolicy,
     now: Instant,
 ) -> Result<(), Duration> {
-    let (tokens, at) = local.fallback.get_or_insert((policy.burst, now));
-    *tokens = (*tokens + policy.rate * now.duration_since(*at).as_secs_f64()).min(policy.burst);
+    let capacity = lease_size(policy).max(cost);
+    let (tokens, at) = local.own_bucket.get_or_insert((capacity, now));
+    *tokens = (*tokens + policy.rate * now.duration_since(*at).as_secs_f64()).min(capacity);
     *at = now;
     if *tokens < cost {
-        return Err(Duration::from_secs_f64((cost - *tokens) / policy.rate));
+        return Err(wait_for(cost - *tokens, policy.rate));
     }
     *tokens -= cost;
     Ok(())
+}
+
+/// How long `tokens` take to come at `rate` per second (at least a millisecond, at most an
+/// hour: an operator's tiny rate must not overflow a duration).
+fn wait_for(tokens: f64, rate: f64) -> Duration {
+    Duration::try_from_secs_f64((tokens / rate).clamp(0.001, 3600.0))
+        .unwrap_or(Duration::from_secs(3600))
 }
 
 fn warn_fallback(why: &str) {

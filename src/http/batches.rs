@@ -51,6 +51,7 @@ pub(super) async fn submit(
 ) -> Result<Response, ApiError> {
     let batches = service(&app)?.clone();
     let owner = gate(&app, kind, &ids, request.headers(), Permission::Write).await?;
+    let _open = app.limits.admit_batch(&owner)?;
     let key = idempotency_key(request.headers())?;
     let body = super::extract::json_body_up_to(request, MAX_BATCH_BODY_BYTES).await?;
     // The request rate counts requests, not items: a batch costs what sending its bytes as

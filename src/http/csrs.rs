@@ -74,14 +74,21 @@ pub(super) async fn create(
     let key = idempotency_key(request.headers())?;
     let body = json_body(request).await?;
     let csr_request = CreateCsr::parse(&body, kind, app.name_policy)?;
-    let _admitted = app
+    let mut admitted = app
         .limits
         .admit_create(&owner, csr_request.key_type, app.creates.wait_budget())
         .await?;
     let outcome = app
         .creates
         .create(owner.clone(), csr_request, key.as_ref())
-        .await?;
+        .await;
+    if matches!(
+        outcome,
+        Err(_) | Ok(CreateOutcome::Created { replayed: true, .. } | CreateOutcome::Deleted { .. })
+    ) {
+        admitted.uncount().await;
+    }
+    let outcome = outcome?;
     audit_create(&app, &owner, &outcome);
     created(outcome)
 }

@@ -146,6 +146,7 @@ pub struct Limits {
     rate: SharedRate,
     window: FairGate,
     in_flight: Arc<Mutex<HashMap<Owner, usize>>>,
+    batches_in_flight: Arc<Mutex<HashMap<Owner, usize>>>,
     pool: Pool,
 }
 
@@ -157,6 +158,7 @@ impl Limits {
             settings,
             policies,
             in_flight: Arc::default(),
+            batches_in_flight: Arc::default(),
             pool,
         }
     }
@@ -174,8 +176,8 @@ impl Limits {
             .map_err(|retry_after| Refused::Rate { retry_after })
     }
 
-    /// Admits one single create: within the tenant's in-flight cap and hourly quota, and into
-    /// the window in its fair turn, waiting at most `wait` for that. The ticket holds its
+    /// Admits one single create: within the tenant's in-flight cap, into the window in its
+    /// fair turn (waiting at most `wait` for that), and within its hourly quota. The ticket holds its
     /// place until dropped (when the create has its answer).
     pub async fn admit_create(
         &self,
@@ -185,9 +187,6 @@ impl Limits {
     ) -> Result<Ticket, Refused> {
         let in_flight = self.enter(owner)?;
         let policy = self.policies.of(owner);
-        if let Some(limit) = policy.items_per_hour {
-            self.count_hourly(owner, limit).await?;
-        }
         let cost = key_type.cost();
         let ask = Ask {
             tenant: owner.clone(),
@@ -199,44 +198,86 @@ impl Limits {
         let permit = tokio::time::timeout(wait, self.window.acquire(ask))
             .await
             .map_err(|_| Refused::QueueWait)?;
+        // Counted once let in, so a create refused for its wait is not counted.
+        let counted = match policy.items_per_hour {
+            Some(limit) => self.count_hourly(owner, limit).await?,
+            None => false,
+        };
         Ok(Ticket {
             _permit: permit,
             _in_flight: in_flight,
+            counted: counted.then(|| (self.pool.clone(), owner.clone())),
         })
+    }
+
+    /// Admits one batch submission: a tenant may have [`MAX_BATCHES_IN_FLIGHT`] on this
+    /// ingress at once (each holds its body and, while it is stored, a database connection).
+    pub fn admit_batch(&self, owner: &Owner) -> Result<impl Drop + use<>, Refused> {
+        enter(&self.batches_in_flight, owner, MAX_BATCHES_IN_FLIGHT)
     }
 
     fn enter(&self, owner: &Owner) -> Result<InFlight, Refused> {
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        let n = in_flight.entry(owner.clone()).or_default();
-        if self.settings.max_in_flight > 0 && *n >= self.settings.max_in_flight {
-            return Err(Refused::InFlight);
-        }
-        *n += 1;
-        Ok(InFlight {
-            counts: self.in_flight.clone(),
-            owner: owner.clone(),
-        })
+        enter(&self.in_flight, owner, self.settings.max_in_flight)
     }
 
-    /// Counts one item against an operator's hourly quota. Postgres holds the count (every
-    /// ingress adds to it); when it cannot be asked, the item is let through.
-    async fn count_hourly(&self, owner: &Owner, limit: i64) -> Result<(), Refused> {
+    /// Counts one item against an operator's hourly quota: whether it was counted. Postgres
+    /// holds the count (every ingress adds to it); when it does not answer within
+    /// [`QUOTA_TIMEOUT`], the item is let through uncounted.
+    async fn count_hourly(&self, owner: &Owner, limit: i64) -> Result<bool, Refused> {
         let counted = async {
             let client = self.pool.get().await?;
             tenant_limits::count_hourly_items(&**client, owner, 1, limit).await
         };
-        match counted.await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Refused::HourlyQuota {
+        match tokio::time::timeout(QUOTA_TIMEOUT, counted).await {
+            Ok(Ok(true)) => Ok(true),
+            Ok(Ok(false)) => Err(Refused::HourlyQuota {
                 limit,
                 retry_after: until_next_hour(),
             }),
-            Err(e) => {
-                tracing::warn!(error = %ErrorChain(&e), "hourly quota not checked; letting the create through");
-                Ok(())
+            Ok(Err(e)) => {
+                warn_uncounted(&ErrorChain(&e).to_string());
+                Ok(false)
+            }
+            Err(_) => {
+                warn_uncounted("no answer within 250 ms");
+                Ok(false)
             }
         }
     }
+}
+
+/// Batch submissions one tenant may have open at once on one ingress (`csrd batch` sends 4).
+pub const MAX_BATCHES_IN_FLIGHT: usize = 8;
+
+/// How long a create waits for Postgres to count it against an hourly quota.
+const QUOTA_TIMEOUT: Duration = Duration::from_millis(250);
+
+fn warn_uncounted(why: &str) {
+    static UNCOUNTED: crate::log_throttle::LogThrottle = crate::log_throttle::LogThrottle::new();
+    if let Some(left_out) = UNCOUNTED.allow() {
+        tracing::warn!(
+            reason = why,
+            left_out,
+            "hourly quota not checked; letting the create through"
+        );
+    }
+}
+
+fn enter(
+    counts: &Arc<Mutex<HashMap<Owner, usize>>>,
+    owner: &Owner,
+    max: usize,
+) -> Result<InFlight, Refused> {
+    let mut in_flight = counts.lock().unwrap_or_else(|p| p.into_inner());
+    let n = in_flight.entry(owner.clone()).or_default();
+    if max > 0 && *n >= max {
+        return Err(Refused::InFlight);
+    }
+    *n += 1;
+    Ok(InFlight {
+        counts: counts.clone(),
+        owner: owner.clone(),
+    })
 }
 
 /// How long until the clock hour ends (hourly quotas count per clock hour).
@@ -267,4 +308,23 @@ impl Drop for InFlight {
 pub struct Ticket {
     _permit: Permit,
     _in_flight: InFlight,
+    /// Counted against an hourly quota.
+    counted: Option<(Pool, Owner)>,
+}
+
+impl Ticket {
+    /// Takes back the hourly count of a create that queued nothing after all (a replay of an
+    /// earlier create under its Idempotency-Key, or a create refused by the broker).
+    pub async fn uncount(&mut self) {
+        let Some((pool, owner)) = self.counted.take() else {
+            return;
+        };
+        let uncounted = async {
+            let client = pool.get().await?;
+            tenant_limits::uncount_hourly_items(&**client, &owner, 1).await
+        };
+        if let Ok(Err(e)) = tokio::time::timeout(QUOTA_TIMEOUT, uncounted).await {
+            warn_uncounted(&ErrorChain(&e).to_string());
+        }
+    }
 }

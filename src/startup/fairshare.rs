@@ -35,7 +35,12 @@ pub(super) fn start(
 ) -> (FairShare, FairShareTasks) {
     let policies = Policies::new(settings.tenants.defaults());
     let dispatch = Kick::default();
-    let dispatcher = BulkDispatcher::new(foundation.pool.clone(), queue, dispatch.clone());
+    let dispatcher = BulkDispatcher::new(
+        foundation.pool.clone(),
+        queue,
+        dispatch.clone(),
+        settings.batch_chunk_items,
+    );
     let tasks = FairShareTasks {
         policies: tokio::spawn(
             policies

@@ -117,7 +117,7 @@ impl Rabbit {
             bulk: Box::new(RabbitConsumer::jobs(
                 self.consume.clone(),
                 self.topology.bulk_queue(),
-                settings.worker_bulk_prefetch.max(1),
+                settings.worker_bulk_prefetch(),
                 stages.stop_work.clone(),
             )),
             dead_letters: Box::new(RabbitConsumer::dead_letters(

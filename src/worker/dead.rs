@@ -10,7 +10,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use super::WorkerContext;
-use crate::db::{DbError, batches, csrs, jobs};
+use crate::db::{DbError, batches, bulk, csrs, jobs};
 use crate::domain::{Completion, CsrId, JobOutcome, Owner};
 use crate::metrics;
 use crate::queue::{JobDelivery, PublishError, Settlement};
@@ -79,6 +79,7 @@ async fn settle(
             .map(|j| (j.id, &j.owner, reason))
             .collect();
         let failed = jobs::record_failures(&tx, &failures).await?;
+        bulk::settle_chunks(&tx, chunk).await?;
         batches::record_progress(&tx, &super::batch_progress(chunk, &[], &failed)).await?;
         tx.commit().await.map_err(DbError::from)?;
         existing

@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use super::WorkerContext;
 use crate::crypto::{Keyring, SealedKey, build_csr, seal};
-use crate::db::{DbError, batches, csrs, jobs};
+use crate::db::{DbError, batches, bulk, csrs, jobs};
 use crate::domain::{
     Completion, CreateChunk, CreateCsr, CreateJob, CsrId, CustomCsr, JobOutcome, KeyType, Owner,
 };
@@ -73,31 +73,23 @@ pub async fn handle(ctx: WorkerContext, delivery: JobDelivery) {
             .map(|(_, v)| v.clone())
     });
     async move {
-        let settlement = match process(&ctx, &delivery.chunk).await {
-            Ok(completions) => {
-                metrics::chunk_handled(completions.len());
-                // Announce before acking: if an announcement fails the chunk is delivered
-                // again, and that delivery (finding the rows) announces again.
-                match super::announce(&ctx, &delivery.chunk, &completions).await {
-                    Ok(()) => Settlement::Ack,
-                    Err(e) => {
-                        tracing::warn!(error = %ErrorChain(&e), "completions not announced; the chunk goes back to the queue");
-                        Settlement::Retry
-                    }
-                }
-            }
-            Err(e) => {
-                let settlement = e.settlement();
-                if settlement == Settlement::DeadLetter {
-                    // The dead-letter consumer records the failures and tells the waiting clients.
-                    tracing::error!(error = %ErrorChain(&e), "chunk cannot succeed; dead-lettering it");
-                    metrics::jobs("failed", delivery.chunk.jobs.len());
-                } else {
-                    tracing::warn!(error = %ErrorChain(&e), "chunk failed; returning it to the queue");
-                    metrics::jobs("retried", delivery.chunk.jobs.len());
-                }
-                settlement
-            }
+        // Each tenant's part of the chunk is made, written and announced on its own: a light
+        // tenant's create coalesced with a heavy tenant's flood is answered when its own keys
+        // are made, not when the flood's turn comes.
+        let parts = tenant_parts(&delivery.chunk);
+        let outcomes = futures_util::future::join_all(
+            parts.iter().map(|part| settle_part(&ctx, part)),
+        )
+        .await;
+        // Any part that may succeed later sends the chunk back (the parts done are found
+        // done); one that never can dead-letters it (the dead-letter consumer keeps what
+        // exists).
+        let settlement = if outcomes.contains(&Settlement::Retry) {
+            Settlement::Retry
+        } else if outcomes.contains(&Settlement::DeadLetter) {
+            Settlement::DeadLetter
+        } else {
+            Settlement::Ack
         };
         if let Err(e) = delivery.settle(settlement).await {
             tracing::warn!(error = %ErrorChain(e.as_ref()), ?settlement, "could not settle the chunk; it will be delivered again");
@@ -109,6 +101,60 @@ pub async fn handle(ctx: WorkerContext, delivery: JobDelivery) {
     }
     .instrument(span)
     .await
+}
+
+/// Makes, writes and announces one tenant's part of a chunk; what the chunk's delivery should
+/// become as far as this part is concerned.
+async fn settle_part(ctx: &WorkerContext, part: &CreateChunk) -> Settlement {
+    match process(ctx, part).await {
+        Ok(completions) => {
+            metrics::chunk_handled(completions.len());
+            // Announce before acking: if an announcement fails the chunk is delivered again,
+            // and that delivery (finding the rows) announces again.
+            match super::announce(ctx, part, &completions).await {
+                Ok(()) => Settlement::Ack,
+                Err(e) => {
+                    tracing::warn!(error = %ErrorChain(&e), "completions not announced; the chunk goes back to the queue");
+                    Settlement::Retry
+                }
+            }
+        }
+        Err(e) => {
+            let settlement = e.settlement();
+            if settlement == Settlement::DeadLetter {
+                // The dead-letter consumer records the failures and tells the waiting clients.
+                tracing::error!(error = %ErrorChain(&e), "chunk cannot succeed; dead-lettering it");
+                metrics::jobs("failed", part.jobs.len());
+            } else {
+                tracing::warn!(error = %ErrorChain(&e), "chunk failed; returning it to the queue");
+                metrics::jobs("retried", part.jobs.len());
+            }
+            settlement
+        }
+    }
+}
+
+/// The chunk split by tenant, in order of first appearance (a chunk of one tenant, the
+/// common case, as it is).
+fn tenant_parts(chunk: &CreateChunk) -> Vec<std::borrow::Cow<'_, CreateChunk>> {
+    use std::borrow::Cow;
+    let Some(first) = chunk.jobs.first() else {
+        return Vec::new();
+    };
+    if chunk.jobs.iter().all(|j| j.owner == first.owner) {
+        return vec![Cow::Borrowed(chunk)];
+    }
+    let mut parts: Vec<(&Owner, Vec<CreateJob>)> = Vec::new();
+    for job in &chunk.jobs {
+        match parts.iter_mut().find(|(owner, _)| **owner == job.owner) {
+            Some((_, jobs)) => jobs.push(job.clone()),
+            None => parts.push((&job.owner, vec![job.clone()])),
+        }
+    }
+    parts
+        .into_iter()
+        .map(|(_, jobs)| Cow::Owned(CreateChunk::new(jobs)))
+        .collect()
 }
 
 /// What became of one job that had no row yet.
@@ -159,6 +205,7 @@ async fn process(ctx: &WorkerContext, chunk: &CreateChunk) -> Result<Vec<Complet
             .instrument(tracing::info_span!("db_insert_chunk", rows = rows.len()))
             .await?;
         let failed = jobs::record_failures(&tx, &failures).await?;
+        bulk::settle_chunks(&tx, chunk).await?;
         // Last, so the batch row is locked only for the commit.
         batches::record_progress(&tx, &super::batch_progress(chunk, &inserted, &failed)).await?;
         tx.commit().await?;
@@ -405,6 +452,27 @@ mod tests {
             });
         }
         job
+    }
+
+    #[test]
+    fn a_chunk_of_several_tenants_is_handled_tenant_by_tenant() {
+        let jobs = vec![
+            job('a', "p256v1", false),
+            job('b', "rsa2048", false),
+            job('a', "p256v1", false),
+        ];
+        let mixed = CreateChunk::new(jobs.clone());
+        let parts = tenant_parts(&mixed);
+        let ids: Vec<Vec<CsrId>> = parts
+            .iter()
+            .map(|p| p.jobs.iter().map(|j| j.id).collect())
+            .collect();
+        assert_eq!(ids, [vec![jobs[0].id, jobs[2].id], vec![jobs[1].id]]);
+        let single = CreateChunk::new(vec![job('a', "p256v1", false)]);
+        assert!(matches!(
+            tenant_parts(&single)[..],
+            [std::borrow::Cow::Borrowed(_)]
+        ));
     }
 
     #[test]

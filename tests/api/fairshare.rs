@@ -384,3 +384,217 @@ async fn a_batch_stored_by_one_process_is_dispatched_by_another() {
     assert_eq!(app.row_count().await, 40);
     worker.shutdown().await;
 }
+
+/// A tenant flooding single creates beside its own batch (its single creates go first) cannot
+/// fill the workers' bulk prefetch with its slow chunks: another tenant's batch keeps going.
+#[tokio::test]
+async fn a_tenants_flood_beside_its_batch_does_not_freeze_anothers_batch() {
+    let app = spawn_app_with(one_key_at_a_time).await;
+    let a = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let b = app.token(&[ACCOUNT_B], &[], Permission::Write).await;
+    let batch_a = submit(&app, ACCOUNT_A, &a, rsa_items(6)).await;
+    let batch_b = submit(&app, ACCOUNT_B, &b, rsa_items(6)).await;
+    let body = example_body();
+    let flood = (0..12).map(|_| app.create("accounts", ACCOUNT_A, Auth::Bearer(&a), &body));
+    let flood = futures_util::future::join_all(flood);
+    let b_done = async {
+        wait_finished(&app, &batch_b, &b).await;
+        progress(&app, &batch_a, &a).await
+    };
+    let (answered, _) = tokio::join!(flood, b_done);
+    for created in answered {
+        assert_eq!(created.status, 201, "{}", created.body);
+    }
+    wait_finished(&app, &batch_a, &a).await;
+}
+
+/// Many small batches of one tenant travel together, not a message each.
+#[tokio::test]
+async fn a_tenants_small_batches_travel_in_one_message() {
+    use lapin::options::{BasicGetOptions, BasicNackOptions};
+    // No worker: the dispatcher keeps one message ready in the bulk queue, and no more.
+    let app = spawn_role(Role::Ingress, |_| {}).await;
+    let a = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let b = app.token(&[ACCOUNT_B], &[], Permission::Write).await;
+    submit(&app, ACCOUNT_B, &b, p256_items(1)).await;
+    for _ in 0..30 {
+        submit(&app, ACCOUNT_A, &a, p256_items(1)).await;
+    }
+    // Take the ready message as a worker would (held, unacknowledged): the dispatcher puts
+    // the next one there.
+    let (_conn, ch) = app.amqp_channel().await;
+    let queue = app.topology().bulk_queue();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let message = eventually("a message in the bulk queue", || async {
+            ch.basic_get(queue.as_str().into(), BasicGetOptions::default())
+                .await
+                .unwrap()
+        })
+        .await;
+        held.push(message);
+    }
+    let taken: Vec<_> = held
+        .iter()
+        .map(|m| csrd::amqp::codec::decode_chunk(&m.delivery.data).unwrap())
+        .collect();
+    for message in held {
+        let requeue = BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        };
+        message.delivery.nack(requeue).await.unwrap();
+    }
+    let owners: Vec<(&str, usize)> = taken
+        .iter()
+        .map(|c| (c.jobs[0].owner.id(), c.jobs.len()))
+        .collect();
+    assert!(
+        owners.contains(&(ACCOUNT_A, 30)),
+        "A's 30 one-item batches did not travel as one message: {owners:?}"
+    );
+    let worker = app.start_worker().await;
+    eventually("the items to be made", || async {
+        (app.row_count().await == 31).then_some(())
+    })
+    .await;
+    worker.shutdown().await;
+}
+
+/// A stored chunk whose items cannot be read has them recorded as failed; the lane goes on.
+#[tokio::test]
+async fn an_unreadable_stored_chunk_fails_its_items_and_the_lane_goes_on() {
+    let app = spawn_role(Role::Ingress, |s| s.batch_chunk_items = 2).await;
+    let a = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    // The first goes to the broker at once (nobody takes it yet); the second waits in Postgres.
+    let first = submit(&app, ACCOUNT_A, &a, p256_items(2)).await;
+    let second = submit(&app, ACCOUNT_A, &a, p256_items(6)).await;
+    let id = second.rsplit('/').next().unwrap().to_owned();
+    let client = app.pool.get().await.unwrap();
+    let spoiled = client
+        .execute(
+            "UPDATE batch_chunks SET items = 'not json'::bytea
+             WHERE batch_id = $1::text::uuid AND seq = 1 AND dispatched_at IS NULL",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(spoiled, 1);
+    let worker = app.start_worker().await;
+    wait_finished(&app, &first, &a).await;
+    wait_finished(&app, &second, &a).await;
+    let got = app.request(Method::GET, &second).bearer(&a).send().await;
+    let r = &got.json()["result"];
+    assert_eq!(
+        (r["done"].as_u64(), r["failed"].as_u64()),
+        (Some(4), Some(2)),
+        "{r}"
+    );
+    worker.shutdown().await;
+}
+
+/// A batch an earlier release stored whole (its items in the batch row, never published) is
+/// adopted and made.
+#[tokio::test]
+async fn a_batch_stored_by_an_earlier_release_is_adopted() {
+    let app = spawn_role(Role::Ingress, |_| {}).await;
+    let a = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let items: Vec<Value> = (0..3)
+        .map(|i| {
+            let name = format!("legacy{i}.example.com");
+            serde_json::json!({"subject": {"country": "US", "state": "California",
+                "locality": "San Francisco", "organization": "Legacy", "common_name": name},
+                "sans": [name], "key_type": "p256v1", "name": null, "description": null})
+        })
+        .collect();
+    let id = uuid::Uuid::new_v4();
+    let client = app.pool.get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO batches (id, owner_kind, owner_id, total, items, created_at)
+             VALUES ($1, 'account', $2, 3, convert_to($3, 'UTF8'), now() - interval '1 minute')",
+            &[&id, &ACCOUNT_A, &Value::Array(items).to_string()],
+        )
+        .await
+        .unwrap();
+    // A process started after the upgrade adopts it.
+    let worker = app.start_worker().await;
+    let path = format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs/batches/{id}");
+    wait_finished(&app, &path, &a).await;
+    assert_eq!(app.row_count().await, 3);
+    worker.shutdown().await;
+}
+
+/// Creates that queue nothing (a replay under an Idempotency-Key) do not use up an hourly
+/// quota.
+#[tokio::test]
+async fn replays_do_not_use_up_an_hourly_quota() {
+    let app = spawn_in_memory().await;
+    let a = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    run_ok(
+        CSRD,
+        &app.iso,
+        &[
+            "tenant",
+            "limits",
+            "set",
+            "--account",
+            ACCOUNT_A,
+            "--items-per-hour",
+            "2",
+        ],
+    );
+    let path = format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs");
+    let create = |key: &'static str| {
+        app.request(Method::POST, &path)
+            .bearer(&a)
+            .header("Idempotency-Key", key)
+            .json(&p256_body())
+            .send()
+    };
+    // Every process reads the overrides again within this time.
+    tokio::time::sleep(csrd::fairshare::policy::REFRESH * 2).await;
+    // Counted once; its replays never.
+    for _ in 0..4 {
+        assert_eq!(create("probe").await.status, 201);
+    }
+    let mut statuses = Vec::new();
+    for key in ["one", "two", "three"] {
+        statuses.push(create(key).await.status);
+    }
+    assert_eq!(statuses, [201, 429, 429]);
+}
+
+/// Batch submissions a tenant holds open on one ingress are capped (each holds its body and,
+/// while stored, a database connection).
+#[tokio::test]
+async fn batch_submissions_open_at_once_are_capped() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(|s| s.http.http_body_timeout_ms = 20_000).await;
+    let a = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let head = format!(
+        "POST /client/v4/accounts/{ACCOUNT_A}/custom_csrs/batches HTTP/1.1\r\nHost: x\r\n\
+         Authorization: Bearer {a}\r\nContent-Type: application/json\r\n\
+         Content-Length: 1000\r\n\r\n{{\"items\": ["
+    );
+    let mut open = Vec::new();
+    for _ in 0..csrd::ingress::limits::MAX_BATCHES_IN_FLIGHT {
+        let mut stream = tokio::net::TcpStream::connect(app.addr()).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        open.push(stream);
+    }
+    eventually("the ninth to be refused", || async {
+        let r = app.submit_batch(ACCOUNT_A, &a, p256_items(1)).await;
+        (r.status == 429).then_some(())
+    })
+    .await;
+    let b = app.token(&[ACCOUNT_B], &[], Permission::Write).await;
+    let other = app.submit_batch(ACCOUNT_B, &b, p256_items(1)).await;
+    assert_eq!(other.status, 202, "another tenant has its own");
+    drop(open);
+    eventually("A's next to be accepted", || async {
+        let r = app.submit_batch(ACCOUNT_A, &a, p256_items(1)).await;
+        (r.status == 202).then_some(())
+    })
+    .await;
+}
