@@ -89,10 +89,11 @@ pub struct Settings {
     /// tenant's waiting creates.
     #[arg(long, env = "CSRD_WORKER_PREFETCH", default_value_t = 32)]
     pub worker_prefetch: u16,
-    /// Batch chunks a worker process holds unacknowledged (default: CSRD_WORKERS, at least
-    /// 2). Few: the bulk lane is kept short so that batches of different tenants interleave,
-    /// and a stopping worker hands them back; enough to keep every keygen slot busy (a chunk
-    /// of RSA-2048 items holds 2 keys).
+    /// Batch messages a worker process holds unacknowledged (default: CSRD_WORKERS + 2, at
+    /// least 4). Few: the bulk lane is kept short so that batches of different tenants
+    /// interleave, and a stopping worker hands them back; enough to keep every keygen slot busy
+    /// (a message of RSA-2048 items holds 2 keys) with room for a second tenant's chunks beside
+    /// a first tenant's that progress slowly.
     #[arg(long, env = "CSRD_WORKER_BULK_PREFETCH")]
     pub worker_bulk_prefetch: Option<u16>,
     /// RSA-2048 keys each worker keeps generated ahead of time (0 disables the pool).
@@ -212,7 +213,12 @@ impl Settings {
     pub fn worker_bulk_prefetch(&self) -> u16 {
         self.worker_bulk_prefetch
             .filter(|n| *n > 0)
-            .unwrap_or_else(|| u16::try_from(self.workers()).unwrap_or(u16::MAX).max(2))
+            .unwrap_or_else(|| {
+                u16::try_from(self.workers())
+                    .unwrap_or(u16::MAX)
+                    .max(2)
+                    .saturating_add(2)
+            })
     }
 
     pub fn create_wait(&self) -> Duration {

@@ -392,20 +392,22 @@ async fn a_tenants_flood_beside_its_batch_does_not_freeze_anothers_batch() {
     let app = spawn_app_with(one_key_at_a_time).await;
     let a = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let b = app.token(&[ACCOUNT_B], &[], Permission::Write).await;
-    let batch_a = submit(&app, ACCOUNT_A, &a, rsa_items(6)).await;
-    let batch_b = submit(&app, ACCOUNT_B, &b, rsa_items(6)).await;
+    let batch_a = submit(&app, ACCOUNT_A, &a, rsa_items(12)).await;
+    let batch_b = submit(&app, ACCOUNT_B, &b, rsa_items(12)).await;
     let body = example_body();
-    let flood = (0..12).map(|_| app.create("accounts", ACCOUNT_A, Auth::Bearer(&a), &body));
-    let flood = futures_util::future::join_all(flood);
-    let b_done = async {
-        wait_finished(&app, &batch_b, &b).await;
-        progress(&app, &batch_a, &a).await
-    };
-    let (answered, _) = tokio::join!(flood, b_done);
-    for created in answered {
+    let flood = (0..30).map(|_| app.create("accounts", ACCOUNT_A, Auth::Bearer(&a), &body));
+    for created in futures_util::future::join_all(flood).await {
         assert_eq!(created.status, 201, "{}", created.body);
     }
+    // B's batch had half the keygen slot meanwhile; with its chunks stuck behind A's in the
+    // workers' bulk prefetch it would have made next to nothing.
+    let (settled_b, _) = progress(&app, &batch_b, &b).await;
+    assert!(
+        settled_b >= 10,
+        "B's batch settled {settled_b} of 12 while A's 30 single creates were made"
+    );
     wait_finished(&app, &batch_a, &a).await;
+    wait_finished(&app, &batch_b, &b).await;
 }
 
 /// Many small batches of one tenant travel together, not a message each.
