@@ -68,6 +68,14 @@ async fn when_first_finishes(app: &TestApp, batches: &[(&str, &str)]) -> Vec<u64
     .await
 }
 
+/// Waits until the app holds `n` CSRs.
+async fn rows_reach(app: &TestApp, n: i64) {
+    eventually(&format!("{n} CSRs to be made"), || async {
+        (app.row_count().await == n).then_some(())
+    })
+    .await;
+}
+
 async fn wait_finished(app: &TestApp, path: &str, token: &str) {
     eventually_within("the batch to finish", Duration::from_secs(180), || async {
         progress(app, path, token).await.1.then_some(())
@@ -375,18 +383,12 @@ async fn what_a_tenant_may_have_outstanding_is_bounded() {
     );
     // Once the items are made, the tenant may submit again.
     let worker = app.start_worker().await;
-    eventually("the items to be made", || async {
-        (app.row_count().await == 20).then_some(())
-    })
-    .await;
+    rows_reach(&app, 20).await;
     assert_eq!(
         app.submit_batch(ACCOUNT_A, &a, p256_items(8)).await.status,
         202
     );
-    eventually("those too", || async {
-        (app.row_count().await == 28).then_some(())
-    })
-    .await;
+    rows_reach(&app, 28).await;
     worker.shutdown().await;
 }
 
@@ -474,10 +476,7 @@ async fn a_tenants_small_batches_travel_in_one_message() {
         "A's 30 one-item batches did not travel as one message: {owners:?}"
     );
     let worker = app.start_worker().await;
-    eventually("the items to be made", || async {
-        (app.row_count().await == 31).then_some(())
-    })
-    .await;
+    rows_reach(&app, 31).await;
     worker.shutdown().await;
 }
 
