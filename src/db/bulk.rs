@@ -11,11 +11,6 @@ use crate::domain::{BatchId, CreateChunk, CreateCsr, Owner, OwnerKind};
 /// and recorded at a time, so two never take the same chunk or the same turn.
 pub const DISPATCH_LOCK: i64 = 0x6373_7264_6275_6c6b; // "csrdbulk"
 
-/// What a message costs a tenant beyond its items, in cost units: publishing, confirming,
-/// committing and acknowledging it (a few milliseconds of the machine). Tenants sending many
-/// tiny batches pay for the messages they cause.
-pub const MESSAGE_COST: f64 = 16.0;
-
 /// A chunk to store with its batch.
 pub struct NewChunk {
     pub seq: i32,
@@ -195,14 +190,13 @@ pub async fn next_dispatch(
 }
 
 /// Records `next` as dispatched and moves the fair-share tags: the tenant's finish tag to
-/// `start + (cost + MESSAGE_COST) / weight`, the clock to `start`. A part whose items could
-/// not be read is settled at once (its items were recorded as failed).
+/// `finish`, the clock to `next.start`. A part whose items could not be read is settled at
+/// once (its items were recorded as failed).
 pub async fn mark_dispatched(
     client: &impl GenericClient,
     next: &NextDispatch,
+    finish: f64,
 ) -> Result<(), DbError> {
-    let finish =
-        next.start + (next.cost + MESSAGE_COST) / next.weight.max(crate::fairshare::MIN_WEIGHT);
     let batches: Vec<uuid::Uuid> = next.parts.iter().map(|p| p.batch.0).collect();
     let seqs: Vec<i32> = next.parts.iter().map(|p| p.seq).collect();
     let unreadable: Vec<bool> = next.parts.iter().map(|p| p.items.is_err()).collect();

@@ -38,6 +38,10 @@ pub const READY_TARGET: u32 = 1;
 /// How often every dispatcher looks, kicked or not (a kick lost with a crashed process, a
 /// broker back from an outage).
 pub const TICK: Duration = Duration::from_secs(1);
+/// What a message costs a tenant beyond its items, in cost units: publishing, confirming,
+/// committing and acknowledging it (a few milliseconds of the machine). Tenants sending many
+/// tiny batches pay for the messages they cause.
+pub const MESSAGE_COST: f64 = 16.0;
 /// How long the broker gets to say how full the bulk queue is.
 const BACKLOG_TIMEOUT: Duration = Duration::from_secs(2);
 /// A whole pass, at most: a broker or database that hangs must not hold the dispatch lock (or
@@ -176,7 +180,10 @@ impl BulkDispatcher {
                 ready += 1;
                 published += 1;
             }
-            bulk::mark_dispatched(&tx, &next).await?;
+            // Start-time fair queuing: the tenant's next message starts after this one's cost.
+            let finish =
+                next.start + (next.cost + MESSAGE_COST) / next.weight.max(super::MIN_WEIGHT);
+            bulk::mark_dispatched(&tx, &next, finish).await?;
         }
         tx.commit().await?;
         Ok(published)

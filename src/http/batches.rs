@@ -14,7 +14,6 @@ use super::result::{BatchEntryResult, BatchResult};
 use super::{ApiError, AppState};
 use crate::audit::{Actor, AuditEvent};
 use crate::auth::Permission;
-use crate::db::batches::Allowance;
 use crate::domain::batch::parse_items;
 use crate::domain::{BatchId, ErrorCode, FieldError, OwnerKind, ValidationErrors};
 use crate::ingress::BatchService;
@@ -68,12 +67,8 @@ pub(super) async fn submit(
         .map_err(ApiError::internal)??;
     let items = requests.len();
     let policy = app.limits.policies().of(&owner);
-    let allowance = Allowance {
-        max_outstanding: policy.max_outstanding,
-        items_per_hour: policy.items_per_hour,
-    };
     let batch = batches
-        .submit(owner.clone(), requests, key.as_ref(), allowance)
+        .submit(owner.clone(), requests, key.as_ref(), &policy)
         .await?;
     app.audit.record(
         AuditEvent::new("batch.submit", "ok", Actor::Anonymous)

@@ -10,7 +10,7 @@ use crate::db::batches::{self, Allowance, NewBatch, Stored};
 use crate::db::{DbError, Pool};
 use crate::domain::idempotency::request_fingerprint_of;
 use crate::domain::{Batch, BatchEntry, BatchId, CreateCsr, CreateJob, IdempotencyKey, Owner};
-use crate::fairshare::Kick;
+use crate::fairshare::{Kick, TenantPolicy};
 
 use super::{Refused, ServiceError};
 
@@ -55,14 +55,18 @@ impl BatchService {
     }
 
     /// Stores a batch, or finds the one submitted earlier with the same key; refuses one that
-    /// would take the tenant over its `allowance`.
+    /// would take the tenant over what its `policy` allows outstanding or per hour.
     pub async fn submit(
         &self,
         owner: Owner,
         requests: Vec<CreateCsr>,
         key: Option<&IdempotencyKey>,
-        allowance: Allowance,
+        policy: &TenantPolicy,
     ) -> Result<Batch, BatchError> {
+        let allowance = Allowance {
+            max_outstanding: policy.max_outstanding,
+            items_per_hour: policy.items_per_hour,
+        };
         let fingerprint = request_fingerprint_of(&requests);
         let trace_context = crate::telemetry::current_context_headers();
         let batch = NewBatch {
