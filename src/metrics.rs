@@ -98,6 +98,10 @@ fn describe_all() {
         "Idle or slow connections closed to make room at the connection cap"
     );
     describe_counter!(
+        "csrd_http_connections_write_stalled_total",
+        "Connections closed because the client stopped reading its response"
+    );
+    describe_counter!(
         "csrd_http_connections_refused_total",
         "Connections answered 503 at the connection cap"
     );
@@ -219,6 +223,11 @@ pub fn key_pool_taken(key_type: &str) {
 /// A connection closed to make room for a new one (connection cap reached).
 pub fn connection_evicted() {
     counter!("csrd_http_connections_evicted_total").increment(1);
+}
+
+/// A connection closed because its client stopped reading its response (write timeout).
+pub fn connection_write_stalled() {
+    counter!("csrd_http_connections_write_stalled_total").increment(1);
 }
 
 /// A connection refused with 503: every slot was serving a request.

@@ -132,15 +132,27 @@ pub struct TenantSettings {
     /// RSA-2048 256), handed out by fair share between tenants.
     #[arg(long, env = "CSRD_INGRESS_WINDOW", default_value_t = 4096)]
     pub ingress_window: u32,
+    /// List and result reads per tenant open at once on one ingress; 0 disables.
+    #[arg(long, env = "CSRD_TENANT_MAX_READS", default_value_t = 8)]
+    pub tenant_max_reads: usize,
     /// Failed authentications per credential per minute before 429; 0 disables.
     #[arg(long, env = "CSRD_AUTH_FAILURES_PER_MIN", default_value_t = 60)]
     pub auth_failures_per_min: u32,
+    /// Failed authentications per client address (IPv6: per /64) per minute, whatever the
+    /// credential, before 429; 0 disables.
+    #[arg(
+        long,
+        env = "CSRD_AUTH_FAILURES_PER_ADDR_PER_MIN",
+        default_value_t = 300
+    )]
+    pub auth_failures_per_addr_per_min: u32,
 }
 
 impl TenantSettings {
     pub fn limits(&self) -> crate::ingress::TenantLimits {
         crate::ingress::TenantLimits {
             max_in_flight: self.tenant_max_in_flight,
+            max_reads: self.tenant_max_reads,
             window: self.ingress_window.max(1),
         }
     }
@@ -175,6 +187,11 @@ pub struct HttpSettings {
     /// CSRD_CREATE_WAIT_SECS, after which a create answers 202 anyway.
     #[arg(long, env = "CSRD_HTTP_REQUEST_TIMEOUT_MS", default_value_t = 60_000)]
     pub http_request_timeout_ms: u64,
+    /// A response the client stops reading is abandoned, and its connection closed, once no
+    /// byte of it could be written for this long (milliseconds). A slow reader that makes
+    /// progress is never cut.
+    #[arg(long, env = "CSRD_HTTP_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub http_write_timeout_ms: u64,
     /// Bytes of one request head (request line and headers) at most, else 431 (or 414).
     #[arg(long, env = "CSRD_HTTP_MAX_HEAD_BYTES", default_value_t = 32 * 1024)]
     pub http_max_head_bytes: usize,
@@ -192,6 +209,7 @@ impl HttpSettings {
             header_timeout: Duration::from_millis(self.http_header_timeout_ms.max(1)),
             body_timeout: Duration::from_millis(self.http_body_timeout_ms.max(1)),
             request_timeout: Duration::from_millis(self.http_request_timeout_ms.max(1)),
+            write_timeout: Duration::from_millis(self.http_write_timeout_ms.max(1)),
             max_head_bytes: self.http_max_head_bytes,
             max_headers: self.http_max_headers.max(1),
         }

@@ -22,6 +22,46 @@ pub enum CredentialError {
     MalformedKey,
 }
 
+const MAX_EMAIL_LEN: usize = 254;
+
+/// The shape of a legacy user's email: printable ASCII without spaces, one `@`, a dot in the
+/// domain. Checked where an email comes in, from a header or from an operator's command line.
+pub fn valid_email(email: &str) -> bool {
+    email.len() <= MAX_EMAIL_LEN
+        && email.is_ascii()
+        && !email.chars().any(|c| c.is_ascii_control() || c == ' ')
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.contains('@')
+        })
+}
+
+/// Characters at most in an operator-chosen label (a token's name, an operator's name).
+pub const MAX_LABEL_CHARS: usize = 100;
+
+/// An operator-chosen label: 1 to [`MAX_LABEL_CHARS`] characters, none of them a control
+/// character (a newline or an escape sequence in a name forges or hides lines in whatever
+/// prints it: `token list`, `audit`) nor an invisible or bidirectional formatting one.
+pub fn valid_label(label: &str) -> Result<(), String> {
+    let chars = label.chars().count();
+    if chars == 0 || chars > MAX_LABEL_CHARS {
+        return Err(format!("must be 1 to {MAX_LABEL_CHARS} characters"));
+    }
+    match label.chars().find(|&c| c.is_control() || is_format_char(c)) {
+        Some(c) => Err(format!(
+            "must not contain control or formatting characters (U+{:04X})",
+            c as u32
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Zero-width, bidirectional and other invisible formatting characters.
+pub fn is_format_char(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x061C | 0x180E | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x2064
+        | 0x2066..=0x206F | 0xFEFF | 0xFFF9..=0xFFFB)
+}
+
 pub fn hash_secret(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
@@ -160,5 +200,36 @@ mod tests {
         assert_eq!(k.reveal().len(), 37);
         assert!(k.reveal().bytes().all(|b| b.is_ascii_hexdigit()));
         assert_eq!(format!("{k:?}"), "ApiKey([REDACTED])");
+    }
+}
+
+#[cfg(test)]
+mod shape_tests {
+    use super::*;
+
+    #[test]
+    fn email_shape() {
+        assert!(valid_email("user@example.com"));
+        assert!(!valid_email("user"));
+        assert!(!valid_email("user@localhost"));
+        assert!(!valid_email("us er@example.com"));
+        assert!(!valid_email("user@example.com\nforged"));
+        assert!(!valid_email("us\ter@example.com"));
+    }
+
+    #[test]
+    fn labels_refuse_control_and_formatting_characters() {
+        assert!(valid_label("ci deploy token").is_ok());
+        assert!(valid_label("Zürich ops").is_ok());
+        for bad in [
+            "",
+            "a\nb",
+            "a\tb",
+            "a\u{1b}[2Jb",
+            "a\u{202e}b",
+            &"x".repeat(101),
+        ] {
+            assert!(valid_label(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -11,5 +11,7 @@
 pub mod credentials;
 pub mod principal;
 
-pub use credentials::{ApiKey, ApiToken, CredentialError, Credentials, hash_secret};
+pub use credentials::{
+    ApiKey, ApiToken, CredentialError, Credentials, hash_secret, valid_email, valid_label,
+};
 pub use principal::{Permission, Principal, Scope};

@@ -2,6 +2,9 @@
 //! the compose file and operators rely on (README, "Commands"): change them only deliberately.
 
 mod tenant;
+mod text;
+
+use text::plain;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
@@ -212,8 +215,8 @@ pub enum TokenCommand {
         /// A label for the token.
         #[arg(long)]
         name: Option<String>,
-        /// Expire the token after this many days.
-        #[arg(long)]
+        /// Expire the token after this many days (1 to 36,500).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=36_500))]
         expires_in_days: Option<u32>,
         #[command(flatten)]
         db: DbSettings,
@@ -370,6 +373,14 @@ pub enum BenchCommand {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // The operator commands record who ran them: a name that would forge lines in
+    // `csrd audit` is refused before anything is done.
+    if !matches!(
+        cli.command,
+        Command::Serve(_) | Command::Ingress(_) | Command::Worker(_) | Command::Migrate(_)
+    ) {
+        crate::audit::operator_name().map_err(anyhow::Error::msg)?;
+    }
     match cli.command {
         Command::Serve(s) => serve(Role::Serve, s).await,
         Command::Ingress(s) => serve(Role::Ingress, s).await,
@@ -396,8 +407,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let scope = scope.parse()?;
             let permission =
                 Permission::parse(&permission).context("permission must be read or write")?;
-            let expires =
-                expires_in_days.map(|d| chrono::Utc::now() + chrono::Duration::days(i64::from(d)));
+            if let Some(name) = &name {
+                crate::auth::valid_label(name).map_err(|why| anyhow::anyhow!("--name {why}"))?;
+            }
+            let expires = expires_in_days
+                .map(|d| {
+                    chrono::Utc::now()
+                        .checked_add_signed(chrono::Duration::days(i64::from(d)))
+                        .context("--expires-in-days is too far in the future")
+                })
+                .transpose()?;
             let token = ApiToken::generate();
             let pool = build_pool(&db.database_url, 1, "csrd-cli")?;
             let client = pool.get().await.context("connecting to Postgres")?;
@@ -433,8 +452,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::User(UserCommand::Create { email, scope, db }) => {
             let scope = scope.parse()?;
-            if !email.contains('@') {
-                bail!("{email:?} is not an email address");
+            if !crate::auth::valid_email(&email) {
+                bail!("{:?} is not an email address", plain(&email));
             }
             let key = ApiKey::generate();
             let pool = build_pool(&db.database_url, 1, "csrd-cli")?;
@@ -481,14 +500,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = cli_client(&db).await?;
             let email = email.to_ascii_lowercase();
             if !credentials::revoke_user(&**client, &email).await? {
-                bail!("no unrevoked user has email {email}");
+                bail!("no unrevoked user has email {}", plain(&email));
             }
             operator_event(
                 &**client,
                 AuditEvent::new("user.revoke", "ok", Actor::operator()).target(&email),
             )
             .await?;
-            println!("revoked user {email}");
+            println!("revoked user {}", plain(&email));
             Ok(())
         }
         Command::Kek(KekCommand::Status { keks, db }) => kek_status(keks, db).await,
@@ -688,19 +707,20 @@ async fn audit(args: AuditArgs) -> anyhow::Result<()> {
             (Some(k), Some(id)) => format!("{k}:{id}"),
             _ => "-".into(),
         };
-        let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        let dash = |v: &Option<String>| plain(v.as_deref().unwrap_or("-")).into_owned();
         println!(
             "{}\t{}\t{}\t{}:{}\t{}\t{}\t{}\trequest={}\ttrace={}{}",
             r.at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
-            r.action,
-            r.outcome,
-            r.actor_kind,
+            plain(&r.action),
+            plain(&r.outcome),
+            plain(&r.actor_kind),
             dash(&r.actor),
-            owner,
+            plain(&owner),
             dash(&r.target),
             dash(&r.remote_addr),
             dash(&r.request_id),
             dash(&r.trace_id),
+            // JSON text: its strings' control characters are already escaped.
             r.detail.map(|d| format!("\t{d}")).unwrap_or_default()
         );
     }
@@ -769,9 +789,9 @@ fn print_credentials(listing: &[credentials::CredentialListing], json: bool) {
         };
         println!(
             "{}\t{}\t{}\t{}\taccounts={}\tzones={}\tcreated {}\t{}",
-            c.id,
-            c.lookup_id.as_deref().unwrap_or("-"),
-            c.name.as_deref().unwrap_or("-"),
+            plain(&c.id),
+            plain(c.lookup_id.as_deref().unwrap_or("-")),
+            plain(c.name.as_deref().unwrap_or("-")),
             c.permission,
             c.accounts.join(","),
             c.zones.join(","),

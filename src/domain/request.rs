@@ -176,16 +176,16 @@ impl CreateCsr {
     }
 }
 
-/// Control characters have no place in a distinguished name, and NUL cannot be stored in a
-/// Postgres text column at all; rejecting them here keeps both out. Neither do characters that
+/// Control characters (CR, LF and TAB included) have no place in a distinguished name nor in
+/// a CSR's name or description: a line break in free text forges lines in whatever prints it
+/// (a log, a terminal, a CSV export), and NUL cannot be stored in a Postgres text column at
+/// all. Rejecting them here keeps all of them out. Neither do characters that
 /// change how text *looks* without being seen: bidirectional overrides (an RTL override in O=
 /// can make a CSR read as another organisation to whoever reviews it), zero-width and other
 /// format characters, line and paragraph separators, noncharacters and private-use code points.
-fn forbidden_char(s: &str, allow_newlines: bool) -> Option<char> {
-    s.chars().find(|&c| {
-        (c.is_control() && !(allow_newlines && matches!(c, '\n' | '\r' | '\t')))
-            || is_invisible_or_private(c)
-    })
+fn forbidden_char(s: &str) -> Option<char> {
+    s.chars()
+        .find(|&c| c.is_control() || is_invisible_or_private(c))
 }
 
 /// Unicode general category Cf (format), Zl and Zp (line and paragraph separators),
@@ -242,7 +242,7 @@ fn required(
             pointer,
             format!("{key} must be at most {max} characters"),
         )),
-        Some((_, Some(s))) => match forbidden_char(s, false) {
+        Some((_, Some(s))) => match forbidden_char(s) {
             Some(c) => Err(forbidden_char_error(key, code, c)),
             None => Ok(s.to_owned()),
         },
@@ -271,7 +271,7 @@ fn optional(
             pointer,
             format!("{key} must be at most {max} characters"),
         )),
-        Some((_, Some(s))) => match forbidden_char(s, !subject_field) {
+        Some((_, Some(s))) => match forbidden_char(s) {
             Some(c) => Err(forbidden_char_error(key, code, c)),
             None => Ok(Some(s.to_owned())),
         },
@@ -415,15 +415,13 @@ mod tests {
                 assert_eq!(codes_with(key, json!(bad)), vec![code], "{key} = {bad:?}");
             }
         }
-        // Free text too, though newlines stay allowed in a description.
+        // Free text too, line breaks and tabs included.
         assert_eq!(codes_with("description", json!("a\u{202e}b")), vec![1400]);
-        assert!(
-            parse(
-                &with(example(), "description", json!("line 1\nline 2")),
-                OwnerKind::Account
-            )
-            .is_ok()
-        );
+        for key in ["name", "description"] {
+            for bad in ["line 1\nline 2", "a\rb", "a\tb", "a\u{1b}[31mb"] {
+                assert_eq!(codes_with(key, json!(bad)), vec![1400], "{key} = {bad:?}");
+            }
+        }
         // Ordinary non-ASCII text is fine.
         let ok = parse(
             &with(

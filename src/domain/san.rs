@@ -82,9 +82,19 @@ impl DnsName {
             }
         }
         let tld = host.rsplit('.').next().unwrap_or(host);
-        if tld.bytes().all(|b| b.is_ascii_digit()) {
+        if looks_numeric(tld) {
             return Err(invalid(
-                "the top-level label is numeric (IP addresses are not allowed)",
+                "the top-level label is numeric, so the name reads as an IP address (IP addresses are not allowed)",
+            ));
+        }
+        if has_invalid_idna_label(host) {
+            return Err(FieldError::new(
+                ErrorCode::NonAsciiSan,
+                pointer,
+                format!(
+                    "invalid SAN {:?}: an xn-- label is not valid punycode for an internationalised name",
+                    super::validation::echo(s)
+                ),
             ));
         }
         Ok(Self(s.to_owned()))
@@ -103,6 +113,28 @@ impl DnsName {
     pub fn base(&self) -> &str {
         self.0.strip_prefix("*.").unwrap_or(&self.0)
     }
+}
+
+/// Whether a final label makes the whole name parse as an IPv4 address in the WHATWG URL
+/// host parser (and in `inet_aton`), which browsers and many tools use: all decimal digits
+/// (`1.2.3.4`, `example.123`), or `0x` followed by hex digits (`0x7f.0x1` is 127.0.0.1).
+fn looks_numeric(label: &str) -> bool {
+    let hex = label
+        .strip_prefix("0x")
+        .or_else(|| label.strip_prefix("0X"));
+    match hex {
+        Some(digits) => digits.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => label.bytes().all(|b| b.is_ascii_digit()),
+    }
+}
+
+/// An `xn--` label must decode (punycode) to a valid internationalised label under UTS #46;
+/// `xn--zz` does not, and no CA would issue for it. Names without `xn--` skip the check.
+fn has_invalid_idna_label(host: &str) -> bool {
+    let has_ace = host
+        .split('.')
+        .any(|label| label.len() >= 4 && label[..4].eq_ignore_ascii_case("xn--"));
+    has_ace && idna::domain_to_unicode(host).1.is_err()
 }
 
 impl fmt::Display for DnsName {
@@ -188,7 +220,32 @@ mod tests {
     }
 
     #[test]
-    fn rejects_non_ascii_with_1413() {
+    fn rejects_non_ascii_and_invalid_punycode_with_1413() {
         assert_eq!(code("bücher.example"), Some(1413));
+        for bad in [
+            "xn--zz.com",
+            "www.xn--zz.example",
+            "xn--a.example",
+            "XN--ZZ.com",
+        ] {
+            assert_eq!(code(bad), Some(1413), "{bad}");
+        }
+        for ok in [
+            "xn--bcher-kva.example",
+            "*.xn--bcher-kva.example",
+            "xn--80ak6aa92e.com",
+        ] {
+            assert_eq!(code(ok), None, "{ok}");
+        }
+    }
+
+    #[test]
+    fn rejects_names_that_read_as_ip_addresses_with_1412() {
+        for bad in ["0x7f.0x1", "a.0x1", "example.0X7F", "host.0x", "a.0123"] {
+            assert_eq!(code(bad), Some(1412), "{bad}");
+        }
+        for ok in ["0x7f.example", "a.0xg", "example.x0", "0x.com"] {
+            assert_eq!(code(ok), None, "{ok}");
+        }
     }
 }

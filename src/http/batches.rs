@@ -2,24 +2,45 @@
 //! Cloudflare's API) do. The same gate as every other operation: authenticate, parse the owner,
 //! authorize (write to submit, read to look), and only then the batch id or the body.
 
+use std::time::Duration;
+
 use axum::Json;
+use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::csrs::gate;
-use super::envelope::{BatchCollection, BatchResults, BatchSingle, ResultInfo};
+use futures_util::StreamExt;
+
+use super::envelope::{BatchCollection, BatchSingle, ResultInfo};
 use super::extract::{PathIds, idempotency_key, query_pairs};
 use super::result::{BatchEntryResult, BatchResult};
 use super::{ApiError, AppState};
 use crate::audit::{Actor, AuditEvent};
 use crate::auth::Permission;
 use crate::domain::batch::parse_items;
-use crate::domain::{BatchId, ErrorCode, FieldError, OwnerKind, ValidationErrors};
-use crate::ingress::BatchService;
+use crate::domain::{BatchEntry, BatchId, ErrorCode, FieldError, OwnerKind, ValidationErrors};
+use crate::ingress::{BatchService, ReadSlot, ResultPage};
 
-/// A batch body may be this large (10,000 items of a few hundred bytes).
+/// A batch body may be this large: 10,000 items of a few hundred bytes take 3 MB, and 850
+/// items of 150 SANs of 253 characters (the largest items there are) 32 MiB. The body is read
+/// item by item (`parse_items`), so a submission holds about three times its body at most
+/// (body, validated items, stored chunks), reserved from the process's batch memory budget
+/// before the body is read.
 pub const MAX_BATCH_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// How long a submission waits for room in the batch memory budget before 429.
+const BATCH_MEMORY_WAIT: Duration = Duration::from_secs(30);
+
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
 
 fn service(app: &AppState) -> Result<&BatchService, ApiError> {
     // Switched off (`CSRD_BATCH_API=false`), the routes answer like any unknown route.
@@ -50,8 +71,16 @@ pub(super) async fn submit(
 ) -> Result<Response, ApiError> {
     let batches = service(&app)?.clone();
     let owner = gate(&app, kind, &ids, request.headers(), Permission::Write).await?;
-    let _open = app.limits.admit_batch(&owner)?;
     let key = idempotency_key(request.headers())?;
+    // The body's memory is reserved before it is read: its declared length, or the limit
+    // when it comes chunked.
+    let body_bytes = declared_length(request.headers())
+        .unwrap_or(MAX_BATCH_BODY_BYTES)
+        .min(MAX_BATCH_BODY_BYTES);
+    let _open = app
+        .limits
+        .admit_batch(&owner, body_bytes, BATCH_MEMORY_WAIT)
+        .await?;
     let body = super::extract::json_body_up_to(request, MAX_BATCH_BODY_BYTES).await?;
     // The request rate counts requests, not items: a batch costs what sending its bytes as
     // single creates' worth of bodies would (one per MiB, the single-request cap), never its
@@ -113,6 +142,7 @@ pub(super) async fn list(
     let batches = service(&app)?;
     let owner = gate(&app, kind, &ids, &headers, Permission::Read).await?;
     let paging = Paging::parse(raw_query.as_deref(), 20, 100)?;
+    let _read = app.limits.admit_read(&owner)?;
     let (page, total) = batches
         .list(&owner, paging.offset(), paging.limit())
         .await?;
@@ -137,18 +167,95 @@ pub(super) async fn results(
     let owner = gate(&app, kind, &ids, &headers, Permission::Read).await?;
     let id = batch_id(&ids)?;
     let paging = Paging::parse(raw_query.as_deref(), 100, 1000)?;
-    let (batch, entries) = batches
+    let read = app.limits.admit_read(&owner)?;
+    let mut page = batches
         .results(&owner, id, paging.offset(), paging.limit())
         .await?
         .ok_or(ApiError::BatchNotFound)?;
-    let body = BatchResults {
-        success: true,
-        errors: Vec::new(),
-        messages: Vec::new(),
-        result_info: paging.info(entries.len(), batch.total),
-        result: entries.into_iter().map(BatchEntryResult::from).collect(),
+    let info = paging.info(page.len(), page.batch().total);
+    // The first part is read before answering, so the usual failures (Postgres down, the
+    // pool exhausted) still get their status; a later failure can only cut the answer short.
+    let first = page.next_part().await.transpose()?;
+    Ok(stream_results(info, first, page, read))
+}
+
+/// A results page as a stream: the envelope's head, then the entries part by part as the
+/// client takes them, then its tail. Memory per request is one part (`RESULTS_PER_PART`
+/// entries), whatever the page size: a 1,000-entry page of the largest CSRs is 77 MB of JSON.
+/// The tenant's read slot is held until the last byte is sent (or the client goes away).
+fn stream_results(
+    info: ResultInfo,
+    first: Option<Vec<BatchEntry>>,
+    page: ResultPage,
+    read: ReadSlot,
+) -> Response {
+    struct Sending {
+        page: ResultPage,
+        ready: Option<Vec<BatchEntry>>,
+        sent_any: bool,
+        done: bool,
+        _read: ReadSlot,
+    }
+    let head = serde_json::json!({
+        "success": true,
+        "errors": [],
+        "messages": [],
+        "result_info": info,
+    })
+    .to_string();
+    // `{"errors":[],...,"result_info":{...}` + `,"result":[`
+    let head = format!("{},\"result\":[", &head[..head.len() - 1]);
+    let state = Sending {
+        page,
+        ready: first,
+        sent_any: false,
+        done: false,
+        _read: read,
     };
-    Ok(Json(body).into_response())
+    let entries = futures_util::stream::unfold(state, |mut state| async move {
+        if state.done {
+            return None;
+        }
+        let part = match state.ready.take() {
+            Some(part) => Some(Ok(part)),
+            None => state.page.next_part().await,
+        };
+        let bytes = match part {
+            Some(Ok(entries)) => Ok(encode_entries(entries, &mut state.sent_any)),
+            Some(Err(e)) => {
+                state.done = true;
+                let e = ApiError::from(e);
+                tracing::warn!(error = %crate::telemetry::ErrorChain(&e), "a results page was cut short");
+                Err(e)
+            }
+            None => {
+                state.done = true;
+                Ok(Bytes::from_static(b"]}"))
+            }
+        };
+        Some((bytes, state))
+    });
+    let body = futures_util::stream::once(async move { Ok(Bytes::from(head)) }).chain(entries);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+fn encode_entries(entries: Vec<BatchEntry>, sent_any: &mut bool) -> Bytes {
+    let mut out = Vec::new();
+    for entry in entries {
+        if std::mem::replace(sent_any, true) {
+            out.push(b',');
+        }
+        // Serialising owned plain data into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, &BatchEntryResult::from(entry));
+    }
+    Bytes::from(out)
 }
 
 /// `page` (from 1) and `per_page` (1 to a maximum) from the query string.

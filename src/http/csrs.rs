@@ -32,7 +32,7 @@ pub(super) async fn gate(
     let authenticated = match credentials(headers) {
         Ok(presented) => app
             .authenticator
-            .authenticate(&presented)
+            .authenticate(&presented, ids.peer())
             .await
             .map_err(ApiError::from),
         Err(e) => Err(e),
@@ -152,6 +152,8 @@ pub(super) async fn list(
     let owner = gate(&app, kind, &ids, &headers, Permission::Read).await?;
     let pairs = query_pairs(raw_query.as_deref());
     let query = ListQuery::parse(kind, pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    // A page is at most 50 CSRs (about 4 MB of the largest ones), built whole.
+    let _read = app.limits.admit_read(&owner)?;
     let page = app.catalog.list(&owner, &query).await?;
     let result_info = ResultInfo {
         page: query.page,

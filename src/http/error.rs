@@ -49,14 +49,18 @@ pub enum ApiError {
     NoRoute,
     #[error("method not allowed")]
     MethodNotAllowed,
-    #[error("request body too large")]
-    PayloadTooLarge,
+    #[error("request body larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
     #[error("unsupported content type")]
     UnsupportedMediaType,
     #[error("request body not received in time")]
     BodyTimeout,
     #[error("request URI too long")]
     UriTooLong,
+    #[error("malformed request head: {0}")]
+    MalformedHead(&'static str),
+    #[error("unsupported transfer coding")]
+    UnsupportedTransferCoding,
     #[error("request headers too large or too many")]
     HeadersTooLarge,
     #[error("too many requests ({limit})")]
@@ -98,7 +102,9 @@ impl ApiError {
             | ApiError::MalformedCredentials(_)
             | ApiError::MalformedOwnerId(_)
             | ApiError::MalformedCsrId
-            | ApiError::MalformedBatchId => StatusCode::BAD_REQUEST,
+            | ApiError::MalformedBatchId
+            | ApiError::MalformedHead(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
             ApiError::CsrNotFound | ApiError::CsrDeleted | ApiError::BatchNotFound => {
                 StatusCode::NOT_FOUND
             }
@@ -106,7 +112,7 @@ impl ApiError {
             ApiError::InvalidCredentials | ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
@@ -124,6 +130,8 @@ impl ApiError {
         let one = |code, message: &str| vec![ErrorItem::new(code, message)];
         match self {
             ApiError::Validation(errors) => errors
+                .clone()
+                .capped()
                 .0
                 .iter()
                 .map(|e| {
@@ -166,15 +174,20 @@ impl ApiError {
             ApiError::MethodNotAllowed => {
                 one(C::MethodNotAllowed, "Method not allowed for this route")
             }
-            ApiError::PayloadTooLarge => one(
+            ApiError::PayloadTooLarge { limit } => one(
                 C::InvalidRequest,
-                &format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+                &format!("request body is larger than {limit} bytes"),
             ),
             ApiError::UnsupportedMediaType => {
                 one(C::InvalidRequest, "Content-Type must be application/json")
             }
             ApiError::BodyTimeout => one(C::InvalidRequest, "request body not received in time"),
             ApiError::UriTooLong => one(C::InvalidRequest, "request URI too long"),
+            ApiError::MalformedHead(why) => one(C::InvalidRequest, why),
+            ApiError::UnsupportedTransferCoding => one(
+                C::InvalidRequest,
+                "Transfer-Encoding other than a single \"chunked\" is not supported",
+            ),
             ApiError::HeadersTooLarge => one(
                 C::InvalidRequest,
                 "request header fields too large, or too many",

@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 
 use super::error::ApiError;
-use super::server::BodyDeadline;
+use super::server::{BodyDeadline, PeerAddr};
 use crate::domain::{
     CsrId, ErrorCode, FieldError, IdempotencyKey, Owner, OwnerKind, ValidationErrors,
 };
@@ -19,6 +19,8 @@ use crate::domain::{
 /// nothing about ids.
 pub struct PathIds {
     params: HashMap<String, String>,
+    /// The client's address (limits on failed authentication are kept per address too).
+    peer: Option<std::net::IpAddr>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for PathIds {
@@ -29,7 +31,8 @@ impl<S: Send + Sync> FromRequestParts<S> for PathIds {
             .await
             .map(|p| p.0)
             .unwrap_or_default();
-        Ok(Self { params })
+        let peer = parts.extensions.get::<PeerAddr>().map(|p| p.0.ip());
+        Ok(Self { params, peer })
     }
 }
 
@@ -43,6 +46,10 @@ impl PathIds {
             .get(key)
             .and_then(|s| Owner::parse(kind, s))
             .ok_or(ApiError::MalformedOwnerId(kind.as_str()))
+    }
+
+    pub fn peer(&self) -> Option<std::net::IpAddr> {
+        self.peer
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -72,7 +79,12 @@ pub async fn json_body(request: Request) -> Result<Bytes, ApiError> {
     let deadline = body_deadline(&request);
     within(deadline, Bytes::from_request(request, &()))
         .await?
-        .map_err(|rejection| unread_body(rejection.status() == StatusCode::PAYLOAD_TOO_LARGE))
+        .map_err(|rejection| {
+            unread_body(
+                rejection.status() == StatusCode::PAYLOAD_TOO_LARGE,
+                super::error::MAX_BODY_BYTES,
+            )
+        })
 }
 
 /// A JSON request body of at most `limit` bytes, for the routes whose bodies are larger than
@@ -87,6 +99,7 @@ pub async fn json_body_up_to(request: Request, limit: usize) -> Result<Bytes, Ap
             unread_body(
                 std::error::Error::source(&e)
                     .is_some_and(|s| s.is::<http_body_util::LengthLimitError>()),
+                limit,
             )
         })
 }
@@ -99,7 +112,7 @@ fn refuse_declared_over(request: &Request, limit: usize) -> Result<(), ApiError>
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match declared {
-        Some(n) if n > limit as u64 => Err(ApiError::PayloadTooLarge),
+        Some(n) if n > limit as u64 => Err(ApiError::PayloadTooLarge { limit }),
         _ => Ok(()),
     }
 }
@@ -128,9 +141,9 @@ async fn within<T>(
 }
 
 /// Why a body was not read: too large (413), or cut short or broken (400).
-fn unread_body(too_large: bool) -> ApiError {
+fn unread_body(too_large: bool, limit: usize) -> ApiError {
     if too_large {
-        ApiError::PayloadTooLarge
+        ApiError::PayloadTooLarge { limit }
     } else {
         ApiError::Validation(ValidationErrors::single(FieldError::new(
             ErrorCode::InvalidRequest,

@@ -83,8 +83,8 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn(
             crate::audit::audit_scope_middleware,
         ))
-        .fallback(|| async { ApiError::NoRoute })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(Arc::new(doc)))
         .layer(DefaultBodyLimit::max(error::MAX_BODY_BYTES))
         .with_state(state)
@@ -118,6 +118,27 @@ async fn count_responses(
         route.as_deref().unwrap_or("unmatched"),
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+/// 404 for an unknown path, counted like every other response (the route layer above does
+/// not wrap the fallbacks).
+async fn no_route() -> Response {
+    counted_refusal(None, ApiError::NoRoute)
+}
+
+/// 405 for a known path and an unsupported method, counted under the path's route.
+async fn method_not_allowed(matched: Option<axum::extract::MatchedPath>) -> Response {
+    counted_refusal(matched, ApiError::MethodNotAllowed)
+}
+
+fn counted_refusal(matched: Option<axum::extract::MatchedPath>, error: ApiError) -> Response {
+    let response = error.into_response();
+    crate::metrics::http_response(
+        matched.as_ref().map_or("unmatched", |m| m.as_str()),
+        response.status().as_u16(),
+        0.0,
     );
     response
 }

@@ -10,6 +10,7 @@
 //! long on each ingress instance.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,8 +27,9 @@ pub enum AuthError {
     /// Unknown, revoked or expired token; unknown email or wrong key.
     #[error("invalid or expired credentials")]
     Invalid,
-    /// This credential failed too often lately; it is not even looked up until later.
-    #[error("too many failed attempts with this credential")]
+    /// This credential, or this client address, failed too often lately; it is not even
+    /// looked up until later.
+    #[error("too many failed attempts with this credential or from this address")]
     TooManyFailures { retry_after: Duration },
     #[error(transparent)]
     Service(#[from] ServiceError),
@@ -45,28 +47,52 @@ pub struct Authenticator {
     cache: Arc<Mutex<HashMap<CacheKey, (Principal, Instant)>>>,
     /// Failed attempts per presented credential (keyed by its hash).
     failures: Arc<Buckets>,
+    /// Failed attempts per client address, whatever the credential: a spray of distinct
+    /// wrong tokens meets this one, and stops costing a Postgres lookup each.
+    failures_by_address: Arc<Buckets>,
 }
 
 impl Authenticator {
     /// `ttl` bounds how long a verified credential is trusted without Postgres (zero: never).
-    /// `failures_per_minute` bounds the failed attempts one credential may make (0: no bound).
-    pub fn new(pool: Pool, ttl: Duration, failures_per_minute: u32) -> Self {
-        let per_minute = f64::from(failures_per_minute);
+    /// `failures_per_minute` bounds the failed attempts one credential may make, and
+    /// `failures_per_address_per_minute` those one client address may make (0: no bound).
+    pub fn new(
+        pool: Pool,
+        ttl: Duration,
+        failures_per_minute: u32,
+        failures_per_address_per_minute: u32,
+    ) -> Self {
+        let per_minute = |n: u32| {
+            let n = f64::from(n);
+            Arc::new(Buckets::new(n / 60.0, n))
+        };
         Self {
             pool,
             ttl: ttl.min(Duration::from_secs(5)),
             cache: Default::default(),
-            failures: Arc::new(Buckets::new(per_minute / 60.0, per_minute)),
+            failures: per_minute(failures_per_minute),
+            failures_by_address: per_minute(failures_per_address_per_minute),
         }
     }
 
-    pub async fn authenticate(&self, presented: &Credentials) -> Result<Principal, AuthError> {
+    /// Checks `presented`, coming from `peer` (when known).
+    pub async fn authenticate(
+        &self,
+        presented: &Credentials,
+        peer: Option<IpAddr>,
+    ) -> Result<Principal, AuthError> {
         let key = cache_key(presented);
         if let Some(principal) = self.cached(&key) {
             return Ok(principal);
         }
         let failure_key = hex::encode(key);
-        if let Some(retry_after) = self.failures.exhausted(&failure_key) {
+        let address_key = peer.map(address_key);
+        let exhausted = self.failures.exhausted(&failure_key).or_else(|| {
+            address_key
+                .as_deref()
+                .and_then(|a| self.failures_by_address.exhausted(a))
+        });
+        if let Some(retry_after) = exhausted {
             return Err(AuthError::TooManyFailures { retry_after });
         }
         let checked = self.check(presented).await;
@@ -74,6 +100,9 @@ impl Authenticator {
             Ok(principal) => self.remember(key, principal),
             Err(AuthError::Invalid) => {
                 let _ = self.failures.take(&failure_key, 1.0);
+                if let Some(address) = &address_key {
+                    let _ = self.failures_by_address.take(address, 1.0);
+                }
             }
             Err(_) => {}
         }
@@ -155,6 +184,21 @@ impl Authenticator {
     }
 }
 
+/// The bucket key of a client address: an IPv4 address, or an IPv6 address's /64 (one
+/// subscriber's usual allocation, so rotating through it does not escape the limit).
+fn address_key(peer: IpAddr) -> String {
+    match peer {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
 /// The SHA-256 of what was presented (for a token, exactly the hash Postgres stores).
 fn cache_key(presented: &Credentials) -> CacheKey {
     match presented {
@@ -167,5 +211,25 @@ fn cache_key(presented: &Credentials) -> CacheKey {
             h.update(key.hash());
             h.finalize().into()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_client_is_keyed_by_its_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(
+            address_key(a),
+            address_key("2001:db8:1:3::1".parse().unwrap())
+        );
+        assert_eq!(
+            address_key("::ffff:192.0.2.7".parse().unwrap()),
+            "192.0.2.7"
+        );
     }
 }

@@ -124,19 +124,77 @@ impl BatchService {
         Ok(batches::list(&**client, owner, offset, limit).await?)
     }
 
-    /// The batch (if `owner` owns it) and the entries of one page of its results.
+    /// One page of a batch's results (entries `offset..offset + limit`), if `owner` owns the
+    /// batch. The entries are read part by part as the page is sent (see [`ResultPage`]).
     pub async fn results(
         &self,
         owner: &Owner,
         id: BatchId,
         offset: i64,
         limit: i64,
-    ) -> Result<Option<(Batch, Vec<BatchEntry>)>, ServiceError> {
-        let client = self.pool.get().await?;
-        let Some(batch) = batches::get(&**client, owner, id).await? else {
+    ) -> Result<Option<ResultPage>, ServiceError> {
+        let Some(batch) = self.get(owner, id).await? else {
             return Ok(None);
         };
-        let entries = batches::results(&**client, &batch, offset, limit).await?;
-        Ok(Some((batch, entries)))
+        let first = offset.clamp(0, batch.total);
+        let end = offset.saturating_add(limit).clamp(first, batch.total);
+        Ok(Some(ResultPage {
+            pool: self.pool.clone(),
+            batch,
+            next: first,
+            end,
+        }))
+    }
+}
+
+/// Entries read from Postgres at once for a results page. An entry is at most about 80 KB
+/// (150 SANs of 253 characters, in the CSR and beside it), so a part is at most a few MB
+/// whatever the page size, and each part takes a pooled connection only while it is read: a
+/// client reading slowly holds neither memory nor a connection for its whole page.
+pub const RESULTS_PER_PART: i64 = 32;
+
+/// A page of a batch's results, read part by part.
+pub struct ResultPage {
+    pool: Pool,
+    batch: Batch,
+    next: i64,
+    end: i64,
+}
+
+impl ResultPage {
+    pub fn batch(&self) -> &Batch {
+        &self.batch
+    }
+
+    /// Entries on the page.
+    pub fn len(&self) -> usize {
+        usize::try_from(self.end - self.next).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The next part of the page, in item order; `None` once the page is done.
+    pub async fn next_part(&mut self) -> Option<Result<Vec<BatchEntry>, ServiceError>> {
+        if self.next >= self.end {
+            return None;
+        }
+        let len = RESULTS_PER_PART.min(self.end - self.next);
+        let read = async {
+            let client = self.pool.get().await.map_err(DbError::from)?;
+            batches::results(&**client, &self.batch, self.next, len).await
+        };
+        match read.await {
+            Ok(entries) => {
+                self.next += len;
+                Some(Ok(entries))
+            }
+            Err(e) => {
+                // A part that failed ends the page: the client gets a cut-off answer.
+                self.next = self.end;
+                Some(Err(e.into()))
+            }
+        }
     }
 }

@@ -8,6 +8,10 @@
 //! - **In flight**: single creates a tenant has open at this ingress, at most
 //!   `max_in_flight`; more is 429 at once.
 //! - **Hourly quota** (only where an operator set one): items accepted per clock hour.
+//! - **Large requests**: a tenant may have [`MAX_BATCHES_IN_FLIGHT`] batch submissions and
+//!   `max_reads` list or result reads open on this ingress; more is 429 at once.
+//!   Batch submissions also share one memory budget per process ([`BATCH_MEMORY_BUDGET`]):
+//!   each reserves what its body may cost before reading it, and waits its turn for that.
 //! - **The window**: single creates queued or being made, from this ingress, at most `window`
 //!   cost units, handed out by fair share between tenants. While one tenant is active it gets
 //!   the whole window; a tenant with nothing in it is let in at once, so a light tenant never
@@ -27,6 +31,8 @@ use crate::telemetry::ErrorChain;
 pub struct TenantLimits {
     /// Single creates per tenant open at once on this ingress (0: unlimited).
     pub max_in_flight: usize,
+    /// List and result reads per tenant open at once on this ingress (0: unlimited).
+    pub max_reads: usize,
     /// Cost units of single creates queued or being made from this ingress, at most.
     pub window: u32,
 }
@@ -35,6 +41,7 @@ impl Default for TenantLimits {
     fn default() -> Self {
         Self {
             max_in_flight: 0,
+            max_reads: 0,
             window: 4096,
         }
     }
@@ -52,6 +59,10 @@ pub enum Refused {
     Outstanding { outstanding: i64, limit: i64 },
     #[error("the tenant's hourly quota of {limit} items is used up")]
     HourlyQuota { limit: i64, retry_after: Duration },
+    #[error("too many list or result reads in flight for this tenant")]
+    ReadsInFlight,
+    #[error("batch submissions are using this ingress's memory budget")]
+    BatchMemory,
 }
 
 impl Refused {
@@ -63,6 +74,8 @@ impl Refused {
             Refused::QueueWait => "queue_wait",
             Refused::Outstanding { .. } => "outstanding",
             Refused::HourlyQuota { .. } => "hourly_quota",
+            Refused::ReadsInFlight => "reads_in_flight",
+            Refused::BatchMemory => "batch_memory",
         }
     }
 
@@ -72,7 +85,10 @@ impl Refused {
             Refused::Rate { retry_after } | Refused::HourlyQuota { retry_after, .. } => {
                 secs(retry_after)
             }
-            Refused::InFlight | Refused::QueueWait => 1,
+            Refused::InFlight
+            | Refused::QueueWait
+            | Refused::ReadsInFlight
+            | Refused::BatchMemory => 1,
             // Outstanding items settle at the machine's pace: a batch's worth takes seconds.
             Refused::Outstanding { .. } => 10,
         }
@@ -147,6 +163,9 @@ pub struct Limits {
     window: FairGate,
     in_flight: Arc<Mutex<HashMap<Owner, usize>>>,
     batches_in_flight: Arc<Mutex<HashMap<Owner, usize>>>,
+    reads_in_flight: Arc<Mutex<HashMap<Owner, usize>>>,
+    /// MiB the batch submissions of this process may hold at once.
+    batch_memory: Arc<tokio::sync::Semaphore>,
     pool: Pool,
 }
 
@@ -159,6 +178,10 @@ impl Limits {
             policies,
             in_flight: Arc::default(),
             batches_in_flight: Arc::default(),
+            reads_in_flight: Arc::default(),
+            batch_memory: Arc::new(tokio::sync::Semaphore::new(
+                BATCH_MEMORY_BUDGET_MIB as usize,
+            )),
             pool,
         }
     }
@@ -210,10 +233,36 @@ impl Limits {
         })
     }
 
-    /// Admits one batch submission: a tenant may have [`MAX_BATCHES_IN_FLIGHT`] on this
-    /// ingress at once (each holds its body and, while it is stored, a database connection).
-    pub fn admit_batch(&self, owner: &Owner) -> Result<impl Drop + use<>, Refused> {
-        enter(&self.batches_in_flight, owner, MAX_BATCHES_IN_FLIGHT)
+    /// Admits one batch submission whose body is at most `body_bytes`: a tenant may have
+    /// [`MAX_BATCHES_IN_FLIGHT`] on this ingress at once (each holds its body and, while it
+    /// is stored, a database connection), and the process's submissions together hold at
+    /// most [`BATCH_MEMORY_BUDGET`]. A submission reserves [`BATCH_MEMORY_PER_BODY_BYTE`]
+    /// times its body, and waits up to `wait` for the budget to have room.
+    pub async fn admit_batch(
+        &self,
+        owner: &Owner,
+        body_bytes: usize,
+        wait: Duration,
+    ) -> Result<BatchAdmission, Refused> {
+        let open = enter(&self.batches_in_flight, owner, MAX_BATCHES_IN_FLIGHT)?;
+        let mib = batch_reservation_mib(body_bytes);
+        let memory = tokio::time::timeout(wait, self.batch_memory.clone().acquire_many_owned(mib))
+            .await
+            .map_err(|_| Refused::BatchMemory)?
+            .map_err(|_| Refused::BatchMemory)?;
+        Ok(BatchAdmission {
+            _open: open,
+            _memory: memory,
+        })
+    }
+
+    /// Admits one list or result read: a tenant may have `max_reads` (8 by default) on this
+    /// ingress at once. A read holds at most one part of its page in memory (see
+    /// `http::batches`), but a client that opens hundreds at once should not hold hundreds.
+    pub fn admit_read(&self, owner: &Owner) -> Result<ReadSlot, Refused> {
+        enter(&self.reads_in_flight, owner, self.settings.max_reads)
+            .map(ReadSlot)
+            .map_err(|_| Refused::ReadsInFlight)
     }
 
     fn enter(&self, owner: &Owner) -> Result<InFlight, Refused> {
@@ -248,6 +297,22 @@ impl Limits {
 
 /// Batch submissions one tenant may have open at once on one ingress (`csrd batch` sends 4).
 pub const MAX_BATCHES_IN_FLIGHT: usize = 8;
+
+/// Memory the batch submissions of one process may hold at once: 256 MiB.
+pub const BATCH_MEMORY_BUDGET: usize = BATCH_MEMORY_BUDGET_MIB as usize * 1024 * 1024;
+const BATCH_MEMORY_BUDGET_MIB: u32 = 256;
+
+/// What a submission holds per byte of its body, measured on the largest bodies (850 items of
+/// 150 SANs of 253 characters, 32 MiB): the body, the validated requests (about as large) and
+/// the chunks as stored (as large again).
+pub const BATCH_MEMORY_PER_BODY_BYTE: usize = 3;
+
+fn batch_reservation_mib(body_bytes: usize) -> u32 {
+    let bytes = body_bytes.saturating_mul(BATCH_MEMORY_PER_BODY_BYTE);
+    u32::try_from(bytes.div_ceil(1024 * 1024))
+        .unwrap_or(u32::MAX)
+        .clamp(1, BATCH_MEMORY_BUDGET_MIB)
+}
 
 /// How long a create waits for Postgres to count it against an hourly quota.
 const QUOTA_TIMEOUT: Duration = Duration::from_millis(250);
@@ -285,6 +350,17 @@ pub fn until_next_hour() -> Duration {
     let now = chrono::Utc::now().timestamp();
     Duration::from_secs(u64::try_from(3600 - now.rem_euclid(3600)).unwrap_or(3600))
 }
+
+/// A batch submission's place among its tenant's and its share of the memory budget; both
+/// are given back when it is dropped.
+pub struct BatchAdmission {
+    _open: InFlight,
+    _memory: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// A list or result read's place among its tenant's; given back when dropped (a streamed
+/// page holds it until its last byte is sent).
+pub struct ReadSlot(#[allow(dead_code, reason = "held for its Drop")] InFlight);
 
 /// One open create of a tenant at this ingress.
 struct InFlight {

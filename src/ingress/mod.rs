@@ -17,10 +17,10 @@ pub mod limits;
 pub mod readiness;
 
 pub use authenticate::{AuthError, Authenticator};
-pub use batch::{BatchError, BatchService};
+pub use batch::{BatchError, BatchService, ResultPage};
 pub use catalog::{Catalog, Page};
 pub use coalesce::{ChunkSettings, Coalescer};
 pub use create::{CreateError, CreateService};
 pub use error::ServiceError;
-pub use limits::{Limits, Refused, TenantLimits};
+pub use limits::{Limits, ReadSlot, Refused, TenantLimits};
 pub use readiness::Readiness;

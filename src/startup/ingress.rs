@@ -68,6 +68,7 @@ pub(super) fn app_state(
             pool.clone(),
             settings.credential_cache(),
             settings.tenants.auth_failures_per_min,
+            settings.tenants.auth_failures_per_addr_per_min,
         ),
         limits: Limits::new(
             settings.tenants.limits(),

@@ -16,6 +16,7 @@ mod csr_check;
 mod custody;
 mod delivery;
 mod fairshare;
+mod hostile;
 mod keys_verify;
 mod limits;
 mod metrics;

@@ -88,3 +88,101 @@ async fn tokens_and_users_are_listed_without_secrets_and_revoked() {
         .await
         .assert_failure(403, 9109);
 }
+
+async fn csrd_failing(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = csrd_command(CSRD, &app.iso, args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "csrd {args:?} succeeded");
+    assert!(
+        !stderr.contains("panicked"),
+        "csrd {args:?} panicked: {stderr}"
+    );
+    stderr
+}
+
+#[tokio::test]
+async fn operator_strings_that_would_forge_lines_are_refused() {
+    let app = spawn_in_memory().await;
+    let create = [
+        "token",
+        "create",
+        "--account",
+        ACCOUNT_A,
+        "--permission",
+        "read",
+    ];
+    let with = |extra: &[&'static str]| [&create[..], extra].concat();
+    csrd_failing(&app, &with(&["--name", "ci\nforged line"]), &[]).await;
+    csrd_failing(&app, &with(&["--name", "a\u{1b}[2Jb"]), &[]).await;
+    let stderr = csrd_failing(&app, &with(&["--expires-in-days", "99999999"]), &[]).await;
+    assert!(stderr.contains("expires-in-days"), "{stderr}");
+    csrd_failing(
+        &app,
+        &[
+            "user",
+            "create",
+            "--email",
+            "ops@example.com\nx",
+            "--account",
+            ACCOUNT_A,
+        ],
+        &[],
+    )
+    .await;
+    let stderr = csrd_failing(&app, &create, &[("CSRD_OPERATOR", "alice\tbob")]).await;
+    assert!(stderr.contains("operator name"), "{stderr}");
+    let (ok, _) = csrd(&app, &with(&["--expires-in-days", "36500", "--name", "ok"])).await;
+    assert!(ok);
+}
+
+#[tokio::test]
+async fn plain_listings_escape_control_characters_stored_before_they_were_refused() {
+    let app = spawn_in_memory().await;
+    let (ok, _) = csrd(
+        &app,
+        &[
+            "token",
+            "create",
+            "--account",
+            ACCOUNT_A,
+            "--permission",
+            "read",
+            "--name",
+            "x",
+        ],
+    )
+    .await;
+    assert!(ok);
+    let client = app.pool.get().await.unwrap();
+    client
+        .execute(
+            "UPDATE api_tokens SET name = E'evil\\nFORGED\\tline\\x1b[31m'",
+            &[],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO audit_log (action, outcome, actor_kind, actor, target)
+             VALUES ('token.create', 'ok', 'operator', E'mallory\\nFORGED', E'a\\rb')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (_, tokens) = csrd(&app, &["token", "list"]).await;
+    assert_eq!(tokens.lines().count(), 1, "{tokens}");
+    assert!(
+        tokens.contains("evil\\nFORGED\\tline\\u{1b}[31m"),
+        "{tokens}"
+    );
+    let (_, audit) = csrd(&app, &["audit"]).await;
+    assert!(
+        !audit.contains('\r') && !audit.contains('\u{1b}'),
+        "{audit}"
+    );
+    assert!(audit.contains("mallory\\nFORGED"), "{audit}");
+    assert!(!audit.lines().any(|l| l.starts_with("FORGED")), "{audit}");
+}

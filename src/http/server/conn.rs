@@ -40,6 +40,8 @@ pub struct ConnState {
     idle_since: AtomicU64,
     /// Since when bytes of the next request head have been arriving (0: none yet).
     head_since: AtomicU64,
+    /// Since when a write has been waiting for the client to read (0: not waiting).
+    write_blocked_since: AtomicU64,
     /// Cancelled when the table evicts this connection to make room.
     pub evict: CancellationToken,
 }
@@ -52,6 +54,7 @@ impl ConnState {
             busy: AtomicU32::new(0),
             idle_since: AtomicU64::new(1),
             head_since: AtomicU64::new(0),
+            write_blocked_since: AtomicU64::new(0),
             evict: CancellationToken::new(),
         }
     }
@@ -75,6 +78,21 @@ impl ConnState {
         }
     }
 
+    /// A write found the socket's send buffer full (the client is not reading).
+    pub fn write_blocked(&self) {
+        let _ = self.write_blocked_since.compare_exchange(
+            0,
+            self.now(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// A write went through.
+    pub fn write_progressed(&self) {
+        self.write_blocked_since.store(0, Ordering::Relaxed);
+    }
+
     pub fn is_busy(&self) -> bool {
         self.busy.load(Ordering::Acquire) > 0
     }
@@ -88,6 +106,14 @@ impl ConnState {
     /// What the watchdog should do now.
     fn verdict(&self, limits: &HttpLimits) -> Verdict {
         let now = Instant::now();
+        let stalled = self.write_blocked_since.load(Ordering::Relaxed);
+        if stalled != 0 {
+            let deadline = self.at(stalled) + limits.write_timeout;
+            if now >= deadline {
+                return Verdict::WriteStalled;
+            }
+            return Verdict::Wait(deadline);
+        }
         if self.is_busy() {
             // The request's own deadlines apply; look again later.
             return Verdict::Wait(now + limits.header_timeout);
@@ -129,6 +155,9 @@ impl Drop for RequestGuard {
 enum Verdict {
     Wait(Instant),
     CloseIdle,
+    /// The client has not read any of the response for the write timeout: dropping the
+    /// connection frees the response and its buffers.
+    WriteStalled,
     HeadTooSlow,
 }
 
@@ -186,6 +215,10 @@ pub async fn run(
             _ = watchdog.as_mut() => match state.verdict(&limits) {
                 Verdict::Wait(until) => watchdog.as_mut().reset(until),
                 Verdict::CloseIdle => return,
+                Verdict::WriteStalled => {
+                    crate::metrics::connection_write_stalled();
+                    return;
+                }
                 Verdict::HeadTooSlow => break,
             },
         }
@@ -264,6 +297,38 @@ fn head_within_limits(
         .sum();
     if headers.len() > limits.max_headers || uri + header_bytes > limits.max_head_bytes {
         return Err(ApiError::HeadersTooLarge);
+    }
+    framing_is_unambiguous(request)
+}
+
+/// RFC 9112: an HTTP/1.1 request carries exactly one Host (section 3.2: 400 otherwise), and
+/// the only transfer coding here is a single `chunked` (section 6.1: 501 for a coding the
+/// server does not understand; `chunked` twice is malformed). hyper decodes the chunks of
+/// `gzip, chunked` and would hand the handler compressed bytes as if they were the body.
+fn framing_is_unambiguous(request: &hyper::Request<Incoming>) -> Result<(), ApiError> {
+    use axum::http::{Version, header};
+    let headers = request.headers();
+    if request.version() == Version::HTTP_11 && headers.get_all(header::HOST).iter().count() != 1 {
+        return Err(ApiError::MalformedHead(
+            "an HTTP/1.1 request must carry exactly one Host header",
+        ));
+    }
+    let mut chunked = 0;
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        let Ok(value) = value.to_str() else {
+            return Err(ApiError::UnsupportedTransferCoding);
+        };
+        for coding in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            if !coding.eq_ignore_ascii_case("chunked") {
+                return Err(ApiError::UnsupportedTransferCoding);
+            }
+            chunked += 1;
+        }
+    }
+    if chunked > 1 {
+        return Err(ApiError::MalformedHead(
+            "Transfer-Encoding must name chunked once",
+        ));
     }
     Ok(())
 }

@@ -95,7 +95,13 @@ impl AsyncWrite for Io {
             ready!(self.flush_replacement(cx))?;
             return Poll::Ready(Ok(buf.len()));
         }
-        poll_write_on(&self.stream, cx, buf)
+        let written = poll_write_on(&self.stream, cx, buf);
+        if written.is_pending() {
+            self.state.write_blocked();
+        } else {
+            self.state.write_progressed();
+        }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -9,6 +9,7 @@
 //! | `header_timeout` | a request head that started arriving but is not complete gets 408 |
 //! | `body_timeout` | a request body not fully received gets 408 (`extract`) |
 //! | `request_timeout` | a request not answered gets 503 |
+//! | `write_timeout` | a connection whose response could not be written at all for this long (the client stopped reading) is closed, and the response dropped |
 //! | `max_head_bytes`, `max_headers` | hyper's 431/414/400, rewritten into the failure envelope |
 
 mod canned;
@@ -41,6 +42,7 @@ pub struct HttpLimits {
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub request_timeout: Duration,
+    pub write_timeout: Duration,
     pub max_head_bytes: usize,
     pub max_headers: usize,
 }
@@ -134,6 +136,7 @@ mod tests {
             header_timeout: Duration::from_secs(1),
             body_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(1),
             max_head_bytes: 32 * 1024,
             max_headers: 100,
         };
