@@ -132,7 +132,7 @@ pub struct TenantSettings {
     /// RSA-2048 256), handed out by fair share between tenants.
     #[arg(long, env = "CSRD_INGRESS_WINDOW", default_value_t = 4096)]
     pub ingress_window: u32,
-    /// List and result reads per tenant open at once on one ingress; 0 disables.
+    /// Reads of batch results per tenant open at once on one ingress; 0 disables.
     #[arg(long, env = "CSRD_TENANT_MAX_READS", default_value_t = 8)]
     pub tenant_max_reads: usize,
     /// Failed authentications per credential per minute before 429; 0 disables.

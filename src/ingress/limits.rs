@@ -9,7 +9,7 @@
 //!   `max_in_flight`; more is 429 at once.
 //! - **Hourly quota** (only where an operator set one): items accepted per clock hour.
 //! - **Large requests**: a tenant may have [`MAX_BATCHES_IN_FLIGHT`] batch submissions and
-//!   `max_reads` list or result reads open on this ingress; more is 429 at once.
+//!   `max_reads` batch results reads open on this ingress; more is 429 at once.
 //!   Batch submissions also share one memory budget per process ([`BATCH_MEMORY_BUDGET`]):
 //!   each reserves what its body may cost before reading it, and waits its turn for that.
 //! - **The window**: single creates queued or being made, from this ingress, at most `window`
@@ -31,7 +31,7 @@ use crate::telemetry::ErrorChain;
 pub struct TenantLimits {
     /// Single creates per tenant open at once on this ingress (0: unlimited).
     pub max_in_flight: usize,
-    /// List and result reads per tenant open at once on this ingress (0: unlimited).
+    /// Batch results reads per tenant open at once on this ingress (0: unlimited).
     pub max_reads: usize,
     /// Cost units of single creates queued or being made from this ingress, at most.
     pub window: u32,
@@ -59,7 +59,7 @@ pub enum Refused {
     Outstanding { outstanding: i64, limit: i64 },
     #[error("the tenant's hourly quota of {limit} items is used up")]
     HourlyQuota { limit: i64, retry_after: Duration },
-    #[error("too many list or result reads in flight for this tenant")]
+    #[error("too many batch results reads in flight for this tenant")]
     ReadsInFlight,
     #[error("batch submissions are using this ingress's memory budget")]
     BatchMemory,
@@ -256,8 +256,8 @@ impl Limits {
         })
     }
 
-    /// Admits one list or result read: a tenant may have `max_reads` (8 by default) on this
-    /// ingress at once. A read holds at most one part of its page in memory (see
+    /// Admits one read of a batch's results (the one read whose page can be tens of MB): a
+    /// tenant may have `max_reads` (8 by default) on this ingress at once. A read holds at most one part of its page in memory (see
     /// `http::batches`), but a client that opens hundreds at once should not hold hundreds.
     pub fn admit_read(&self, owner: &Owner) -> Result<ReadSlot, Refused> {
         enter(&self.reads_in_flight, owner, self.settings.max_reads)
@@ -358,7 +358,7 @@ pub struct BatchAdmission {
     _memory: tokio::sync::OwnedSemaphorePermit,
 }
 
-/// A list or result read's place among its tenant's; given back when dropped (a streamed
+/// A batch results read's place among its tenant's; given back when dropped (a streamed
 /// page holds it until its last byte is sent).
 pub struct ReadSlot(#[allow(dead_code, reason = "held for its Drop")] InFlight);
 
