@@ -1,9 +1,13 @@
 //! A client of the csrd (and Cloudflare) API, for `csrd batch` and `csrd bench`.
 
 pub mod batch;
+mod follow;
 pub mod http;
 pub mod input;
+pub mod output;
 pub mod progress;
+mod singles;
+pub mod state;
 
 use std::time::Duration;
 
