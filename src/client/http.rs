@@ -23,7 +23,8 @@ const BACKOFF_CAP: Duration = Duration::from_secs(30);
 pub mod limits {
     /// A results page: 100 CSRs (the client asks for no more) of at most ~95 KB each (150
     /// SANs of 253 characters, listed and again inside the PEM); a few KiB each in practice.
-    pub const RESULTS_PAGE: usize = 32 * 1024 * 1024;
+    /// Kept near that worst case: reading up to it holds about 1.5 times it at once.
+    pub const RESULTS_PAGE: usize = 16 * 1024 * 1024;
     /// A submission's answer: a 400 may list an error for each of 10,000 items, several each.
     pub const SUBMISSION: usize = 16 * 1024 * 1024;
     /// A single create's answer: one CSR, or its errors.
