@@ -131,12 +131,34 @@ pub struct BatchArgs {
     /// API token (default: CSRD_TOKEN, then CLOUDFLARE_API_TOKEN).
     #[arg(long, hide_env_values = true)]
     pub token: Option<String>,
+    /// The input's format (default: from its extension: .jsonl, .ndjson, .json are JSONL,
+    /// .csv is CSV; any other extension needs this flag).
+    #[arg(long, value_enum)]
+    pub format: Option<crate::client::input::Format>,
     /// Items per submitted batch (1-10,000).
     #[arg(long, default_value_t = 5000)]
     pub batch_size: usize,
+    /// Bytes of JSON per submitted batch at most (the API takes 32 MiB); a group is cut at
+    /// whichever of --batch-size and this comes first.
+    #[arg(long, env = "CSRD_CLIENT_MAX_BATCH_BYTES", default_value_t = crate::client::batch::DEFAULT_GROUP_BYTES)]
+    pub max_batch_bytes: usize,
     /// Batches in flight at once (without the batch API: 8x as many single creates).
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+    /// Seconds one request is retried while the API answers "later" (no connection, 429,
+    /// 502-504, honouring Retry-After but at least 1 s apart) before the run stops.
+    #[arg(long, env = "CSRD_CLIENT_RETRY_BUDGET_SECS", default_value_t = 300)]
+    pub retry_budget: u64,
+    /// Seconds a batch (or a create answered 202) may go without progress before the run
+    /// stops.
+    #[arg(long, env = "CSRD_CLIENT_STALL_SECS", default_value_t = 600)]
+    pub stall_timeout: u64,
+    /// Seconds one HTTP request may take, from connecting to the answer's last byte.
+    #[arg(long, env = "CSRD_CLIENT_REQUEST_TIMEOUT_SECS", default_value_t = 120)]
+    pub request_timeout: u64,
+    /// Seconds the whole run may take before it stops (0: no limit); run it again to go on.
+    #[arg(long, env = "CSRD_CLIENT_TIMEOUT_SECS", default_value_t = 0)]
+    pub timeout: u64,
 }
 
 impl BatchArgs {
@@ -163,6 +185,42 @@ impl BatchArgs {
             .or_else(|| std::env::var("CLOUDFLARE_API_TOKEN").ok())
             .filter(|t| !t.is_empty())
             .context("give --token, or set CSRD_TOKEN or CLOUDFLARE_API_TOKEN")
+    }
+}
+
+async fn run_batch(args: BatchArgs) -> anyhow::Result<crate::client::batch::Summary> {
+    use std::time::Duration;
+    let api = crate::client::Api::with_request_timeout(
+        &args.url,
+        args.token()?,
+        args.owner_path()?,
+        Duration::from_secs(args.request_timeout.max(1)),
+    )?;
+    let partial = crate::client::output::partial_path(&args.output);
+    let run = crate::client::batch::run(crate::client::batch::BatchPlan {
+        api,
+        input: args.input,
+        format: args.format,
+        output: args.output,
+        group_size: args.batch_size,
+        group_bytes: args.max_batch_bytes,
+        concurrency: args.concurrency,
+        budgets: crate::client::Budgets {
+            retry: Duration::from_secs(args.retry_budget),
+            stall: Duration::from_secs(args.stall_timeout),
+        },
+    });
+    if args.timeout == 0 {
+        return run.await;
+    }
+    match tokio::time::timeout(Duration::from_secs(args.timeout), run).await {
+        Ok(summary) => summary,
+        Err(_) => bail!(
+            "stopped after {} s (--timeout); what is settled is in {}: run the same command again \
+             to go on",
+            args.timeout,
+            partial.display()
+        ),
     }
 }
 
@@ -534,15 +592,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Batch(args) => {
-            let api = crate::client::Api::new(&args.url, args.token()?, args.owner_path()?)?;
-            let summary = crate::client::batch::run(crate::client::batch::BatchPlan {
-                api,
-                input: args.input,
-                output: args.output,
-                group_size: args.batch_size,
-                concurrency: args.concurrency,
-            })
-            .await?;
+            let summary = run_batch(args).await?;
             println!("{} created, {} failed", summary.created, summary.failed);
             if summary.failed > 0 {
                 std::process::exit(1);

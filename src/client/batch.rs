@@ -1,134 +1,207 @@
 //! `csrd batch`: create a CSR for every line of an input file, resumably.
 //!
-//! Valid input lines are cut into groups, submitted to the batch API (each group with an
-//! Idempotency-Key derived from its items, so a resubmission finds the same batch), followed to
-//! the end and collected. Each finished group's output lines are appended to a state file beside
-//! the output (`<output>.partial`); a run that was interrupted (Ctrl-C, kill, crash) and started
-//! again skips what that file holds and resubmits the rest under the same keys, so nothing is
-//! created twice. The output is written, in input order, once everything is settled.
+//! Valid input lines are cut into groups, at most `--batch-size` items and `--max-batch-bytes`
+//! of JSON each (far under the API's 32 MiB, so no valid input meets a 413), submitted to the
+//! batch API (each group with an Idempotency-Key derived from its items, so a resubmission finds
+//! the same batch), followed to the end and collected. Each finished group's output lines are
+//! appended to a state file beside the output (`<output>.partial`, see [`super::state`]); a run
+//! that was interrupted (Ctrl-C, kill, crash) and started again skips what that file holds and
+//! resubmits the rest under the same keys, so nothing is created twice. The groups are cut from
+//! the whole input, not from what is left, so a resubmitted group is the group that was
+//! submitted. The output is written, in input order, once everything is settled.
 //!
-//! Against an API without batches (Cloudflare's own: the route answers 404), each line is
-//! created on its own, concurrently, with an Idempotency-Key derived from the line: as safe to
-//! repeat, just slower.
+//! What the API answers a submission:
+//! - 413 (a server with a lower limit): the group is halved and each half submitted; a lone
+//!   item that is still too large fails alone.
+//! - 400 with errors pointing at items (`/items/17/sans/0`): those lines fail with their errors
+//!   and the rest is submitted again. The API may list only some of the bad items; each round
+//!   drops at least one item, so the rounds end. A 400 pointing outside the submission, or at
+//!   no item, fails the whole group with the API's errors: resubmitting it would get the same.
+//! - 404: the API has no batches (Cloudflare's own): each line is created on its own,
+//!   concurrently, with an Idempotency-Key derived from the line (see [`super::singles`]).
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+use hyper::body::Bytes;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::Api;
-use super::input::{self, InputLine};
+use super::http::{self, Call, CallFailed, limits};
+use super::input::{self, Format};
+use super::output::{self, partial_path};
 use super::progress::Progress;
+use super::state::{self, PartialWriter};
+use super::{Api, Budgets, follow, singles};
+
+pub use super::output::Summary;
+
+/// Bytes of JSON per submission by default: a quarter of the API's 32 MiB body limit, and still
+/// 5,000 items of 1.6 KiB each.
+pub const DEFAULT_GROUP_BYTES: usize = 8 * 1024 * 1024;
 
 pub struct BatchPlan {
     pub api: Api,
     pub input: PathBuf,
+    /// `None`: from the input's extension.
+    pub format: Option<Format>,
     pub output: PathBuf,
     /// Items per submitted batch (at most 10,000).
     pub group_size: usize,
+    /// Bytes of JSON per submitted batch (a lone larger item is still sent alone).
+    pub group_bytes: usize,
     /// Batches (or, without the batch API, single creates) in flight at once.
     pub concurrency: usize,
+    pub budgets: Budgets,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Summary {
-    pub created: usize,
-    pub failed: usize,
+/// One valid input line on its way to the API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    pub line: usize,
+    /// A JSON object, compact.
+    pub body: String,
 }
 
-/// Why a request was not answered in a way the run can use.
+/// Why a group got no outputs.
 #[derive(Debug, thiserror::Error)]
-enum CallError {
+pub enum GroupError {
     /// The endpoint has no batch API (404).
     #[error("the API has no batch endpoint")]
     NoBatchApi,
-    /// Nothing later can fix this (bad token, changed input).
-    #[error("{0}")]
-    Fatal(String),
-}
-
-/// The state file beside `output`.
-pub fn partial_path(output: &Path) -> PathBuf {
-    let mut name = output.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    output.with_file_name(name)
+    #[error(transparent)]
+    Failed(#[from] CallFailed),
 }
 
 pub async fn run(plan: BatchPlan) -> anyhow::Result<Summary> {
-    let lines = input::read(&plan.input)?;
+    let format = Format::of(&plan.input, plan.format)?;
+    output::refuse_overwriting_input(&plan.input, &plan.output)?;
+    let lines = input::read(&plan.input, format)?;
     let partial = partial_path(&plan.output);
-    let done = load_partial(&partial)?;
-    let todo: Vec<(usize, Value)> = lines
+    let done = state::load(&partial, &plan.input, &lines)?;
+    let items: Vec<Item> = lines
         .iter()
-        .filter(|l| !done.contains_key(&l.line))
-        .filter_map(|l| l.body.as_ref().ok().map(|b| (l.line, b.clone())))
+        .filter_map(|l| {
+            l.body.as_ref().ok().map(|body| Item {
+                line: l.line,
+                body: body.clone(),
+            })
+        })
         .collect();
-    let valid = lines.iter().filter(|l| l.body.is_ok()).count();
+    let valid = items.len();
+    let already = items.iter().filter(|i| done.contains_key(&i.line)).count();
     if !done.is_empty() {
         eprintln!(
-            "resuming: {} of {valid} lines already settled ({})",
-            done.len(),
+            "resuming: {already} of {valid} lines already settled ({})",
             partial.display()
         );
     }
-    let writer = Arc::new(PartialWriter::open(&partial)?);
-    let progress = Arc::new(Progress::new("batch", valid as u64, done.len() as u64));
-
-    let groups: Vec<Vec<(usize, Value)>> = todo
-        .chunks(
-            plan.group_size
-                .clamp(1, crate::domain::batch::MAX_BATCH_ITEMS),
-        )
-        .map(<[_]>::to_vec)
+    // A group the state file holds only some lines of (a crash while it was being recorded) is
+    // submitted again whole: its key finds its batch.
+    let groups: Vec<Vec<Item>> = cut_groups(items, plan.group_size, plan.group_bytes)
+        .into_iter()
+        .filter(|g| g.iter().any(|i| !done.contains_key(&i.line)))
         .collect();
+    drop(done);
+    let writer = Arc::new(PartialWriter::open(&partial, &lines)?);
+    let progress = Arc::new(Progress::new("batch", valid as u64, already as u64));
+
     let leftover = run_batches(&plan, groups, &writer, &progress).await?;
     if !leftover.is_empty() {
         eprintln!("the API has no batch endpoint: creating each CSR on its own");
-        run_singles(&plan, leftover, &writer, &progress).await?;
+        singles::run(
+            &plan.api,
+            &plan.budgets,
+            plan.concurrency,
+            leftover,
+            &writer,
+            &progress,
+        )
+        .await?;
     }
     progress.finish();
 
-    let mut settled = load_partial(&partial)?;
-    let summary = write_output(&plan.output, &lines, &mut settled)?;
+    let mut settled = state::load(&partial, &plan.input, &lines)?;
+    let summary = output::write(&plan.output, &lines, &mut settled)?;
     std::fs::remove_file(&partial).ok();
     Ok(summary)
 }
 
+/// Cuts the items, in order, into groups of at most `max_items` items and `max_bytes` of
+/// submission body; an item larger than `max_bytes` alone is a group of its own.
+pub fn cut_groups(items: Vec<Item>, max_items: usize, max_bytes: usize) -> Vec<Vec<Item>> {
+    let max_items = max_items.clamp(1, crate::domain::batch::MAX_BATCH_ITEMS);
+    let mut groups = Vec::new();
+    let mut group: Vec<Item> = Vec::new();
+    let mut bytes = ENVELOPE_BYTES;
+    for item in items {
+        // One more item costs its body and a comma.
+        let grown = bytes + item.body.len() + usize::from(!group.is_empty());
+        if !group.is_empty() && (group.len() >= max_items || grown > max_bytes) {
+            groups.push(std::mem::take(&mut group));
+            bytes = ENVELOPE_BYTES;
+        }
+        bytes += item.body.len() + usize::from(!group.is_empty());
+        group.push(item);
+    }
+    if !group.is_empty() {
+        groups.push(group);
+    }
+    groups
+}
+
+const ENVELOPE_BYTES: usize = r#"{"items":[]}"#.len();
+
+/// `{"items":[…]}` of the items' own bytes.
+pub fn submission_body(items: &[Item]) -> String {
+    let mut body = String::with_capacity(
+        ENVELOPE_BYTES + items.iter().map(|i| i.body.len() + 1).sum::<usize>(),
+    );
+    body.push_str(r#"{"items":["#);
+    for (n, item) in items.iter().enumerate() {
+        if n > 0 {
+            body.push(',');
+        }
+        body.push_str(&item.body);
+    }
+    body.push_str("]}");
+    body
+}
+
 /// Runs the groups through the batch API, `concurrency` at a time. Returns the lines left to
-/// create one by one (all of them when the API has no batches).
+/// create one by one (all of them when the API has no batches). The first group that fails
+/// stops the run; what is settled stays in the state file.
 async fn run_batches(
     plan: &BatchPlan,
-    groups: Vec<Vec<(usize, Value)>>,
+    groups: Vec<Vec<Item>>,
     writer: &Arc<PartialWriter>,
     progress: &Arc<Progress>,
-) -> anyhow::Result<Vec<(usize, Value)>> {
+) -> anyhow::Result<Vec<Item>> {
     let semaphore = Arc::new(tokio::sync::Semaphore::new(plan.concurrency.max(1)));
     let no_batches = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
     for group in groups {
-        let (api, writer, progress) = (plan.api.clone(), writer.clone(), progress.clone());
+        let (api, budgets) = (plan.api.clone(), plan.budgets);
+        let (writer, progress) = (writer.clone(), progress.clone());
         let (semaphore, no_batches) = (semaphore.clone(), no_batches.clone());
         tasks.spawn(async move {
             let _permit = semaphore.acquire_owned().await;
             if no_batches.load(std::sync::atomic::Ordering::SeqCst) {
                 return Ok(group);
             }
-            match run_group(&api, group.clone()).await {
+            match run_group(&api, &budgets, group.clone()).await {
                 Ok(outputs) => {
                     writer.append(&outputs)?;
                     progress.advance(outputs.len() as u64);
                     Ok(Vec::new())
                 }
-                Err(CallError::NoBatchApi) => {
+                Err(GroupError::NoBatchApi) => {
                     no_batches.store(true, std::sync::atomic::Ordering::SeqCst);
                     Ok(group)
                 }
-                Err(CallError::Fatal(e)) => bail!(e),
+                Err(GroupError::Failed(e)) => Err(anyhow::Error::new(e)),
             }
         });
     }
@@ -136,73 +209,107 @@ async fn run_batches(
     while let Some(joined) = tasks.join_next().await {
         leftover.extend(joined.context("a batch task panicked")??);
     }
-    leftover.sort_by_key(|(line, _)| *line);
+    leftover.sort_by_key(|item| item.line);
     Ok(leftover)
 }
 
 /// Submits one group (again, under the same key, after an interruption), waits for its batch
-/// and returns one output object per line. Lines the API rejects are answered with their
-/// errors and the rest resubmitted.
-async fn run_group(api: &Api, mut lines: Vec<(usize, Value)>) -> Result<Vec<Value>, CallError> {
+/// and returns one output object per line.
+async fn run_group(
+    api: &Api,
+    budgets: &Budgets,
+    group: Vec<Item>,
+) -> Result<Vec<Value>, GroupError> {
+    let url = api.csrs_url("/batches");
     let mut outputs = Vec::new();
-    while !lines.is_empty() {
-        let key = derive_key("batch", api.owner_path(), &lines);
-        let body = json!({ "items": lines.iter().map(|(_, b)| b).collect::<Vec<_>>() });
-        let (status, answer) = call(
+    // Submissions still to make, the next one last.
+    let mut pending = vec![group];
+    while let Some(mut items) = pending.pop() {
+        if items.is_empty() {
+            continue;
+        }
+        let key = derive_key("batch", api.owner_path(), &items);
+        let answer = http::call(
             api,
-            reqwest::Method::POST,
-            &api.csrs_url("/batches"),
-            Some(&key),
-            Some(&body),
+            budgets,
+            Call {
+                what: "submitting a batch",
+                method: reqwest::Method::POST,
+                url: &url,
+                idempotency_key: Some(&key),
+                json_body: Some(Bytes::from(submission_body(&items))),
+                limit: limits::SUBMISSION,
+            },
         )
         .await?;
-        match status {
-            202 => {
-                let id = answer["result"]["id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned();
-                outputs.extend(collect(api, &id, &lines).await?);
-                return Ok(outputs);
+        match answer.status {
+            202 => outputs.extend(follow::collect(api, budgets, &answer, &items).await?),
+            // Only before anything of the group was made: after, creating the rest one by one
+            // would make some twice.
+            404 if outputs.is_empty() => return Err(GroupError::NoBatchApi),
+            413 if items.len() > 1 => {
+                let second = items.split_off(items.len() / 2);
+                pending.push(second);
+                pending.push(items);
             }
-            404 => return Err(CallError::NoBatchApi),
-            400 => {
-                let rejected = rejected_items(&answer);
-                if rejected.is_empty() {
-                    // Not about one item: every line gets the errors.
-                    let errors = answer["errors"].clone();
-                    outputs.extend(
-                        lines
-                            .iter()
-                            .map(|(line, _)| json!({"line": line, "errors": errors})),
-                    );
-                    return Ok(outputs);
-                }
-                let mut kept = Vec::new();
-                for (i, (line, body)) in lines.into_iter().enumerate() {
-                    match rejected.get(&i) {
-                        Some(errors) => outputs.push(json!({"line": line, "errors": errors})),
-                        None => kept.push((line, body)),
+            413 => outputs.push(json!({"line": items[0].line, "errors": errors_or(
+                &answer.json()["errors"],
+                "the API refused this line as too large (413)",
+            )})),
+            400 => match rejected_items(&answer.json(), items.len()) {
+                Ok(rejected) => {
+                    let mut kept = Vec::new();
+                    for (index, item) in items.into_iter().enumerate() {
+                        match rejected.get(&index) {
+                            Some(errors) => {
+                                outputs.push(json!({"line": item.line, "errors": errors}))
+                            }
+                            None => kept.push(item),
+                        }
                     }
+                    pending.push(kept);
                 }
-                lines = kept;
-            }
+                Err(why) => {
+                    let errors = errors_or(&answer.json()["errors"], &why);
+                    outputs.extend(
+                        items
+                            .iter()
+                            .map(|item| json!({"line": item.line, "errors": errors})),
+                    );
+                }
+            },
             422 => {
-                return Err(CallError::Fatal(
+                return Err(CallFailed(
                     "the API refused an Idempotency-Key derived from this input (changed since the \
                      interrupted run?): delete the .partial file to start afresh"
                         .into(),
-                ));
+                )
+                .into());
             }
-            other => return Err(fatal(other, &answer)),
+            other => {
+                return Err(CallFailed(format!(
+                    "submitting a batch: the API answered {other}: {}",
+                    answer.errors()
+                ))
+                .into());
+            }
         }
     }
     Ok(outputs)
 }
 
+/// `errors` when it is a non-empty list, else one error saying `why`.
+pub fn errors_or(errors: &Value, why: &str) -> Value {
+    match errors {
+        Value::Array(list) if !list.is_empty() => errors.clone(),
+        _ => json!([{"code": 1500, "message": why}]),
+    }
+}
+
 /// Errors of a 400 by item index, from their `/items/<k>/…` pointers (pointers re-based to
-/// the item).
-fn rejected_items(answer: &Value) -> BTreeMap<usize, Vec<Value>> {
+/// the item). Errors pointing elsewhere (a summary of errors left out, `""`) are not about one
+/// item. `Err` when no error names an item of the `submitted`, or one names an item past them.
+fn rejected_items(answer: &Value, submitted: usize) -> Result<BTreeMap<usize, Vec<Value>>, String> {
     let mut by_item: BTreeMap<usize, Vec<Value>> = BTreeMap::new();
     for e in answer["errors"].as_array().into_iter().flatten() {
         let Some(pointer) = e["source"]["pointer"].as_str() else {
@@ -211,10 +318,16 @@ fn rejected_items(answer: &Value) -> BTreeMap<usize, Vec<Value>> {
         let Some(rest) = pointer.strip_prefix("/items/") else {
             continue;
         };
-        let (index, within) = rest.split_once('/').map_or((rest, ""), |(i, w)| (i, w));
+        let (index, within) = rest.split_once('/').unwrap_or((rest, ""));
         let Ok(index) = index.parse::<usize>() else {
             continue;
         };
+        if index >= submitted {
+            return Err(format!(
+                "the API answered 400 pointing at {pointer}, outside the {submitted} items \
+                 submitted: the group failed as a whole"
+            ));
+        }
         let mut e = e.clone();
         e["source"]["pointer"] = json!(if within.is_empty() {
             String::new()
@@ -223,265 +336,49 @@ fn rejected_items(answer: &Value) -> BTreeMap<usize, Vec<Value>> {
         });
         by_item.entry(index).or_default().push(e);
     }
-    by_item
-}
-
-/// Waits for the batch to finish and reads its results.
-async fn collect(api: &Api, id: &str, lines: &[(usize, Value)]) -> Result<Vec<Value>, CallError> {
-    let url = api.csrs_url(&format!("/batches/{id}"));
-    let mut pause = Duration::from_millis(100);
-    loop {
-        let (status, answer) = call(api, reqwest::Method::GET, &url, None, None).await?;
-        if status != 200 {
-            return Err(fatal(status, &answer));
-        }
-        if answer["result"]["finished_at"].is_string() {
-            break;
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(1));
-    }
-    let mut outputs = Vec::with_capacity(lines.len());
-    let mut page = 1;
-    loop {
-        let (status, answer) = call(
-            api,
-            reqwest::Method::GET,
-            &format!("{url}/results?per_page=1000&page={page}"),
-            None,
-            None,
-        )
-        .await?;
-        if status != 200 {
-            return Err(fatal(status, &answer));
-        }
-        let entries = answer["result"].as_array().cloned().unwrap_or_default();
-        if entries.is_empty() {
-            break;
-        }
-        for entry in entries {
-            let index = entry["index"].as_u64().unwrap_or(u64::MAX) as usize;
-            let Some((line, _)) = lines.get(index) else {
-                continue;
-            };
-            outputs.push(match entry["status"].as_str() {
-                Some("created") => with_line(entry["result"].clone(), *line),
-                Some("deleted") => json!({"line": line, "id": entry["id"], "errors": [{"code": 1419, "message": "created, then deleted"}]}),
-                _ => json!({"line": line, "id": entry["id"], "errors": entry["errors"]}),
-            });
-        }
-        page += 1;
-    }
-    Ok(outputs)
-}
-
-/// Creates each line on its own, `concurrency` at a time.
-async fn run_singles(
-    plan: &BatchPlan,
-    lines: Vec<(usize, Value)>,
-    writer: &Arc<PartialWriter>,
-    progress: &Arc<Progress>,
-) -> anyhow::Result<()> {
-    let semaphore = Arc::new(tokio::sync::Semaphore::new(plan.concurrency.max(1) * 8));
-    let mut tasks = tokio::task::JoinSet::new();
-    for (line, body) in lines {
-        let (api, writer, progress, semaphore) = (
-            plan.api.clone(),
-            writer.clone(),
-            progress.clone(),
-            semaphore.clone(),
+    if by_item.is_empty() {
+        return Err(
+            "the API answered 400 without naming an item: the group failed as a whole".into(),
         );
-        tasks.spawn(async move {
-            let _permit = semaphore.acquire_owned().await;
-            let output = create_one(&api, line, &body)
-                .await
-                .map_err(|e| anyhow::anyhow!(e.to_string()))?;
-            writer.append(std::slice::from_ref(&output))?;
-            progress.advance(1);
-            anyhow::Ok(())
-        });
     }
-    while let Some(joined) = tasks.join_next().await {
-        joined.context("a create task panicked")??;
-    }
-    Ok(())
-}
-
-/// One create, repeated (under its derived key) until it has its final answer.
-async fn create_one(api: &Api, line: usize, body: &Value) -> Result<Value, CallError> {
-    let key = derive_key("line", api.owner_path(), &[(line, body.clone())]);
-    let url = api.csrs_url("");
-    loop {
-        let (status, answer) =
-            call(api, reqwest::Method::POST, &url, Some(&key), Some(body)).await?;
-        match status {
-            200 | 201 => return Ok(with_line(answer["result"].clone(), line)),
-            // Accepted, still being made: asking again with the key waits for the same CSR.
-            202 => tokio::time::sleep(Duration::from_secs(1)).await,
-            401 | 403 => return Err(fatal(status, &answer)),
-            _ => return Ok(json!({"line": line, "errors": answer["errors"]})),
-        }
-    }
-}
-
-/// One request, retried with backoff while the answer says "later" (connection failures,
-/// 429, 5xx other than 500). Returns the status and the JSON body.
-async fn call(
-    api: &Api,
-    method: reqwest::Method,
-    url: &str,
-    key: Option<&str>,
-    body: Option<&Value>,
-) -> Result<(u16, Value), CallError> {
-    let mut pause = Duration::from_millis(200);
-    loop {
-        let mut req = api
-            .http()
-            .request(method.clone(), url)
-            .bearer_auth(api.token());
-        if let Some(key) = key {
-            req = req.header("idempotency-key", key);
-        }
-        if let Some(body) = body {
-            req = req.json(body);
-        }
-        let retry_after = match req.send().await {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let retry_after = resp
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                let text = resp.bytes().await.unwrap_or_default();
-                let answer: Value = serde_json::from_slice(&text).unwrap_or(Value::Null);
-                if status == 401 || status == 403 {
-                    return Err(fatal(status, &answer));
-                }
-                if !(status == 429 || (500..600).contains(&status) && status != 500) {
-                    return Ok((status, answer));
-                }
-                retry_after
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "request failed; retrying");
-                None
-            }
-        };
-        tokio::time::sleep(retry_after.unwrap_or(pause)).await;
-        pause = (pause * 2).min(Duration::from_secs(10));
-    }
-}
-
-fn fatal(status: u16, answer: &Value) -> CallError {
-    let errors = answer["errors"].to_string();
-    CallError::Fatal(format!("the API answered {status}: {errors}"))
-}
-
-fn with_line(mut result: Value, line: usize) -> Value {
-    if let Value::Object(map) = &mut result {
-        map.insert("line".into(), json!(line));
-    }
-    result
+    Ok(by_item)
 }
 
 /// An Idempotency-Key that only this owner and these lines (numbers and bodies) give.
-fn derive_key(kind: &str, owner_path: &str, lines: &[(usize, Value)]) -> String {
+pub fn derive_key(kind: &str, owner_path: &str, items: &[Item]) -> String {
     let mut h = Sha256::new();
     h.update(kind.as_bytes());
     h.update([0]);
     h.update(owner_path.as_bytes());
-    for (line, body) in lines {
-        h.update(line.to_le_bytes());
-        h.update(body.to_string().as_bytes());
+    for item in items {
+        h.update(item.line.to_le_bytes());
+        h.update(item.body.as_bytes());
         h.update([0]);
     }
     format!("csrd-{kind}-{}", hex::encode(&h.finalize()[..20]))
 }
 
-/// Appends settled output lines to the state file, whole lines at a time.
-struct PartialWriter(Mutex<std::fs::File>);
-
-impl PartialWriter {
-    fn open(path: &Path) -> anyhow::Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        Ok(Self(Mutex::new(file)))
-    }
-
-    fn append(&self, outputs: &[Value]) -> anyhow::Result<()> {
-        let mut text = String::new();
-        for o in outputs {
-            text.push_str(&o.to_string());
-            text.push('\n');
-        }
-        let mut file = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        file.write_all(text.as_bytes())?;
-        file.flush()?;
-        Ok(())
-    }
-}
-
-/// What an earlier run settled, by line. A line cut short by a crash is ignored.
-fn load_partial(path: &Path) -> anyhow::Result<HashMap<usize, Value>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    Ok(text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| Some((v["line"].as_u64()? as usize, v)))
-        .collect())
-}
-
-/// Writes one output line per input line, in input order (through a temporary file, so the
-/// output is never half-written).
-fn write_output(
-    output: &Path,
-    lines: &[InputLine],
-    settled: &mut HashMap<usize, Value>,
-) -> anyhow::Result<Summary> {
-    let mut summary = Summary {
-        created: 0,
-        failed: 0,
-    };
-    let mut text = String::new();
-    for l in lines {
-        let out = match &l.body {
-            Err(reason) => {
-                json!({"line": l.line, "errors": [{"code": 1400, "message": format!("line {}: {reason}", l.line)}]})
-            }
-            Ok(_) => settled.remove(&l.line).unwrap_or_else(
-                || json!({"line": l.line, "errors": [{"code": 1500, "message": "no result"}]}),
-            ),
-        };
-        if out.get("errors").is_some() {
-            summary.failed += 1;
-        } else {
-            summary.created += 1;
-        }
-        text.push_str(&out.to_string());
-        text.push('\n');
-    }
-    let tmp = output.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, output).with_context(|| format!("writing {}", output.display()))?;
-    Ok(summary)
+/// Lines named twice in `items` (never, for groups cut from one input).
+#[cfg(test)]
+fn repeated_lines(items: &[Item]) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    items.iter().filter(|i| !seen.insert(i.line)).count()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn item(line: usize, body: &str) -> Item {
+        Item {
+            line,
+            body: body.to_owned(),
+        }
+    }
+
     #[test]
     fn keys_depend_on_owner_lines_and_bodies_only() {
-        let a = vec![(1, json!({"x": 1})), (2, json!({"x": 2}))];
+        let a = vec![item(1, r#"{"x":1}"#), item(2, r#"{"x":2}"#)];
         let k = derive_key("batch", "accounts/a", &a);
         assert_eq!(k, derive_key("batch", "accounts/a", &a.clone()));
         assert_ne!(k, derive_key("batch", "accounts/b", &a));
@@ -490,24 +387,77 @@ mod tests {
     }
 
     #[test]
+    fn keys_match_those_of_earlier_versions() {
+        // Earlier versions hashed serde_json's compact form of the parsed line: a run of a
+        // finished input with this version finds the same batches.
+        let body = json!({"common_name": "a.io", "sans": ["a.io"]});
+        let k = derive_key("batch", "accounts/a", &[item(7, &body.to_string())]);
+        let mut h = Sha256::new();
+        h.update(b"batch\0accounts/a");
+        h.update(7usize.to_le_bytes());
+        h.update(body.to_string().as_bytes());
+        h.update([0]);
+        assert_eq!(
+            k,
+            format!("csrd-batch-{}", hex::encode(&h.finalize()[..20]))
+        );
+    }
+
+    #[test]
+    fn groups_are_cut_by_items_and_by_bytes() {
+        let items: Vec<Item> = (1..=10).map(|n| item(n, &"x".repeat(100))).collect();
+        let by_items = cut_groups(items.clone(), 4, usize::MAX);
+        assert_eq!(by_items.iter().map(Vec::len).collect::<Vec<_>>(), [4, 4, 2]);
+        // 3 items: 12 + 3 * 100 + 2 commas = 314 bytes.
+        let by_bytes = cut_groups(items.clone(), 100, 314);
+        assert_eq!(
+            by_bytes.iter().map(Vec::len).collect::<Vec<_>>(),
+            [3, 3, 3, 1]
+        );
+        for group in &by_bytes {
+            assert!(submission_body(group).len() <= 314);
+        }
+        let alone = cut_groups(items, 100, 50);
+        assert_eq!(alone.len(), 10, "an item over the limit goes alone");
+        let flat: Vec<Item> = alone.into_iter().flatten().collect();
+        assert_eq!(repeated_lines(&flat), 0);
+        assert_eq!(flat.first().map(|i| i.line), Some(1));
+    }
+
+    #[test]
+    fn the_submission_body_is_the_items_json() {
+        let body = submission_body(&[item(1, r#"{"a":1}"#), item(2, r#"{"b":[2]}"#)]);
+        let parsed: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(parsed, json!({"items": [{"a": 1}, {"b": [2]}]}));
+    }
+
+    #[test]
     fn item_errors_are_grouped_by_index_with_pointers_rebased() {
         let answer = json!({"errors": [
             {"code": 1412, "message": "m", "source": {"pointer": "/items/3/sans/0"}},
             {"code": 1405, "message": "m", "source": {"pointer": "/items/3/country"}},
             {"code": 1400, "message": "m", "source": {"pointer": "/items/10"}},
-            {"code": 1400, "message": "m"}
+            {"code": 1400, "message": "m"},
+            {"code": 1400, "message": "and 250 more errors", "source": {"pointer": ""}}
         ]});
-        let r = rejected_items(&answer);
+        let r = rejected_items(&answer, 11).unwrap();
         assert_eq!(r.len(), 2);
         assert_eq!(r[&3][0]["source"]["pointer"], "/sans/0");
         assert_eq!(r[&10][0]["source"]["pointer"], "");
     }
 
     #[test]
-    fn the_state_file_sits_beside_the_output() {
-        assert_eq!(
-            partial_path(Path::new("/tmp/out.jsonl")),
-            Path::new("/tmp/out.jsonl.partial")
+    fn a_400_outside_the_submission_or_about_no_item_fails_the_group() {
+        let outside = json!({"errors": [
+            {"code": 1412, "message": "m", "source": {"pointer": "/items/9999/sans/0"}}
+        ]});
+        assert!(
+            rejected_items(&outside, 10)
+                .unwrap_err()
+                .contains("/items/9999")
         );
+        let none = json!({"errors": [{"code": 1400, "message": "m", "source": {"pointer": ""}}]});
+        assert!(rejected_items(&none, 10).is_err());
+        assert!(rejected_items(&json!("garbage"), 10).is_err());
     }
 }

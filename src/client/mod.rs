@@ -1,8 +1,13 @@
 //! A client of the csrd (and Cloudflare) API, for `csrd batch` and `csrd bench`.
 
 pub mod batch;
+mod follow;
+pub mod http;
 pub mod input;
+pub mod output;
 pub mod progress;
+mod singles;
+pub mod state;
 
 use std::time::Duration;
 
@@ -23,8 +28,19 @@ impl Api {
     /// `url` is the API base (`http://host:8080/client/v4`) or a bare host, which gets
     /// `/client/v4` appended.
     pub fn new(url: &str, token: String, owner_path: String) -> anyhow::Result<Self> {
+        Self::with_request_timeout(url, token, owner_path, Duration::from_secs(120))
+    }
+
+    /// As [`Api::new`], with `request_timeout` for each request from connecting to the last
+    /// byte of the answer (a server dripping an answer is cut off then).
+    pub fn with_request_timeout(
+        url: &str,
+        token: String,
+        owner_path: String,
+        request_timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
+            .timeout(request_timeout)
             .pool_max_idle_per_host(256)
             .build()
             .context("building the HTTP client")?;
@@ -52,6 +68,16 @@ impl Api {
     pub fn csrs_url(&self, suffix: &str) -> String {
         format!("{}/{}/custom_csrs{suffix}", self.base, self.owner_path)
     }
+}
+
+/// How long the client keeps trying before it gives up and the run stops (non-zero exit).
+#[derive(Debug, Clone, Copy)]
+pub struct Budgets {
+    /// One request, retried while the answer says "later" (`--retry-budget`).
+    pub retry: Duration,
+    /// A batch (or a single create answered 202) that makes no progress this long
+    /// (`--stall-timeout`).
+    pub stall: Duration,
 }
 
 /// The API base: `url` without a trailing slash, with `/client/v4` appended unless present.

@@ -8,6 +8,7 @@
 mod audit;
 mod auth;
 mod batch_cli;
+mod batch_cli_hostile;
 mod batches;
 mod compat;
 mod create;
