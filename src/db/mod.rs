@@ -13,4 +13,4 @@ pub mod rewrap;
 pub mod tenant_limits;
 pub mod tls;
 
-pub use pool::{DbError, Pool, build_pool};
+pub use pool::{DbError, Pool, build_pool, release_sized};

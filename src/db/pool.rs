@@ -7,6 +7,20 @@ use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
 
 pub type Pool = deadpool_postgres::Pool;
 
+/// A connection that carried a message this large is closed instead of going back to the
+/// pool. tokio-postgres never shrinks a connection's read and write buffers: one 32 MiB batch
+/// insert left a pooled connection holding 64 MiB for as long as it lived, and `csrd serve`,
+/// whose ingress and workers share one pool, kept 800 MB after eight such submissions.
+pub const LARGE_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Gives `client` back to the pool, or closes it (freeing its buffers) when it carried
+/// about `bytes` in one message and `bytes` is over [`LARGE_MESSAGE_BYTES`].
+pub fn release_sized(client: deadpool_postgres::Object, bytes: usize) {
+    if bytes > LARGE_MESSAGE_BYTES {
+        drop(deadpool_postgres::Object::take(client));
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("invalid DATABASE_URL: {0}")]

@@ -40,6 +40,17 @@ pub struct CreateCsr {
 }
 
 impl CreateCsr {
+    /// About how many bytes this request takes in a message or a row (its SANs dominate).
+    pub fn approx_bytes(&self) -> usize {
+        256 + self
+            .sans
+            .iter()
+            .map(|s| s.as_str().len() + 8)
+            .sum::<usize>()
+            + self.name.as_ref().map_or(0, String::len)
+            + self.description.as_ref().map_or(0, String::len)
+    }
+
     /// Parses a JSON body, collecting every field error with its Cloudflare code and pointer.
     pub fn parse(
         body: &[u8],

@@ -152,8 +152,8 @@ impl BulkDispatcher {
         {
             return Ok(0);
         }
-        let mut client = self.pool.get().await?;
-        let client: &mut tokio_postgres::Client = &mut client;
+        let mut pooled = self.pool.get().await?;
+        let client: &mut tokio_postgres::Client = &mut pooled;
         let tx = client.transaction().await?;
         // A dispatcher that died holding the lock must not hold it long.
         tx.batch_execute("SET LOCAL idle_in_transaction_session_timeout = '30s'")
@@ -161,6 +161,7 @@ impl BulkDispatcher {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DISPATCH_LOCK])
             .await?;
         let mut published = 0;
+        let mut read_bytes = 0;
         // Asked again under the lock: another dispatcher may have filled it meanwhile.
         let Some(mut ready) = self.backlog().await else {
             return Ok(0);
@@ -171,6 +172,11 @@ impl BulkDispatcher {
             };
             fail_unreadable(&tx, &next).await?;
             let chunk = chunk_jobs(&next);
+            read_bytes += chunk
+                .jobs
+                .iter()
+                .map(|j| j.request.approx_bytes())
+                .sum::<usize>();
             if !chunk.jobs.is_empty() {
                 if let Err(e) = publish(&*self.queue, &next, &chunk).await {
                     // Keep what this pass did publish recorded as such.
@@ -186,6 +192,7 @@ impl BulkDispatcher {
             bulk::mark_dispatched(&tx, &next, finish).await?;
         }
         tx.commit().await?;
+        crate::db::release_sized(pooled, read_bytes);
         Ok(published)
     }
 

@@ -79,9 +79,12 @@ impl BatchService {
             chunk_cost: self.chunk_cost,
         };
         let stored = {
-            let mut client = self.pool.get().await?;
-            let client: &mut tokio_postgres::Client = &mut client;
-            batches::insert(client, &batch, allowance).await?
+            let mut pooled = self.pool.get().await?;
+            let client: &mut tokio_postgres::Client = &mut pooled;
+            let stored = batches::insert(client, &batch, allowance).await?;
+            let bytes = requests.iter().map(CreateCsr::approx_bytes).sum();
+            crate::db::release_sized(pooled, bytes);
+            stored
         };
         let id = match stored {
             Stored::New => {

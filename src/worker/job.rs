@@ -197,9 +197,14 @@ async fn process(ctx: &WorkerContext, chunk: &CreateChunk) -> Result<Vec<Complet
         })
         .collect();
 
+    // The rows' CSRs repeat their SANs: about twice the requests' size goes in one message.
+    let insert_bytes: usize = rows
+        .iter()
+        .map(|(csr, _)| 2 * csr.request.approx_bytes())
+        .sum();
     let inserted: HashSet<CsrId> = with_db_retry(ctx, || async {
-        let mut client = ctx.pool.get().await?;
-        let client: &mut tokio_postgres::Client = &mut client;
+        let mut pooled = ctx.pool.get().await?;
+        let client: &mut tokio_postgres::Client = &mut pooled;
         let tx = client.transaction().await?;
         let inserted = csrs::insert_chunk(&tx, &rows)
             .instrument(tracing::info_span!("db_insert_chunk", rows = rows.len()))
@@ -209,6 +214,7 @@ async fn process(ctx: &WorkerContext, chunk: &CreateChunk) -> Result<Vec<Complet
         // Last, so the batch row is locked only for the commit.
         batches::record_progress(&tx, &super::batch_progress(chunk, &inserted, &failed)).await?;
         tx.commit().await?;
+        crate::db::release_sized(pooled, insert_bytes);
         Ok(inserted)
     })
     .await?
