@@ -187,6 +187,31 @@ pub fn parse_items(
     }
 }
 
+/// A visitor's answer to every JSON scalar: `$shape` (the wrong shape, reported by the
+/// caller with its own pointer), rather than serde's type error.
+macro_rules! scalars_are {
+    ($shape:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($shape)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($shape)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($shape)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($shape)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($shape)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($shape)
+        }
+    };
+}
+
 /// What the top level of a submission turned out to be.
 enum Body {
     NotAnObject,
@@ -254,24 +279,7 @@ impl<'de> Visitor<'de> for Submission {
         Ok(Body::NotAnObject)
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Body, E> {
-        Ok(Body::NotAnObject)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Body, E> {
-        Ok(Body::NotAnObject)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Body, E> {
-        Ok(Body::NotAnObject)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Body, E> {
-        Ok(Body::NotAnObject)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Body, E> {
-        Ok(Body::NotAnObject)
-    }
-    fn visit_unit<E>(self) -> Result<Body, E> {
-        Ok(Body::NotAnObject)
-    }
+    scalars_are!(Body::NotAnObject);
 }
 
 /// Reads `items`, one create request at a time.
@@ -335,24 +343,7 @@ impl<'de> Visitor<'de> for ItemsSeed {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(Items::NotAnArray)
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Items, E> {
-        Ok(Items::NotAnArray)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Items, E> {
-        Ok(Items::NotAnArray)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Items, E> {
-        Ok(Items::NotAnArray)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Items, E> {
-        Ok(Items::NotAnArray)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Items, E> {
-        Ok(Items::NotAnArray)
-    }
-    fn visit_unit<E>(self) -> Result<Items, E> {
-        Ok(Items::NotAnArray)
-    }
+    scalars_are!(Items::NotAnArray);
 }
 
 #[cfg(test)]
