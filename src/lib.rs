@@ -11,6 +11,7 @@ pub mod amqp;
 pub mod audit;
 pub mod auth;
 pub mod bench;
+pub mod buckets;
 pub mod cli;
 pub mod client;
 pub mod crypto;

@@ -9,7 +9,7 @@
 //! before each scrape; the broker's queue depths are sampled every few seconds by
 //! `amqp::depth`.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -163,28 +163,16 @@ fn describe_all() {
     );
 }
 
-/// The Postgres pool whose state each scrape reports.
-static DB_POOL: Mutex<Option<crate::db::Pool>> = Mutex::new(None);
-
-pub fn watch_db_pool(pool: &crate::db::Pool) {
-    *DB_POOL.lock().unwrap_or_else(|p| p.into_inner()) = Some(pool.clone());
-}
-
-fn sample_db_pool() {
-    let pool = DB_POOL.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    if let Some(pool) = pool {
-        let status = pool.status();
+/// The Prometheus text exposition of every metric, with the Postgres pool's state as it is
+/// now (the admin listener passes its process's pool).
+pub fn render(db_pool: Option<deadpool_postgres::Status>) -> String {
+    if let Some(status) = db_pool {
         let idle = status.available as f64;
         gauge!("csrd_db_pool_connections", "state" => "idle").set(idle);
         gauge!("csrd_db_pool_connections", "state" => "busy").set(status.size as f64 - idle);
         gauge!("csrd_db_pool_waiting").set(status.waiting as f64);
         gauge!("csrd_db_pool_max").set(status.max_size as f64);
     }
-}
-
-/// The Prometheus text exposition of every metric.
-pub fn render() -> String {
-    sample_db_pool();
     handle().render()
 }
 
@@ -295,7 +283,7 @@ mod tests {
         job("created");
         job("created");
         http_response("/x", 201, 0.003);
-        let text = render();
+        let text = render(None);
         assert!(text.contains("# TYPE csrd_jobs_total counter"), "{text}");
         assert!(
             text.contains("csrd_jobs_total{outcome=\"created\"} 2"),

@@ -9,21 +9,27 @@
 //! by the router's middleware) that carries its address, request id, trace id and, once
 //! authenticated, its actor, so handlers only say what happened.
 //!
-//! The CLI appends its own events (token, user and KEK operations) directly.
+//! The CLI appends its own events (token, user and KEK operations) directly, with [`append`].
+//!
+//! Events leave through the [`AuditSink`] port; Postgres is its one implementation
+//! (`postgres.rs`), so this module depends on `db`, never the other way round.
 
 // Request paths: a panic here would be a 500 (caught) or a dropped task; errors are
 // answered in the Cloudflare envelope instead. Tests may unwrap.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod postgres;
 mod scope;
+mod sink;
 mod writer;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 
 use crate::domain::Owner;
 
-pub use scope::{AuditScope, audit_scope_middleware, identify_actor};
+pub use postgres::append;
+pub use scope::{AuditScope, identify_actor};
+pub use sink::{AuditSink, SinkError};
 pub use writer::{AuditWriter, Auditor};
 
 /// Who acted.
@@ -127,22 +133,4 @@ impl AuditEvent {
         self.detail = Some(detail);
         self
     }
-}
-
-/// A stored event, as `csrd audit` prints it.
-#[derive(Debug, Clone, Serialize)]
-pub struct AuditRecord {
-    pub id: i64,
-    pub at: DateTime<Utc>,
-    pub action: String,
-    pub outcome: String,
-    pub actor_kind: String,
-    pub actor: Option<String>,
-    pub owner_kind: Option<String>,
-    pub owner_id: Option<String>,
-    pub target: Option<String>,
-    pub remote_addr: Option<String>,
-    pub request_id: Option<String>,
-    pub trace_id: Option<String>,
-    pub detail: Option<serde_json::Value>,
 }

@@ -1,16 +1,10 @@
-//! The request an event belongs to, without threading it through every handler: the router's
-//! middleware runs each request inside a task-local [`AuditScope`].
+//! The request an event belongs to, without threading it through every handler: the HTTP
+//! layer runs each request inside a task-local [`AuditScope`] (`http::request_scope`).
 
 use std::cell::RefCell;
 
-use axum::extract::Request;
-use axum::http::HeaderValue;
-use axum::middleware::Next;
-use axum::response::Response;
-
 use super::{Actor, AuditEvent};
 use crate::auth::Principal;
-use crate::http::server::PeerAddr;
 
 tokio::task_local! {
     static SCOPE: RefCell<AuditScope>;
@@ -26,30 +20,9 @@ pub struct AuditScope {
 }
 
 impl AuditScope {
-    fn of(request: &Request) -> Self {
-        let remote_addr = request
-            .extensions()
-            .get::<PeerAddr>()
-            .map(|p| p.0.ip().to_string());
-        // A client's own request id is kept when it is short and plain; otherwise ours.
-        let request_id = request
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| {
-                !v.is_empty()
-                    && v.len() <= 64
-                    && v.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-            })
-            .map(str::to_owned)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        Self {
-            remote_addr,
-            request_id: Some(request_id),
-            trace_id: crate::telemetry::current_trace_id(),
-            actor: None,
-        }
+    /// Runs `work` inside this scope: events it records are stamped with it.
+    pub async fn within<F: Future>(self, work: F) -> F::Output {
+        SCOPE.scope(RefCell::new(self), work).await
     }
 
     /// `event` with this request's address, ids and actor filled in.
@@ -69,17 +42,6 @@ impl AuditScope {
     pub(super) fn current() -> Option<Self> {
         SCOPE.try_with(|s| s.borrow().clone()).ok()
     }
-}
-
-/// Runs the request inside its scope and answers with its `x-request-id`.
-pub async fn audit_scope_middleware(request: Request, next: Next) -> Response {
-    let scope = AuditScope::of(&request);
-    let request_id = scope.request_id.clone();
-    let mut response = SCOPE.scope(RefCell::new(scope), next.run(request)).await;
-    if let Some(value) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
-        response.headers_mut().insert("x-request-id", value);
-    }
-    response
 }
 
 /// Records who the current request's caller is, for its later events.

@@ -7,9 +7,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{AuditEvent, AuditScope};
-use crate::db::Pool;
-use crate::ingress::limits::Buckets;
+use super::{AuditEvent, AuditScope, AuditSink};
+use crate::buckets::Buckets;
 use crate::log_throttle::LogThrottle;
 
 /// Events waiting to be written, at most; past this they are counted and dropped rather than
@@ -36,13 +35,14 @@ const REFUSALS_BURST: f64 = 10.0;
 pub type AuditWriter = JoinHandle<()>;
 
 impl Auditor {
-    pub fn start(pool: Pool, stop: CancellationToken) -> (Self, AuditWriter) {
+    /// Starts the writer appending to `sink`.
+    pub fn start(sink: Arc<dyn AuditSink>, stop: CancellationToken) -> (Self, AuditWriter) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let auditor = Self {
             tx,
             refusals: Arc::new(Buckets::new(REFUSALS_PER_SEC, REFUSALS_BURST)),
         };
-        (auditor, tokio::spawn(write_events(pool, rx, stop)))
+        (auditor, tokio::spawn(write_events(sink, rx, stop)))
     }
 
     /// Records a refused caller (`auth.failure`, `access.denied`), at most as often as
@@ -74,7 +74,11 @@ impl Auditor {
     }
 }
 
-async fn write_events(pool: Pool, mut rx: mpsc::Receiver<AuditEvent>, stop: CancellationToken) {
+async fn write_events(
+    sink: Arc<dyn AuditSink>,
+    mut rx: mpsc::Receiver<AuditEvent>,
+    stop: CancellationToken,
+) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         tokio::select! {
@@ -82,12 +86,12 @@ async fn write_events(pool: Pool, mut rx: mpsc::Receiver<AuditEvent>, stop: Canc
                 if received == 0 {
                     break;
                 }
-                write(&pool, &mut batch).await;
+                write(&*sink, &mut batch).await;
             }
             () = stop.cancelled() => {
                 rx.close();
                 while rx.recv_many(&mut batch, BATCH).await > 0 {
-                    write(&pool, &mut batch).await;
+                    write(&*sink, &mut batch).await;
                 }
                 break;
             }
@@ -96,16 +100,11 @@ async fn write_events(pool: Pool, mut rx: mpsc::Receiver<AuditEvent>, stop: Canc
 }
 
 /// Appends `batch` (retrying while the database is away) and empties it.
-async fn write(pool: &Pool, batch: &mut Vec<AuditEvent>) {
+async fn write(sink: &dyn AuditSink, batch: &mut Vec<AuditEvent>) {
     for attempt in 1..=ATTEMPTS {
-        let written = async {
-            let client = pool.get().await?;
-            crate::db::audit::append(&**client, batch).await
-        }
-        .await;
-        match written {
-            Ok(_) => break,
-            Err(e) if attempt < ATTEMPTS && e.is_transient() => {
+        match sink.append(batch).await {
+            Ok(()) => break,
+            Err(e) if attempt < ATTEMPTS && e.transient => {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(e) => {

@@ -94,17 +94,41 @@ pub enum Credentials {
     Legacy { email: String, key: ApiKey },
 }
 
+/// The secret text of a token or key: wiped from memory when dropped, stored and compared
+/// only as its SHA-256. Reached through the token's or key's `Deref`; each type reveals its own
+/// text (`reveal`) under its own clippy rule.
+pub struct SecretText(Zeroizing<String>);
+
+impl SecretText {
+    pub fn hash(&self) -> [u8; 32] {
+        hash_secret(&self.0)
+    }
+
+    /// Whether this secret hashes to `stored_hash` (in constant time).
+    pub fn matches(&self, stored_hash: &[u8]) -> bool {
+        hash_matches(&self.0, stored_hash)
+    }
+}
+
 /// A bearer token as presented by a client.
-pub struct ApiToken(Zeroizing<String>);
+pub struct ApiToken(SecretText);
+
+impl std::ops::Deref for ApiToken {
+    type Target = SecretText;
+
+    fn deref(&self) -> &SecretText {
+        &self.0
+    }
+}
 
 impl ApiToken {
     pub fn generate() -> Self {
-        Self(random_string(TOKEN_LEN, TOKEN_ALPHABET))
+        Self(SecretText(random_string(TOKEN_LEN, TOKEN_ALPHABET)))
     }
 
     pub fn parse(s: &str) -> Result<Self, CredentialError> {
         if s.len() == TOKEN_LEN && s.bytes().all(|b| TOKEN_ALPHABET.contains(&b)) {
-            Ok(Self(Zeroizing::new(s.to_owned())))
+            Ok(Self(SecretText(Zeroizing::new(s.to_owned()))))
         } else {
             Err(CredentialError::MalformedToken)
         }
@@ -112,20 +136,12 @@ impl ApiToken {
 
     /// The public part that finds the token's row.
     pub fn lookup_id(&self) -> &str {
-        &self.0[..TOKEN_LOOKUP_LEN]
-    }
-
-    pub fn hash(&self) -> [u8; 32] {
-        hash_secret(&self.0)
-    }
-
-    pub fn matches(&self, stored_hash: &[u8]) -> bool {
-        hash_matches(&self.0, stored_hash)
+        &self.0.0[..TOKEN_LOOKUP_LEN]
     }
 
     /// The token itself, for printing once at creation.
     pub fn reveal(&self) -> &str {
-        &self.0
+        &self.0.0
     }
 }
 
@@ -136,31 +152,32 @@ impl fmt::Debug for ApiToken {
 }
 
 /// A legacy global API key (`X-Auth-Key`).
-pub struct ApiKey(Zeroizing<String>);
+pub struct ApiKey(SecretText);
+
+impl std::ops::Deref for ApiKey {
+    type Target = SecretText;
+
+    fn deref(&self) -> &SecretText {
+        &self.0
+    }
+}
 
 impl ApiKey {
     pub fn generate() -> Self {
-        Self(random_string(API_KEY_LEN, b"0123456789abcdef"))
+        Self(SecretText(random_string(API_KEY_LEN, b"0123456789abcdef")))
     }
 
     pub fn parse(s: &str) -> Result<Self, CredentialError> {
         if (20..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            Ok(Self(Zeroizing::new(s.to_owned())))
+            Ok(Self(SecretText(Zeroizing::new(s.to_owned()))))
         } else {
             Err(CredentialError::MalformedKey)
         }
     }
 
-    pub fn hash(&self) -> [u8; 32] {
-        hash_secret(&self.0)
-    }
-
-    pub fn matches(&self, stored_hash: &[u8]) -> bool {
-        hash_matches(&self.0, stored_hash)
-    }
-
+    /// The key itself, for printing once at creation.
     pub fn reveal(&self) -> &str {
-        &self.0
+        &self.0.0
     }
 }
 

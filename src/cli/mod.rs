@@ -812,7 +812,7 @@ async fn operator_event(
     client: &impl tokio_postgres::GenericClient,
     event: AuditEvent,
 ) -> anyhow::Result<()> {
-    crate::db::audit::append(client, &[event])
+    crate::audit::append(client, &[event])
         .await
         .context("writing the audit log")?;
     Ok(())

@@ -27,10 +27,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use hyper::body::Bytes;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::http::{self, Call, CallFailed, limits};
 use super::input::{self, Format};
+use super::item::{Item, derive_key, errors_or};
 use super::output::{self, partial_path};
 use super::progress::Progress;
 use super::state::{self, PartialWriter};
@@ -55,14 +55,6 @@ pub struct BatchPlan {
     /// Batches (or, without the batch API, single creates) in flight at once.
     pub concurrency: usize,
     pub budgets: Budgets,
-}
-
-/// One valid input line on its way to the API.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Item {
-    pub line: usize,
-    /// A JSON object, compact.
-    pub body: String,
 }
 
 /// Why a group got no outputs.
@@ -298,14 +290,6 @@ async fn run_group(
     Ok(outputs)
 }
 
-/// `errors` when it is a non-empty list, else one error saying `why`.
-pub fn errors_or(errors: &Value, why: &str) -> Value {
-    match errors {
-        Value::Array(list) if !list.is_empty() => errors.clone(),
-        _ => json!([{"code": 1500, "message": why}]),
-    }
-}
-
 /// Errors of a 400 by item index, from their `/items/<k>/…` pointers (pointers re-based to
 /// the item). Errors pointing elsewhere (a summary of errors left out, `""`) are not about one
 /// item. `Err` when no error names an item of the `submitted`, or one names an item past them.
@@ -344,20 +328,6 @@ fn rejected_items(answer: &Value, submitted: usize) -> Result<BTreeMap<usize, Ve
     Ok(by_item)
 }
 
-/// An Idempotency-Key that only this owner and these lines (numbers and bodies) give.
-pub fn derive_key(kind: &str, owner_path: &str, items: &[Item]) -> String {
-    let mut h = Sha256::new();
-    h.update(kind.as_bytes());
-    h.update([0]);
-    h.update(owner_path.as_bytes());
-    for item in items {
-        h.update(item.line.to_le_bytes());
-        h.update(item.body.as_bytes());
-        h.update([0]);
-    }
-    format!("csrd-{kind}-{}", hex::encode(&h.finalize()[..20]))
-}
-
 /// Lines named twice in `items` (never, for groups cut from one input).
 #[cfg(test)]
 fn repeated_lines(items: &[Item]) -> usize {
@@ -368,6 +338,7 @@ fn repeated_lines(items: &[Item]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     fn item(line: usize, body: &str) -> Item {
         Item {

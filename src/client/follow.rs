@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::batch::{Item, errors_or};
 use super::http::{self, Answer, Call, CallFailed, limits};
+use super::item::{Item, errors_or};
 use super::{Api, Budgets};
 
 /// Results asked for per page. A result is at most ~95 KB (150 SANs of 253 characters, in

@@ -4,6 +4,7 @@ pub mod batch;
 mod follow;
 pub mod http;
 pub mod input;
+mod item;
 pub mod output;
 pub mod progress;
 mod singles;

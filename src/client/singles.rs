@@ -9,8 +9,8 @@ use anyhow::Context;
 use hyper::body::Bytes;
 use serde_json::{Value, json};
 
-use super::batch::{Item, derive_key, errors_or};
 use super::http::{self, Call, CallFailed, limits};
+use super::item::{Item, derive_key, errors_or};
 use super::progress::Progress;
 use super::state::PartialWriter;
 use super::{Api, Budgets};

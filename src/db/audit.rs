@@ -1,30 +1,68 @@
-//! The `audit_log` table: batched appends and filtered reads.
+//! The `audit_log` table: batched appends and filtered reads. Plain rows in and out: what an
+//! event means is the `audit` module's business (it implements its `AuditSink` on top of
+//! [`append`]), so nothing here depends on it.
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use tokio_postgres::GenericClient;
 
 use super::DbError;
-use crate::audit::{AuditEvent, AuditRecord};
 use crate::domain::Owner;
 
-/// Appends `events` in one statement.
-pub async fn append(client: &impl GenericClient, events: &[AuditEvent]) -> Result<u64, DbError> {
-    if events.is_empty() {
+/// One row to append, borrowed from the event it records.
+pub struct AuditRow<'a> {
+    pub at: DateTime<Utc>,
+    pub action: &'a str,
+    pub outcome: &'a str,
+    pub actor_kind: &'a str,
+    pub actor: Option<&'a str>,
+    pub owner: Option<&'a Owner>,
+    pub target: Option<&'a str>,
+    pub remote_addr: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+    pub trace_id: Option<&'a str>,
+    pub detail: Option<&'a serde_json::Value>,
+}
+
+/// A stored row, as `csrd audit` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub action: String,
+    pub outcome: String,
+    pub actor_kind: String,
+    pub actor: Option<String>,
+    pub owner_kind: Option<String>,
+    pub owner_id: Option<String>,
+    pub target: Option<String>,
+    pub remote_addr: Option<String>,
+    pub request_id: Option<String>,
+    pub trace_id: Option<String>,
+    pub detail: Option<serde_json::Value>,
+}
+
+/// Appends `rows` in one statement.
+pub async fn append<'a>(
+    client: &impl GenericClient,
+    rows: &[AuditRow<'a>],
+) -> Result<u64, DbError> {
+    if rows.is_empty() {
         return Ok(0);
     }
-    let column = |f: fn(&AuditEvent) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
-    let at: Vec<DateTime<Utc>> = events.iter().map(|e| e.at).collect();
-    let action: Vec<&str> = events.iter().map(|e| e.action).collect();
-    let outcome: Vec<&str> = events.iter().map(|e| e.outcome).collect();
-    let actor_kind: Vec<&str> = events.iter().map(|e| e.actor.kind()).collect();
-    let actor = column(|e| e.actor.id().map(str::to_owned));
-    let owner_kind = column(|e| e.owner.as_ref().map(|o| o.kind().as_str().to_owned()));
-    let owner_id = column(|e| e.owner.as_ref().map(|o| o.id().to_owned()));
-    let target = column(|e| e.target.clone());
-    let remote_addr = column(|e| e.remote_addr.clone());
-    let request_id = column(|e| e.request_id.clone());
-    let trace_id = column(|e| e.trace_id.clone());
-    let detail: Vec<Option<serde_json::Value>> = events.iter().map(|e| e.detail.clone()).collect();
+    let column = |f: fn(&AuditRow<'a>) -> Option<&'a str>| rows.iter().map(f).collect::<Vec<_>>();
+    let at: Vec<DateTime<Utc>> = rows.iter().map(|r| r.at).collect();
+    let action: Vec<&str> = rows.iter().map(|r| r.action).collect();
+    let outcome: Vec<&str> = rows.iter().map(|r| r.outcome).collect();
+    let actor_kind: Vec<&str> = rows.iter().map(|r| r.actor_kind).collect();
+    let actor = column(|r| r.actor);
+    let owner_kind = column(|r| r.owner.map(|o| o.kind().as_str()));
+    let owner_id = column(|r| r.owner.map(|o| o.id()));
+    let target = column(|r| r.target);
+    let remote_addr = column(|r| r.remote_addr);
+    let request_id = column(|r| r.request_id);
+    let trace_id = column(|r| r.trace_id);
+    let detail: Vec<Option<&serde_json::Value>> = rows.iter().map(|r| r.detail).collect();
     Ok(client
         .execute(
             "INSERT INTO audit_log (at, action, outcome, actor_kind, actor, owner_kind, owner_id,

@@ -218,3 +218,23 @@ pub async fn revoke_user(client: &impl GenericClient, email: &str) -> Result<boo
         .await?;
     Ok(n == 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scope_survives_its_columns_and_a_corrupt_one_is_refused() {
+        let scope = Scope {
+            accounts: vec![AccountId::parse(&"a".repeat(32)).unwrap()],
+            zones: vec![ZoneId::parse(&"b".repeat(32)).unwrap()],
+        };
+        let (accounts, zones) = scope_arrays(&scope);
+        let owned = |v: Vec<&str>| v.into_iter().map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(scope_from(owned(accounts), owned(zones)).unwrap(), scope);
+        assert!(matches!(
+            scope_from(vec!["not an id".into()], vec![]),
+            Err(DbError::Corrupt(_))
+        ));
+    }
+}

@@ -314,33 +314,12 @@ pub async fn list(
         .and_then(|r| r.get::<_, Option<i64>>(0))
         .unwrap_or(0);
     let per_page = i64::try_from(q.per_page).unwrap_or(i64::MAX);
-    let offset = q.offset();
-    if offset >= total {
+    let Some(walk) = PageWalk::of(total, q.offset(), per_page, q.direction) else {
         tx.commit().await?;
         return Ok((Vec::new(), total));
-    }
-    let from_end = total - offset - per_page; // rows after this page; negative on a short last page
-    let reverse = offset > from_end.max(0);
-    let (direction, offset, limit) = if reverse {
-        (
-            q.direction.reversed(),
-            from_end.max(0),
-            per_page + from_end.min(0),
-        )
-    } else {
-        (q.direction, offset, per_page)
     };
-    let dir = match direction {
-        Direction::Asc => "ASC",
-        Direction::Desc => "DESC",
-    };
-    // Every order ends with id, so ties never reorder between pages. `account_tag` is the
-    // same for every row of one tenant, which leaves id alone.
-    let order = match q.order {
-        SortField::CreatedAt => format!("created_at {dir}, id {dir}"),
-        SortField::Name => format!("name {dir}, id {dir}"),
-        SortField::AccountTag => format!("id {dir}"),
-    };
+    let (offset, limit) = (walk.offset, walk.limit);
+    let order = order_by(q.order, walk.direction);
     // The inner query walks only the tenant's index (no heap access) to find the page's ids;
     // the outer one fetches those few rows.
     let sql = format!(
@@ -352,10 +331,62 @@ pub async fn list(
     let rows = tx.query(&sql, &[&kind, &id, &offset, &limit]).await?;
     tx.commit().await?;
     let mut csrs: Vec<CustomCsr> = rows.iter().map(from_row).collect::<Result<_, _>>()?;
-    if reverse {
+    if walk.reversed {
         csrs.reverse();
     }
     Ok((csrs, total))
+}
+
+/// How a page is read from the tenant's index: a page in the second half of the list is read
+/// from the other end (the reverse order, and an offset counted from the end), so a deep
+/// page costs what a shallow one does, then turned back.
+#[derive(Debug, PartialEq, Eq)]
+struct PageWalk {
+    direction: Direction,
+    offset: i64,
+    limit: i64,
+    reversed: bool,
+}
+
+impl PageWalk {
+    /// `None` when the page starts past the end.
+    fn of(total: i64, offset: i64, per_page: i64, direction: Direction) -> Option<Self> {
+        if offset >= total {
+            return None;
+        }
+        // Rows after this page; negative on a short last page.
+        let from_end = total - offset - per_page;
+        let reversed = offset > from_end.max(0);
+        Some(if reversed {
+            Self {
+                direction: direction.reversed(),
+                offset: from_end.max(0),
+                limit: per_page + from_end.min(0),
+                reversed,
+            }
+        } else {
+            Self {
+                direction,
+                offset,
+                limit: per_page,
+                reversed,
+            }
+        })
+    }
+}
+
+/// The ORDER BY of a list. Every order ends with id, so ties never reorder between pages.
+/// `account_tag` is the same for every row of one tenant, which leaves id alone.
+fn order_by(field: SortField, direction: Direction) -> String {
+    let dir = match direction {
+        Direction::Asc => "ASC",
+        Direction::Desc => "DESC",
+    };
+    match field {
+        SortField::CreatedAt => format!("created_at {dir}, id {dir}"),
+        SortField::Name => format!("name {dir}, id {dir}"),
+        SortField::AccountTag => format!("id {dir}"),
+    }
 }
 
 /// Deletes the CSR and its sealed key (the wrapped data key goes with the row), and marks the
@@ -469,4 +500,59 @@ pub(super) fn stored_key(row: &Row) -> Result<StoredKey, DbError> {
             ciphertext: row.get("key_ciphertext"),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_in_the_first_half_is_read_forwards() {
+        let walk = PageWalk::of(100, 20, 10, Direction::Asc).unwrap();
+        assert_eq!(
+            walk,
+            PageWalk {
+                direction: Direction::Asc,
+                offset: 20,
+                limit: 10,
+                reversed: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_page_in_the_second_half_is_read_from_the_other_end() {
+        // Rows 80..90 of 100 ascending are rows 10..20 descending.
+        let walk = PageWalk::of(100, 80, 10, Direction::Asc).unwrap();
+        assert_eq!(
+            walk,
+            PageWalk {
+                direction: Direction::Desc,
+                offset: 10,
+                limit: 10,
+                reversed: true
+            }
+        );
+        // A short last page: rows 95..100 are the first 5 from the end.
+        let last = PageWalk::of(100, 95, 10, Direction::Desc).unwrap();
+        assert_eq!(
+            (last.direction, last.offset, last.limit),
+            (Direction::Asc, 0, 5)
+        );
+    }
+
+    #[test]
+    fn a_page_past_the_end_reads_nothing() {
+        assert_eq!(PageWalk::of(100, 100, 10, Direction::Asc), None);
+        assert_eq!(PageWalk::of(0, 0, 10, Direction::Asc), None);
+    }
+
+    #[test]
+    fn every_order_ends_with_the_id() {
+        assert_eq!(
+            order_by(SortField::Name, Direction::Desc),
+            "name DESC, id DESC"
+        );
+        assert_eq!(order_by(SortField::AccountTag, Direction::Asc), "id ASC");
+    }
 }

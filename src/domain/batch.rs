@@ -116,14 +116,20 @@ pub struct ChunkSpan {
 /// costing more than that goes alone), so a chunk is a bounded amount of work whatever its
 /// key types: 512 P-256 items, or 2 RSA-2048 ones, at the default.
 pub fn cut_chunks(requests: &[CreateCsr], max_cost: u32) -> Vec<ChunkSpan> {
+    cut_by_cost(requests.iter().map(|r| r.key_type.cost()), max_cost)
+}
+
+/// Cuts a run of items with these `costs`, in order, into spans of at most `max_cost` each (an
+/// item costing more than that goes alone). The one chunking rule: batches are cut into
+/// messages with it, and a worker cuts its keys into blocking tasks with it.
+pub fn cut_by_cost(costs: impl IntoIterator<Item = u32>, max_cost: u32) -> Vec<ChunkSpan> {
     let mut chunks = Vec::new();
     let mut current = ChunkSpan {
         first: 0,
         len: 0,
         cost: 0,
     };
-    for (i, request) in requests.iter().enumerate() {
-        let cost = request.key_type.cost();
+    for (i, cost) in costs.into_iter().enumerate() {
         if current.len > 0 && current.cost.saturating_add(cost) > max_cost {
             chunks.push(current);
             current = ChunkSpan {

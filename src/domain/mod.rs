@@ -24,7 +24,9 @@ pub mod san;
 pub mod strict_json;
 pub mod validation;
 
-pub use batch::{Batch, BatchEntry, BatchId, BatchStatus, ChunkSpan, ItemState, cut_chunks};
+pub use batch::{
+    Batch, BatchEntry, BatchId, BatchStatus, ChunkSpan, ItemState, cut_by_cost, cut_chunks,
+};
 pub use error_code::ErrorCode;
 pub use idempotency::{IdempotencyDecision, IdempotencyKey, IdempotencyRecord, Settled};
 pub use ids::{AccountId, CsrId, Owner, OwnerKind, ZoneId};

@@ -248,21 +248,28 @@ fn required(
             pointer,
             format!("{key} must not be empty"),
         )),
-        Some((_, Some(s))) if s.chars().count() > max => Err(FieldError::new(
-            code,
-            pointer,
-            format!("{key} must be at most {max} characters"),
-        )),
-        Some((_, Some(s))) => match forbidden_char(s) {
-            Some(c) => Err(forbidden_char_error(key, code, c)),
-            None => Ok(s.to_owned()),
-        },
-        Some(_) => Err(FieldError::new(
-            code,
-            pointer,
-            format!("{key} must be a string"),
-        )),
+        Some((_, Some(s))) => checked_text(key, code, max, s),
+        Some(_) => Err(not_a_string(key, code)),
     }
+}
+
+/// A trimmed, non-empty string field within its length and free of forbidden characters.
+fn checked_text(key: &str, code: ErrorCode, max: usize, s: &str) -> Result<String, FieldError> {
+    if s.chars().count() > max {
+        return Err(FieldError::new(
+            code,
+            format!("/{key}"),
+            format!("{key} must be at most {max} characters"),
+        ));
+    }
+    match forbidden_char(s) {
+        Some(c) => Err(forbidden_char_error(key, code, c)),
+        None => Ok(s.to_owned()),
+    }
+}
+
+fn not_a_string(key: &str, code: ErrorCode) -> FieldError {
+    FieldError::new(code, format!("/{key}"), format!("{key} must be a string"))
 }
 
 /// An optional string: absent, null and (for subject fields) empty mean "not given".
@@ -273,24 +280,11 @@ fn optional(
     max: usize,
     subject_field: bool,
 ) -> Result<Option<String>, FieldError> {
-    let pointer = format!("/{key}");
     match obj.get(key).map(|v| (v, v.as_str().map(str::trim))) {
         None | Some((Value::Null, _)) => Ok(None),
         Some((_, Some(""))) if subject_field => Ok(None),
-        Some((_, Some(s))) if s.chars().count() > max => Err(FieldError::new(
-            code,
-            pointer,
-            format!("{key} must be at most {max} characters"),
-        )),
-        Some((_, Some(s))) => match forbidden_char(s) {
-            Some(c) => Err(forbidden_char_error(key, code, c)),
-            None => Ok(Some(s.to_owned())),
-        },
-        Some(_) => Err(FieldError::new(
-            code,
-            pointer,
-            format!("{key} must be a string"),
-        )),
+        Some((_, Some(s))) => checked_text(key, code, max, s).map(Some),
+        Some(_) => Err(not_a_string(key, code)),
     }
 }
 

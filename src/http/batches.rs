@@ -1,27 +1,23 @@
 //! What the batch operations (`…/custom_csrs/batches[/{batch_id}[/results]]`, beyond
-//! Cloudflare's API) do. The same gate as every other operation: authenticate, parse the owner,
-//! authorize (write to submit, read to look), and only then the batch id or the body.
-
-use std::time::Duration;
+//! Cloudflare's API) do. The same gate as every other operation ([`Authorized`]: write to
+//! submit, read to look), and only then the batch id or the body. Switched off, the routes
+//! answer 404 before the gate, like any unknown route.
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::Request;
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-
-use super::csrs::gate;
 use futures_util::StreamExt;
 
+use super::authorized::{Authorized, Reads, Writes};
 use super::envelope::{BatchCollection, BatchSingle, ResultInfo};
 use super::extract::{PathIds, idempotency_key, query_pairs};
 use super::result::{BatchEntryResult, BatchResult};
 use super::{ApiError, AppState};
-use crate::audit::{Actor, AuditEvent};
-use crate::auth::Permission;
-use crate::domain::batch::parse_items;
-use crate::domain::{BatchEntry, BatchId, ErrorCode, FieldError, OwnerKind, ValidationErrors};
-use crate::ingress::{BatchService, ReadSlot, ResultPage};
+use crate::domain::{BatchEntry, BatchId, ErrorCode, FieldError, Owner, ValidationErrors};
+use crate::ingress::{BatchService, ResultPage};
 
 /// A batch body may be this large: 10,000 items of a few hundred bytes take 3 MB, and 850
 /// items of 150 SANs of 253 characters (the largest items there are) 32 MiB. The body is read
@@ -30,8 +26,17 @@ use crate::ingress::{BatchService, ReadSlot, ResultPage};
 /// before the body is read.
 pub const MAX_BATCH_BODY_BYTES: usize = 32 * 1024 * 1024;
 
-/// How long a submission waits for room in the batch memory budget before 429.
-const BATCH_MEMORY_WAIT: Duration = Duration::from_secs(30);
+/// The batch use case, when the batch API is on (`CSRD_BATCH_API`); extracted before the
+/// caller is, so a switched-off API answers 404 to everyone alike.
+pub struct BatchApi(BatchService);
+
+impl FromRequestParts<AppState> for BatchApi {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        app.batches.clone().map(BatchApi).ok_or(ApiError::NoRoute)
+    }
+}
 
 fn declared_length(headers: &HeaderMap) -> Option<usize> {
     headers
@@ -42,108 +47,68 @@ fn declared_length(headers: &HeaderMap) -> Option<usize> {
         .ok()
 }
 
-fn service(app: &AppState) -> Result<&BatchService, ApiError> {
-    // Switched off (`CSRD_BATCH_API=false`), the routes answer like any unknown route.
-    app.batches.as_ref().ok_or(ApiError::NoRoute)
-}
-
 fn batch_id(ids: &PathIds) -> Result<BatchId, ApiError> {
     ids.get("batch_id")
         .and_then(BatchId::parse)
         .ok_or(ApiError::MalformedBatchId)
 }
 
-fn location(kind: OwnerKind, ids: &PathIds, id: BatchId) -> Option<HeaderValue> {
-    let owner = ids.owner(kind).ok()?;
+fn location(owner: &Owner, id: BatchId) -> Option<HeaderValue> {
     let path = format!(
         "/client/v4/{}s/{}/custom_csrs/batches/{id}",
-        kind.as_str(),
+        owner.kind().as_str(),
         owner.id()
     );
     HeaderValue::from_str(&path).ok()
 }
 
 pub(super) async fn submit(
-    app: AppState,
-    kind: OwnerKind,
-    ids: PathIds,
+    BatchApi(batches): BatchApi,
+    caller: Authorized<Writes>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let batches = service(&app)?.clone();
-    let owner = gate(&app, kind, &ids, request.headers(), Permission::Write).await?;
     let key = idempotency_key(request.headers())?;
     // The body's memory is reserved before it is read: its declared length, or the limit
     // when it comes chunked.
     let body_bytes = declared_length(request.headers())
         .unwrap_or(MAX_BATCH_BODY_BYTES)
         .min(MAX_BATCH_BODY_BYTES);
-    let _open = app
-        .limits
-        .admit_batch(&owner, body_bytes, BATCH_MEMORY_WAIT)
-        .await?;
+    let admission = batches.admit(&caller.owner, body_bytes).await?;
     let body = super::extract::json_body_up_to(request, MAX_BATCH_BODY_BYTES).await?;
-    // The request rate counts requests, not items: a batch costs what sending its bytes as
-    // single creates' worth of bodies would (one per MiB, the single-request cap), never its
-    // item count. The gate took one.
-    let extra = body.len().div_ceil(1024 * 1024).saturating_sub(1);
-    if extra > 0 {
-        app.limits.charge(&owner, extra as f64).await?;
-    }
-    let policy = app.name_policy;
-    // Validating 10,000 items is a few milliseconds of CPU: off the async workers.
-    let requests = tokio::task::spawn_blocking(move || parse_items(&body, kind, policy))
-        .await
-        .map_err(ApiError::internal)??;
-    let items = requests.len();
-    let policy = app.limits.policies().of(&owner);
     let batch = batches
-        .submit(owner.clone(), requests, key.as_ref(), &policy)
+        .submit(caller.owner.clone(), body, key.as_ref(), admission)
         .await?;
-    app.audit.record(
-        AuditEvent::new("batch.submit", "ok", Actor::Anonymous)
-            .owner(&owner)
-            .target(batch.id)
-            .detail(serde_json::json!({ "items": items })),
-    );
     let mut response = (
         StatusCode::ACCEPTED,
         Json(BatchSingle::new(BatchResult::from(batch.clone()))),
     )
         .into_response();
-    if let Some(location) = location(kind, &ids, batch.id) {
+    if let Some(location) = location(&caller.owner, batch.id) {
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)
 }
 
 pub(super) async fn get(
-    app: AppState,
-    kind: OwnerKind,
-    ids: PathIds,
-    headers: HeaderMap,
+    BatchApi(batches): BatchApi,
+    caller: Authorized<Reads>,
 ) -> Result<Response, ApiError> {
-    let batches = service(&app)?;
-    let owner = gate(&app, kind, &ids, &headers, Permission::Read).await?;
-    let id = batch_id(&ids)?;
+    let id = batch_id(&caller.ids)?;
     let batch = batches
-        .get(&owner, id)
+        .get(&caller.owner, id)
         .await?
         .ok_or(ApiError::BatchNotFound)?;
     Ok(Json(BatchSingle::new(batch.into())).into_response())
 }
 
 pub(super) async fn list(
-    app: AppState,
-    kind: OwnerKind,
-    ids: PathIds,
-    headers: HeaderMap,
+    BatchApi(batches): BatchApi,
+    caller: Authorized<Reads>,
     raw_query: Option<String>,
 ) -> Result<Response, ApiError> {
-    let batches = service(&app)?;
-    let owner = gate(&app, kind, &ids, &headers, Permission::Read).await?;
     let paging = Paging::parse(raw_query.as_deref(), 20, 100)?;
     let (page, total) = batches
-        .list(&owner, paging.offset(), paging.limit())
+        .list(&caller.owner, paging.offset(), paging.limit())
         .await?;
     let body = BatchCollection {
         success: true,
@@ -156,44 +121,33 @@ pub(super) async fn list(
 }
 
 pub(super) async fn results(
-    app: AppState,
-    kind: OwnerKind,
-    ids: PathIds,
-    headers: HeaderMap,
+    BatchApi(batches): BatchApi,
+    caller: Authorized<Reads>,
     raw_query: Option<String>,
 ) -> Result<Response, ApiError> {
-    let batches = service(&app)?;
-    let owner = gate(&app, kind, &ids, &headers, Permission::Read).await?;
-    let id = batch_id(&ids)?;
+    let id = batch_id(&caller.ids)?;
     let paging = Paging::parse(raw_query.as_deref(), 100, 1000)?;
-    let read = app.limits.admit_read(&owner)?;
     let mut page = batches
-        .results(&owner, id, paging.offset(), paging.limit())
+        .results(&caller.owner, id, paging.offset(), paging.limit())
         .await?
         .ok_or(ApiError::BatchNotFound)?;
     let info = paging.info(page.len(), page.batch().total);
     // The first part is read before answering, so the usual failures (Postgres down, the
     // pool exhausted) still get their status; a later failure can only cut the answer short.
     let first = page.next_part().await.transpose()?;
-    Ok(stream_results(info, first, page, read))
+    Ok(stream_results(info, first, page))
 }
 
 /// A results page as a stream: the envelope's head, then the entries part by part as the
 /// client takes them, then its tail. Memory per request is one part (`RESULTS_PER_PART`
 /// entries), whatever the page size: a 1,000-entry page of the largest CSRs is 77 MB of JSON.
-/// The tenant's read slot is held until the last byte is sent (or the client goes away).
-fn stream_results(
-    info: ResultInfo,
-    first: Option<Vec<BatchEntry>>,
-    page: ResultPage,
-    read: ReadSlot,
-) -> Response {
+/// The page holds the tenant's read slot until the last byte is sent (or the client goes away).
+fn stream_results(info: ResultInfo, first: Option<Vec<BatchEntry>>, page: ResultPage) -> Response {
     struct Sending {
         page: ResultPage,
         ready: Option<Vec<BatchEntry>>,
         sent_any: bool,
         done: bool,
-        _read: ReadSlot,
     }
     let head = serde_json::json!({
         "success": true,
@@ -209,7 +163,6 @@ fn stream_results(
         ready: first,
         sent_any: false,
         done: false,
-        _read: read,
     };
     let entries = futures_util::stream::unfold(state, |mut state| async move {
         if state.done {

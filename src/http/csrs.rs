@@ -2,111 +2,37 @@
 //! (`routes` holds their annotated entry points): parse the request, call the use case, map its
 //! answer to Cloudflare's envelope.
 //!
-//! Every operation runs the same gate in the same order: authenticate (9106/6003/9109), parse
-//! the owner id (7003), authorize against that owner (10000), and only then look at the CSR id
-//! or the body. A caller without access never learns whether an id exists; a caller with
-//! access sees another tenant's id exactly like an unknown one (404/1419).
+//! Every operation passes the same gate first ([`Authorized`]): authenticate (9106/6003/9109),
+//! parse the owner id (7003), authorize against that owner (10000), charge the request rate;
+//! only then are the CSR id or the body looked at. A caller without access never learns
+//! whether an id exists; a caller with access sees another tenant's id exactly like an
+//! unknown one (404/1419).
 
 use axum::Json;
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::auth::credentials;
+use super::authorized::{Authorized, Reads, Writes};
 use super::envelope::{CsrCollection, CsrIdOnly, CsrPending, CsrSingle, IdOnly, ResultInfo};
-use super::extract::{PathIds, idempotency_key, json_body, query_pairs};
+use super::extract::{idempotency_key, json_body, query_pairs};
 use super::result::{CsrResult, PendingResult};
 use super::{ApiError, AppState};
-use crate::audit::{Actor, AuditEvent};
-use crate::auth::Permission;
-use crate::domain::{CreateCsr, CreateOutcome, CsrId, ListQuery, Owner, OwnerKind};
-
-/// Authenticates, parses the owner and checks the permission on it.
-pub(super) async fn gate(
-    app: &AppState,
-    kind: OwnerKind,
-    ids: &PathIds,
-    headers: &HeaderMap,
-    needed: Permission,
-) -> Result<Owner, ApiError> {
-    let authenticated = match credentials(headers) {
-        Ok(presented) => app
-            .authenticator
-            .authenticate(&presented, ids.peer())
-            .await
-            .map_err(ApiError::from),
-        Err(e) => Err(e),
-    };
-    let principal = match authenticated {
-        Ok(principal) => principal,
-        Err(e) => {
-            if let Some(reason) = e.auth_failure() {
-                app.audit.record_refusal(
-                    AuditEvent::new("auth.failure", "denied", Actor::Anonymous)
-                        .detail(serde_json::json!({ "reason": reason })),
-                );
-            }
-            return Err(e);
-        }
-    };
-    crate::audit::identify_actor(&principal);
-    let owner = ids.owner(kind)?;
-    if !principal.may(&owner, needed) {
-        tracing::debug!(principal = %principal.label, owner = owner.id(), "forbidden");
-        app.audit.record_refusal(
-            AuditEvent::new("access.denied", "denied", Actor::Anonymous)
-                .owner(&owner)
-                .detail(serde_json::json!({ "needed": needed.as_str() })),
-        );
-        return Err(ApiError::Forbidden);
-    }
-    app.limits.charge(&owner, 1.0).await?;
-    Ok(owner)
-}
+use crate::domain::{CreateCsr, CreateOutcome, CsrId, ListQuery};
 
 pub(super) async fn create(
     app: AppState,
-    kind: OwnerKind,
-    ids: PathIds,
+    caller: Authorized<Writes>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let owner = gate(&app, kind, &ids, request.headers(), Permission::Write).await?;
     let key = idempotency_key(request.headers())?;
     let body = json_body(request).await?;
-    let csr_request = CreateCsr::parse(&body, kind, app.name_policy)?;
-    let mut admitted = app
-        .limits
-        .admit_create(&owner, csr_request.key_type, app.creates.wait_budget())
-        .await?;
+    let csr_request = CreateCsr::parse(&body, caller.kind(), app.name_policy)?;
     let outcome = app
         .creates
-        .create(owner.clone(), csr_request, key.as_ref())
-        .await;
-    if matches!(
-        outcome,
-        Err(_) | Ok(CreateOutcome::Created { replayed: true, .. } | CreateOutcome::Deleted { .. })
-    ) {
-        admitted.uncount().await;
-    }
-    let outcome = outcome?;
-    audit_create(&app, &owner, &outcome);
+        .create(caller.owner, csr_request, key.as_ref())
+        .await?;
     created(outcome)
-}
-
-fn audit_create(app: &AppState, owner: &Owner, outcome: &CreateOutcome) {
-    let (result, id, replayed) = match outcome {
-        CreateOutcome::Created { csr, replayed } => ("ok", csr.id, *replayed),
-        CreateOutcome::Pending(p) => ("pending", p.id, false),
-        CreateOutcome::Failed { id, .. } => ("failed", *id, false),
-        CreateOutcome::Deleted { id } => ("deleted", *id, true),
-    };
-    let mut event = AuditEvent::new("csr.create", result, Actor::Anonymous)
-        .owner(owner)
-        .target(id);
-    if replayed {
-        event = event.detail(serde_json::json!({ "replayed": true }));
-    }
-    app.audit.record(event);
 }
 
 /// 201 with the CSR, 202 with the id to find it by later, or the failure.
@@ -144,18 +70,15 @@ struct CreateFailed {
 
 pub(super) async fn list(
     app: AppState,
-    kind: OwnerKind,
-    ids: PathIds,
-    headers: HeaderMap,
+    caller: Authorized<Reads>,
     raw_query: Option<String>,
 ) -> Result<Response, ApiError> {
-    let owner = gate(&app, kind, &ids, &headers, Permission::Read).await?;
     let pairs = query_pairs(raw_query.as_deref());
-    let query = ListQuery::parse(kind, pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-    // A page is at most 50 CSRs (about 4 MB of the largest ones, 50 KB of ordinary ones),
-    // built whole; not counted against the tenant's large reads, so a client paging its
-    // CSRs with many connections is never refused.
-    let page = app.catalog.list(&owner, &query).await?;
+    let query = ListQuery::parse(
+        caller.kind(),
+        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )?;
+    let page = app.catalog.list(&caller.owner, &query).await?;
     let result_info = ResultInfo {
         page: query.page,
         per_page: query.per_page,
@@ -173,17 +96,11 @@ pub(super) async fn list(
     Ok(Json(body).into_response())
 }
 
-pub(super) async fn get(
-    app: AppState,
-    kind: OwnerKind,
-    ids: PathIds,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let owner = gate(&app, kind, &ids, &headers, Permission::Read).await?;
-    let id = ids.csr_id()?;
+pub(super) async fn get(app: AppState, caller: Authorized<Reads>) -> Result<Response, ApiError> {
+    let id = caller.ids.csr_id()?;
     let csr = app
         .catalog
-        .get(&owner, id)
+        .get(&caller.owner, id)
         .await?
         .ok_or(ApiError::CsrNotFound)?;
     Ok(Json(CsrSingle::new(csr.into())).into_response())
@@ -193,19 +110,11 @@ pub(super) async fn get(
 /// official SDKs send none.
 pub(super) async fn delete(
     app: AppState,
-    kind: OwnerKind,
-    ids: PathIds,
-    headers: HeaderMap,
+    caller: Authorized<Writes>,
 ) -> Result<Response, ApiError> {
-    let owner = gate(&app, kind, &ids, &headers, Permission::Write).await?;
-    let id = ids.csr_id()?;
-    if !app.catalog.delete(&owner, id).await? {
+    let id = caller.ids.csr_id()?;
+    if !app.catalog.delete(&caller.owner, id).await? {
         return Err(ApiError::CsrNotFound);
     }
-    app.audit.record(
-        AuditEvent::new("csr.delete", "ok", Actor::Anonymous)
-            .owner(&owner)
-            .target(id),
-    );
     Ok(Json(CsrIdOnly::new(IdOnly { id: id.to_string() })).into_response())
 }

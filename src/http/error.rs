@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::envelope::{ErrorItem, Failure};
 use crate::domain::{ErrorCode, ValidationErrors};
-use crate::ingress::{AuthError, BatchError, CreateError, ServiceError};
+use crate::ingress::{
+    AccessError, AuthError, BatchError, CreateError, CredentialsProblem, ServiceError,
+};
 use crate::log_throttle::LogThrottle;
 use crate::queue::{BoxError, PublishError};
 use crate::telemetry::ErrorChain;
@@ -55,6 +57,13 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("request body not received in time")]
     BodyTimeout,
+    /// Written by the connection layer, not a handler: the head started arriving and did not
+    /// finish within the header timeout.
+    #[error("request head not received in time")]
+    HeadTimeout,
+    /// Written by the connection layer: every connection slot is serving a request.
+    #[error("every connection slot is serving a request")]
+    Overloaded,
     #[error("request URI too long")]
     UriTooLong,
     #[error("malformed request head: {0}")]
@@ -81,20 +90,6 @@ impl ApiError {
         ApiError::Internal(cause.into())
     }
 
-    /// Why authentication failed, for the audit log; `None` for every other error.
-    pub fn auth_failure(&self) -> Option<&'static str> {
-        match self {
-            ApiError::MissingCredentials => Some("missing"),
-            ApiError::MalformedCredentials(_) => Some("malformed"),
-            ApiError::InvalidCredentials => Some("invalid"),
-            ApiError::RateLimited {
-                limit: "auth_failures",
-                ..
-            } => Some("too many failures"),
-            _ => None,
-        }
-    }
-
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Validation(_)
@@ -114,11 +109,11 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::BodyTimeout | ApiError::HeadTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
             ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) | ApiError::DeadlineExceeded => {
+            ApiError::Unavailable(_) | ApiError::DeadlineExceeded | ApiError::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -182,6 +177,7 @@ impl ApiError {
                 one(C::InvalidRequest, "Content-Type must be application/json")
             }
             ApiError::BodyTimeout => one(C::InvalidRequest, "request body not received in time"),
+            ApiError::HeadTimeout => one(C::InvalidRequest, "request head not received in time"),
             ApiError::UriTooLong => one(C::InvalidRequest, "request URI too long"),
             ApiError::MalformedHead(why) => one(C::InvalidRequest, why),
             ApiError::UnsupportedTransferCoding => one(
@@ -206,7 +202,7 @@ impl ApiError {
                     _ => "Please wait and consider throttling your request speed",
                 },
             ),
-            ApiError::Unavailable(_) | ApiError::DeadlineExceeded => {
+            ApiError::Unavailable(_) | ApiError::DeadlineExceeded | ApiError::Overloaded => {
                 one(C::Internal, "Service temporarily unavailable; retry later")
             }
             ApiError::Internal(_) => one(C::Internal, "Internal error"),
@@ -235,20 +231,32 @@ impl IntoResponse for ApiError {
             }
             _ => tracing::debug!(error = %self, "request rejected"),
         }
-        let mut response = (self.status(), Json(Failure::new(self.items()))).into_response();
-        let retry_after = match &self {
-            ApiError::Unavailable(_) | ApiError::DeadlineExceeded => {
+        let mut response = (self.status(), Json(self.failure())).into_response();
+        if let Some(value) = self.retry_after() {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    }
+}
+
+impl ApiError {
+    /// The failure envelope this error answers with. Every failure csrd sends is built here,
+    /// by handlers through `into_response` and by the connection layer (`server::canned`).
+    pub fn failure(&self) -> Failure {
+        Failure::new(self.items())
+    }
+
+    /// The `Retry-After` this error answers with, if any.
+    pub fn retry_after(&self) -> Option<HeaderValue> {
+        match self {
+            ApiError::Unavailable(_) | ApiError::DeadlineExceeded | ApiError::Overloaded => {
                 Some(HeaderValue::from_static(RETRY_AFTER_SECS))
             }
             ApiError::RateLimited {
                 retry_after_secs, ..
             } => Some(HeaderValue::from(*retry_after_secs)),
             _ => None,
-        };
-        if let Some(value) = retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
-        response
     }
 }
 
@@ -292,6 +300,7 @@ impl From<CreateError> for ApiError {
     fn from(e: CreateError) -> Self {
         match e {
             CreateError::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
+            CreateError::Refused(e) => e.into(),
             CreateError::Publish(e) => e.into(),
             CreateError::Service(e) => e.into(),
         }
@@ -302,8 +311,24 @@ impl From<BatchError> for ApiError {
     fn from(e: BatchError) -> Self {
         match e {
             BatchError::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
+            BatchError::Invalid(e) => e.into(),
             BatchError::Refused(e) => e.into(),
             BatchError::Service(e) => e.into(),
+        }
+    }
+}
+
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::Credentials(CredentialsProblem::Missing) => ApiError::MissingCredentials,
+            AccessError::Credentials(CredentialsProblem::Malformed(why)) => {
+                ApiError::MalformedCredentials(why)
+            }
+            AccessError::Auth(e) => e.into(),
+            AccessError::MalformedOwnerId(kind) => ApiError::MalformedOwnerId(kind.as_str()),
+            AccessError::Forbidden => ApiError::Forbidden,
+            AccessError::Refused(e) => e.into(),
         }
     }
 }

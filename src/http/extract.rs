@@ -37,15 +37,14 @@ impl<S: Send + Sync> FromRequestParts<S> for PathIds {
 }
 
 impl PathIds {
-    pub fn owner(&self, kind: OwnerKind) -> Result<Owner, ApiError> {
-        let key = match kind {
-            OwnerKind::Account => "account_id",
-            OwnerKind::Zone => "zone_id",
+    /// The owner the path names (its `zone_id` or `account_id`), or the kind whose id does not
+    /// parse.
+    pub fn owner(&self) -> Result<Owner, OwnerKind> {
+        let (kind, id) = match self.params.get("zone_id") {
+            Some(id) => (OwnerKind::Zone, Some(id)),
+            None => (OwnerKind::Account, self.params.get("account_id")),
         };
-        self.params
-            .get(key)
-            .and_then(|s| Owner::parse(kind, s))
-            .ok_or(ApiError::MalformedOwnerId(kind.as_str()))
+        id.and_then(|id| Owner::parse(kind, id)).ok_or(kind)
     }
 
     pub fn peer(&self) -> Option<std::net::IpAddr> {

@@ -1,9 +1,8 @@
-//! Liveness, readiness, metrics and the OpenAPI document.
+//! Liveness, readiness and the OpenAPI document (`/metrics` is on the admin listener).
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Serialize;
@@ -30,18 +29,6 @@ pub async fn healthz() -> Json<Status> {
 pub async fn readyz(State(app): State<AppState>) -> Result<Json<Status>, ApiError> {
     app.readiness.check().await?;
     Ok(Json(Status { status: "ready" }))
-}
-
-#[utoipa::path(get, path = "/metrics", tag = "Operations", responses(
-    (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"),
-))]
-pub async fn metrics() -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::metrics::render(),
-    )
-        .into_response()
 }
 
 #[utoipa::path(get, path = "/openapi.json", tag = "Operations", responses(

@@ -6,13 +6,16 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod auth;
+pub mod authorized;
 pub mod batches;
 pub mod csrs;
 pub mod envelope;
 pub mod error;
+pub mod error_item;
 pub mod extract;
 pub mod health;
 pub mod openapi;
+pub mod request_scope;
 pub mod result;
 pub mod routes;
 pub mod server;
@@ -31,23 +34,20 @@ use utoipa_axum::routes;
 pub use error::ApiError;
 
 use crate::domain::NamePolicy;
-use crate::ingress::{Authenticator, BatchService, Catalog, CreateService, Limits, Readiness};
+use crate::ingress::{Access, BatchService, Catalog, CreateService, Readiness};
 
 /// Everything a request handler may use: the ingress use cases, and the one setting that
 /// shapes request parsing.
 #[derive(Clone)]
 pub struct AppState {
+    /// The gate every API request passes first (`authorized::Authorized`).
+    pub access: Access,
     pub creates: Arc<CreateService>,
     /// `None` when the batch API is switched off (its routes then answer 404).
     pub batches: Option<BatchService>,
     pub catalog: Catalog,
-    pub authenticator: Authenticator,
-    /// Per-tenant rate, in-flight and queue-share limits.
-    pub limits: Limits,
     pub readiness: Readiness,
     pub name_policy: NamePolicy,
-    /// Records creates, deletes, batch submissions and refused callers.
-    pub audit: crate::audit::Auditor,
 }
 
 /// Every route, registered once with its documentation.
@@ -81,7 +81,7 @@ pub fn router(state: AppState) -> Router {
     let (api, doc) = api_routes().split_for_parts();
     api.route_layer(axum::middleware::from_fn(count_responses))
         .route_layer(axum::middleware::from_fn(
-            crate::audit::audit_scope_middleware,
+            request_scope::request_scope_middleware,
         ))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)

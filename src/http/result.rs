@@ -8,7 +8,7 @@ use crate::domain::{
     Batch, BatchEntry, CustomCsr, ErrorCode, ItemState, KeyType, Owner, PendingCreate,
 };
 
-use super::envelope::ErrorItem;
+use super::error_item::ErrorItem;
 
 /// A custom Certificate Signing Request. Zone results have no `account_tag`, `name` or
 /// `description`; optional fields that were not given are omitted.

@@ -3,26 +3,25 @@
 //! `csrs` and `batches`.
 
 use axum::extract::{RawQuery, Request, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 
+use super::authorized::{Authorized, Reads, Writes};
+use super::batches::BatchApi;
 use super::envelope::{
     BatchCollection, BatchResults, BatchSingle, CsrCollection, CsrIdOnly, CsrPending, CsrSingle,
     Failure,
 };
-use super::extract::PathIds;
 use super::openapi::{
     AccountBatchBody, AccountCreateBody, BatchPageParams, ListParams, ResultPageParams,
     ZoneBatchBody, ZoneCreateBody,
 };
 use super::{ApiError, AppState, batches, csrs};
-use crate::domain::OwnerKind;
 
 /// Emits create/list/get/delete for one kind of owner. utoipa needs literal paths and ids,
 /// hence the many literals.
 macro_rules! tenant_routes {
     (
-        kind: $kind:expr, tag: $tag:literal, param: $param:literal, about: $about:literal,
+        tag: $tag:literal, param: $param:literal, about: $about:literal,
         collection: $collection:literal, item: $item:literal, create_body: $body:ty,
         create: $create:ident = $create_id:literal, list: $list:ident = $list_id:literal,
         get: $get:ident = $get_id:literal, delete: $delete:ident = $delete_id:literal $(,)?
@@ -37,8 +36,8 @@ macro_rules! tenant_routes {
                 (status = "5XX", description = "Failure (503 with Retry-After when a dependency is down)", body = Failure),
             ),
             security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
-        pub async fn $create(State(app): State<AppState>, ids: PathIds, request: Request) -> Result<Response, ApiError> {
-            csrs::create(app, $kind, ids, request).await
+        pub async fn $create(State(app): State<AppState>, caller: Authorized<Writes>, request: Request) -> Result<Response, ApiError> {
+            csrs::create(app, caller, request).await
         }
 
         #[utoipa::path(get, path = $collection, tag = $tag, operation_id = $list_id,
@@ -49,8 +48,8 @@ macro_rules! tenant_routes {
                 (status = "5XX", description = "Failure", body = Failure),
             ),
             security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
-        pub async fn $list(State(app): State<AppState>, ids: PathIds, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-            csrs::list(app, $kind, ids, headers, q).await
+        pub async fn $list(State(app): State<AppState>, caller: Authorized<Reads>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+            csrs::list(app, caller, q).await
         }
 
         #[utoipa::path(get, path = $item, tag = $tag, operation_id = $get_id,
@@ -62,8 +61,8 @@ macro_rules! tenant_routes {
                 (status = "5XX", description = "Failure", body = Failure),
             ),
             security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
-        pub async fn $get(State(app): State<AppState>, ids: PathIds, headers: HeaderMap) -> Result<Response, ApiError> {
-            csrs::get(app, $kind, ids, headers).await
+        pub async fn $get(State(app): State<AppState>, caller: Authorized<Reads>) -> Result<Response, ApiError> {
+            csrs::get(app, caller).await
         }
 
         #[utoipa::path(delete, path = $item, tag = $tag, operation_id = $delete_id,
@@ -76,14 +75,14 @@ macro_rules! tenant_routes {
                 (status = "5XX", description = "Failure", body = Failure),
             ),
             security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
-        pub async fn $delete(State(app): State<AppState>, ids: PathIds, headers: HeaderMap) -> Result<Response, ApiError> {
-            csrs::delete(app, $kind, ids, headers).await
+        pub async fn $delete(State(app): State<AppState>, caller: Authorized<Writes>) -> Result<Response, ApiError> {
+            csrs::delete(app, caller).await
         }
     };
 }
 
 tenant_routes! {
-    kind: OwnerKind::Account, tag: "Custom CSRs (account)", param: "account_id",
+    tag: "Custom CSRs (account)", param: "account_id",
     about: "Account id (32 lowercase hex)",
     collection: "/client/v4/accounts/{account_id}/custom_csrs",
     item: "/client/v4/accounts/{account_id}/custom_csrs/{custom_csr_id}",
@@ -95,7 +94,7 @@ tenant_routes! {
 }
 
 tenant_routes! {
-    kind: OwnerKind::Zone, tag: "Custom CSRs (zone)", param: "zone_id",
+    tag: "Custom CSRs (zone)", param: "zone_id",
     about: "Zone id (32 lowercase hex)",
     collection: "/client/v4/zones/{zone_id}/custom_csrs",
     item: "/client/v4/zones/{zone_id}/custom_csrs/{custom_csr_id}",
@@ -109,7 +108,7 @@ tenant_routes! {
 /// Emits the batch operations for one kind of owner.
 macro_rules! batch_routes {
     (
-        kind: $kind:expr, tag: $tag:literal, param: $param:literal, about: $about:literal,
+        tag: $tag:literal, param: $param:literal, about: $about:literal,
         collection: $collection:literal, item: $item:literal, results: $results:literal,
         body: $body:ty,
         submit: $submit:ident = $submit_id:literal, list: $list:ident = $list_id:literal,
@@ -124,8 +123,8 @@ macro_rules! batch_routes {
                 (status = "5XX", description = "Failure", body = Failure),
             ),
             security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
-        pub async fn $submit(State(app): State<AppState>, ids: PathIds, request: Request) -> Result<Response, ApiError> {
-            batches::submit(app, $kind, ids, request).await
+        pub async fn $submit(api: BatchApi, caller: Authorized<Writes>, request: Request) -> Result<Response, ApiError> {
+            batches::submit(api, caller, request).await
         }
 
         #[utoipa::path(get, path = $collection, tag = $tag, operation_id = $list_id,
@@ -136,8 +135,8 @@ macro_rules! batch_routes {
                 (status = "5XX", description = "Failure", body = Failure),
             ),
             security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
-        pub async fn $list(State(app): State<AppState>, ids: PathIds, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-            batches::list(app, $kind, ids, headers, q).await
+        pub async fn $list(api: BatchApi, caller: Authorized<Reads>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+            batches::list(api, caller, q).await
         }
 
         #[utoipa::path(get, path = $item, tag = $tag, operation_id = $get_id,
@@ -149,8 +148,8 @@ macro_rules! batch_routes {
                 (status = "5XX", description = "Failure", body = Failure),
             ),
             security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
-        pub async fn $get(State(app): State<AppState>, ids: PathIds, headers: HeaderMap) -> Result<Response, ApiError> {
-            batches::get(app, $kind, ids, headers).await
+        pub async fn $get(api: BatchApi, caller: Authorized<Reads>) -> Result<Response, ApiError> {
+            batches::get(api, caller).await
         }
 
         #[utoipa::path(get, path = $results, tag = $tag, operation_id = $results_id,
@@ -162,14 +161,14 @@ macro_rules! batch_routes {
                 (status = "5XX", description = "Failure", body = Failure),
             ),
             security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
-        pub async fn $results_fn(State(app): State<AppState>, ids: PathIds, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-            batches::results(app, $kind, ids, headers, q).await
+        pub async fn $results_fn(api: BatchApi, caller: Authorized<Reads>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+            batches::results(api, caller, q).await
         }
     };
 }
 
 batch_routes! {
-    kind: OwnerKind::Account, tag: "Batches (account, csrd extension)", param: "account_id",
+    tag: "Batches (account, csrd extension)", param: "account_id",
     about: "Account id (32 lowercase hex)",
     collection: "/client/v4/accounts/{account_id}/custom_csrs/batches",
     item: "/client/v4/accounts/{account_id}/custom_csrs/batches/{batch_id}",
@@ -182,7 +181,7 @@ batch_routes! {
 }
 
 batch_routes! {
-    kind: OwnerKind::Zone, tag: "Batches (zone, csrd extension)", param: "zone_id",
+    tag: "Batches (zone, csrd extension)", param: "zone_id",
     about: "Zone id (32 lowercase hex)",
     collection: "/client/v4/zones/{zone_id}/custom_csrs/batches",
     item: "/client/v4/zones/{zone_id}/custom_csrs/batches/{batch_id}",

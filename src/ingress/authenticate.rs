@@ -20,7 +20,7 @@ use crate::auth::{Credentials, Permission, Principal, hash_secret};
 use crate::db::{Pool, credentials};
 
 use super::ServiceError;
-use super::limits::Buckets;
+use crate::buckets::Buckets;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {

@@ -6,18 +6,35 @@
 //! across tenants, as the workers take them. Nothing more is published from here, so an
 //! ingress that dies after the 202 loses nothing.
 
+use std::time::Duration;
+
+use crate::audit::{Actor, AuditEvent, Auditor};
 use crate::db::batches::{self, Allowance, NewBatch, Stored};
 use crate::db::{DbError, Pool};
+use crate::domain::batch::parse_items;
 use crate::domain::idempotency::request_fingerprint_of;
-use crate::domain::{Batch, BatchEntry, BatchId, CreateCsr, CreateJob, IdempotencyKey, Owner};
+use crate::domain::{
+    Batch, BatchEntry, BatchId, CreateCsr, CreateJob, IdempotencyKey, NamePolicy, Owner,
+    ValidationErrors,
+};
 use crate::fairshare::{Kick, TenantPolicy};
 
-use super::{Refused, ServiceError};
+use super::limits::BatchAdmission;
+use super::{Limits, ReadSlot, Refused, ServiceError};
+
+/// How long a submission waits for room in the batch memory budget before 429.
+const BATCH_MEMORY_WAIT: Duration = Duration::from_secs(30);
+
+/// Bytes of body one request-rate unit pays for: a batch costs what sending its bytes as
+/// single creates' bodies would (one per MiB, the single-request cap), never its item count.
+const BYTES_PER_REQUEST: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
     #[error("the Idempotency-Key was used with a different request")]
     IdempotencyKeyReused,
+    #[error("the items are not valid")]
+    Invalid(#[from] ValidationErrors),
     #[error(transparent)]
     Refused(#[from] Refused),
     #[error(transparent)]
@@ -42,21 +59,90 @@ pub struct BatchService {
     /// Wakes this process's bulk dispatcher when a batch is stored.
     dispatch: Kick,
     chunk_cost: u32,
+    limits: Limits,
+    audit: Auditor,
+    name_policy: NamePolicy,
+}
+
+/// What a batch service is built from, besides the database.
+pub struct BatchSettings {
+    /// Cost units of one chunk at most (P-256 items count 1, RSA-2048 256).
+    pub chunk_cost: usize,
+    pub name_policy: NamePolicy,
 }
 
 impl BatchService {
-    /// `chunk_cost`: cost units of one chunk at most (P-256 items count 1, RSA-2048 256).
-    pub fn new(pool: Pool, dispatch: Kick, chunk_cost: usize) -> Self {
+    pub fn new(
+        pool: Pool,
+        dispatch: Kick,
+        settings: BatchSettings,
+        limits: Limits,
+        audit: Auditor,
+    ) -> Self {
         Self {
             pool,
             dispatch,
-            chunk_cost: u32::try_from(chunk_cost.max(1)).unwrap_or(u32::MAX),
+            chunk_cost: u32::try_from(settings.chunk_cost.max(1)).unwrap_or(u32::MAX),
+            limits,
+            audit,
+            name_policy: settings.name_policy,
         }
+    }
+
+    /// Admits a submission whose body is at most `body_bytes`, before that body is read: the
+    /// tenant's open submissions are capped, and the process's share one memory budget,
+    /// waited for up to [`BATCH_MEMORY_WAIT`].
+    pub async fn admit(
+        &self,
+        owner: &Owner,
+        body_bytes: usize,
+    ) -> Result<BatchAdmission, BatchError> {
+        Ok(self
+            .limits
+            .admit_batch(owner, body_bytes, BATCH_MEMORY_WAIT)
+            .await?)
+    }
+
+    /// Validates a submission's `body` (all items or none), charges its bytes to the request
+    /// rate (the gate charged one request already), stores it and audits it. The admission is
+    /// held until the batch is stored.
+    pub async fn submit(
+        &self,
+        owner: Owner,
+        body: impl AsRef<[u8]> + Send + 'static,
+        key: Option<&IdempotencyKey>,
+        admission: BatchAdmission,
+    ) -> Result<Batch, BatchError> {
+        let extra = body
+            .as_ref()
+            .len()
+            .div_ceil(BYTES_PER_REQUEST)
+            .saturating_sub(1);
+        if extra > 0 {
+            self.limits.charge(&owner, extra as f64).await?;
+        }
+        let (kind, policy) = (owner.kind(), self.name_policy);
+        // Validating 10,000 items is a few milliseconds of CPU: off the async workers.
+        let requests =
+            tokio::task::spawn_blocking(move || parse_items(body.as_ref(), kind, policy))
+                .await
+                .map_err(|e| ServiceError::Internal(Box::new(e)))??;
+        let items = requests.len();
+        let tenant = self.limits.policies().of(&owner);
+        let batch = self.store(owner.clone(), requests, key, &tenant).await?;
+        drop(admission);
+        self.audit.record(
+            AuditEvent::new("batch.submit", "ok", Actor::Anonymous)
+                .owner(&owner)
+                .target(batch.id)
+                .detail(serde_json::json!({ "items": items })),
+        );
+        Ok(batch)
     }
 
     /// Stores a batch, or finds the one submitted earlier with the same key; refuses one that
     /// would take the tenant over what its `policy` allows outstanding or per hour.
-    pub async fn submit(
+    async fn store(
         &self,
         owner: Owner,
         requests: Vec<CreateCsr>,
@@ -128,14 +214,16 @@ impl BatchService {
     }
 
     /// One page of a batch's results (entries `offset..offset + limit`), if `owner` owns the
-    /// batch. The entries are read part by part as the page is sent (see [`ResultPage`]).
+    /// batch. The entries are read part by part as the page is sent (see [`ResultPage`]); the
+    /// page holds one of the tenant's read slots until it is dropped.
     pub async fn results(
         &self,
         owner: &Owner,
         id: BatchId,
         offset: i64,
         limit: i64,
-    ) -> Result<Option<ResultPage>, ServiceError> {
+    ) -> Result<Option<ResultPage>, BatchError> {
+        let read = self.limits.admit_read(owner)?;
         let Some(batch) = self.get(owner, id).await? else {
             return Ok(None);
         };
@@ -146,6 +234,7 @@ impl BatchService {
             batch,
             next: first,
             end,
+            _read: read,
         }))
     }
 }
@@ -162,6 +251,7 @@ pub struct ResultPage {
     batch: Batch,
     next: i64,
     end: i64,
+    _read: ReadSlot,
 }
 
 impl ResultPage {

@@ -1,5 +1,7 @@
-//! Reading and deleting stored CSRs: list, get, delete, always scoped to one owner.
+//! Reading and deleting stored CSRs: list, get, delete, always scoped to one owner. Deletes
+//! are audited here.
 
+use crate::audit::{Actor, AuditEvent, Auditor};
 use crate::db::{Pool, csrs};
 use crate::domain::{CsrId, CustomCsr, ListQuery, Owner};
 
@@ -14,13 +16,17 @@ pub struct Page {
 #[derive(Clone)]
 pub struct Catalog {
     pool: Pool,
+    audit: Auditor,
 }
 
 impl Catalog {
-    pub fn new(pool: Pool) -> Self {
-        Self { pool }
+    pub fn new(pool: Pool, audit: Auditor) -> Self {
+        Self { pool, audit }
     }
 
+    /// A page is at most 50 CSRs (about 4 MB of the largest ones, 50 KB of ordinary ones),
+    /// built whole; not counted against the tenant's large reads, so a client paging its
+    /// CSRs with many connections is never refused.
     pub async fn list(&self, owner: &Owner, query: &ListQuery) -> Result<Page, ServiceError> {
         let mut client = self.pool.get().await?;
         let (items, total) = csrs::list(&mut client, owner, query).await?;
@@ -42,6 +48,11 @@ impl Catalog {
         let deleted = csrs::delete(&**client, owner, id).await?;
         if deleted {
             tracing::info!(csr_id = %id, "custom CSR and its sealed key deleted");
+            self.audit.record(
+                AuditEvent::new("csr.delete", "ok", Actor::Anonymous)
+                    .owner(owner)
+                    .target(id),
+            );
         }
         Ok(deleted)
     }

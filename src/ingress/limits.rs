@@ -95,65 +95,6 @@ impl Refused {
     }
 }
 
-/// Token buckets by key, local to this process (failed authentications per credential,
-/// refused callers per address). Full buckets are forgotten when the map grows.
-pub struct Buckets {
-    rate: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<String, (f64, tokio::time::Instant)>>,
-}
-
-const BUCKETS_KEPT: usize = 10_000;
-
-impl Buckets {
-    pub fn new(rate_per_sec: f64, burst: f64) -> Self {
-        Self {
-            rate: rate_per_sec,
-            burst: burst.max(1.0),
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn unlimited(&self) -> bool {
-        self.rate <= 0.0
-    }
-
-    /// Takes `cost` from `key`'s bucket if it holds at least one token (it may then go into
-    /// debt); else says how long until it does.
-    pub fn take(&self, key: &str, cost: f64) -> Result<(), Duration> {
-        if self.unlimited() {
-            return Ok(());
-        }
-        let now = tokio::time::Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= BUCKETS_KEPT && !buckets.contains_key(key) {
-            let (rate, burst) = (self.rate, self.burst);
-            buckets.retain(|_, (tokens, at)| {
-                *tokens + rate * now.duration_since(*at).as_secs_f64() < burst
-            });
-        }
-        let (tokens, at) = buckets.entry(key.to_owned()).or_insert((self.burst, now));
-        *tokens = (*tokens + self.rate * now.duration_since(*at).as_secs_f64()).min(self.burst);
-        *at = now;
-        if *tokens < 1.0 {
-            return Err(Duration::from_secs_f64((1.0 - *tokens) / self.rate));
-        }
-        *tokens -= cost;
-        Ok(())
-    }
-
-    /// Whether `key`'s bucket holds less than one token now (without taking anything).
-    pub fn exhausted(&self, key: &str) -> Option<Duration> {
-        if self.unlimited() {
-            return None;
-        }
-        let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let (tokens, at) = buckets.get(key)?;
-        let now_tokens = tokens + self.rate * at.elapsed().as_secs_f64();
-        (now_tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - now_tokens) / self.rate))
-    }
-}
-
 /// The per-tenant limits of one ingress process. Cheap to clone.
 #[derive(Clone)]
 pub struct Limits {
@@ -402,5 +343,126 @@ impl Ticket {
         if let Ok(Err(e)) = tokio::time::timeout(QUOTA_TIMEOUT, uncounted).await {
             warn_uncounted(&ErrorChain(&e).to_string());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::OwnerKind;
+    use crate::fairshare::Defaults;
+
+    fn owner(c: char) -> Owner {
+        Owner::parse(OwnerKind::Account, &c.to_string().repeat(32)).unwrap()
+    }
+
+    /// Limits over a pool that is never connected: none of the paths tested here (in-flight
+    /// caps, read slots, the batch budget, the window without a quota) reach Postgres.
+    fn limits(settings: TenantLimits) -> Limits {
+        let pool = crate::db::build_pool("postgres://nobody@127.0.0.1:1/none", 1, "test").unwrap();
+        Limits::new(settings, Policies::new(Defaults::default()), pool)
+    }
+
+    #[test]
+    fn a_batch_reserves_three_times_its_body_within_the_budget() {
+        assert_eq!(batch_reservation_mib(0), 1);
+        assert_eq!(batch_reservation_mib(1024 * 1024), 3);
+        assert_eq!(batch_reservation_mib(32 * 1024 * 1024), 96);
+        assert_eq!(batch_reservation_mib(usize::MAX), BATCH_MEMORY_BUDGET_MIB);
+    }
+
+    #[test]
+    fn refusals_name_their_limit_and_a_retry_of_at_least_a_second() {
+        let rate = Refused::Rate {
+            retry_after: Duration::from_millis(10),
+        };
+        assert_eq!((rate.limit(), rate.retry_after_secs()), ("rate", 1));
+        let quota = Refused::HourlyQuota {
+            limit: 5,
+            retry_after: Duration::from_millis(2_500),
+        };
+        assert_eq!(quota.retry_after_secs(), 3);
+        let outstanding = Refused::Outstanding {
+            outstanding: 10,
+            limit: 5,
+        };
+        assert_eq!(outstanding.retry_after_secs(), 10);
+        assert!(until_next_hour() <= Duration::from_secs(3600));
+    }
+
+    #[tokio::test]
+    async fn reads_are_capped_per_tenant_and_given_back_when_dropped() {
+        let limits = limits(TenantLimits {
+            max_reads: 2,
+            ..TenantLimits::default()
+        });
+        let (a, b) = (owner('a'), owner('b'));
+        let first = limits.admit_read(&a).unwrap();
+        let _second = limits.admit_read(&a).unwrap();
+        assert_eq!(limits.admit_read(&a).err(), Some(Refused::ReadsInFlight));
+        assert!(limits.admit_read(&b).is_ok(), "another tenant has its own");
+        drop(first);
+        assert!(limits.admit_read(&a).is_ok());
+    }
+
+    #[tokio::test]
+    async fn creates_in_flight_are_capped_per_tenant() {
+        let limits = limits(TenantLimits {
+            max_in_flight: 1,
+            ..TenantLimits::default()
+        });
+        let wait = Duration::from_secs(1);
+        let ticket = limits
+            .admit_create(&owner('a'), KeyType::P256v1, wait)
+            .await
+            .unwrap();
+        let refused = limits
+            .admit_create(&owner('a'), KeyType::P256v1, wait)
+            .await;
+        assert_eq!(refused.err(), Some(Refused::InFlight));
+        drop(ticket);
+        assert!(
+            limits
+                .admit_create(&owner('a'), KeyType::P256v1, wait)
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_create_that_finds_no_room_in_the_window_is_refused_after_its_wait() {
+        // A window of one RSA key: a second RSA create of the same tenant waits, then 429.
+        let limits = limits(TenantLimits {
+            window: KeyType::Rsa2048.cost(),
+            ..TenantLimits::default()
+        });
+        let wait = Duration::from_millis(50);
+        let _held = limits
+            .admit_create(&owner('a'), KeyType::Rsa2048, wait)
+            .await
+            .unwrap();
+        let refused = limits
+            .admit_create(&owner('a'), KeyType::Rsa2048, wait)
+            .await;
+        assert_eq!(refused.err(), Some(Refused::QueueWait));
+    }
+
+    #[tokio::test]
+    async fn batch_submissions_are_capped_per_tenant() {
+        let limits = limits(TenantLimits::default());
+        let wait = Duration::from_millis(50);
+        let mut open = Vec::new();
+        for _ in 0..MAX_BATCHES_IN_FLIGHT {
+            open.push(limits.admit_batch(&owner('a'), 1024, wait).await.unwrap());
+        }
+        assert!(matches!(
+            limits.admit_batch(&owner('a'), 1024, wait).await,
+            Err(Refused::InFlight)
+        ));
+        // The memory budget is the process's: more than it holds waits, then 429.
+        let whole = limits
+            .admit_batch(&owner('b'), BATCH_MEMORY_BUDGET, wait)
+            .await;
+        assert!(matches!(whole, Err(Refused::BatchMemory)));
     }
 }

@@ -7,6 +7,7 @@
 // answered in the Cloudflare envelope instead. Tests may unwrap.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod access;
 pub mod authenticate;
 pub mod batch;
 pub mod catalog;
@@ -14,8 +15,10 @@ pub mod coalesce;
 pub mod create;
 pub mod error;
 pub mod limits;
+pub mod pipeline;
 pub mod readiness;
 
+pub use access::{Access, AccessError, AccessRequest, CredentialsProblem};
 pub use authenticate::{AuthError, Authenticator};
 pub use batch::{BatchError, BatchService, ResultPage};
 pub use catalog::{Catalog, Page};
@@ -23,4 +26,5 @@ pub use coalesce::{ChunkSettings, Coalescer};
 pub use create::{CreateError, CreateService};
 pub use error::ServiceError;
 pub use limits::{Limits, ReadSlot, Refused, TenantLimits};
+pub use pipeline::CreatePipeline;
 pub use readiness::Readiness;

@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -13,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 pub(super) async fn serve(
     addr: SocketAddr,
+    pool: crate::db::Pool,
     limits: crate::http::server::HttpLimits,
     stop: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
@@ -21,9 +25,20 @@ pub(super) async fn serve(
         .with_context(|| format!("binding the admin listener {addr} (CSRD_ADMIN_LISTEN)"))?;
     let addr = listener.local_addr()?;
     let app = Router::new()
-        .route("/metrics", get(crate::http::health::metrics))
-        .route("/healthz", get(|| async { "ok" }));
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(pool);
     let task = crate::http::server::serve(listener, app, limits, stop);
     tracing::info!(%addr, "admin listener (metrics) on");
     Ok((addr, task))
+}
+
+/// The Prometheus text exposition, with this process's Postgres pool as it is now.
+async fn metrics(State(pool): State<crate::db::Pool>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(Some(pool.status())),
+    )
+        .into_response()
 }

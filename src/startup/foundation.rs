@@ -40,7 +40,6 @@ impl Foundation {
             }
         }
         db::keks::verify_keyring(&client, &keyring).await?;
-        crate::metrics::watch_db_pool(&pool);
         Ok(Self { keyring, pool })
     }
 }

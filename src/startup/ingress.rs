@@ -12,8 +12,10 @@ use super::fairshare::FairShare;
 use super::foundation::Foundation;
 use crate::audit::Auditor;
 use crate::http::{AppState, router};
+use crate::ingress::batch::BatchSettings;
 use crate::ingress::{
-    Authenticator, BatchService, Catalog, Coalescer, CreateService, Limits, Readiness,
+    Access, Authenticator, BatchService, Catalog, Coalescer, CreatePipeline, CreateService, Limits,
+    Readiness,
 };
 use crate::queue::{Connectivity, JobQueue, Waiters};
 use crate::settings::Settings;
@@ -45,39 +47,45 @@ pub(super) fn app_state(
         brokers,
     } = queue;
     let pool = &foundation.pool;
-    let (audit, audit_writer) = Auditor::start(pool.clone(), stages.stop_work.clone());
+    let (audit, audit_writer) = Auditor::start(Arc::new(pool.clone()), stages.stop_work.clone());
+    let limits = Limits::new(
+        settings.tenants.limits(),
+        fair.policies.clone(),
+        pool.clone(),
+    );
+    let authenticator = Authenticator::new(
+        pool.clone(),
+        settings.credential_cache(),
+        settings.tenants.auth_failures_per_min,
+        settings.tenants.auth_failures_per_addr_per_min,
+    );
     let batches = settings.batch_api.then(|| {
         BatchService::new(
             pool.clone(),
             fair.dispatch.clone(),
-            settings.batch_chunk_items,
+            BatchSettings {
+                chunk_cost: settings.batch_chunk_items,
+                name_policy: settings.name_policy,
+            },
+            limits.clone(),
+            audit.clone(),
         )
     });
     let coalesced = Arc::new(Coalescer::start(queue, settings.chunks()));
+    let pipeline = CreatePipeline::new(
+        pool.clone(),
+        coalesced,
+        waiters,
+        instance,
+        settings.create_wait(),
+    );
     let state = AppState {
-        creates: Arc::new(CreateService::new(
-            pool.clone(),
-            coalesced,
-            waiters,
-            instance,
-            settings.create_wait(),
-        )),
+        access: Access::new(authenticator, limits.clone(), audit.clone()),
+        creates: Arc::new(CreateService::new(pipeline, limits, audit.clone())),
         batches,
-        catalog: Catalog::new(pool.clone()),
-        authenticator: Authenticator::new(
-            pool.clone(),
-            settings.credential_cache(),
-            settings.tenants.auth_failures_per_min,
-            settings.tenants.auth_failures_per_addr_per_min,
-        ),
-        limits: Limits::new(
-            settings.tenants.limits(),
-            fair.policies.clone(),
-            pool.clone(),
-        ),
+        catalog: Catalog::new(pool.clone(), audit),
         readiness: Readiness::new(pool.clone(), brokers),
         name_policy: settings.name_policy,
-        audit,
     };
     (state, audit_writer)
 }

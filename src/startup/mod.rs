@@ -181,6 +181,7 @@ pub async fn start(
     }
     let (admin_addr, admin) = admin::serve(
         settings.admin_listen,
+        foundation.pool.clone(),
         settings.http.limits(),
         stages.stop_work.clone(),
     )

@@ -15,6 +15,7 @@ use crate::crypto::{Keyring, SealedKey, build_csr, seal};
 use crate::db::{DbError, batches, bulk, csrs, jobs};
 use crate::domain::{
     Completion, CreateChunk, CreateCsr, CreateJob, CsrId, CustomCsr, JobOutcome, KeyType, Owner,
+    cut_by_cost,
 };
 use crate::fairshare::{Ask, Lane};
 use crate::metrics;
@@ -360,28 +361,29 @@ async fn generate_all(ctx: &WorkerContext, todo: &[&CreateJob]) -> Result<Vec<Ma
         .collect())
 }
 
-/// P-256 keys made in one blocking task at most, so a slot is never held long (about 5 ms).
-const GROUP_P256_KEYS: usize = 64;
+/// Cost units of one blocking task at most, so a slot is never held long: 64 P-256 keys
+/// (about 5 ms), or one RSA key (tens of milliseconds) alone.
+const GROUP_COST: u32 = 64;
 
 /// Indexes of `jobs` cut into groups for one blocking task each: one tenant and one lane per
-/// group (its slot is granted to, and charged to, that tenant), an RSA key alone (tens of
-/// milliseconds), P-256 keys up to [`GROUP_P256_KEYS`] together.
+/// group (its slot is granted to, and charged to, that tenant), and one key type, cut by
+/// cost with the batches' rule ([`cut_by_cost`]).
 fn fair_groups(jobs: &[&CreateJob]) -> Vec<Vec<usize>> {
-    let mut groups = Vec::new();
-    let mut open: HashMap<(&Owner, bool), Vec<usize>> = HashMap::new();
+    let mut parts: HashMap<(&Owner, bool, KeyType), Vec<usize>> = HashMap::new();
     for (i, job) in jobs.iter().enumerate() {
-        if job.request.key_type != KeyType::P256v1 {
-            groups.push(vec![i]);
-            continue;
-        }
-        let group = open.entry((&job.owner, job.batch.is_some())).or_default();
-        group.push(i);
-        if group.len() == GROUP_P256_KEYS {
-            groups.push(std::mem::take(group));
-        }
+        let key = (&job.owner, job.batch.is_some(), job.request.key_type);
+        parts.entry(key).or_default().push(i);
     }
-    groups.extend(open.into_values().filter(|g| !g.is_empty()));
-    groups
+    parts
+        .into_iter()
+        .flat_map(|((_, _, key_type), part)| {
+            let spans = cut_by_cost(part.iter().map(|_| key_type.cost()), GROUP_COST);
+            spans
+                .into_iter()
+                .map(|span| part[span.first..span.first + span.len].to_vec())
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// One key, its CSR and its sealed form. A failure (or a panic) fails this item only.
@@ -495,13 +497,13 @@ mod tests {
         groups.sort();
         assert_eq!(groups, vec![vec![0, 3], vec![1], vec![2], vec![4]]);
 
-        let many: Vec<CreateJob> = (0..GROUP_P256_KEYS + 1)
+        let many: Vec<CreateJob> = (0..GROUP_COST as usize + 1)
             .map(|_| job('a', "p256v1", false))
             .collect();
         let refs: Vec<&CreateJob> = many.iter().collect();
         let mut sizes: Vec<usize> = fair_groups(&refs).iter().map(Vec::len).collect();
         sizes.sort();
-        assert_eq!(sizes, [1, GROUP_P256_KEYS]);
+        assert_eq!(sizes, [1, GROUP_COST as usize]);
         assert!(fair_groups(&[]).is_empty());
     }
 }

@@ -5,13 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use csrd::audit::Auditor;
 use csrd::crypto::Keyring;
 use csrd::db::{Pool, build_pool, jobs};
 use csrd::domain::{
     AccountId, CreateChunk, CreateCsr, CreateJob, CreateOutcome, CsrId, IdempotencyKey, JobOutcome,
     ListQuery, NamePolicy, Owner, OwnerKind,
 };
-use csrd::ingress::{Catalog, CreateError, CreateService};
+use csrd::ingress::{Catalog, CreateError, CreatePipeline};
 use csrd::queue::memory::{MemoryLimits, MemoryQueue};
 use csrd::queue::{JobConsumer, JobQueue, PublishError, Waiters};
 use csrd::worker::{KeyPoolSizes, KeySource, WorkerContext};
@@ -20,7 +21,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 struct Harness {
-    service: CreateService,
+    service: CreatePipeline,
     waiters: Waiters,
     queue: MemoryQueue,
     jobs: Box<dyn JobConsumer>,
@@ -44,7 +45,7 @@ async fn harness(max_length: usize) -> Harness {
         waiters.clone(),
     );
     // A short wait budget: with no worker running, a create ends pending.
-    let service = CreateService::new(
+    let service = CreatePipeline::new(
         pool.clone(),
         Arc::new(queue.clone()),
         waiters.clone(),
@@ -63,6 +64,13 @@ async fn harness(max_length: usize) -> Harness {
 }
 
 impl Harness {
+    /// The read use cases over the same database (their audit events go to its audit log).
+    fn catalog(&self) -> Catalog {
+        let (audit, _writer) =
+            Auditor::start(Arc::new(self.pool.clone()), CancellationToken::new());
+        Catalog::new(self.pool.clone(), audit)
+    }
+
     async fn create(&self, cn: &str, key: Option<&str>) -> Result<CreateOutcome, CreateError> {
         let body = with(p256_body(), "common_name", json!(cn));
         let request = CreateCsr::parse(
@@ -214,12 +222,7 @@ async fn replay_after_the_csr_was_deleted_answers_deleted_at_once_and_publishes_
     let mut h = harness(10).await;
     let id = pending_id(&h.create("a.example.com", Some("k1")).await.unwrap());
     h.work_one().await;
-    assert!(
-        Catalog::new(h.pool.clone())
-            .delete(&owner(), id)
-            .await
-            .unwrap()
-    );
+    assert!(h.catalog().delete(&owner(), id).await.unwrap());
     // Overdue too: before the fix, this republished the job and made a new key.
     h.sql("UPDATE idempotency_keys SET created_at = now() - interval '10 minutes'")
         .await;
@@ -286,7 +289,7 @@ async fn a_chunk_of_several_tenants_is_written_at_once_and_an_item_that_cannot_b
             other => panic!("item {i}: {other:?}"),
         }
     }
-    let catalog = Catalog::new(h.pool.clone());
+    let catalog = h.catalog();
     let a_page = catalog
         .list(&owner(), &ListQuery::defaults(OwnerKind::Account))
         .await

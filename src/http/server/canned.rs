@@ -1,71 +1,42 @@
-//! Responses the connection layer writes itself, before or instead of the router: still the
-//! Cloudflare failure envelope, so a client's error handling sees one shape everywhere.
+//! Responses the connection layer writes itself, before or instead of the router (a slow head,
+//! a full server, a head hyper could not parse). The envelope is `ApiError`'s, as everywhere;
+//! only the HTTP/1.1 framing is written here, because there is no hyper connection to write
+//! them through.
 
-use crate::domain::ErrorCode;
+use crate::http::ApiError;
 
-/// A complete HTTP/1.1 response that closes the connection: `status` with a failure envelope
-/// holding one error.
-pub fn failure(status: u16, code: ErrorCode, message: &str, retry_after: Option<u32>) -> Vec<u8> {
-    let body = serde_json::json!({
-        "success": false,
-        "errors": [{"code": code.as_u32(), "message": message}],
-        "messages": [],
-        "result": null,
-    })
-    .to_string();
+/// A complete HTTP/1.1 response for `error` that closes the connection.
+pub fn response(error: &ApiError) -> Vec<u8> {
+    // Serialising the envelope (plain strings and numbers) cannot fail.
+    let body = serde_json::to_vec(&error.failure()).unwrap_or_default();
+    let status = error.status();
     let mut head = format!(
-        "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
-        reason(status),
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error"),
         body.len()
     );
-    if let Some(secs) = retry_after {
+    if let Some(secs) = error
+        .retry_after()
+        .and_then(|v| v.to_str().ok().map(str::to_owned))
+    {
         head.push_str(&format!("retry-after: {secs}\r\n"));
     }
     head.push_str("\r\n");
     let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(body.as_bytes());
+    bytes.extend_from_slice(&body);
     bytes
 }
 
-/// The failure envelope for a response hyper composed itself after a request head it could
-/// not parse (it writes those with an empty body).
-pub fn for_parse_error(status: u16) -> Vec<u8> {
-    let message = match status {
-        414 => "request URI too long",
-        431 => "request header fields too large, or too many",
-        _ => "malformed HTTP request",
-    };
-    failure(status, ErrorCode::InvalidRequest, message, None)
-}
-
-/// 408: a request head that did not arrive in time.
-pub fn head_timeout() -> Vec<u8> {
-    failure(
-        408,
-        ErrorCode::InvalidRequest,
-        "request head not received in time",
-        None,
-    )
-}
-
-/// 503: every connection slot is serving a request.
-pub fn overloaded() -> Vec<u8> {
-    failure(
-        503,
-        ErrorCode::Internal,
-        "Service temporarily unavailable; retry later",
-        Some(1),
-    )
-}
-
-fn reason(status: u16) -> &'static str {
+/// The error for a response hyper composed itself after a request head it could not parse.
+/// hyper writes those with an empty body, before any service sees the request, and has no
+/// hook to change them: `io` recognises them on their way out ([`automatic_status`]) and
+/// writes this instead. This is the one place hyper's own refusals are rewritten.
+pub fn for_parse_error(status: u16) -> ApiError {
     match status {
-        400 => "Bad Request",
-        408 => "Request Timeout",
-        414 => "URI Too Long",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "Error",
+        414 => ApiError::UriTooLong,
+        431 => ApiError::HeadersTooLarge,
+        _ => ApiError::MalformedHead("malformed HTTP request"),
     }
 }
 
@@ -89,7 +60,7 @@ mod tests {
         let hyper =
             b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
         assert_eq!(automatic_status(hyper), Some(431));
-        let ours = failure(400, ErrorCode::InvalidRequest, "x", None);
+        let ours = response(&ApiError::MalformedHead("x"));
         assert_eq!(automatic_status(&ours), None);
         assert_eq!(
             automatic_status(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n"),
@@ -99,7 +70,7 @@ mod tests {
 
     #[test]
     fn a_canned_failure_is_a_complete_envelope() {
-        let bytes = failure(503, ErrorCode::Internal, "busy", Some(1));
+        let bytes = response(&ApiError::Overloaded);
         let text = String::from_utf8(bytes).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
@@ -108,5 +79,15 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["success"], false);
         assert_eq!(v["errors"][0]["code"], 1500);
+    }
+
+    #[test]
+    fn hypers_refusals_keep_their_status() {
+        for status in [400, 414, 431] {
+            assert_eq!(for_parse_error(status).status().as_u16(), status);
+        }
+        let slow = String::from_utf8(response(&ApiError::HeadTimeout)).unwrap();
+        assert!(slow.starts_with("HTTP/1.1 408 Request Timeout\r\n"));
+        assert!(slow.contains("\"code\":1400"));
     }
 }

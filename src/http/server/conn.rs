@@ -1,11 +1,10 @@
-//! One connection: hyper's HTTP/1.1 state machine, plus a watchdog that closes it when it sits
-//! idle too long or sends a request head too slowly, and the bookkeeping the connection table
-//! needs to pick a connection to evict.
+//! One connection: hyper's HTTP/1.1 connection, driven beside its watchdog
+//! ([`super::watchdog`]), with the request head checked against csrd's limits before the
+//! router sees it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -18,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::io::{Io, answer_and_close};
+use super::watchdog::{ConnState, Verdict};
 use super::{HttpLimits, canned};
 use crate::http::ApiError;
 
@@ -28,138 +28,6 @@ pub struct BodyDeadline(pub Instant);
 /// The peer's address, for limits keyed by client.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
-
-/// What the reads, the service and the watchdog of one connection share. Times are
-/// milliseconds since `epoch` plus one, so that 0 means "not set".
-pub struct ConnState {
-    pub id: u64,
-    epoch: Instant,
-    /// Requests handed to the router and not yet answered.
-    busy: AtomicU32,
-    /// Since when no request has been in progress (accept, or the last response).
-    idle_since: AtomicU64,
-    /// Since when bytes of the next request head have been arriving (0: none yet).
-    head_since: AtomicU64,
-    /// Since when a write has been waiting for the client to read (0: not waiting).
-    write_blocked_since: AtomicU64,
-    /// Cancelled when the table evicts this connection to make room.
-    pub evict: CancellationToken,
-}
-
-impl ConnState {
-    pub fn new(id: u64) -> Self {
-        Self {
-            id,
-            epoch: Instant::now(),
-            busy: AtomicU32::new(0),
-            idle_since: AtomicU64::new(1),
-            head_since: AtomicU64::new(0),
-            write_blocked_since: AtomicU64::new(0),
-            evict: CancellationToken::new(),
-        }
-    }
-
-    fn now(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64 + 1
-    }
-
-    fn at(&self, stamp: u64) -> Instant {
-        self.epoch + Duration::from_millis(stamp - 1)
-    }
-
-    pub fn bytes_arrived(&self) {
-        if !self.is_busy() {
-            let _ = self.head_since.compare_exchange(
-                0,
-                self.now(),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-        }
-    }
-
-    /// A write found the socket's send buffer full (the client is not reading).
-    pub fn write_blocked(&self) {
-        let _ = self.write_blocked_since.compare_exchange(
-            0,
-            self.now(),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
-    }
-
-    /// A write went through.
-    pub fn write_progressed(&self) {
-        self.write_blocked_since.store(0, Ordering::Relaxed);
-    }
-
-    pub fn is_busy(&self) -> bool {
-        self.busy.load(Ordering::Acquire) > 0
-    }
-
-    fn request_started(self: &Arc<Self>) -> RequestGuard {
-        self.busy.fetch_add(1, Ordering::AcqRel);
-        self.head_since.store(0, Ordering::Relaxed);
-        RequestGuard(self.clone())
-    }
-
-    /// What the watchdog should do now.
-    fn verdict(&self, limits: &HttpLimits) -> Verdict {
-        let now = Instant::now();
-        let stalled = self.write_blocked_since.load(Ordering::Relaxed);
-        if stalled != 0 {
-            let deadline = self.at(stalled) + limits.write_timeout;
-            if now >= deadline {
-                return Verdict::WriteStalled;
-            }
-            return Verdict::Wait(deadline);
-        }
-        if self.is_busy() {
-            // The request's own deadlines apply; look again later.
-            return Verdict::Wait(now + limits.header_timeout);
-        }
-        match self.head_since.load(Ordering::Relaxed) {
-            0 => {
-                let deadline =
-                    self.at(self.idle_since.load(Ordering::Relaxed)) + limits.idle_timeout;
-                if now >= deadline {
-                    Verdict::CloseIdle
-                } else {
-                    // A head may start arriving meanwhile, and nothing wakes the watchdog for
-                    // that: look again within one header timeout.
-                    Verdict::Wait(deadline.min(now + limits.header_timeout))
-                }
-            }
-            head => {
-                let deadline = self.at(head) + limits.header_timeout;
-                if now >= deadline {
-                    Verdict::HeadTooSlow
-                } else {
-                    Verdict::Wait(deadline)
-                }
-            }
-        }
-    }
-}
-
-/// Marks the end of a request, however it ends (answered, or dropped with the connection).
-struct RequestGuard(Arc<ConnState>);
-
-impl Drop for RequestGuard {
-    fn drop(&mut self) {
-        self.0.idle_since.store(self.0.now(), Ordering::Relaxed);
-        self.0.busy.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-enum Verdict {
-    Wait(Instant),
-    CloseIdle,
-    /// The client has not read any of the response for the write timeout: dropping the
-    /// connection frees the response and its buffers.
-    WriteStalled,
-    HeadTooSlow,
-}
 
 /// Serves one connection until the client closes it, it times out, it is evicted, or the
 /// server stops (then the request in progress, if any, is finished first).
@@ -224,7 +92,7 @@ pub async fn run(
         }
     }
     // hyper is no longer polled: this second handle answers the slow head.
-    answer_and_close(&stream, &canned::head_timeout());
+    answer_and_close(&stream, &canned::response(&ApiError::HeadTimeout));
     linger(&stream).await;
 }
 
@@ -253,7 +121,7 @@ async fn linger(stream: &TcpStream) {
     let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
-/// The router's answer, within the request deadline.
+/// The router's answer (the request deadline is a layer on the router: `super::serve`).
 async fn answer(
     router: Router,
     mut request: hyper::Request<Incoming>,
@@ -272,11 +140,9 @@ async fn answer(
     let extensions = request.extensions_mut();
     extensions.insert(BodyDeadline(Instant::now() + limits.body_timeout));
     extensions.insert(PeerAddr(peer));
-    let routed = router.oneshot(request.map(Body::new));
-    match tokio::time::timeout(limits.request_timeout, routed).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(never)) => match never {},
-        Err(_) => ApiError::DeadlineExceeded.into_response(),
+    match router.oneshot(request.map(Body::new)).await {
+        Ok(response) => response,
+        Err(never) => match never {},
     }
 }
 

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::canned;
-use super::conn::ConnState;
+use super::watchdog::ConnState;
 
 pub struct Io {
     stream: Arc<TcpStream>,
@@ -90,7 +90,7 @@ impl AsyncWrite for Io {
         if !self.state.is_busy()
             && let Some(status) = canned::automatic_status(buf)
         {
-            self.replacement = canned::for_parse_error(status);
+            self.replacement = canned::response(&canned::for_parse_error(status));
             self.swallowing = true;
             ready!(self.flush_replacement(cx))?;
             return Poll::Ready(Ok(buf.len()));

@@ -8,7 +8,7 @@
 //! | `idle_timeout` | a connection with no request in progress and no bytes of the next one is closed |
 //! | `header_timeout` | a request head that started arriving but is not complete gets 408 |
 //! | `body_timeout` | a request body not fully received gets 408 (`extract`) |
-//! | `request_timeout` | a request not answered gets 503 |
+//! | `request_timeout` | a request not answered gets 503 (tower's `TimeoutLayer`, its error mapped to the envelope) |
 //! | `write_timeout` | a connection whose response could not be written at all for this long (the client stopped reading) is closed, and the response dropped |
 //! | `max_head_bytes`, `max_headers` | hyper's 431/414/400, rewritten into the failure envelope |
 
@@ -16,11 +16,14 @@ mod canned;
 mod conn;
 mod io;
 mod table;
+mod watchdog;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::response::IntoResponse;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +32,7 @@ use tokio_util::task::TaskTracker;
 pub use conn::{BodyDeadline, PeerAddr};
 use table::{Admission, ConnectionTable};
 
+use crate::http::ApiError;
 use crate::log_throttle::LogThrottle;
 
 /// Descriptors kept back from the connection cap for Postgres, RabbitMQ, the admin listener
@@ -72,6 +76,7 @@ pub fn serve(
         descriptor_limit = descriptors,
         "connection limits"
     );
+    let router = within_deadline(router, limits.request_timeout);
     let limits = Arc::new(limits);
     tokio::spawn(async move {
         let connections = TaskTracker::new();
@@ -92,7 +97,7 @@ pub fn serve(
                 Admission::Admitted(state) => state,
                 Admission::Full => {
                     crate::metrics::connection_refused();
-                    io::answer_and_close(&stream, &canned::overloaded());
+                    io::answer_and_close(&stream, &canned::response(&ApiError::Overloaded));
                     continue;
                 }
             };
@@ -107,6 +112,18 @@ pub fn serve(
         connections.close();
         connections.wait().await;
     })
+}
+
+/// `router` with the request deadline: a request not answered within `deadline` gets 503.
+fn within_deadline(router: Router, deadline: Duration) -> Router {
+    router.layer(
+        tower::ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                // The only error the layers below produce is the deadline's.
+                ApiError::DeadlineExceeded.into_response()
+            }))
+            .timeout(deadline),
+    )
 }
 
 /// Out of descriptors (or another transient accept error): say so once a second, and give

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::conn::ConnState;
+use super::watchdog::ConnState;
 
 pub struct ConnectionTable {
     open: Mutex<BTreeMap<u64, Arc<ConnState>>>,
