@@ -17,12 +17,7 @@ const CSRD: &str = env!("CARGO_BIN_EXE_csrd");
 fn input(dir: &Path, n: usize, bad_json: usize, bad_san: usize) -> std::path::PathBuf {
     let mut text = String::new();
     for line in 1..=n {
-        let cn = format!("line{line}.example.com");
-        let mut body = with(
-            with(p256_body(), "common_name", json!(cn)),
-            "sans",
-            json!([cn]),
-        );
+        let mut body = named_body(&format!("line{line}.example.com"));
         if line == bad_san {
             body["sans"] = json!(["not a host"]);
         }
@@ -220,13 +215,7 @@ async fn csv_input_with_semicolon_separated_sans() {
 }
 
 fn good_line(line: usize) -> String {
-    let cn = format!("line{line}.example.com");
-    with(
-        with(p256_body(), "common_name", json!(cn)),
-        "sans",
-        json!([cn]),
-    )
-    .to_string()
+    named_body(&format!("line{line}.example.com")).to_string()
 }
 
 /// A command that fails if it ever gets as far as the network: nothing listens there, and it

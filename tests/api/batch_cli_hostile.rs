@@ -243,6 +243,20 @@ async fn run_client(url: &str, dir: &TempDir, input: &Path, env: &[(&str, &str)]
     }
 }
 
+/// Starts a server that answers with `answer`, then runs `csrd batch` against it on `lines`
+/// input lines of `sans` names each, with `env` (see [`run_client`]).
+async fn run_against(
+    answer: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    (lines, sans): (usize, usize),
+    env: &[(&str, &str)],
+) -> (HostileServer, TempDir, Run) {
+    let server = HostileServer::start(answer).await;
+    let dir = tempdir();
+    let input = input(dir.path(), lines, sans);
+    let run = run_client(&server.url, &dir, &input, env).await;
+    (server, dir, run)
+}
+
 fn assert_failed(run: &Run, says: &str) {
     assert!(
         run.code.is_some_and(|c| c != 0),
@@ -260,13 +274,9 @@ fn assert_failed(run: &Run, says: &str) {
 
 #[tokio::test]
 async fn an_endless_answer_is_cut_off_at_its_limit() {
-    let server = HostileServer::start(|_| Reply::Endless { status: 202 }).await;
-    let dir = tempdir();
-    let input = input(dir.path(), 3, 1);
-    let run = run_client(
-        &server.url,
-        &dir,
-        &input,
+    let (server, _dir, run) = run_against(
+        |_| Reply::Endless { status: 202 },
+        (3, 1),
         &[("CSRD_CLIENT_RETRY_BUDGET_SECS", "5")],
     )
     .await;
@@ -281,48 +291,45 @@ async fn an_endless_answer_is_cut_off_at_its_limit() {
 #[tokio::test]
 async fn a_malformed_202_stops_the_run() {
     // Neither the submission's answer nor a poll's says anything usable.
-    let server = HostileServer::start(|s| match s.method.as_str() {
-        "POST" => Reply::json(
-            202,
-            json!({"success": true, "result": {"status": "pending"}}),
-        ),
-        _ => Reply::json(200, json!({"success": true, "result": {}})),
-    })
+    let (server, _dir, run) = run_against(
+        |s| match s.method.as_str() {
+            "POST" => Reply::json(
+                202,
+                json!({"success": true, "result": {"status": "pending"}}),
+            ),
+            _ => Reply::json(200, json!({"success": true, "result": {}})),
+        },
+        (3, 1),
+        &[],
+    )
     .await;
-    let dir = tempdir();
-    let input = input(dir.path(), 3, 1);
-    let run = run_client(&server.url, &dir, &input, &[]).await;
     assert_failed(&run, "not what it should be");
     assert_eq!(server.seen().len(), 1, "no poll of a batch without an id");
 }
 
 #[tokio::test]
 async fn an_unreadable_poll_answer_stops_the_run() {
-    let server = HostileServer::start(|s| match s.method.as_str() {
-        "POST" => Reply::json(202, batch_state(3, 0, false)),
-        _ => Reply::raw(200, "<html>surprise</html>"),
-    })
+    let (server, _dir, run) = run_against(
+        |s| match s.method.as_str() {
+            "POST" => Reply::json(202, batch_state(3, 0, false)),
+            _ => Reply::raw(200, "<html>surprise</html>"),
+        },
+        (3, 1),
+        &[],
+    )
     .await;
-    let dir = tempdir();
-    let input = input(dir.path(), 3, 1);
-    let run = run_client(&server.url, &dir, &input, &[]).await;
     assert_failed(&run, "polling a batch");
     assert_eq!(server.seen().len(), 2, "one poll, then stop");
 }
 
 #[tokio::test]
 async fn a_batch_that_never_finishes_stops_the_run_after_the_stall_budget() {
-    let server = HostileServer::start(|s| match s.method.as_str() {
-        "POST" => Reply::json(202, batch_state(3, 0, false)),
-        _ => Reply::json(200, batch_state(3, 1, false)),
-    })
-    .await;
-    let dir = tempdir();
-    let input = input(dir.path(), 3, 1);
-    let run = run_client(
-        &server.url,
-        &dir,
-        &input,
+    let (_server, dir, run) = run_against(
+        |s| match s.method.as_str() {
+            "POST" => Reply::json(202, batch_state(3, 0, false)),
+            _ => Reply::json(200, batch_state(3, 1, false)),
+        },
+        (3, 1),
         &[("CSRD_CLIENT_STALL_SECS", "2")],
     )
     .await;
@@ -335,20 +342,15 @@ async fn a_batch_that_never_finishes_stops_the_run_after_the_stall_budget() {
 
 #[tokio::test]
 async fn a_503_with_retry_after_zero_is_retried_at_most_once_a_second_within_the_budget() {
-    let server = HostileServer::start(|_| {
-        Reply::json(
-            503,
-            json!({"success": false, "errors": [{"code": 1500, "message": "busy"}]}),
-        )
-        .header("retry-after", "0")
-    })
-    .await;
-    let dir = tempdir();
-    let input = input(dir.path(), 3, 1);
-    let run = run_client(
-        &server.url,
-        &dir,
-        &input,
+    let (server, _dir, run) = run_against(
+        |_| {
+            Reply::json(
+                503,
+                json!({"success": false, "errors": [{"code": 1500, "message": "busy"}]}),
+            )
+            .header("retry-after", "0")
+        },
+        (3, 1),
         &[("CSRD_CLIENT_RETRY_BUDGET_SECS", "3")],
     )
     .await;
@@ -360,18 +362,19 @@ async fn a_503_with_retry_after_zero_is_retried_at_most_once_a_second_within_the
 
 #[tokio::test]
 async fn a_400_pointing_outside_the_submission_fails_the_group_without_resubmitting() {
-    let server = HostileServer::start(|_| {
-        Reply::json(
-            400,
-            json!({"success": false, "errors": [
-                {"code": 1412, "message": "bad SAN", "source": {"pointer": "/items/9999/sans/0"}}
-            ]}),
-        )
-    })
+    let (server, dir, run) = run_against(
+        |_| {
+            Reply::json(
+                400,
+                json!({"success": false, "errors": [
+                    {"code": 1412, "message": "bad SAN", "source": {"pointer": "/items/9999/sans/0"}}
+                ]}),
+            )
+        },
+        (3, 1),
+        &[],
+    )
     .await;
-    let dir = tempdir();
-    let input = input(dir.path(), 3, 1);
-    let run = run_client(&server.url, &dir, &input, &[]).await;
     assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
     assert_eq!(run.stdout.lines().last(), Some("0 created, 3 failed"));
     assert_eq!(server.posts().len(), 1, "no resubmission");
@@ -467,13 +470,9 @@ fn created_lines(dir: &TempDir) -> Vec<Value> {
 async fn submissions_are_cut_by_bytes_so_the_server_never_answers_413() {
     // The API's 32 MiB and the client's 8 MiB, scaled down: 32 KiB and 8 KiB, with lines of
     // 50 SANs (~1.4 KiB each) that the default 5,000 items a batch would send in one body.
-    let server = HostileServer::start(working_server(32 * 1024)).await;
-    let dir = tempdir();
-    let input = input(dir.path(), 30, 50);
-    let run = run_client(
-        &server.url,
-        &dir,
-        &input,
+    let (server, dir, run) = run_against(
+        working_server(32 * 1024),
+        (30, 50),
         &[("CSRD_CLIENT_MAX_BATCH_BYTES", "8192")],
     )
     .await;
@@ -495,10 +494,7 @@ async fn submissions_are_cut_by_bytes_so_the_server_never_answers_413() {
 
 #[tokio::test]
 async fn a_413_halves_the_group_until_it_fits() {
-    let server = HostileServer::start(working_server(6 * 1024)).await;
-    let dir = tempdir();
-    let input = input(dir.path(), 10, 50);
-    let run = run_client(&server.url, &dir, &input, &[]).await;
+    let (_server, dir, run) = run_against(working_server(6 * 1024), (10, 50), &[]).await;
     assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
     assert_eq!(run.stdout.lines().last(), Some("10 created, 0 failed"));
     let out = created_lines(&dir);

@@ -13,17 +13,7 @@ fn batches_path(kind: &str, owner: &str) -> String {
 }
 
 fn items(n: usize) -> Value {
-    let items: Vec<Value> = (0..n)
-        .map(|i| {
-            let cn = format!("item{i}.example.com");
-            with(
-                with(p256_body(), "common_name", json!(cn)),
-                "sans",
-                json!([cn]),
-            )
-        })
-        .collect();
-    json!({ "items": items })
+    json!({ "items": batch_items(n) })
 }
 
 async fn submit(

@@ -4,11 +4,29 @@
 
 use csrd::auth::Permission;
 use csrd::startup::Role;
+use lapin::message::BasicGetMessage;
 use lapin::options::{BasicGetOptions, BasicRejectOptions};
 use reqwest::Method;
 use serde_json::json;
 
 use csrd_test_support::*;
+
+/// `POST url` with `body`, as the bearer `token`, with an `Idempotency-Key`.
+async fn post_with_key(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    key: &str,
+    body: &serde_json::Value,
+) -> reqwest::Response {
+    http.post(url)
+        .bearer_auth(token)
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
 
 async fn create_with_key(
     app: &TestApp,
@@ -16,17 +34,19 @@ async fn create_with_key(
     key: &str,
     body: &serde_json::Value,
 ) -> (u16, serde_json::Value, bool) {
-    let resp = app
-        .http
-        .post(app.url(&format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs")))
-        .bearer_auth(token)
-        .header("Idempotency-Key", key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
+    let url = app.url(&format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs"));
+    let resp = post_with_key(&app.http, &url, token, key, body).await;
     let replayed = resp.headers().get("idempotent-replayed").is_some();
     (resp.status().as_u16(), resp.json().await.unwrap(), replayed)
+}
+
+/// Rejects a job taken off the queue: back onto it (`requeue`), or to the dead letters.
+async fn reject(message: &BasicGetMessage, requeue: bool) {
+    message
+        .delivery
+        .reject(BasicRejectOptions { requeue })
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -56,15 +76,8 @@ async fn the_same_idempotency_key_and_body_return_the_same_csr_and_a_different_b
     assert_eq!(refused["success"], json!(false));
 
     // Keys are scoped per tenant: the same key on the zone is a new CSR.
-    let zone = app
-        .http
-        .post(app.url(&format!("/client/v4/zones/{ZONE_A}/custom_csrs")))
-        .bearer_auth(&token)
-        .header("Idempotency-Key", "order-1")
-        .json(&p256_body())
-        .send()
-        .await
-        .unwrap();
+    let url = app.url(&format!("/client/v4/zones/{ZONE_A}/custom_csrs"));
+    let zone = post_with_key(&app.http, &url, &token, "order-1", &p256_body()).await;
     assert_eq!(zone.status().as_u16(), 201);
     let zone: serde_json::Value = zone.json().await.unwrap();
     assert_ne!(zone["result"]["id"], first["result"]["id"]);
@@ -121,14 +134,7 @@ async fn concurrent_requests_with_one_key_make_exactly_one_csr() {
             body.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let resp = http
-                .post(url)
-                .bearer_auth(token)
-                .header("Idempotency-Key", "batch-7")
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
+            let resp = post_with_key(&http, &url, &token, "batch-7", &body).await;
             let status = resp.status().as_u16();
             let v: serde_json::Value = resp.json().await.unwrap();
             (
@@ -169,14 +175,7 @@ async fn a_retry_after_202_on_another_ingress_gets_the_same_csr() {
     // A client of its own, gone before `other` stops: an idle keep-alive connection would
     // hold up its shutdown until the drain deadline.
     let http = reqwest::Client::new();
-    let resp = http
-        .post(url)
-        .bearer_auth(&token)
-        .header("Idempotency-Key", "k-202")
-        .json(&p256_body())
-        .send()
-        .await
-        .unwrap();
+    let resp = post_with_key(&http, &url, &token, "k-202", &p256_body()).await;
     assert_eq!(resp.status().as_u16(), 201);
     let done: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(done["result"]["id"], id, "the CSR the 202 announced");
@@ -197,14 +196,7 @@ async fn a_dead_lettered_job_answers_the_waiting_client_with_1500_and_so_do_retr
             token.clone(),
         );
         tokio::spawn(async move {
-            let resp = http
-                .post(url)
-                .bearer_auth(token)
-                .header("Idempotency-Key", "doomed")
-                .json(&p256_body())
-                .send()
-                .await
-                .unwrap();
+            let resp = post_with_key(&http, &url, &token, "doomed", &p256_body()).await;
             (
                 resp.status().as_u16(),
                 resp.json::<serde_json::Value>().await.unwrap(),
@@ -220,11 +212,7 @@ async fn a_dead_lettered_job_answers_the_waiting_client_with_1500_and_so_do_retr
             .unwrap()
     })
     .await;
-    message
-        .delivery
-        .reject(BasicRejectOptions { requeue: false })
-        .await
-        .unwrap();
+    reject(&message, false).await;
 
     // A worker's dead-letter consumer turns it into a failure the client sees.
     let worker = app.start_worker().await;
@@ -241,6 +229,18 @@ async fn a_dead_lettered_job_answers_the_waiting_client_with_1500_and_so_do_retr
     worker.shutdown().await;
 }
 
+/// The sealed private key stored for the CSR `id`.
+async fn key_ciphertext(client: &tokio_postgres::Client, id: uuid::Uuid) -> Vec<u8> {
+    client
+        .query_one(
+            "SELECT key_ciphertext FROM custom_csrs WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 #[tokio::test]
 async fn a_redelivered_job_whose_row_exists_makes_no_new_key() {
     let app = spawn_app().await;
@@ -249,14 +249,7 @@ async fn a_redelivered_job_whose_row_exists_makes_no_new_key() {
     assert_eq!(status, 201);
     let id = uuid::Uuid::parse_str(created["result"]["id"].as_str().unwrap()).unwrap();
     let client = app.pool.get().await.unwrap();
-    let before: Vec<u8> = client
-        .query_one(
-            "SELECT key_ciphertext FROM custom_csrs WHERE id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let before = key_ciphertext(&client, id).await;
 
     // Publish the very same job again, as a redelivery would deliver it.
     let job: serde_json::Value = client
@@ -294,14 +287,7 @@ async fn a_redelivered_job_whose_row_exists_makes_no_new_key() {
         },
     )
     .await;
-    let after: Vec<u8> = client
-        .query_one(
-            "SELECT key_ciphertext FROM custom_csrs WHERE id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let after = key_ciphertext(&client, id).await;
     assert_eq!(before, after, "the stored key is untouched");
     assert_eq!(app.row_count().await, 1);
 }
@@ -399,11 +385,7 @@ async fn the_callers_trace_context_travels_with_the_job() {
     assert_eq!(parts[1], trace_id, "the job continues the caller's trace");
     assert_ne!(parts[2], "b7ad6b7169203331", "under the ingress's own span");
     // Give the job back and let a worker finish it: an accepted create is never dropped.
-    message
-        .delivery
-        .reject(BasicRejectOptions { requeue: true })
-        .await
-        .unwrap();
+    reject(&message, true).await;
     let worker = app.start_worker().await;
     eventually("the worker to make the CSR", || async {
         (app.row_count().await == 1).then_some(())

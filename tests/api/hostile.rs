@@ -119,17 +119,7 @@ async fn a_results_page_is_streamed_whole_in_item_order() {
     let app = spawn_app().await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     // More entries than one part of a streamed page (32), and one part not full.
-    let items: Vec<Value> = (0..70)
-        .map(|i| {
-            let cn = format!("item{i}.example.com");
-            with(
-                with(p256_body(), "common_name", json!(cn)),
-                "sans",
-                json!([cn]),
-            )
-        })
-        .collect();
-    let submitted = app.submit_batch(ACCOUNT_A, &token, items).await;
+    let submitted = app.submit_batch(ACCOUNT_A, &token, batch_items(70)).await;
     assert_eq!(submitted.status, 202);
     let location = submitted.header("location").unwrap().to_owned();
     finished(&app, &location, &token).await;

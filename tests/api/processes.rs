@@ -6,7 +6,9 @@ use std::process::{Command, Stdio};
 use serde_json::json;
 
 use crate::csr_check::parse_csr;
-use csrd_test_support::process::{Proc, csrd_command, free_port, wait_ready};
+use csrd_test_support::process::{
+    Proc, csrd_command, free_port, run_ok, token_create_args, user_create_args, wait_ready,
+};
 use csrd_test_support::*;
 
 const CSRD: &str = env!("CARGO_BIN_EXE_csrd");
@@ -22,6 +24,14 @@ fn run(iso: &Isolation, args: &[&str]) -> std::process::Output {
     csrd_command(CSRD, iso, args)
         .output()
         .expect("csrd binary runs")
+}
+
+/// A client for the csrd listening on `listen`, and its base URL, once it is ready.
+async fn client_once_ready(listen: &str) -> (reqwest::Client, String) {
+    let base = format!("http://{listen}");
+    let http = reqwest::Client::new();
+    wait_ready(&http, &base).await;
+    (http, base)
 }
 
 #[tokio::test]
@@ -63,9 +73,7 @@ async fn ingress_and_two_workers_in_separate_processes_create_csrs() {
     let _w1 = spawn(&iso, &["worker"], &[]);
     let _w2 = spawn(&iso, &["worker"], &[]);
     let _ingress = spawn(&iso, &["ingress"], &[("CSRD_LISTEN", listen.clone())]);
-    let base = format!("http://{listen}");
-    let http = reqwest::Client::new();
-    wait_ready(&http, &base).await;
+    let (http, base) = client_once_ready(&listen).await;
 
     let mut handles = Vec::new();
     for i in 0..6 {
@@ -94,15 +102,7 @@ async fn ingress_and_two_workers_in_separate_processes_create_csrs() {
     for h in handles {
         h.await.unwrap();
     }
-    let pool = csrd::db::build_pool(&iso.database_url, 1, "csrd-tests").unwrap();
-    let rows: i64 = pool
-        .get()
-        .await
-        .unwrap()
-        .query_one("SELECT count(*) FROM custom_csrs", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let rows = database::csr_rows_at(&iso.database_url).await;
     assert_eq!(rows, 6);
 }
 
@@ -139,23 +139,11 @@ async fn kek_generate_prints_a_usable_entry() {
 #[tokio::test]
 async fn user_create_prints_a_key_that_works_with_the_legacy_headers() {
     let app = spawn_app().await;
-    let out = run(
+    let key = run_ok(
+        CSRD,
         &app.iso,
-        &[
-            "user",
-            "create",
-            "--email",
-            "Ops@Example.com",
-            "--account",
-            ACCOUNT_A,
-        ],
+        &user_create_args("Ops@Example.com", ACCOUNT_A),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert_eq!(key.len(), 37);
     let resp = app
         .create(
@@ -167,17 +155,7 @@ async fn user_create_prints_a_key_that_works_with_the_legacy_headers() {
         .await;
     assert_eq!(resp.status, 201, "{}", resp.body);
     // A read token made by the CLI cannot create.
-    let out = run(
-        &app.iso,
-        &[
-            "token",
-            "create",
-            "--account",
-            ACCOUNT_A,
-            "--permission",
-            "read",
-        ],
-    );
+    let out = run(&app.iso, &token_create_args(ACCOUNT_A, "read", &[]));
     let read = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     app.create("accounts", ACCOUNT_A, Auth::Bearer(&read), &example_body())
         .await
@@ -192,17 +170,7 @@ async fn sigterm_lets_accepted_creates_finish_then_exits_cleanly() {
     let token_out = {
         let migrate = run(&iso, &["migrate"]);
         assert!(migrate.status.success());
-        run(
-            &iso,
-            &[
-                "token",
-                "create",
-                "--account",
-                ACCOUNT_A,
-                "--permission",
-                "write",
-            ],
-        )
+        run(&iso, &token_create_args(ACCOUNT_A, "write", &[]))
     };
     let token = String::from_utf8(token_out.stdout)
         .unwrap()
@@ -216,9 +184,7 @@ async fn sigterm_lets_accepted_creates_finish_then_exits_cleanly() {
             ("CSRD_WORKERS", "1".into()),
         ],
     );
-    let base = format!("http://{listen}");
-    let http = reqwest::Client::new();
-    wait_ready(&http, &base).await;
+    let (http, base) = client_once_ready(&listen).await;
 
     let mut requests = Vec::new();
     for i in 0..6 {
@@ -276,14 +242,6 @@ async fn sigterm_lets_accepted_creates_finish_then_exits_cleanly() {
         status.success(),
         "csrd exits cleanly after draining: {status:?}"
     );
-    let pool = csrd::db::build_pool(&iso.database_url, 1, "csrd-tests").unwrap();
-    let rows: i64 = pool
-        .get()
-        .await
-        .unwrap()
-        .query_one("SELECT count(*) FROM custom_csrs", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let rows = database::csr_rows_at(&iso.database_url).await;
     assert_eq!(rows, 6);
 }

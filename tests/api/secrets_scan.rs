@@ -14,7 +14,9 @@ use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions}
 use lapin::types::FieldTable;
 use serde_json::json;
 
-use csrd_test_support::process::{Proc, csrd_command, free_port, run_ok, wait_ready};
+use csrd_test_support::process::{
+    Proc, csrd_command, free_port, run_ok, user_create_args, wait_ready, write_token_for,
+};
 use csrd_test_support::*;
 
 const CSRD: &str = env!("CARGO_BIN_EXE_csrd");
@@ -79,30 +81,8 @@ async fn drain(consumer: &mut lapin::Consumer) -> Vec<String> {
 async fn no_key_bytes_kek_or_credential_in_the_database_the_logs_or_the_messages() {
     let iso = Isolation::new().await;
     run_ok(CSRD, &iso, &["migrate"]);
-    let token = run_ok(
-        CSRD,
-        &iso,
-        &[
-            "token",
-            "create",
-            "--account",
-            ACCOUNT_A,
-            "--permission",
-            "write",
-        ],
-    );
-    let legacy_key = run_ok(
-        CSRD,
-        &iso,
-        &[
-            "user",
-            "create",
-            "--email",
-            "ops@example.com",
-            "--account",
-            ACCOUNT_A,
-        ],
-    );
+    let token = write_token_for(CSRD, &iso, ACCOUNT_A);
+    let legacy_key = run_ok(CSRD, &iso, &user_create_args("ops@example.com", ACCOUNT_A));
     let dir = tempfile_dir();
     let (ingress_log, worker_log) = (dir.join("ingress.log"), dir.join("worker.log"));
 
@@ -165,13 +145,7 @@ async fn no_key_bytes_kek_or_credential_in_the_database_the_logs_or_the_messages
     let client = pool.get().await.unwrap();
     let keyring = csrd::crypto::Keyring::parse(&iso.keks).unwrap();
     let owner = Owner::parse(OwnerKind::Account, ACCOUNT_A).unwrap();
-    let ids: Vec<uuid::Uuid> = client
-        .query("SELECT id FROM custom_csrs", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let ids: Vec<uuid::Uuid> = database::column(&client, "SELECT id FROM custom_csrs").await;
     assert_eq!(ids.len(), 3);
     let mut needles = vec![
         token.clone(),

@@ -2,7 +2,7 @@
 
 use reqwest::Method;
 
-use csrd_test_support::process::csrd_command;
+use csrd_test_support::process::{csrd_command, token_create_args, user_create_args};
 use csrd_test_support::*;
 
 const CSRD: &str = env!("CARGO_BIN_EXE_csrd");
@@ -20,32 +20,12 @@ async fn tokens_and_users_are_listed_without_secrets_and_revoked() {
     let app = spawn_in_memory_with(|s| s.credential_cache_ms = 0).await;
     let (ok, token) = csrd(
         &app,
-        &[
-            "token",
-            "create",
-            "--account",
-            ACCOUNT_A,
-            "--permission",
-            "read",
-            "--name",
-            "ci",
-        ],
+        &token_create_args(ACCOUNT_A, "read", &["--name", "ci"]),
     )
     .await;
     assert!(ok);
     let token = token.trim().to_owned();
-    let (ok, key) = csrd(
-        &app,
-        &[
-            "user",
-            "create",
-            "--email",
-            "Ops@Example.com",
-            "--account",
-            ACCOUNT_A,
-        ],
-    )
-    .await;
+    let (ok, key) = csrd(&app, &user_create_args("Ops@Example.com", ACCOUNT_A)).await;
     assert!(ok);
     let key = key.trim().to_owned();
     let list = format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs");
@@ -106,14 +86,7 @@ async fn csrd_failing(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> Str
 #[tokio::test]
 async fn operator_strings_that_would_forge_lines_are_refused() {
     let app = spawn_in_memory().await;
-    let create = [
-        "token",
-        "create",
-        "--account",
-        ACCOUNT_A,
-        "--permission",
-        "read",
-    ];
+    let create = token_create_args(ACCOUNT_A, "read", &[]);
     let with = |extra: &[&'static str]| [&create[..], extra].concat();
     csrd_failing(&app, &with(&["--name", "ci\nforged line"]), &[]).await;
     csrd_failing(&app, &with(&["--name", "a\u{1b}[2Jb"]), &[]).await;
@@ -121,14 +94,7 @@ async fn operator_strings_that_would_forge_lines_are_refused() {
     assert!(stderr.contains("expires-in-days"), "{stderr}");
     csrd_failing(
         &app,
-        &[
-            "user",
-            "create",
-            "--email",
-            "ops@example.com\nx",
-            "--account",
-            ACCOUNT_A,
-        ],
+        &user_create_args("ops@example.com\nx", ACCOUNT_A),
         &[],
     )
     .await;
@@ -143,16 +109,7 @@ async fn plain_listings_escape_control_characters_stored_before_they_were_refuse
     let app = spawn_in_memory().await;
     let (ok, _) = csrd(
         &app,
-        &[
-            "token",
-            "create",
-            "--account",
-            ACCOUNT_A,
-            "--permission",
-            "read",
-            "--name",
-            "x",
-        ],
+        &token_create_args(ACCOUNT_A, "read", &["--name", "x"]),
     )
     .await;
     assert!(ok);

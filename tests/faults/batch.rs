@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use csrd_test_support::{ACCOUNT_A, broker, poll_until};
+use csrd_test_support::{ACCOUNT_A, broker, database, poll_until};
 
 use super::cluster::{Cluster, Fault};
 
@@ -90,13 +90,7 @@ pub async fn worker_killed_during_a_batch() {
 
     let pool = csrd::db::build_pool(&cluster.iso.database_url, 1, "csrd-faults").unwrap();
     let client = pool.get().await.unwrap();
-    let names: Vec<String> = client
-        .query("SELECT common_name FROM custom_csrs", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let names: Vec<String> = database::column(&client, "SELECT common_name FROM custom_csrs").await;
     let unique: HashSet<&String> = names.iter().collect();
     assert_eq!(
         names.len(),
@@ -104,13 +98,7 @@ pub async fn worker_killed_during_a_batch() {
         "one row per item: lost or duplicated otherwise"
     );
     assert_eq!(unique.len(), n, "no item made twice");
-    let ids: HashSet<uuid::Uuid> = client
-        .query("SELECT id FROM custom_csrs", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let ids: HashSet<uuid::Uuid> = database::column(&client, "SELECT id FROM custom_csrs").await;
     let batch_id = uuid::Uuid::parse_str(&id).unwrap();
     let items: HashSet<uuid::Uuid> = (0..n as u32)
         .map(|i| csrd::domain::CsrId::for_batch_item(batch_id, i).0)

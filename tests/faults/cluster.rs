@@ -6,7 +6,7 @@
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use csrd_test_support::process::free_port;
+use csrd_test_support::process::{csrd_command, free_port, token_create_args};
 use csrd_test_support::rabbit_node::RabbitCluster;
 use csrd_test_support::{ACCOUNT_A, Isolation, eventually_within, services};
 
@@ -106,16 +106,7 @@ impl Cluster {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let out = Command::new(CSRD)
-            .args([
-                "token",
-                "create",
-                "--account",
-                ACCOUNT_A,
-                "--permission",
-                "write",
-            ])
-            .envs(iso.env())
+        let out = csrd_command(CSRD, &iso, &token_create_args(ACCOUNT_A, "write", &[]))
             .output()
             .unwrap();
         let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();

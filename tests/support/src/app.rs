@@ -345,12 +345,7 @@ impl TestApp {
     }
 
     pub async fn row_count(&self) -> i64 {
-        let client = self.pool.get().await.unwrap();
-        client
-            .query_one("SELECT count(*) FROM custom_csrs", &[])
-            .await
-            .unwrap()
-            .get(0)
+        crate::database::csr_rows(&self.pool).await
     }
 }
 

@@ -39,6 +39,22 @@ pub fn p256_body() -> Value {
     with(example_body(), "key_type", json!("p256v1"))
 }
 
+/// The P-256 example named `cn`, with `cn` as its one SAN.
+pub fn named_body(cn: &str) -> Value {
+    with(
+        with(p256_body(), "common_name", json!(cn)),
+        "sans",
+        json!([cn]),
+    )
+}
+
+/// `n` batch items: [`named_body`]s named `item{i}.example.com`.
+pub fn batch_items(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| named_body(&format!("item{i}.example.com")))
+        .collect()
+}
+
 pub fn with(mut body: Value, key: &str, value: Value) -> Value {
     body[key] = value;
     body

@@ -12,6 +12,7 @@
 pub mod app;
 pub mod broker;
 pub mod client;
+pub mod database;
 pub mod eventually;
 pub mod fixtures;
 pub mod isolation;

@@ -36,20 +36,33 @@ pub fn run_ok(bin: &str, iso: &Isolation, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// The arguments of `csrd token create --account <account> --permission <permission>`, then
+/// `extra`.
+pub fn token_create_args<'a>(
+    account: &'a str,
+    permission: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "token",
+        "create",
+        "--account",
+        account,
+        "--permission",
+        permission,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The arguments of `csrd user create --email <email> --account <account>`.
+pub fn user_create_args<'a>(email: &'a str, account: &'a str) -> [&'a str; 6] {
+    ["user", "create", "--email", email, "--account", account]
+}
+
 /// `csrd token create --account <account> --permission write`: the new token.
 pub fn write_token_for(bin: &str, iso: &Isolation, account: &str) -> String {
-    run_ok(
-        bin,
-        iso,
-        &[
-            "token",
-            "create",
-            "--account",
-            account,
-            "--permission",
-            "write",
-        ],
-    )
+    run_ok(bin, iso, &token_create_args(account, "write", &[]))
 }
 
 /// A TCP port free right now on 127.0.0.1.
