@@ -1,16 +1,41 @@
 //! `csrd tenant limits set|show|clear`: operators' per-tenant overrides of the fair-share
 //! weight, the request rate and an hourly item quota. Stored in Postgres, so every ingress and
 //! worker applies them (within `fairshare::policy::REFRESH`); audited like the other
-//! operator commands.
+//! operator commands. Also [`TenantFilter`], the `--account | --zone` pair that `audit` and
+//! `keys verify` take too.
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
-use super::{TenantFilter, cli_client, operator_event};
+use super::audit::{cli_client, operator_event};
 use crate::audit::{Actor, AuditEvent};
 use crate::db::tenant_limits::{self, OverrideChanges, TenantOverride};
 use crate::domain::Owner;
 use crate::settings::DbSettings;
+
+/// `--account ID | --zone ID`: one tenant's records only.
+#[derive(Debug, Args)]
+pub struct TenantFilter {
+    /// Only this account's.
+    #[arg(long, conflicts_with = "zone")]
+    pub account: Option<String>,
+    /// Only this zone's.
+    #[arg(long)]
+    pub zone: Option<String>,
+}
+
+impl TenantFilter {
+    pub fn owner(&self) -> anyhow::Result<Option<crate::domain::Owner>> {
+        use crate::domain::{Owner, OwnerKind};
+        Ok(match (&self.account, &self.zone) {
+            (Some(a), _) => {
+                Some(Owner::parse(OwnerKind::Account, a).context("malformed account id")?)
+            }
+            (_, Some(z)) => Some(Owner::parse(OwnerKind::Zone, z).context("malformed zone id")?),
+            _ => None,
+        })
+    }
+}
 
 #[derive(Debug, Subcommand)]
 pub enum TenantCommand {
@@ -182,4 +207,44 @@ fn print(o: &TenantOverride, json: bool) {
         or_default(o.items_per_hour.map(|n| n.to_string())),
         o.updated_at.format("%Y-%m-%dT%H:%M:%SZ")
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::OwnerKind;
+
+    const ACCOUNT: &str = "023e105f4ecef8ad9ca31a8372d0c353";
+    const ZONE: &str = "9a7806061c88ada191ed06f989cc3dac";
+
+    fn filter(account: Option<&str>, zone: Option<&str>) -> TenantFilter {
+        TenantFilter {
+            account: account.map(Into::into),
+            zone: zone.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn the_filter_names_an_account_a_zone_or_everyone() {
+        let account = filter(Some(ACCOUNT), None).owner().unwrap().unwrap();
+        assert_eq!(account.kind(), OwnerKind::Account);
+        assert_eq!(account.id(), ACCOUNT);
+        let zone = filter(None, Some(ZONE)).owner().unwrap().unwrap();
+        assert_eq!(zone.kind(), OwnerKind::Zone);
+        assert_eq!(zone.id(), ZONE);
+        assert!(filter(None, None).owner().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_malformed_tenant_id_is_refused() {
+        let why = |f: TenantFilter| f.owner().unwrap_err().to_string();
+        assert_eq!(why(filter(Some("ACCOUNT"), None)), "malformed account id");
+        assert_eq!(why(filter(None, Some("zone"))), "malformed zone id");
+    }
+
+    #[test]
+    fn limits_need_a_tenant() {
+        let why = tenant(&filter(None, None)).unwrap_err().to_string();
+        assert_eq!(why, "give --account ID or --zone ID");
+    }
 }
