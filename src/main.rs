@@ -11,8 +11,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    csrd::telemetry::init();
-    let result = csrd::cli::run(csrd::cli::Cli::parse()).await;
+    let cli = csrd::cli::Cli::parse();
+    csrd::telemetry::init_from(&cli.telemetry);
+    let result = csrd::cli::run(cli).await;
     csrd::telemetry::shutdown();
     result
 }

@@ -8,7 +8,6 @@ use std::time::Duration;
 use clap::Args;
 use secrecy::SecretString;
 
-use crate::amqp::QueueLimits;
 use crate::domain::NamePolicy;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -24,10 +23,31 @@ pub struct DbSettings {
     pub db_pool_size: usize,
 }
 
+/// Every setting of a process, in one group per role or adapter. Each group is plain data;
+/// the layer it configures converts it into its own types (`HttpLimits::from(&HttpSettings)`
+/// in `http`, `TenantLimits::from(&TenantSettings)` in `ingress`, and so on), so this module
+/// depends on none of them.
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     #[command(flatten)]
     pub db: DbSettings,
+    #[command(flatten)]
+    pub broker: BrokerSettings,
+    #[command(flatten)]
+    pub keys: KeySettings,
+    #[command(flatten)]
+    pub http: HttpSettings,
+    #[command(flatten)]
+    pub ingress: IngressSettings,
+    #[command(flatten)]
+    pub worker: WorkerSettings,
+    #[command(flatten)]
+    pub tenants: TenantSettings,
+}
+
+/// RabbitMQ: where it is, the names, and the queues' limits.
+#[derive(Debug, Clone, Args)]
+pub struct BrokerSettings {
     /// RabbitMQ connection URL, or several (comma-separated): the nodes of one cluster,
     /// tried in turn.
     #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL)]
@@ -38,37 +58,34 @@ pub struct Settings {
     /// Prefix of every exchange and queue name.
     #[arg(long, env = "CSRD_AMQP_PREFIX", default_value = "csrd")]
     pub amqp_prefix: String,
-    /// HTTP listen address (ingress).
-    #[arg(long, env = "CSRD_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// Admin listen address (`/metrics`, `/healthz`), in every role; loopback by default so
-    /// the figures it shows stay off the public network.
-    #[arg(long, env = "CSRD_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
-    pub admin_listen: SocketAddr,
+    /// Deliveries of one job before it is dead-lettered.
+    #[arg(long, env = "CSRD_DELIVERY_LIMIT", default_value_t = 5)]
+    pub delivery_limit: i64,
+    /// Chunks the jobs queue holds before creates are refused with 503.
+    #[arg(long, env = "CSRD_QUEUE_MAX_LENGTH", default_value_t = 200_000)]
+    pub queue_max_length: i64,
+}
+
+/// The keys that protect the private keys.
+#[derive(Debug, Clone, Args)]
+pub struct KeySettings {
     /// Key-encryption keys: `id:base64key[,id:base64key...]`; the first encrypts.
     #[arg(long, env = "CSRD_KEKS", hide_env_values = true, value_parser = secret)]
     pub keks: Option<SecretString>,
     /// Where `csrd serve` keeps a development KEK when CSRD_KEKS is unset.
     #[arg(long, env = "CSRD_DEV_KEK_FILE", default_value = ".csrd/dev-kek")]
     pub dev_kek_file: PathBuf,
-    /// Concurrent key generations per worker process (default: number of cores).
-    #[arg(long, env = "CSRD_WORKERS")]
-    pub workers: Option<usize>,
+}
+
+/// The ingress role: what a request may be, and how creates and batches are handled.
+#[derive(Debug, Clone, Args)]
+pub struct IngressSettings {
     /// SAN rules: `permissive` (syntax only) or `cloudflare` (adds 1414/1415/1416).
     #[arg(long, env = "CSRD_NAME_POLICY", default_value = "permissive", value_parser = parse_name_policy)]
     pub name_policy: NamePolicy,
     /// How long a create waits for its CSR before answering 202 (seconds).
     #[arg(long, env = "CSRD_CREATE_WAIT_SECS", default_value_t = 30)]
     pub create_wait_secs: u64,
-    /// Deliveries of one job before it is dead-lettered.
-    #[arg(long, env = "CSRD_DELIVERY_LIMIT", default_value_t = 5)]
-    pub delivery_limit: i64,
-    /// How long Idempotency-Key records are kept (hours).
-    #[arg(long, env = "CSRD_IDEMPOTENCY_TTL_HOURS", default_value_t = 24)]
-    pub idempotency_ttl_hours: u32,
-    /// Chunks the jobs queue holds before creates are refused with 503.
-    #[arg(long, env = "CSRD_QUEUE_MAX_LENGTH", default_value_t = 200_000)]
-    pub queue_max_length: i64,
     /// Concurrent single creates coalesced into one chunk, at most (1 disables coalescing).
     #[arg(long, env = "CSRD_CHUNK_MAX_ITEMS", default_value_t = 256)]
     pub chunk_max_items: usize,
@@ -83,6 +100,18 @@ pub struct Settings {
     /// 256).
     #[arg(long, env = "CSRD_BATCH_CHUNK_ITEMS", default_value_t = 512)]
     pub batch_chunk_items: usize,
+    /// How long a verified credential is trusted without asking Postgres again (milliseconds,
+    /// at most 5000; 0 disables the cache). A revoked token stops working within this time.
+    #[arg(long, env = "CSRD_CREDENTIAL_CACHE_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=5000))]
+    pub credential_cache_ms: u64,
+}
+
+/// The worker role: how many keys at once, what it holds, and its housekeeping.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerSettings {
+    /// Concurrent key generations per worker process (default: number of cores).
+    #[arg(long, env = "CSRD_WORKERS")]
+    pub workers: Option<usize>,
     /// Chunks of single creates a worker process holds unacknowledged (the prefetch): enough
     /// to keep the keygen slots busy while others are written or announced, and to hold what
     /// an ingress window lets into the queue, so the worker's fair scheduler sees every
@@ -102,14 +131,9 @@ pub struct Settings {
     /// P-256 keys each worker keeps generated ahead of time (0 disables the pool).
     #[arg(long, env = "CSRD_KEY_POOL_P256", default_value_t = 1024)]
     pub key_pool_p256: usize,
-    /// How long a verified credential is trusted without asking Postgres again (milliseconds,
-    /// at most 5000; 0 disables the cache). A revoked token stops working within this time.
-    #[arg(long, env = "CSRD_CREDENTIAL_CACHE_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=5000))]
-    pub credential_cache_ms: u64,
-    #[command(flatten)]
-    pub http: HttpSettings,
-    #[command(flatten)]
-    pub tenants: TenantSettings,
+    /// How long Idempotency-Key records are kept (hours).
+    #[arg(long, env = "CSRD_IDEMPOTENCY_TTL_HOURS", default_value_t = 24)]
+    pub idempotency_ttl_hours: u32,
 }
 
 /// Per-tenant limits (README, "Limits and abuse", gives each default's reason).
@@ -148,28 +172,16 @@ pub struct TenantSettings {
     pub auth_failures_per_addr_per_min: u32,
 }
 
-impl TenantSettings {
-    pub fn limits(&self) -> crate::ingress::TenantLimits {
-        crate::ingress::TenantLimits {
-            max_in_flight: self.tenant_max_in_flight,
-            max_reads: self.tenant_max_reads,
-            window: self.ingress_window.max(1),
-        }
-    }
-
-    /// The limits of tenants without an operator's override.
-    pub fn defaults(&self) -> crate::fairshare::Defaults {
-        crate::fairshare::Defaults {
-            rate: self.tenant_rate.max(0.0),
-            burst: self.tenant_burst.max(1.0),
-            max_outstanding: self.tenant_max_outstanding.max(0),
-        }
-    }
-}
-
-/// The public listener's connection limits (README, "Limits and abuse").
+/// The listeners, and the public one's connection limits (README, "Limits and abuse").
 #[derive(Debug, Clone, Args)]
 pub struct HttpSettings {
+    /// HTTP listen address (ingress).
+    #[arg(long, env = "CSRD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Admin listen address (`/metrics`, `/healthz`), in every role; loopback by default so
+    /// the figures it shows stay off the public network.
+    #[arg(long, env = "CSRD_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
     /// Open connections at most (lowered to fit the descriptor limit). At the cap the oldest
     /// connection without a request in progress is closed to make room.
     #[arg(long, env = "CSRD_HTTP_MAX_CONNECTIONS", default_value_t = 10_000)]
@@ -200,28 +212,12 @@ pub struct HttpSettings {
     pub http_max_headers: usize,
 }
 
-impl HttpSettings {
-    pub fn limits(&self) -> crate::http::server::HttpLimits {
-        use std::time::Duration;
-        crate::http::server::HttpLimits {
-            max_connections: self.http_max_connections.max(1),
-            idle_timeout: Duration::from_millis(self.http_idle_timeout_ms.max(1)),
-            header_timeout: Duration::from_millis(self.http_header_timeout_ms.max(1)),
-            body_timeout: Duration::from_millis(self.http_body_timeout_ms.max(1)),
-            request_timeout: Duration::from_millis(self.http_request_timeout_ms.max(1)),
-            write_timeout: Duration::from_millis(self.http_write_timeout_ms.max(1)),
-            max_head_bytes: self.http_max_head_bytes,
-            max_headers: self.http_max_headers.max(1),
-        }
-    }
-}
-
 fn parse_name_policy(s: &str) -> Result<NamePolicy, String> {
     NamePolicy::parse(s)
         .ok_or_else(|| format!("unknown name policy {s:?}: use permissive or cloudflare"))
 }
 
-impl Settings {
+impl WorkerSettings {
     pub fn workers(&self) -> usize {
         self.workers
             .filter(|n| *n > 0)
@@ -238,30 +234,19 @@ impl Settings {
                     .saturating_add(2)
             })
     }
+}
 
+impl IngressSettings {
     pub fn create_wait(&self) -> Duration {
         Duration::from_secs(self.create_wait_secs)
-    }
-
-    pub fn chunks(&self) -> crate::ingress::ChunkSettings {
-        crate::ingress::ChunkSettings {
-            max_items: self.chunk_max_items.max(1),
-            linger: Duration::from_micros(self.chunk_linger_us),
-            ..Default::default()
-        }
-    }
-
-    pub fn key_pool(&self) -> crate::worker::KeyPoolSizes {
-        crate::worker::KeyPoolSizes {
-            rsa2048: self.key_pool_rsa2048,
-            p256: self.key_pool_p256,
-        }
     }
 
     pub fn credential_cache(&self) -> Duration {
         Duration::from_millis(self.credential_cache_ms.min(5000))
     }
+}
 
+impl BrokerSettings {
     /// The broker URLs to try, in order: `CSRD_AMQP_URLS`, else `AMQP_URL`, split on commas.
     pub fn broker_urls(&self) -> Vec<String> {
         let list = self.amqp_urls.as_deref().unwrap_or(&self.amqp_url);
@@ -271,14 +256,9 @@ impl Settings {
             .map(str::to_owned)
             .collect()
     }
+}
 
-    pub fn queue_limits(&self) -> QueueLimits {
-        QueueLimits {
-            delivery_limit: self.delivery_limit,
-            max_length: self.queue_max_length,
-        }
-    }
-
+impl Settings {
     /// Defaults for everything, as if no flag or variable were set (tests start from this).
     pub fn defaults() -> Self {
         use clap::Parser;
@@ -289,6 +269,75 @@ impl Settings {
         }
         Only::parse_from(["csrd"]).s
     }
+}
+
+/// Logs and traces: every subcommand's, read before anything else runs.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetrySettings {
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: spans are exported over OTLP/HTTP only when it is set.
+    /// No flag: the OpenTelemetry SDK reads it (and its other `OTEL_*` variables) itself, and a
+    /// flag it does not see would export elsewhere.
+    #[arg(skip = non_empty_env("OTEL_EXPORTER_OTLP_ENDPOINT"))]
+    pub otlp_endpoint: Option<String>,
+    /// `json` for one JSON object per line; anything else is text.
+    #[arg(long, env = "CSRD_LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: String,
+    /// Which log lines are written (tracing's filter syntax), `info` by default.
+    #[arg(long, env = "RUST_LOG", global = true)]
+    pub log_filter: Option<String>,
+}
+
+impl TelemetrySettings {
+    /// As the environment sets them, for processes without a command line (tests).
+    pub fn from_env() -> Self {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            s: TelemetrySettings,
+        }
+        Only::parse_from(["csrd"]).s
+    }
+
+    pub fn json_logs(&self) -> bool {
+        self.log_format.eq_ignore_ascii_case("json")
+    }
+
+    pub fn exporting(&self) -> bool {
+        self.otlp_endpoint.is_some()
+    }
+}
+
+/// Who runs a command, for the audit log: `CSRD_OPERATOR`, else the login (`SUDO_USER`,
+/// `USER`, `LOGNAME`, the first one set), else `unknown`.
+#[derive(Debug, Clone, Args)]
+pub struct OperatorSettings {
+    /// The name the audit log records for this command's events (default: the login).
+    #[arg(long, env = "CSRD_OPERATOR", global = true)]
+    pub operator: Option<String>,
+    #[arg(skip = login_from_env())]
+    pub login: Option<String>,
+}
+
+impl OperatorSettings {
+    /// The operator's name as given; `audit::operator_name` checks it.
+    pub fn name(&self) -> &str {
+        [&self.operator, &self.login]
+            .into_iter()
+            .flatten()
+            .find(|v| !v.is_empty())
+            .map_or("unknown", String::as_str)
+    }
+}
+
+fn login_from_env() -> Option<String> {
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .into_iter()
+        .find_map(non_empty_env)
+}
+
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 /// A secret setting (`CSRD_KEKS`): zeroized when dropped, `[REDACTED]` when debug-printed, and
@@ -312,7 +361,7 @@ mod tests {
         let kek = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
         let settings = Only::parse_from(["csrd", "--keks", kek]).s;
         let shown = format!("{settings:?}");
-        assert_eq!(settings.broker_urls(), [DEFAULT_AMQP_URL]);
+        assert_eq!(settings.broker.broker_urls(), [DEFAULT_AMQP_URL]);
         assert!(!shown.contains("AAECAwQF"), "{shown}");
         assert!(shown.contains("REDACTED"), "{shown}");
     }
@@ -324,7 +373,7 @@ mod broker_urls {
 
     #[test]
     fn several_urls_come_from_amqp_url_or_csrd_amqp_urls() {
-        let mut s = Settings::defaults();
+        let mut s = Settings::defaults().broker;
         s.amqp_url = "amqp://a:5672/%2f, amqp://b:5672/%2f,".into();
         assert_eq!(s.broker_urls(), ["amqp://a:5672/%2f", "amqp://b:5672/%2f"]);
         s.amqp_urls = Some("amqp://c/%2f,amqp://d/%2f,amqp://e/%2f".into());

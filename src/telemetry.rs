@@ -1,6 +1,6 @@
-//! Logs and traces. Logs go to stderr (`RUST_LOG`). Spans always carry W3C trace context, so
-//! one trace spans HTTP → queue → worker → database → completion; they are exported over
-//! OTLP/HTTP only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//! Logs and traces, as `TelemetrySettings` say. Logs go to stderr (`RUST_LOG`). Spans always
+//! carry W3C trace context, so one trace spans HTTP → queue → worker → database →
+//! completion; they are exported over OTLP/HTTP only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -15,13 +15,19 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+use crate::settings::TelemetrySettings;
+
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
 /// Installs logging and tracing for the process (once; later calls do nothing).
 pub fn init() {
-    init_with(|builder| {
-        let exporting = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|v| !v.is_empty());
-        if !exporting {
+    init_from(&TelemetrySettings::from_env());
+}
+
+/// Installs logging and tracing as `settings` say (once per process).
+pub fn init_from(settings: &TelemetrySettings) {
+    init_with(settings, |builder| {
+        if !settings.exporting() {
             return builder;
         }
         match opentelemetry_otlp::SpanExporter::builder()
@@ -43,15 +49,13 @@ pub fn init_with_exporter<E>(exporter: E)
 where
     E: opentelemetry_sdk::trace::SpanExporter + 'static,
 {
-    init_with(|builder| builder.with_simple_exporter(exporter));
-}
-
-/// Logs as text, or as one JSON object per line with `CSRD_LOG_FORMAT=json`.
-fn json_logs() -> bool {
-    std::env::var("CSRD_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"))
+    init_with(&TelemetrySettings::from_env(), |builder| {
+        builder.with_simple_exporter(exporter)
+    });
 }
 
 fn init_with(
+    settings: &TelemetrySettings,
     exporters: impl FnOnce(
         opentelemetry_sdk::trace::TracerProviderBuilder,
     ) -> opentelemetry_sdk::trace::TracerProviderBuilder,
@@ -67,11 +71,14 @@ fn init_with(
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         // RUST_LOG filters the log only: traces keep every info span, so a quiet log does not
         // break trace context propagation or export.
-        let log_filter =
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        let log_filter = settings
+            .log_filter
+            .as_deref()
+            .and_then(|f| EnvFilter::try_new(f).ok())
+            .unwrap_or_else(|| EnvFilter::new("info"));
         // Request and job spans carry a `trace_id` field, so every line logged inside one
         // names its trace (text: in the span prefix; JSON: in `spans`).
-        let logs = if json_logs() {
+        let logs = if settings.json_logs() {
             tracing_subscriber::fmt::layer()
                 .json()
                 .with_current_span(true)

@@ -28,6 +28,15 @@ pub struct QueueLimits {
     pub max_length: i64,
 }
 
+impl From<&crate::settings::BrokerSettings> for QueueLimits {
+    fn from(s: &crate::settings::BrokerSettings) -> Self {
+        Self {
+            delivery_limit: s.delivery_limit,
+            max_length: s.queue_max_length,
+        }
+    }
+}
+
 impl Default for QueueLimits {
     fn default() -> Self {
         Self {

@@ -26,6 +26,7 @@ mod writer;
 use chrono::{DateTime, Utc};
 
 use crate::domain::Owner;
+use crate::settings::OperatorSettings;
 
 pub use postgres::append;
 pub use scope::{AuditScope, identify_actor};
@@ -61,25 +62,15 @@ impl Actor {
             Actor::Anonymous => None,
         }
     }
-
-    /// The user running this process, for CLI events. The CLI refuses to start with a name
-    /// that [`operator_name`] refuses; should one get here anyway, it is recorded as
-    /// `invalid`, never as the raw string.
-    pub fn operator() -> Self {
-        Actor::Operator(operator_name().unwrap_or_else(|_| "invalid".into()))
-    }
 }
 
-/// Who is running this process (`CSRD_OPERATOR`, else the login), checked as any
-/// operator-chosen label is: a name holding a newline or an escape sequence would forge or
-/// hide lines in `csrd audit`.
-pub fn operator_name() -> Result<String, String> {
-    let login = ["CSRD_OPERATOR", "SUDO_USER", "USER", "LOGNAME"]
-        .iter()
-        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
-        .unwrap_or_else(|| "unknown".into());
-    crate::auth::valid_label(&login)
-        .map(|()| login)
+/// Who is running this process (`CSRD_OPERATOR`, else the login: `OperatorSettings`),
+/// checked as any operator-chosen label is: a name holding a newline or an escape sequence
+/// would forge or hide lines in `csrd audit`.
+pub fn operator_name(settings: &OperatorSettings) -> Result<String, String> {
+    let name = settings.name();
+    crate::auth::valid_label(name)
+        .map(|()| name.to_owned())
         .map_err(|why| format!("the operator name (CSRD_OPERATOR or the login) {why}"))
 }
 

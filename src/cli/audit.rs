@@ -1,14 +1,12 @@
-//! `csrd audit`: the audit log, oldest first, as tab-separated lines or JSON. Also what every
-//! operator command shares with it: the one Postgres connection a command uses
-//! ([`cli_client`]) and the one place an operator event is appended ([`operator_event`]).
+//! `csrd audit`: the audit log, oldest first, as tab-separated lines or JSON.
 
 use anyhow::{Context, bail};
 use clap::Args;
 
+use super::session::cli_client;
 use super::tenant::TenantFilter;
 use super::text::plain;
-use crate::audit::{AuditEvent, AuditRecord};
-use crate::db::build_pool;
+use crate::db::audit::AuditRecord;
 use crate::settings::DbSettings;
 
 #[derive(Debug, Args)]
@@ -102,28 +100,6 @@ fn record_line(r: AuditRecord) -> String {
     )
 }
 
-/// The `outcome` of an operator event for a run over many records: `failed` when any failed.
-pub(super) fn outcome(failed: u64) -> &'static str {
-    if failed == 0 { "ok" } else { "failed" }
-}
-
-/// Appends one operator event to the audit log.
-pub(super) async fn operator_event(
-    client: &impl tokio_postgres::GenericClient,
-    event: AuditEvent,
-) -> anyhow::Result<()> {
-    crate::db::audit::append(client, &[event])
-        .await
-        .context("writing the audit log")?;
-    Ok(())
-}
-
-/// The Postgres connection of an operator command: one, from a pool of its own.
-pub(super) async fn cli_client(db: &DbSettings) -> anyhow::Result<deadpool_postgres::Object> {
-    let pool = build_pool(&db.database_url, 1, "csrd-cli")?;
-    pool.get().await.context("connecting to Postgres")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,11 +180,5 @@ mod tests {
             "2026-11-27T12:00:00.000Z\ttoken.create\tok\toperator:ops\taccount:a1\tevil\\nline\t-\
              \trequest=-\ttrace=-\t{\"name\":\"x\\ny\"}"
         );
-    }
-
-    #[test]
-    fn a_run_with_any_failure_is_audited_as_failed() {
-        assert_eq!(outcome(0), "ok");
-        assert_eq!(outcome(1), "failed");
     }
 }

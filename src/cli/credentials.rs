@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 
-use super::audit::{cli_client, operator_event};
+use super::session::{cli_client, operator_event};
 use super::text::plain;
 use crate::audit::{Actor, AuditEvent};
 use crate::auth::{ApiKey, ApiToken, Permission, Scope};
@@ -114,7 +114,7 @@ pub enum UserCommand {
     },
 }
 
-pub(super) async fn token(command: TokenCommand) -> anyhow::Result<()> {
+pub(super) async fn token(command: TokenCommand, operator: &Actor) -> anyhow::Result<()> {
     match command {
         TokenCommand::Create {
             scope,
@@ -125,20 +125,20 @@ pub(super) async fn token(command: TokenCommand) -> anyhow::Result<()> {
         } => {
             let request =
                 NewToken::from_flags(&scope, &permission, name, expires_in_days, Utc::now())?;
-            create_token(request, &db).await
+            create_token(request, &db, operator).await
         }
         TokenCommand::List { json, db } => list_tokens(json, &db).await,
-        TokenCommand::Revoke { id, db } => revoke_token(id, &db).await,
+        TokenCommand::Revoke { id, db } => revoke_token(id, &db, operator).await,
     }
 }
 
-pub(super) async fn user(command: UserCommand) -> anyhow::Result<()> {
+pub(super) async fn user(command: UserCommand, operator: &Actor) -> anyhow::Result<()> {
     match command {
         UserCommand::Create { email, scope, db } => {
-            create_user(NewUser::from_flags(&email, &scope)?, &db).await
+            create_user(NewUser::from_flags(&email, &scope)?, &db, operator).await
         }
         UserCommand::List { json, db } => list_users(json, &db).await,
-        UserCommand::Revoke { email, db } => revoke_user(&email, &db).await,
+        UserCommand::Revoke { email, db } => revoke_user(&email, &db, operator).await,
     }
 }
 
@@ -194,7 +194,7 @@ fn expiry(days: Option<u32>, now: DateTime<Utc>) -> anyhow::Result<Option<DateTi
     .transpose()
 }
 
-async fn create_token(request: NewToken, db: &DbSettings) -> anyhow::Result<()> {
+async fn create_token(request: NewToken, db: &DbSettings, operator: &Actor) -> anyhow::Result<()> {
     let token = ApiToken::generate();
     let client = cli_client(db).await?;
     let id = credentials::insert_token(
@@ -208,7 +208,7 @@ async fn create_token(request: NewToken, db: &DbSettings) -> anyhow::Result<()> 
     .await?;
     operator_event(
         &**client,
-        AuditEvent::new("token.create", "ok", Actor::operator())
+        AuditEvent::new("token.create", "ok", operator.clone())
             .target(id)
             .detail(request.audit_detail()),
     )
@@ -228,14 +228,14 @@ async fn list_tokens(json: bool, db: &DbSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn revoke_token(id: uuid::Uuid, db: &DbSettings) -> anyhow::Result<()> {
+async fn revoke_token(id: uuid::Uuid, db: &DbSettings, operator: &Actor) -> anyhow::Result<()> {
     let client = cli_client(db).await?;
     if !credentials::revoke_token(&**client, id).await? {
         bail!("no unrevoked token has id {id}");
     }
     operator_event(
         &**client,
-        AuditEvent::new("token.revoke", "ok", Actor::operator()).target(id),
+        AuditEvent::new("token.revoke", "ok", operator.clone()).target(id),
     )
     .await?;
     println!("revoked token {id}");
@@ -263,13 +263,13 @@ impl NewUser {
     }
 }
 
-async fn create_user(user: NewUser, db: &DbSettings) -> anyhow::Result<()> {
+async fn create_user(user: NewUser, db: &DbSettings, operator: &Actor) -> anyhow::Result<()> {
     let key = ApiKey::generate();
     let client = cli_client(db).await?;
     credentials::upsert_user(&**client, &user.email, &key, &user.scope).await?;
     operator_event(
         &**client,
-        AuditEvent::new("user.create", "ok", Actor::operator()).target(&user.email),
+        AuditEvent::new("user.create", "ok", operator.clone()).target(&user.email),
     )
     .await?;
     #[allow(
@@ -287,7 +287,7 @@ async fn list_users(json: bool, db: &DbSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn revoke_user(email: &str, db: &DbSettings) -> anyhow::Result<()> {
+async fn revoke_user(email: &str, db: &DbSettings, operator: &Actor) -> anyhow::Result<()> {
     let client = cli_client(db).await?;
     let email = email.to_ascii_lowercase();
     if !credentials::revoke_user(&**client, &email).await? {
@@ -295,7 +295,7 @@ async fn revoke_user(email: &str, db: &DbSettings) -> anyhow::Result<()> {
     }
     operator_event(
         &**client,
-        AuditEvent::new("user.revoke", "ok", Actor::operator()).target(&email),
+        AuditEvent::new("user.revoke", "ok", operator.clone()).target(&email),
     )
     .await?;
     println!("revoked user {}", plain(&email));

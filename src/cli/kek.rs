@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use secrecy::SecretString;
 
-use super::audit::{cli_client, operator_event, outcome};
 use super::keys::print_failure;
+use super::session::{cli_client, operator_event, outcome};
 use crate::audit::{Actor, AuditEvent};
 use crate::crypto::{KekId, Keyring};
 use crate::db::build_pool;
@@ -43,10 +43,10 @@ pub enum KekCommand {
     },
 }
 
-pub(super) async fn run(command: KekCommand) -> anyhow::Result<()> {
+pub(super) async fn run(command: KekCommand, operator: &Actor) -> anyhow::Result<()> {
     match command {
         KekCommand::Status { keks, db } => status(keks, db).await,
-        KekCommand::Rewrap { keks, db } => rewrap(keks, db).await,
+        KekCommand::Rewrap { keks, db } => rewrap(keks, db, operator).await,
         KekCommand::Generate { id } => generate(id),
     }
 }
@@ -63,7 +63,7 @@ fn default_id(now: DateTime<Utc>) -> String {
     format!("kek-{}", now.format("%Y%m%d"))
 }
 
-async fn rewrap(keks: SecretString, db: DbSettings) -> anyhow::Result<()> {
+async fn rewrap(keks: SecretString, db: DbSettings, operator: &Actor) -> anyhow::Result<()> {
     let keyring = std::sync::Arc::new(Keyring::from_secret(&keks)?);
     let pool = build_pool(&db.database_url, 2, "csrd-kek-rewrap")?;
     let backlog = crate::custody::rewrap_backlog(&pool, &keyring).await?;
@@ -85,7 +85,7 @@ async fn rewrap(keks: SecretString, db: DbSettings) -> anyhow::Result<()> {
     }
     operator_event(
         &**client,
-        AuditEvent::new("kek.rewrap", outcome(summary.failed), Actor::operator())
+        AuditEvent::new("kek.rewrap", outcome(summary.failed), operator.clone())
             .target(keyring.active().id().as_str())
             .detail(serde_json::json!({
                 "rewrapped": summary.rewrapped,

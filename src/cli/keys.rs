@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use secrecy::SecretString;
 
-use super::audit::{operator_event, outcome};
+use super::session::{operator_event, outcome};
 use super::tenant::TenantFilter;
 use crate::audit::{Actor, AuditEvent};
 use crate::db::build_pool;
@@ -33,12 +33,12 @@ pub struct KeysVerifyArgs {
     pub sample: Option<i64>,
 }
 
-pub(super) async fn run(command: KeysCommand) -> anyhow::Result<()> {
+pub(super) async fn run(command: KeysCommand, operator: &Actor) -> anyhow::Result<()> {
     let KeysCommand::Verify(args) = command;
-    verify(args).await
+    verify(args, operator).await
 }
 
-async fn verify(args: KeysVerifyArgs) -> anyhow::Result<()> {
+async fn verify(args: KeysVerifyArgs, operator: &Actor) -> anyhow::Result<()> {
     let owner = args.tenant.owner()?;
     let keyring = std::sync::Arc::new(crate::crypto::Keyring::from_secret(&args.keks)?);
     let pool = build_pool(&args.db.database_url, 2, "csrd-keys-verify")?;
@@ -51,7 +51,7 @@ async fn verify(args: KeysVerifyArgs) -> anyhow::Result<()> {
     })
     .await?;
     let client = pool.get().await.context("connecting to Postgres")?;
-    let mut event = AuditEvent::new("keys.verify", outcome(summary.failed), Actor::operator())
+    let mut event = AuditEvent::new("keys.verify", outcome(summary.failed), operator.clone())
         .detail(serde_json::json!({
             "verified": summary.verified,
             "failed": summary.failed,

@@ -10,12 +10,14 @@ mod credentials;
 mod kek;
 mod keys;
 mod serve;
+mod session;
 mod tenant;
 mod text;
 
 use clap::{Parser, Subcommand};
 
-use crate::settings::{DbSettings, Settings};
+use crate::audit::Actor;
+use crate::settings::{DbSettings, OperatorSettings, Settings, TelemetrySettings};
 use crate::startup::Role;
 
 #[derive(Debug, Parser)]
@@ -27,6 +29,10 @@ use crate::startup::Role;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub telemetry: TelemetrySettings,
+    #[command(flatten)]
+    pub operator: OperatorSettings,
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,22 +84,24 @@ impl Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // The operator commands record who ran them: a name that would forge lines in
     // `csrd audit` is refused before anything is done.
-    if cli.command.is_operator_command() {
-        crate::audit::operator_name().map_err(anyhow::Error::msg)?;
-    }
+    let operator = if cli.command.is_operator_command() {
+        Actor::Operator(crate::audit::operator_name(&cli.operator).map_err(anyhow::Error::msg)?)
+    } else {
+        Actor::Anonymous
+    };
     match cli.command {
         Command::Serve(settings) => serve::serve(Role::Serve, settings).await,
         Command::Ingress(settings) => serve::serve(Role::Ingress, settings).await,
         Command::Worker(settings) => serve::serve(Role::Worker, settings).await,
         Command::Migrate(db) => serve::migrate(db).await,
-        Command::Token(command) => credentials::token(command).await,
-        Command::User(command) => credentials::user(command).await,
-        Command::Kek(command) => kek::run(command).await,
-        Command::Keys(command) => keys::run(command).await,
+        Command::Token(command) => credentials::token(command, &operator).await,
+        Command::User(command) => credentials::user(command, &operator).await,
+        Command::Kek(command) => kek::run(command, &operator).await,
+        Command::Keys(command) => keys::run(command, &operator).await,
         Command::Bench(command) => bench::run(command).await,
         Command::Batch(args) => batch::run(args).await,
         Command::Audit(args) => audit::query(args).await,
-        Command::Tenant(command) => tenant::run(command).await,
+        Command::Tenant(command) => tenant::run(command, &operator).await,
     }
 }
 

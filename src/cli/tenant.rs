@@ -7,7 +7,7 @@
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
-use super::audit::{cli_client, operator_event};
+use super::session::{cli_client, operator_event};
 use crate::audit::{Actor, AuditEvent};
 use crate::db::tenant_limits::{self, OverrideChanges, TenantOverride};
 use crate::domain::Owner;
@@ -126,7 +126,7 @@ fn tenant(filter: &TenantFilter) -> anyhow::Result<Owner> {
     filter.owner()?.context("give --account ID or --zone ID")
 }
 
-pub async fn run(command: TenantCommand) -> anyhow::Result<()> {
+pub async fn run(command: TenantCommand, operator: &Actor) -> anyhow::Result<()> {
     let TenantCommand::Limits(command) = command;
     match command {
         LimitsCommand::Set(args) => {
@@ -136,7 +136,7 @@ pub async fn run(command: TenantCommand) -> anyhow::Result<()> {
             let stored = tenant_limits::set(&**client, &owner, &changes).await?;
             operator_event(
                 &**client,
-                AuditEvent::new("tenant.limits.set", "ok", Actor::operator())
+                AuditEvent::new("tenant.limits.set", "ok", operator.clone())
                     .owner(&owner)
                     .target(format!("{}:{}", owner.kind().as_str(), owner.id()))
                     .detail(serde_json::json!({
@@ -175,7 +175,7 @@ pub async fn run(command: TenantCommand) -> anyhow::Result<()> {
             }
             operator_event(
                 &**client,
-                AuditEvent::new("tenant.limits.clear", "ok", Actor::operator())
+                AuditEvent::new("tenant.limits.clear", "ok", operator.clone())
                     .owner(&owner)
                     .target(format!("{}:{}", owner.kind().as_str(), owner.id())),
             )

@@ -161,50 +161,46 @@ pub struct CredentialListing {
 }
 
 pub async fn list_tokens(client: &impl GenericClient) -> Result<Vec<CredentialListing>, DbError> {
-    let rows = client
-        .query(
-            "SELECT id::text, lookup_id, name, permission, accounts, zones, created_at,
-                    expires_at, revoked_at
-             FROM api_tokens ORDER BY created_at, id",
-            &[],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| CredentialListing {
-            id: r.get(0),
-            lookup_id: Some(r.get(1)),
-            name: r.get(2),
-            permission: r.get(3),
-            accounts: r.get(4),
-            zones: r.get(5),
-            created_at: r.get(6),
-            expires_at: r.get(7),
-            revoked_at: r.get(8),
-        })
-        .collect())
+    listings(
+        client,
+        "SELECT id::text AS id, lookup_id, name, permission, accounts, zones, created_at,
+                expires_at, revoked_at
+         FROM api_tokens ORDER BY created_at, id",
+    )
+    .await
 }
 
+/// Users, listed as tokens are: a legacy key has no lookup id, name or expiry, and is the
+/// user's full (write) access.
 pub async fn list_users(client: &impl GenericClient) -> Result<Vec<CredentialListing>, DbError> {
-    let rows = client
-        .query(
-            "SELECT email, accounts, zones, created_at, revoked_at
-             FROM api_users ORDER BY created_at, email",
-            &[],
-        )
-        .await?;
+    listings(
+        client,
+        "SELECT email AS id, NULL::text AS lookup_id, NULL::text AS name,
+                'write'::text AS permission, accounts, zones, created_at,
+                NULL::timestamptz AS expires_at, revoked_at
+         FROM api_users ORDER BY created_at, email",
+    )
+    .await
+}
+
+/// The rows of `sql`, which names the columns of a [`CredentialListing`].
+async fn listings(
+    client: &impl GenericClient,
+    sql: &str,
+) -> Result<Vec<CredentialListing>, DbError> {
+    let rows = client.query(sql, &[]).await?;
     Ok(rows
         .iter()
         .map(|r| CredentialListing {
-            id: r.get(0),
-            lookup_id: None,
-            name: None,
-            permission: "write".into(),
-            accounts: r.get(1),
-            zones: r.get(2),
-            created_at: r.get(3),
-            expires_at: None,
-            revoked_at: r.get(4),
+            id: r.get("id"),
+            lookup_id: r.get("lookup_id"),
+            name: r.get("name"),
+            permission: r.get("permission"),
+            accounts: r.get("accounts"),
+            zones: r.get("zones"),
+            created_at: r.get("created_at"),
+            expires_at: r.get("expires_at"),
+            revoked_at: r.get("revoked_at"),
         })
         .collect())
 }

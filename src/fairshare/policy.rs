@@ -28,6 +28,17 @@ pub struct Defaults {
     pub max_outstanding: i64,
 }
 
+/// The limits of tenants without an operator's override.
+impl From<&crate::settings::TenantSettings> for Defaults {
+    fn from(s: &crate::settings::TenantSettings) -> Self {
+        Self {
+            rate: s.tenant_rate.max(0.0),
+            burst: s.tenant_burst.max(1.0),
+            max_outstanding: s.tenant_max_outstanding.max(0),
+        }
+    }
+}
+
 impl Default for Defaults {
     fn default() -> Self {
         Self {

@@ -27,6 +27,16 @@ pub struct ChunkSettings {
     pub max_in_flight: usize,
 }
 
+impl From<&crate::settings::IngressSettings> for ChunkSettings {
+    fn from(s: &crate::settings::IngressSettings) -> Self {
+        Self {
+            max_items: s.chunk_max_items.max(1),
+            linger: Duration::from_micros(s.chunk_linger_us),
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for ChunkSettings {
     fn default() -> Self {
         Self {

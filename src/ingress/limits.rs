@@ -37,6 +37,16 @@ pub struct TenantLimits {
     pub window: u32,
 }
 
+impl From<&crate::settings::TenantSettings> for TenantLimits {
+    fn from(s: &crate::settings::TenantSettings) -> Self {
+        Self {
+            max_in_flight: s.tenant_max_in_flight,
+            max_reads: s.tenant_max_reads,
+            window: s.ingress_window.max(1),
+        }
+    }
+}
+
 impl Default for TenantLimits {
     fn default() -> Self {
         Self {

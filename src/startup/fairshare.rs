@@ -7,7 +7,7 @@ use tokio::task::JoinHandle;
 
 use super::Stages;
 use super::foundation::Foundation;
-use crate::fairshare::{BulkDispatcher, Kick, Policies};
+use crate::fairshare::{BulkDispatcher, Defaults, Kick, Policies};
 use crate::queue::JobQueue;
 use crate::settings::Settings;
 
@@ -33,13 +33,13 @@ pub(super) fn start(
     queue: Arc<dyn JobQueue>,
     stages: &Stages,
 ) -> (FairShare, FairShareTasks) {
-    let policies = Policies::new(settings.tenants.defaults());
+    let policies = Policies::new(Defaults::from(&settings.tenants));
     let dispatch = Kick::default();
     let dispatcher = BulkDispatcher::new(
         foundation.pool.clone(),
         queue,
         dispatch.clone(),
-        settings.batch_chunk_items,
+        settings.ingress.batch_chunk_items,
     );
     let tasks = FairShareTasks {
         policies: tokio::spawn(

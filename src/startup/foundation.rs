@@ -70,7 +70,7 @@ pub async fn migrate(settings: &DbSettings) -> anyhow::Result<Vec<String>> {
 }
 
 fn load_keyring(role: Role, settings: &Settings) -> anyhow::Result<Keyring> {
-    if let Some(spec) = &settings.keks {
+    if let Some(spec) = &settings.keys.keks {
         match Keyring::from_secret(spec) {
             Ok(keyring) => return Ok(keyring),
             // An empty CSRD_KEKS counts as unset.
@@ -84,7 +84,7 @@ fn load_keyring(role: Role, settings: &Settings) -> anyhow::Result<Keyring> {
             role.name()
         );
     }
-    let spec = dev_kek(&settings.dev_kek_file)?;
+    let spec = dev_kek(&settings.keys.dev_kek_file)?;
     Ok(Keyring::parse(&spec)?)
 }
 

@@ -11,11 +11,12 @@ use super::Stages;
 use super::fairshare::FairShare;
 use super::foundation::Foundation;
 use crate::audit::Auditor;
+use crate::http::server::HttpLimits;
 use crate::http::{AppState, router};
 use crate::ingress::batch::BatchSettings;
 use crate::ingress::{
-    Access, Authenticator, BatchService, Catalog, Coalescer, CreatePipeline, CreateService, Limits,
-    Readiness,
+    Access, Authenticator, BatchService, Catalog, ChunkSettings, Coalescer, CreatePipeline,
+    CreateService, Limits, Readiness, TenantLimits,
 };
 use crate::queue::{Connectivity, JobQueue, Waiters};
 use crate::settings::Settings;
@@ -49,35 +50,38 @@ pub(super) fn app_state(
     let pool = &foundation.pool;
     let (audit, audit_writer) = Auditor::start(Arc::new(pool.clone()), stages.stop_work.clone());
     let limits = Limits::new(
-        settings.tenants.limits(),
+        TenantLimits::from(&settings.tenants),
         fair.policies.clone(),
         pool.clone(),
     );
     let authenticator = Authenticator::new(
         pool.clone(),
-        settings.credential_cache(),
+        settings.ingress.credential_cache(),
         settings.tenants.auth_failures_per_min,
         settings.tenants.auth_failures_per_addr_per_min,
     );
-    let batches = settings.batch_api.then(|| {
+    let batches = settings.ingress.batch_api.then(|| {
         BatchService::new(
             pool.clone(),
             fair.dispatch.clone(),
             BatchSettings {
-                chunk_cost: settings.batch_chunk_items,
-                name_policy: settings.name_policy,
+                chunk_cost: settings.ingress.batch_chunk_items,
+                name_policy: settings.ingress.name_policy,
             },
             limits.clone(),
             audit.clone(),
         )
     });
-    let coalesced = Arc::new(Coalescer::start(queue, settings.chunks()));
+    let coalesced = Arc::new(Coalescer::start(
+        queue,
+        ChunkSettings::from(&settings.ingress),
+    ));
     let pipeline = CreatePipeline::new(
         pool.clone(),
         coalesced,
         waiters,
         instance,
-        settings.create_wait(),
+        settings.ingress.create_wait(),
     );
     let state = AppState {
         access: Access::new(authenticator, limits.clone(), audit.clone()),
@@ -85,7 +89,7 @@ pub(super) fn app_state(
         batches,
         catalog: Catalog::new(pool.clone(), audit),
         readiness: Readiness::new(pool.clone(), brokers),
-        name_policy: settings.name_policy,
+        name_policy: settings.ingress.name_policy,
     };
     (state, audit_writer)
 }
@@ -99,16 +103,16 @@ pub(super) async fn serve(
 ) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = match listener {
         Some(l) => l,
-        None => TcpListener::bind(settings.listen)
+        None => TcpListener::bind(settings.http.listen)
             .await
-            .with_context(|| format!("binding {}", settings.listen))?,
+            .with_context(|| format!("binding {}", settings.http.listen))?,
     };
     let addr = listener.local_addr()?;
     let app = router(state);
     let http = crate::http::server::serve(
         listener,
         app,
-        settings.http.limits(),
+        HttpLimits::from(&settings.http),
         stages.stop_http.clone(),
     );
     tracing::info!(%addr, "ingress listening");

@@ -27,7 +27,7 @@ pub async fn start_in_memory(settings: &Settings) -> anyhow::Result<InMemory> {
     let foundation = Foundation::open(Role::Serve, settings).await?;
     let stages = Stages::default();
     let waiters = Waiters::default();
-    let limits = settings.queue_limits();
+    let limits = crate::amqp::QueueLimits::from(&settings.broker);
     let queue = MemoryQueue::new(
         MemoryLimits {
             max_length: usize::try_from(limits.max_length).unwrap_or(usize::MAX),

@@ -180,9 +180,9 @@ pub async fn start(
         ));
     }
     let (admin_addr, admin) = admin::serve(
-        settings.admin_listen,
+        settings.http.admin_listen,
         foundation.pool.clone(),
-        settings.http.limits(),
+        crate::http::server::HttpLimits::from(&settings.http),
         stages.stop_work.clone(),
     )
     .await?;
@@ -193,7 +193,7 @@ pub async fn start(
         tasks.work.extend(ingress_tasks);
         let (addr, http) = ingress::serve(state, settings, listener, &stages).await?;
         http_addr = Some(addr);
-        tasks.http = Some((http, settings.create_wait() + HTTP_DRAIN_MARGIN));
+        tasks.http = Some((http, settings.ingress.create_wait() + HTTP_DRAIN_MARGIN));
     }
     Ok(Running::new(http_addr, Some(admin_addr), stages, tasks))
 }

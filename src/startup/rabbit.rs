@@ -12,7 +12,9 @@ use super::foundation::Foundation;
 use super::ingress::IngressQueue;
 use super::worker::WorkerQueue;
 use super::{Role, Stages};
-use crate::amqp::{Broker, Publisher, RabbitCompletions, RabbitConsumer, RabbitJobQueue, Topology};
+use crate::amqp::{
+    Broker, Publisher, QueueLimits, RabbitCompletions, RabbitConsumer, RabbitJobQueue, Topology,
+};
 use crate::http::AppState;
 use crate::queue::{Connectivity, Waiters};
 use crate::settings::Settings;
@@ -35,9 +37,12 @@ impl Rabbit {
         settings: &Settings,
         stages: &Stages,
     ) -> anyhow::Result<(Self, Vec<JoinHandle<()>>)> {
-        let topology = Topology::new(&settings.amqp_prefix, settings.queue_limits());
-        let name = format!("{}-{}", settings.amqp_prefix, role.name());
-        let urls = settings.broker_urls();
+        let topology = Topology::new(
+            &settings.broker.amqp_prefix,
+            QueueLimits::from(&settings.broker),
+        );
+        let name = format!("{}-{}", settings.broker.amqp_prefix, role.name());
+        let urls = settings.broker.broker_urls();
         if urls.is_empty() {
             bail!("AMQP_URL (or CSRD_AMQP_URLS) names no broker");
         }
@@ -101,7 +106,7 @@ impl Rabbit {
     pub fn worker_queue(&self, settings: &Settings, stages: &Stages) -> WorkerQueue {
         // Sized for I/O: chunks being written or announced hold no keygen slot, so a few more
         // than the slots keep both busy; a stopping or crashing worker holds few hostage.
-        let prefetch = settings.worker_prefetch.max(1);
+        let prefetch = settings.worker.worker_prefetch.max(1);
         WorkerQueue {
             completions: Arc::new(RabbitCompletions::new(
                 self.publisher.clone(),
@@ -117,7 +122,7 @@ impl Rabbit {
             bulk: Box::new(RabbitConsumer::jobs(
                 self.consume.clone(),
                 self.topology.bulk_queue(),
-                settings.worker_bulk_prefetch(),
+                settings.worker.worker_bulk_prefetch(),
                 stages.stop_work.clone(),
             )),
             dead_letters: Box::new(RabbitConsumer::dead_letters(

@@ -10,7 +10,7 @@ use super::foundation::Foundation;
 use crate::fairshare::FairGate;
 use crate::queue::{CompletionSink, JobConsumer};
 use crate::settings::Settings;
-use crate::worker::{self, KeySource, WorkerContext, housekeeping};
+use crate::worker::{self, KeyPoolSizes, KeySource, WorkerContext, housekeeping};
 
 /// What a worker consumes from and reports to.
 pub(super) struct WorkerQueue {
@@ -29,9 +29,9 @@ pub(super) fn start(
     fair: &FairShare,
     stages: &Stages,
 ) -> Vec<JoinHandle<()>> {
-    let workers = settings.workers();
+    let workers = settings.worker.workers();
     let keygen_slots = FairGate::new(u32::try_from(workers).unwrap_or(u32::MAX));
-    let keys = KeySource::new(settings.key_pool());
+    let keys = KeySource::new(KeyPoolSizes::from(&settings.worker));
     let ctx = WorkerContext {
         pool: foundation.pool.clone(),
         keyring: foundation.keyring.clone(),
@@ -42,7 +42,7 @@ pub(super) fn start(
         keys: keys.clone(),
         shutdown: stages.stop_work.clone(),
     };
-    tracing::info!(workers, pool = ?settings.key_pool(), "worker consuming");
+    tracing::info!(workers, pool = ?KeyPoolSizes::from(&settings.worker), "worker consuming");
     vec![
         tokio::spawn(keys.refill(keygen_slots, stages.stop_work.clone())),
         tokio::spawn(worker::run(ctx, queue.jobs, queue.bulk, queue.dead_letters)),
@@ -52,7 +52,7 @@ pub(super) fn start(
         )),
         tokio::spawn(housekeeping::prune_idempotency_keys(
             foundation.pool.clone(),
-            settings.idempotency_ttl_hours,
+            settings.worker.idempotency_ttl_hours,
             stages.stop_work.clone(),
         )),
     ]

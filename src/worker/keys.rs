@@ -52,6 +52,15 @@ pub struct KeyPoolSizes {
     pub p256: usize,
 }
 
+impl From<&crate::settings::WorkerSettings> for KeyPoolSizes {
+    fn from(s: &crate::settings::WorkerSettings) -> Self {
+        Self {
+            rsa2048: s.key_pool_rsa2048,
+            p256: s.key_pool_p256,
+        }
+    }
+}
+
 /// Keys for the jobs of one worker process.
 pub struct KeySource {
     rsa2048: Pool,

@@ -126,7 +126,7 @@ async fn credentials_are_stored_only_as_hashes() {
 
 #[tokio::test]
 async fn a_cached_credential_stops_working_once_its_cache_entry_expires() {
-    let app = spawn_in_memory_with(|s| s.credential_cache_ms = 300).await;
+    let app = spawn_in_memory_with(|s| s.ingress.credential_cache_ms = 300).await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let path = format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs");
     let list = || app.send(reqwest::Method::GET, &path, Auth::Bearer(&token), None);

@@ -155,7 +155,7 @@ async fn a_run_killed_midway_and_resumed_ends_with_exactly_one_csr_per_line() {
 
 #[tokio::test]
 async fn without_a_batch_api_it_falls_back_to_single_creates_with_the_same_guarantees() {
-    let app = spawn_app_with(|s| s.batch_api = false).await;
+    let app = spawn_app_with(|s| s.ingress.batch_api = false).await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let dir = tempdir();
     let (n, bad) = (40, [3, 9]);

@@ -263,7 +263,7 @@ async fn batches_keep_to_their_tenant() {
 
 #[tokio::test]
 async fn switched_off_the_batch_routes_answer_404() {
-    let app = spawn_in_memory_with(|s| s.batch_api = false).await;
+    let app = spawn_in_memory_with(|s| s.ingress.batch_api = false).await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let r = submit(&app, ACCOUNT_A, &token, &items(1), None).await;
     Response {

@@ -124,7 +124,7 @@ async fn a_wrong_kek_under_a_known_id_is_refused_at_start_up() {
     let mut settings = app.settings.clone();
     let wrong =
         csrd::crypto::Keyring::generate_entry(&csrd::crypto::KekId::parse("test-kek").unwrap());
-    settings.keks = Some(wrong.to_string().into());
+    settings.keys.keks = Some(wrong.to_string().into());
     let err = csrd::startup::start_in_memory(&settings)
         .await
         .err()

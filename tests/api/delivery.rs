@@ -159,7 +159,7 @@ async fn concurrent_requests_with_one_key_make_exactly_one_csr() {
 
 #[tokio::test]
 async fn a_retry_after_202_on_another_ingress_gets_the_same_csr() {
-    let app = spawn_role(Role::Ingress, |s| s.create_wait_secs = 1).await;
+    let app = spawn_role(Role::Ingress, |s| s.ingress.create_wait_secs = 1).await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let (status, pending, _) = create_with_key(&app, &token, "k-202", &p256_body()).await;
     assert_eq!(status, 202, "{pending}");
@@ -187,7 +187,7 @@ async fn a_retry_after_202_on_another_ingress_gets_the_same_csr() {
 
 #[tokio::test]
 async fn a_dead_lettered_job_answers_the_waiting_client_with_1500_and_so_do_retries() {
-    let app = spawn_role(Role::Ingress, |s| s.create_wait_secs = 20).await;
+    let app = spawn_role(Role::Ingress, |s| s.ingress.create_wait_secs = 20).await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let waiting = {
         let (http, url, token) = (
@@ -344,7 +344,7 @@ async fn csrd_reconnects_by_itself_after_the_broker_drops_its_connections() {
 
 #[tokio::test]
 async fn the_callers_trace_context_travels_with_the_job() {
-    let app = spawn_role(Role::Ingress, |s| s.create_wait_secs = 1).await;
+    let app = spawn_role(Role::Ingress, |s| s.ingress.create_wait_secs = 1).await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let resp = app
@@ -396,7 +396,7 @@ async fn the_callers_trace_context_travels_with_the_job() {
 
 #[tokio::test]
 async fn shutdown_is_not_held_up_by_a_client_that_never_finishes_its_request() {
-    let app = spawn_role(Role::Ingress, |s| s.create_wait_secs = 1).await;
+    let app = spawn_role(Role::Ingress, |s| s.ingress.create_wait_secs = 1).await;
     let ingress = app.start_role(Role::Ingress).await;
     // A request that never finishes arriving (its headers stop half-way): the server cannot
     // answer it, and the client does not go away.

@@ -28,10 +28,10 @@ fn p256_items(n: usize) -> Vec<Value> {
 
 /// One RSA key per chunk, made fresh (no pool), one at a time: progress shows key by key.
 fn one_key_at_a_time(s: &mut csrd::settings::Settings) {
-    s.workers = Some(1);
-    s.key_pool_rsa2048 = 0;
-    s.batch_chunk_items = 256;
-    s.create_wait_secs = 120;
+    s.worker.workers = Some(1);
+    s.worker.key_pool_rsa2048 = 0;
+    s.ingress.batch_chunk_items = 256;
+    s.ingress.create_wait_secs = 120;
 }
 
 /// Submits a batch of `items` for `account`; its path.
@@ -396,7 +396,7 @@ async fn what_a_tenant_may_have_outstanding_is_bounded() {
 /// stopped leaves nothing behind, a worker started later makes every item.
 #[tokio::test]
 async fn a_batch_stored_by_one_process_is_dispatched_by_another() {
-    let app = spawn_role(Role::Ingress, |s| s.batch_chunk_items = 4).await;
+    let app = spawn_role(Role::Ingress, |s| s.ingress.batch_chunk_items = 4).await;
     let a = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let batch = submit(&app, ACCOUNT_A, &a, p256_items(40)).await;
     let worker = app.start_worker().await;
@@ -483,7 +483,7 @@ async fn a_tenants_small_batches_travel_in_one_message() {
 /// A stored chunk whose items cannot be read has them recorded as failed; the lane goes on.
 #[tokio::test]
 async fn an_unreadable_stored_chunk_fails_its_items_and_the_lane_goes_on() {
-    let app = spawn_role(Role::Ingress, |s| s.batch_chunk_items = 2).await;
+    let app = spawn_role(Role::Ingress, |s| s.ingress.batch_chunk_items = 2).await;
     let a = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     // The first goes to the broker at once (nobody takes it yet); the second waits in Postgres.
     let first = submit(&app, ACCOUNT_A, &a, p256_items(2)).await;

@@ -228,7 +228,9 @@ async fn a_spray_of_distinct_wrong_tokens_meets_a_limit_per_address() {
 
 #[tokio::test]
 async fn line_breaking_names_and_ip_like_or_bad_punycode_sans_are_refused() {
-    let app = spawn_in_memory_with(|s| s.name_policy = csrd::domain::NamePolicy::Cloudflare).await;
+    let app =
+        spawn_in_memory_with(|s| s.ingress.name_policy = csrd::domain::NamePolicy::Cloudflare)
+            .await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let create = |body: Value| {
         let token = token.clone();

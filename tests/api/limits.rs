@@ -278,7 +278,7 @@ async fn creates_over_the_in_flight_cap_get_429() {
     // No worker: creates stay in flight until their wait runs out.
     let app = spawn_role(Role::Ingress, |s| {
         s.tenants.tenant_max_in_flight = 2;
-        s.create_wait_secs = 3;
+        s.ingress.create_wait_secs = 3;
     })
     .await;
     let a = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
@@ -340,8 +340,8 @@ async fn one_tenants_flood_does_not_starve_another() {
     let app = spawn_app_with(|s| {
         // Two RSA keys' worth of single creates in the queue from this ingress.
         s.tenants.ingress_window = 512;
-        s.workers = Some(1);
-        s.create_wait_secs = 120;
+        s.worker.workers = Some(1);
+        s.ingress.create_wait_secs = 120;
     })
     .await;
     let a = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
@@ -384,9 +384,9 @@ async fn one_tenants_flood_does_not_starve_another() {
 #[tokio::test]
 async fn a_batch_does_not_starve_single_creates() {
     let app = spawn_app_with(|s| {
-        s.workers = Some(1);
+        s.worker.workers = Some(1);
         // One RSA item per chunk, so that progress shows key by key.
-        s.batch_chunk_items = 16;
+        s.ingress.batch_chunk_items = 16;
     })
     .await;
     let a = app.token(&[ACCOUNT_A], &[], Permission::Write).await;

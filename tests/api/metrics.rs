@@ -58,7 +58,7 @@ fn dashboard_metrics() -> BTreeSet<String> {
 
 #[tokio::test]
 async fn metrics_cover_requests_jobs_keys_queues_and_the_pool_and_the_dashboard_uses_only_them() {
-    let app = spawn_app_with(|s| s.key_pool_p256 = 4).await;
+    let app = spawn_app_with(|s| s.worker.key_pool_p256 = 4).await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     for body in [p256_body(), example_body()] {
         let created = app

@@ -41,8 +41,8 @@ async fn a_job_that_cannot_be_routed_answers_503_with_retry_after() {
 async fn a_full_queue_refuses_creates_with_503_and_pending_creates_finish_once_a_worker_runs() {
     // Ingress alone: jobs wait in the queue, which holds about one job.
     let app = spawn_role(Role::Ingress, |s| {
-        s.queue_max_length = 1;
-        s.create_wait_secs = 1;
+        s.broker.queue_max_length = 1;
+        s.ingress.create_wait_secs = 1;
     })
     .await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;

@@ -98,7 +98,7 @@ async fn the_service_runs_over_tls_to_postgres_and_rabbitmq() {
 
     let cert = server_certificate().await;
     let app = spawn_app_with(|s| {
-        s.amqp_url = amqps.clone();
+        s.broker.amqp_url = amqps.clone();
         s.db.database_url = format!(
             "{}?sslmode=verify-full&sslrootcert={cert}",
             s.db.database_url.replacen("127.0.0.1", "localhost", 1)

@@ -17,7 +17,7 @@ async fn csrd(app: &TestApp, args: &[&str]) -> (bool, String) {
 
 #[tokio::test]
 async fn tokens_and_users_are_listed_without_secrets_and_revoked() {
-    let app = spawn_in_memory_with(|s| s.credential_cache_ms = 0).await;
+    let app = spawn_in_memory_with(|s| s.ingress.credential_cache_ms = 0).await;
     let (ok, token) = csrd(
         &app,
         &token_create_args(ACCOUNT_A, "read", &["--name", "ci"]),

@@ -239,7 +239,9 @@ async fn several_errors_are_reported_together() {
 
 #[tokio::test]
 async fn reserved_names_are_accepted_by_default_and_refused_under_the_cloudflare_policy() {
-    let app = spawn_in_memory_with(|s| s.name_policy = csrd::domain::NamePolicy::Cloudflare).await;
+    let app =
+        spawn_in_memory_with(|s| s.ingress.name_policy = csrd::domain::NamePolicy::Cloudflare)
+            .await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let b = example_body;
     for (sans, code) in [

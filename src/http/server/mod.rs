@@ -51,6 +51,21 @@ pub struct HttpLimits {
     pub max_headers: usize,
 }
 
+impl From<&crate::settings::HttpSettings> for HttpLimits {
+    fn from(s: &crate::settings::HttpSettings) -> Self {
+        Self {
+            max_connections: s.http_max_connections.max(1),
+            idle_timeout: Duration::from_millis(s.http_idle_timeout_ms.max(1)),
+            header_timeout: Duration::from_millis(s.http_header_timeout_ms.max(1)),
+            body_timeout: Duration::from_millis(s.http_body_timeout_ms.max(1)),
+            request_timeout: Duration::from_millis(s.http_request_timeout_ms.max(1)),
+            write_timeout: Duration::from_millis(s.http_write_timeout_ms.max(1)),
+            max_head_bytes: s.http_max_head_bytes,
+            max_headers: s.http_max_headers.max(1),
+        }
+    }
+}
+
 impl HttpLimits {
     /// The cap actually applied: the configured one, lowered to fit the descriptor limit.
     pub fn effective_cap(&self, descriptor_limit: u64) -> usize {

@@ -95,7 +95,7 @@ pub async fn spawn_in_memory_with(configure: impl FnOnce(&mut Settings)) -> Test
     iso.uses_broker = false;
     let mut settings = iso.settings();
     // Nothing may reach for a broker: a test that does fails loudly.
-    settings.amqp_url = "amqp://csrd-in-memory-tests-use-no-broker.invalid:1/%2f".into();
+    settings.broker.amqp_url = "amqp://csrd-in-memory-tests-use-no-broker.invalid:1/%2f".into();
     configure(&mut settings);
     let runtime = app_runtime();
     let started = {

@@ -58,16 +58,16 @@ impl Isolation {
         let mut s = Settings::defaults();
         s.db.database_url = self.database_url.clone();
         s.db.db_pool_size = 8;
-        s.amqp_url = amqp_url();
-        s.amqp_prefix = self.prefix.clone();
-        s.keks = Some(self.keks.clone().into());
-        s.workers = Some(2);
+        s.broker.amqp_url = amqp_url();
+        s.broker.amqp_prefix = self.prefix.clone();
+        s.keys.keks = Some(self.keks.clone().into());
+        s.worker.workers = Some(2);
         // Tests run many apps at once on two cores: no background key generation unless a
         // test asks for a pool.
-        s.key_pool_rsa2048 = 0;
-        s.key_pool_p256 = 0;
-        s.listen = "127.0.0.1:0".parse().unwrap();
-        s.admin_listen = "127.0.0.1:0".parse().unwrap();
+        s.worker.key_pool_rsa2048 = 0;
+        s.worker.key_pool_p256 = 0;
+        s.http.listen = "127.0.0.1:0".parse().unwrap();
+        s.http.admin_listen = "127.0.0.1:0".parse().unwrap();
         // Many tests create quickly from one account; the rate limit has its own tests.
         s.tenants.tenant_rate = 0.0;
         s
