@@ -11,9 +11,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = csrd::cli::Cli::parse();
-    csrd::telemetry::init_from(&cli.telemetry);
-    let result = csrd::cli::run(cli).await;
+    csrd::telemetry::init();
+    let result = csrd::cli::run(csrd::cli::Cli::parse()).await;
     csrd::telemetry::shutdown();
     result
 }

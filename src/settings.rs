@@ -1,5 +1,6 @@
 //! Runtime settings, from flags or the environment. The variable names are contracts (README,
-//! "Configuration"): the compose file and operators' scripts set them.
+//! "Configuration"): the compose file and operators' scripts set them. This is the one place
+//! the service reads its environment (`csrd batch`, a client, reads its token variables itself).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -271,36 +272,32 @@ impl Settings {
     }
 }
 
-/// Logs and traces: every subcommand's, read before anything else runs.
-#[derive(Debug, Clone, Args)]
+/// Logs and traces: every command's, read from the environment before the command line is
+/// (no flags: a log line about a bad flag is logged as these say).
+#[derive(Debug, Clone, Default)]
 pub struct TelemetrySettings {
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`: spans are exported over OTLP/HTTP only when it is set.
-    /// No flag: the OpenTelemetry SDK reads it (and its other `OTEL_*` variables) itself, and a
-    /// flag it does not see would export elsewhere.
-    #[arg(skip = non_empty_env("OTEL_EXPORTER_OTLP_ENDPOINT"))]
+    /// The OpenTelemetry SDK reads it (and its other `OTEL_*` variables) itself.
     pub otlp_endpoint: Option<String>,
-    /// `json` for one JSON object per line; anything else is text.
-    #[arg(long, env = "CSRD_LOG_FORMAT", default_value = "text", global = true)]
-    pub log_format: String,
-    /// Which log lines are written (tracing's filter syntax), `info` by default.
-    #[arg(long, env = "RUST_LOG", global = true)]
+    /// `CSRD_LOG_FORMAT`: `json` for one JSON object per line; anything else is text.
+    pub log_format: Option<String>,
+    /// `RUST_LOG`: which log lines are written (tracing's filter syntax), `info` by default.
     pub log_filter: Option<String>,
 }
 
 impl TelemetrySettings {
-    /// As the environment sets them, for processes without a command line (tests).
     pub fn from_env() -> Self {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Only {
-            #[command(flatten)]
-            s: TelemetrySettings,
+        Self {
+            otlp_endpoint: non_empty_env("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            log_format: std::env::var("CSRD_LOG_FORMAT").ok(),
+            log_filter: std::env::var("RUST_LOG").ok(),
         }
-        Only::parse_from(["csrd"]).s
     }
 
     pub fn json_logs(&self) -> bool {
-        self.log_format.eq_ignore_ascii_case("json")
+        self.log_format
+            .as_deref()
+            .is_some_and(|f| f.eq_ignore_ascii_case("json"))
     }
 
     pub fn exporting(&self) -> bool {
@@ -310,16 +307,20 @@ impl TelemetrySettings {
 
 /// Who runs a command, for the audit log: `CSRD_OPERATOR`, else the login (`SUDO_USER`,
 /// `USER`, `LOGNAME`, the first one set), else `unknown`.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default)]
 pub struct OperatorSettings {
-    /// The name the audit log records for this command's events (default: the login).
-    #[arg(long, env = "CSRD_OPERATOR", global = true)]
     pub operator: Option<String>,
-    #[arg(skip = login_from_env())]
     pub login: Option<String>,
 }
 
 impl OperatorSettings {
+    pub fn from_env() -> Self {
+        Self {
+            operator: non_empty_env("CSRD_OPERATOR"),
+            login: login_from_env(),
+        }
+    }
+
     /// The operator's name as given; `audit::operator_name` checks it.
     pub fn name(&self) -> &str {
         [&self.operator, &self.login]
@@ -379,5 +380,33 @@ mod broker_urls {
         s.amqp_urls = Some("amqp://c/%2f,amqp://d/%2f,amqp://e/%2f".into());
         assert_eq!(s.broker_urls().len(), 3);
         assert_eq!(s.broker_urls()[0], "amqp://c/%2f");
+    }
+}
+
+#[cfg(test)]
+mod from_the_environment {
+    use super::*;
+
+    #[test]
+    fn the_operator_is_the_first_name_given_and_empty_ones_are_passed_over() {
+        let named = |operator: Option<&str>, login: Option<&str>| OperatorSettings {
+            operator: operator.map(str::to_owned),
+            login: login.map(str::to_owned),
+        };
+        assert_eq!(named(Some("ops"), Some("root")).name(), "ops");
+        assert_eq!(named(Some(""), Some("root")).name(), "root");
+        assert_eq!(named(None, None).name(), "unknown");
+    }
+
+    #[test]
+    fn only_json_means_json_logs() {
+        let format = |f: Option<&str>| TelemetrySettings {
+            log_format: f.map(str::to_owned),
+            ..TelemetrySettings::default()
+        };
+        assert!(format(Some("JSON")).json_logs());
+        assert!(!format(Some("text")).json_logs());
+        assert!(!format(Some("")).json_logs());
+        assert!(!format(None).json_logs());
     }
 }

@@ -19,7 +19,8 @@ use crate::settings::TelemetrySettings;
 
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
-/// Installs logging and tracing for the process (once; later calls do nothing).
+/// Installs logging and tracing for the process as its environment says (once; later calls
+/// do nothing).
 pub fn init() {
     init_from(&TelemetrySettings::from_env());
 }

@@ -17,7 +17,7 @@ mod text;
 use clap::{Parser, Subcommand};
 
 use crate::audit::Actor;
-use crate::settings::{DbSettings, OperatorSettings, Settings, TelemetrySettings};
+use crate::settings::{DbSettings, OperatorSettings, Settings};
 use crate::startup::Role;
 
 #[derive(Debug, Parser)]
@@ -29,10 +29,6 @@ use crate::startup::Role;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    #[command(flatten)]
-    pub telemetry: TelemetrySettings,
-    #[command(flatten)]
-    pub operator: OperatorSettings,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,7 +81,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // The operator commands record who ran them: a name that would forge lines in
     // `csrd audit` is refused before anything is done.
     let operator = if cli.command.is_operator_command() {
-        Actor::Operator(crate::audit::operator_name(&cli.operator).map_err(anyhow::Error::msg)?)
+        Actor::Operator(
+            crate::audit::operator_name(&OperatorSettings::from_env())
+                .map_err(anyhow::Error::msg)?,
+        )
     } else {
         Actor::Anonymous
     };

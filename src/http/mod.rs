@@ -1,5 +1,6 @@
-//! The HTTP adapter: Cloudflare-compatible routes under `/client/v4`, health and metrics. It
-//! reaches Postgres and the queue only through the ingress use cases in `AppState`.
+//! The HTTP adapter: Cloudflare-compatible routes under `/client/v4`, health and the OpenAPI
+//! document (`/metrics` is the admin listener's, `startup::admin`). It reaches Postgres and
+//! the queue only through the ingress use cases in `AppState`.
 
 // Request paths: a panic here would be a 500 (caught) or a dropped task; errors are
 // answered in the Cloudflare envelope instead. Tests may unwrap.

@@ -369,14 +369,20 @@ const GROUP_COST: u32 = 64;
 /// group (its slot is granted to, and charged to, that tenant), and one key type, cut by
 /// cost with the batches' rule ([`cut_by_cost`]).
 fn fair_groups(jobs: &[&CreateJob]) -> Vec<Vec<usize>> {
-    let mut parts: HashMap<(&Owner, bool, KeyType), Vec<usize>> = HashMap::new();
+    // Parts in the order their first job arrived, so keys are asked for in arrival order.
+    let mut parts: Vec<(KeyType, Vec<usize>)> = Vec::new();
+    let mut part_of: HashMap<(&Owner, bool, KeyType), usize> = HashMap::new();
     for (i, job) in jobs.iter().enumerate() {
         let key = (&job.owner, job.batch.is_some(), job.request.key_type);
-        parts.entry(key).or_default().push(i);
+        let part = *part_of.entry(key).or_insert_with(|| {
+            parts.push((job.request.key_type, Vec::new()));
+            parts.len() - 1
+        });
+        parts[part].1.push(i);
     }
     parts
         .into_iter()
-        .flat_map(|((_, _, key_type), part)| {
+        .flat_map(|(key_type, part)| {
             let spans = cut_by_cost(part.iter().map(|_| key_type.cost()), GROUP_COST);
             spans
                 .into_iter()
@@ -493,8 +499,8 @@ mod tests {
             job('a', "p256v1", true),
         ];
         let refs: Vec<&CreateJob> = jobs.iter().collect();
-        let mut groups = fair_groups(&refs);
-        groups.sort();
+        // In the order each group's first job arrived.
+        let groups = fair_groups(&refs);
         assert_eq!(groups, vec![vec![0, 3], vec![1], vec![2], vec![4]]);
 
         let many: Vec<CreateJob> = (0..GROUP_COST as usize + 1)
