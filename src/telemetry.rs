@@ -27,7 +27,7 @@ pub fn init() {
 
 /// Installs logging and tracing as `settings` say (once per process).
 pub fn init_from(settings: &TelemetrySettings) {
-    init_with(settings, |builder| {
+    init_with(settings, settings.exporting(), |builder| {
         if !settings.exporting() {
             return builder;
         }
@@ -50,13 +50,14 @@ pub fn init_with_exporter<E>(exporter: E)
 where
     E: opentelemetry_sdk::trace::SpanExporter + 'static,
 {
-    init_with(&TelemetrySettings::from_env(), |builder| {
+    init_with(&TelemetrySettings::from_env(), true, |builder| {
         builder.with_simple_exporter(exporter)
     });
 }
 
 fn init_with(
     settings: &TelemetrySettings,
+    exporting: bool,
     exporters: impl FnOnce(
         opentelemetry_sdk::trace::TracerProviderBuilder,
     ) -> opentelemetry_sdk::trace::TracerProviderBuilder,
@@ -93,12 +94,18 @@ fn init_with(
                 .with_filter(log_filter)
                 .boxed()
         };
+        // Spans always (they carry the trace context); events become span events only when
+        // spans are exported: otherwise each info event (one per create) would be recorded on
+        // a span nobody reads.
+        let traced = tracing_subscriber::filter::filter_fn(move |meta| {
+            *meta.level() <= LevelFilter::INFO && (exporting || meta.is_span())
+        });
         let _ = tracing_subscriber::registry()
             .with(logs)
             .with(
                 tracing_opentelemetry::layer()
                     .with_tracer(tracer)
-                    .with_filter(LevelFilter::INFO),
+                    .with_filter(traced),
             )
             .try_init();
         provider

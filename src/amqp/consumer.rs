@@ -115,12 +115,15 @@ impl RabbitConsumer {
                 let reason = self
                     .dead_letters
                     .then(|| dead_letter_reason(death_cause(headers).as_deref()));
-                Some(JobDelivery::new(
-                    chunk,
-                    trace_context(headers),
-                    reason,
-                    Box::new(RabbitAcker(delivery.acker)),
-                ))
+                Some(
+                    JobDelivery::new(
+                        chunk,
+                        trace_context(headers),
+                        reason,
+                        Box::new(RabbitAcker(delivery.acker)),
+                    )
+                    .redelivered(delivery.redelivered),
+                )
             }
             Err(e) if self.dead_letters => {
                 tracing::error!(error = %e, "undecodable dead-lettered message dropped");

@@ -1,11 +1,14 @@
 //! The audit log: who did what, to which tenant, when, from which address, in which request
 //! and trace. Never a secret: actors are token ids, emails or the operator's login.
 //!
-//! HTTP events are recorded by the ingress through an [`Auditor`]: a bounded channel in front
-//! of one writer task that appends whatever has accumulated in one statement, so auditing adds
-//! no database round trip to a request. The writer drains the channel when the process stops
-//! (after the last request is answered); what a crash loses is the events of the last moments,
-//! never the creates themselves. Each request runs inside an [`AuditScope`] (a task-local set
+//! A single create's `csr.create` event is written by the worker that stores the CSR, in the
+//! same transaction as the row ([`AuditEvent::created`], from the caller its job carries): a
+//! CSR exists with its event or not at all, and a redelivery writes neither twice. Every other
+//! HTTP event (a replay, a pending or failed create, deletes, batches, refusals) is recorded
+//! by the ingress through an [`Auditor`]: a bounded channel in front of one writer task that
+//! appends whatever has accumulated in one statement, so auditing adds no database round trip
+//! to a request. The writer drains the channel when the process stops (after the last request
+//! is answered); what a crash loses is those events of the last moments, never a create's. Each request runs inside an [`AuditScope`] (a task-local set
 //! by the router's middleware) that carries its address, request id, trace id and, once
 //! authenticated, its actor, so handlers only say what happened.
 //!
@@ -25,11 +28,11 @@ mod writer;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::Owner;
+use crate::domain::{CreateJob, Owner};
 use crate::settings::OperatorSettings;
 
 pub use postgres::append;
-pub use scope::{AuditScope, identify_actor};
+pub use scope::{AuditScope, current_requester, identify_actor};
 pub use sink::{AuditSink, SinkError};
 pub use writer::{AuditWriter, Auditor};
 
@@ -123,5 +126,23 @@ impl AuditEvent {
     pub fn detail(mut self, detail: serde_json::Value) -> Self {
         self.detail = Some(detail);
         self
+    }
+
+    /// The `csr.create` event of a single create whose CSR has just been stored, in the name
+    /// of the caller its job carries; `None` for a job nobody is audited for (a batch item).
+    pub fn created(job: &CreateJob) -> Option<Self> {
+        let by = job.requested_by.as_ref()?;
+        let actor = match (by.actor_kind.as_str(), &by.actor) {
+            ("token", Some(id)) => Actor::Token(id.clone()),
+            ("user", Some(id)) => Actor::User(id.clone()),
+            _ => Actor::Anonymous,
+        };
+        let mut event = Self::new("csr.create", "ok", actor)
+            .owner(&job.owner)
+            .target(job.id);
+        event.remote_addr.clone_from(&by.remote_addr);
+        event.request_id.clone_from(&by.request_id);
+        event.trace_id.clone_from(&by.trace_id);
+        Some(event)
     }
 }

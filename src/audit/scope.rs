@@ -5,6 +5,7 @@ use std::cell::RefCell;
 
 use super::{Actor, AuditEvent};
 use crate::auth::Principal;
+use crate::domain::Requester;
 
 tokio::task_local! {
     static SCOPE: RefCell<AuditScope>;
@@ -42,6 +43,20 @@ impl AuditScope {
     pub(super) fn current() -> Option<Self> {
         SCOPE.try_with(|s| s.borrow().clone()).ok()
     }
+}
+
+/// The current request's caller and origin, for a job that is audited where it completes (the
+/// worker writes a single create's event with its row).
+pub fn current_requester() -> Option<Requester> {
+    let scope = AuditScope::current()?;
+    let actor = scope.actor.unwrap_or(Actor::Anonymous);
+    Some(Requester {
+        actor_kind: actor.kind().to_owned(),
+        actor: actor.id().map(str::to_owned),
+        remote_addr: scope.remote_addr,
+        request_id: scope.request_id,
+        trace_id: scope.trace_id,
+    })
 }
 
 /// Records who the current request's caller is, for its later events.

@@ -22,8 +22,9 @@ pub const MAX_BATCH_ITEMS: usize = 10_000;
 pub struct BatchId(pub uuid::Uuid);
 
 impl BatchId {
+    /// A fresh, time-ordered id (its items' ids share its time prefix: `CsrId::for_batch_item`).
     pub fn new() -> Self {
-        Self(uuid::Uuid::new_v4())
+        Self(super::ids::time_ordered_uuid())
     }
 
     pub fn parse(s: &str) -> Option<Self> {

@@ -21,6 +21,27 @@ pub struct CreateJob {
     /// The batch this job is an item of, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<BatchSlot>,
+    /// Who asked for this single create, from where: the worker writes the create's audit
+    /// event with the row, in the same transaction, so no CSR exists without its event and
+    /// none is audited twice. `None` for a batch item (its batch's submission is audited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<Requester>,
+}
+
+/// The caller of a single create, as its audit event names it. Plain data: the `audit` module
+/// makes it from the request's scope and turns it back into an event.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Requester {
+    /// `token` or `user`.
+    pub actor_kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_addr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// Where a batch item sits in its batch.
@@ -67,6 +88,7 @@ impl CreateJob {
             created_at: now_micros(),
             reply_to,
             batch: None,
+            requested_by: None,
         }
     }
 

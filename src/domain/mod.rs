@@ -30,7 +30,7 @@ pub use batch::{
 pub use error_code::ErrorCode;
 pub use idempotency::{IdempotencyDecision, IdempotencyKey, IdempotencyRecord, Settled};
 pub use ids::{AccountId, CsrId, Owner, OwnerKind, ZoneId};
-pub use job::{BatchSlot, Completion, CreateChunk, CreateJob, JobOutcome};
+pub use job::{BatchSlot, Completion, CreateChunk, CreateJob, JobOutcome, Requester};
 pub use key_type::KeyType;
 pub use list::{Direction, ListQuery, SortField};
 pub use name_policy::NamePolicy;

@@ -278,6 +278,7 @@ fn chunk_jobs(next: &NextDispatch) -> CreateChunk {
                 batch_id: part.batch.0,
                 index,
             }),
+            requested_by: None,
         })
         .collect();
     CreateChunk::new(jobs)

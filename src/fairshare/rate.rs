@@ -139,7 +139,10 @@ impl SharedRate {
         }
         let want = lease_size(policy) + cost - local.tokens;
         let leased =
-            tokio::time::timeout(LEASE_TIMEOUT, lease(&self.pool, owner, want, policy)).await;
+            // Boxed: a lease is a few times a second per tenant, and inline its database query
+            // would make every request's future (10,000 may be open) kilobytes larger.
+            tokio::time::timeout(LEASE_TIMEOUT, Box::pin(lease(&self.pool, owner, want, policy)))
+                .await;
         match leased {
             Ok(Ok((granted, remaining))) => {
                 local.tokens += granted;

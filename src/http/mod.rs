@@ -37,10 +37,27 @@ pub use error::ApiError;
 use crate::domain::NamePolicy;
 use crate::ingress::{Access, BatchService, Catalog, CreateService, Readiness};
 
+/// What every request handler is given: the [`Services`], shared (axum clones the state for
+/// each request: one reference count, not one per service).
+#[derive(Clone)]
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
 /// Everything a request handler may use: the ingress use cases, and the one setting that
 /// shapes request parsing.
-#[derive(Clone)]
-pub struct AppState {
+pub struct Services {
     /// The gate every API request passes first (`authorized::Authorized`).
     pub access: Access,
     pub creates: Arc<CreateService>,

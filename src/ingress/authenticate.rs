@@ -95,7 +95,9 @@ impl Authenticator {
         if let Some(retry_after) = exhausted {
             return Err(AuthError::TooManyFailures { retry_after });
         }
-        let checked = self.check(presented).await;
+        // Boxed: the lookup is the cache's miss path, and its query inline would make every
+        // request's future kilobytes larger while it waits.
+        let checked = Box::pin(self.check(presented)).await;
         match &checked {
             Ok(principal) => self.remember(key, principal),
             Err(AuthError::Invalid) => {

@@ -62,14 +62,32 @@ impl CreateService {
             .limits
             .admit_create(&owner, request.key_type, self.pipeline.wait_budget())
             .await?;
-        let outcome = self.pipeline.create(owner.clone(), request, key).await;
+        let requested_by = crate::audit::current_requester();
+        let outcome = self
+            .pipeline
+            .create(owner.clone(), request, key, requested_by)
+            .await;
         if !made_an_item(&outcome) {
             admitted.uncount().await;
         }
         let outcome = outcome?;
-        self.audit.record(create_event(&owner, &outcome));
+        // A CSR this request made is audited by the worker, in the transaction that stored it.
+        if !is_newly_created(&outcome) {
+            self.audit.record(create_event(&owner, &outcome));
+        }
         Ok(outcome)
     }
+}
+
+/// Whether this request's own job made the CSR (its event was written with the row).
+fn is_newly_created(outcome: &CreateOutcome) -> bool {
+    matches!(
+        outcome,
+        CreateOutcome::Created {
+            replayed: false,
+            ..
+        }
+    )
 }
 
 /// Whether the create counts against an hourly quota: a replay, a deleted CSR or an error

@@ -173,8 +173,9 @@ impl Limits {
             .await
             .map_err(|_| Refused::QueueWait)?;
         // Counted once let in, so a create refused for its wait is not counted.
+        // Boxed: a database query inline would make every open create's future larger.
         let counted = match policy.items_per_hour {
-            Some(limit) => self.count_hourly(owner, limit).await?,
+            Some(limit) => Box::pin(self.count_hourly(owner, limit)).await?,
             None => false,
         };
         Ok(Ticket {

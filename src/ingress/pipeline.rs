@@ -21,9 +21,9 @@ use crate::db::{DbError, Pool, csrs, jobs};
 use crate::domain::idempotency::request_fingerprint;
 use crate::domain::{
     CreateChunk, CreateCsr, CreateJob, CreateOutcome, CustomCsr, IdempotencyDecision,
-    IdempotencyKey, JobOutcome, Owner, PendingCreate, Settled,
+    IdempotencyKey, JobOutcome, Owner, PendingCreate, Requester, Settled,
 };
-use crate::queue::{JobQueue, Waiter, Waiters};
+use crate::queue::{JobQueue, PublishError, Waiter, Waiters};
 
 use super::CreateError;
 
@@ -63,18 +63,26 @@ impl CreatePipeline {
         self.wait_budget
     }
 
+    /// `requested_by` rides with the job: the worker writes the `csr.create` event with the row.
     pub async fn create(
         &self,
         owner: Owner,
         request: CreateCsr,
         key: Option<&IdempotencyKey>,
+        requested_by: Option<Requester>,
     ) -> Result<CreateOutcome, CreateError> {
-        let job = CreateJob::new(owner, request, self.instance.clone());
+        let job = CreateJob {
+            requested_by,
+            ..CreateJob::new(owner, request, self.instance.clone())
+        };
         let Some(key) = key else {
             let waiter = self.publish(&job, None).await?;
             return self.wait(&job, waiter, false).await;
         };
-        let (job, decision) = self.decide(job, key).await?;
+        // The cold paths' futures (a key's claim, a poll of Postgres) are boxed: inline, their
+        // database queries would make every open create's future kilobytes larger, and
+        // 10,000 creates may be waiting at once.
+        let (job, decision) = Box::pin(self.decide(job, key)).await?;
         let waiter = match decision {
             IdempotencyDecision::Start => self.publish(&job, Some((key, Claim::New))).await?,
             IdempotencyDecision::Republish => {
@@ -131,18 +139,30 @@ impl CreatePipeline {
         let waiter = self.waiters.register(job.id);
         let published = self.queue.publish(&CreateChunk::one(job.clone())).await;
         if let Some((key, claim)) = key {
-            let client = self.pool.get().await?;
-            match &published {
-                Ok(()) => jobs::mark_published(&**client, &job.owner, key).await?,
-                Err(e) if claim == Claim::New && e.certainly_not_delivered() => {
-                    jobs::release_claim(&**client, &job.owner, key, job.id).await?
-                }
-                Err(_) => {}
-            }
+            Box::pin(self.record_publication(job, key, claim, &published)).await?;
         }
         published?;
         tracing::info!(csr_id = %job.id, key_type = job.request.key_type.as_str(), "create accepted");
         Ok(waiter)
+    }
+
+    /// Records in the key's claim whether its job reached the queue.
+    async fn record_publication(
+        &self,
+        job: &CreateJob,
+        key: &IdempotencyKey,
+        claim: Claim,
+        published: &Result<(), PublishError>,
+    ) -> Result<(), CreateError> {
+        let client = self.pool.get().await?;
+        match published {
+            Ok(()) => jobs::mark_published(&**client, &job.owner, key).await?,
+            Err(e) if claim == Claim::New && e.certainly_not_delivered() => {
+                jobs::release_claim(&**client, &job.owner, key, job.id).await?
+            }
+            Err(_) => {}
+        }
+        Ok(())
     }
 
     /// Waits for the job's final state within the wait budget.
@@ -178,7 +198,7 @@ impl CreatePipeline {
                 }
                 Some(JobOutcome::Created { csr_pem: None }) | None => {}
             }
-            match self.settled(job).await {
+            match Box::pin(self.settled(job)).await {
                 Ok(Some(settled)) => return Ok(outcome(job, settled, replayed)),
                 Ok(None) => {}
                 // The job is accepted already: a database outage now means "not yet", answered

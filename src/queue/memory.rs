@@ -192,16 +192,20 @@ impl JobConsumer for MemoryConsumer {
         self.lane().ready.fetch_sub(1, Ordering::SeqCst);
         self.inner.unsettled.fetch_add(1, Ordering::SeqCst);
         message.deliveries += 1;
-        Some(JobDelivery::new(
-            message.chunk.clone(),
-            message.trace_context.clone(),
-            message.dead_letter_reason.clone(),
-            Box::new(MemoryAcker {
-                inner: self.inner.clone(),
-                message,
-                dead_letter: self.dead_letters,
-            }),
-        ))
+        let redelivered = message.deliveries > 1;
+        Some(
+            JobDelivery::new(
+                message.chunk.clone(),
+                message.trace_context.clone(),
+                message.dead_letter_reason.clone(),
+                Box::new(MemoryAcker {
+                    inner: self.inner.clone(),
+                    message,
+                    dead_letter: self.dead_letters,
+                }),
+            )
+            .redelivered(redelivered),
+        )
     }
 
     async fn stop(&mut self) {

@@ -115,6 +115,9 @@ pub struct JobDelivery {
     pub trace_context: TraceContext,
     /// For deliveries from the dead-letter queue: why the job ended there.
     pub dead_letter_reason: Option<String>,
+    /// The broker delivered this message before (to a worker that did not settle it): some of
+    /// its jobs may have their rows already.
+    pub redelivered: bool,
     acker: Box<dyn Acker>,
 }
 
@@ -129,7 +132,16 @@ impl JobDelivery {
             chunk,
             trace_context,
             dead_letter_reason,
+            redelivered: false,
             acker,
+        }
+    }
+
+    /// Marks a delivery the broker made before.
+    pub fn redelivered(self, redelivered: bool) -> Self {
+        Self {
+            redelivered,
+            ..self
         }
     }
 

@@ -12,7 +12,7 @@ use super::fairshare::FairShare;
 use super::foundation::Foundation;
 use crate::audit::Auditor;
 use crate::http::server::HttpLimits;
-use crate::http::{AppState, router};
+use crate::http::{AppState, Services, router};
 use crate::ingress::batch::BatchSettings;
 use crate::ingress::{
     Access, Authenticator, BatchService, Catalog, ChunkSettings, Coalescer, CreatePipeline,
@@ -83,14 +83,14 @@ pub(super) fn app_state(
         instance,
         settings.ingress.create_wait(),
     );
-    let state = AppState {
+    let state = AppState::new(Services {
         access: Access::new(authenticator, limits.clone(), audit.clone()),
         creates: Arc::new(CreateService::new(pipeline, limits, audit.clone())),
         batches,
         catalog: Catalog::new(pool.clone(), audit),
         readiness: Readiness::new(pool.clone(), brokers),
         name_policy: settings.ingress.name_policy,
-    };
+    });
     (state, audit_writer)
 }
 

@@ -11,6 +11,7 @@ use backon::{ExponentialBuilder, Retryable};
 use tracing::Instrument;
 
 use super::WorkerContext;
+use crate::audit::AuditEvent;
 use crate::crypto::{Keyring, SealedKey, build_csr, seal};
 use crate::db::{DbError, batches, bulk, csrs, jobs};
 use crate::domain::{
@@ -78,8 +79,9 @@ pub async fn handle(ctx: WorkerContext, delivery: JobDelivery) {
         // tenant's create coalesced with a heavy tenant's flood is answered when its own keys
         // are made, not when the flood's turn comes.
         let parts = tenant_parts(&delivery.chunk);
+        let may_exist = rows_may_exist(&delivery);
         let outcomes = futures_util::future::join_all(
-            parts.iter().map(|part| settle_part(&ctx, part)),
+            parts.iter().map(|part| settle_part(&ctx, part, may_exist)),
         )
         .await;
         // Any part that may succeed later sends the chunk back (the parts done are found
@@ -104,10 +106,19 @@ pub async fn handle(ctx: WorkerContext, delivery: JobDelivery) {
     .await
 }
 
+/// Whether some of the delivery's jobs may have their rows already, so they are looked up before
+/// any key is made: a redelivery, or a batch's chunk (the dispatcher sends a chunk again when
+/// it cannot tell whether the broker took it). A single create's first delivery is looked up
+/// only in the rare race its insert settles anyway (a republished Idempotency-Key job: the row
+/// that won is read back), which saves a query per chunk on the hot path.
+fn rows_may_exist(delivery: &JobDelivery) -> bool {
+    delivery.redelivered || delivery.chunk.jobs.iter().any(|j| j.batch.is_some())
+}
+
 /// Makes, writes and announces one tenant's part of a chunk; what the chunk's delivery should
 /// become as far as this part is concerned.
-async fn settle_part(ctx: &WorkerContext, part: &CreateChunk) -> Settlement {
-    match process(ctx, part).await {
+async fn settle_part(ctx: &WorkerContext, part: &CreateChunk, may_exist: bool) -> Settlement {
+    match process(ctx, part, may_exist).await {
         Ok(completions) => {
             metrics::chunk_handled(completions.len());
             // Announce before acking: if an announcement fails the chunk is delivered again,
@@ -166,15 +177,23 @@ enum Made {
 
 /// Makes every CSR of the chunk that does not exist yet. Returns one completion per job, in
 /// the chunk's order.
-async fn process(ctx: &WorkerContext, chunk: &CreateChunk) -> Result<Vec<Completion>, JobError> {
-    let ids: Vec<CsrId> = chunk.jobs.iter().map(|j| j.id).collect();
-    let existing: HashMap<CsrId, String> = with_db_retry(ctx, || async {
-        let client = ctx.pool.get().await?;
-        csrs::pems(&**client, &ids).await
-    })
-    .await?
-    .into_iter()
-    .collect();
+async fn process(
+    ctx: &WorkerContext,
+    chunk: &CreateChunk,
+    may_exist: bool,
+) -> Result<Vec<Completion>, JobError> {
+    let existing: HashMap<CsrId, String> = if may_exist {
+        let ids: Vec<CsrId> = chunk.jobs.iter().map(|j| j.id).collect();
+        with_db_retry(ctx, || async {
+            let client = ctx.pool.get().await?;
+            csrs::pems(&**client, &ids).await
+        })
+        .await?
+        .into_iter()
+        .collect()
+    } else {
+        HashMap::new()
+    };
     let todo: Vec<&CreateJob> = chunk
         .jobs
         .iter()
@@ -210,6 +229,7 @@ async fn process(ctx: &WorkerContext, chunk: &CreateChunk) -> Result<Vec<Complet
         let inserted = csrs::insert_chunk(&tx, &rows)
             .instrument(tracing::info_span!("db_insert_chunk", rows = rows.len()))
             .await?;
+        audit_created(&tx, chunk, &inserted).await?;
         let failed = jobs::record_failures(&tx, &failures).await?;
         bulk::settle_chunks(&tx, chunk).await?;
         // Last, so the batch row is locked only for the commit.
@@ -284,6 +304,27 @@ async fn process(ctx: &WorkerContext, chunk: &CreateChunk) -> Result<Vec<Complet
     metrics::jobs("replayed", replayed_n);
     metrics::jobs("failed", failed_n);
     Ok(completions)
+}
+
+/// Writes the `csr.create` event of every single create whose row `tx` just inserted, in the
+/// same transaction: a CSR exists with its event or not at all, and a redelivery (inserting
+/// nothing) writes none again.
+async fn audit_created(
+    tx: &tokio_postgres::Transaction<'_>,
+    chunk: &CreateChunk,
+    inserted: &[CsrId],
+) -> Result<(), DbError> {
+    if chunk.jobs.iter().all(|j| j.requested_by.is_none()) {
+        return Ok(());
+    }
+    let inserted: HashSet<&CsrId> = inserted.iter().collect();
+    let events: Vec<AuditEvent> = chunk
+        .jobs
+        .iter()
+        .filter(|j| inserted.contains(&j.id))
+        .filter_map(AuditEvent::created)
+        .collect();
+    crate::audit::append(tx, &events).await.map(drop)
 }
 
 fn created(csr_pem: Option<String>) -> JobOutcome {

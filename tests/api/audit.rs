@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use csrd::startup::Role;
 use csrd_test_support::process::{run_ok, write_token_for};
 use csrd_test_support::*;
 
@@ -159,5 +160,65 @@ async fn csrd_audit_shows_the_events_of_a_run() {
     ] {
         let refused = client.batch_execute(statement).await;
         assert!(refused.is_err(), "{statement} was allowed");
+    }
+}
+
+/// outcome, actor kind, request id, remote address, and how many CSRs have the event's id.
+type CreateEvent = (String, String, Option<String>, Option<String>, i64);
+
+/// A create answered 202 (no worker yet) is audited `pending` by the ingress; the worker that
+/// stores its CSR later writes the `ok` event in the row's own transaction, in the name of
+/// the request that asked: a CSR never exists without its event, and never has two.
+#[tokio::test]
+async fn a_pending_create_gets_its_ok_event_when_the_worker_stores_it() {
+    let app = spawn_role(Role::Ingress, |s| s.ingress.create_wait_secs = 1).await;
+    let token = app
+        .token(&[ACCOUNT_A], &[], csrd::auth::Permission::Write)
+        .await;
+    let pending = app
+        .request(
+            reqwest::Method::POST,
+            &format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs"),
+        )
+        .bearer(&token)
+        .header("x-request-id", "audit-pending-1")
+        .json(&p256_body())
+        .send()
+        .await;
+    assert_eq!(pending.status, 202, "{:?}", pending.json());
+    let id: uuid::Uuid = pending.json()["result"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let worker = app.start_worker().await;
+    let events = eventually("the CSR's ok event", || async {
+        let client = app.pool.get().await.unwrap();
+        let rows = client
+            .query(
+                "SELECT outcome, actor_kind, request_id, remote_addr,
+                        (SELECT count(*) FROM custom_csrs WHERE id = $1::uuid) AS csrs
+                   FROM audit_log WHERE action = 'csr.create' AND target = $1::uuid::text
+                  ORDER BY id",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        let events: Vec<CreateEvent> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+            .collect();
+        (events.len() >= 2).then_some(events)
+    })
+    .await;
+    worker.shutdown().await;
+    let outcomes: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(outcomes, ["pending", "ok"], "{events:?}");
+    for (_, actor_kind, request_id, remote_addr, csrs) in &events {
+        assert_eq!(actor_kind, "token");
+        assert_eq!(request_id.as_deref(), Some("audit-pending-1"));
+        assert_eq!(remote_addr.as_deref(), Some("127.0.0.1"));
+        assert_eq!(*csrs, 1);
     }
 }

@@ -80,7 +80,9 @@ impl Harness {
         )
         .unwrap();
         let key = key.map(|k| IdempotencyKey::parse(k).unwrap());
-        self.service.create(owner(), request, key.as_ref()).await
+        self.service
+            .create(owner(), request, key.as_ref(), None)
+            .await
     }
 
     /// Hands the next queued job to the real worker code.

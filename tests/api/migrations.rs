@@ -4,7 +4,7 @@
 use csrd::db::{build_pool, migrate};
 use csrd_test_support::*;
 
-const ALL: [&str; 10] = [
+const ALL: [&str; 11] = [
     "V1__init",
     "V2__list_indexes",
     "V3__tenant_counts",
@@ -15,6 +15,7 @@ const ALL: [&str; 10] = [
     "V8__kek_usage",
     "V9__audit_log",
     "V10__fair_share",
+    "V11__cheaper_appends",
 ];
 
 async fn database() -> Isolation {

@@ -45,10 +45,18 @@ pub fn for_parse_error(status: u16) -> ApiError {
 pub fn automatic_status(written: &[u8]) -> Option<u16> {
     let head = written.strip_prefix(b"HTTP/1.1 ")?;
     let status: u16 = std::str::from_utf8(head.get(..3)?).ok()?.parse().ok()?;
-    let empty = written
+    // Every response passes through here: look no further than a 4xx's head.
+    if !(400..500).contains(&status) {
+        return None;
+    }
+    let end = written
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(written.len(), |at| at + 2);
+    let empty = written[..end]
         .windows(b"content-length: 0\r\n".len())
         .any(|w| w.eq_ignore_ascii_case(b"content-length: 0\r\n"));
-    ((400..500).contains(&status) && empty).then_some(status)
+    empty.then_some(status)
 }
 
 #[cfg(test)]
