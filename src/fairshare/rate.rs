@@ -54,11 +54,36 @@ struct Local {
     used_at: Option<Instant>,
 }
 
+/// One tenant's state on this ingress.
+#[derive(Default)]
+struct Slot {
+    /// The tenant's tokens. A plain lock, held for bookkeeping only and never across an
+    /// await: every request of a busy tenant passes through it.
+    local: Mutex<Local>,
+    /// One lease made while requests wait, at a time: the tenant's other requests wait for
+    /// it rather than each asking Postgres.
+    leasing: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Local> {
+        // Plain bookkeeping under the lock: a poisoned one still holds consistent numbers.
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What the tokens at hand say about a request.
+enum Attempt {
+    Done(Result<(), Duration>),
+    /// Nothing at hand: a lease must come first.
+    NeedLease,
+}
+
 /// Cheap to clone.
 #[derive(Clone)]
 pub struct SharedRate {
     pool: Pool,
-    tenants: Arc<Mutex<HashMap<Owner, Arc<tokio::sync::Mutex<Local>>>>>,
+    tenants: Arc<Mutex<HashMap<Owner, Arc<Slot>>>>,
 }
 
 fn lease_size(policy: &TenantPolicy) -> f64 {
@@ -73,12 +98,15 @@ impl SharedRate {
         }
     }
 
-    fn local(&self, owner: &Owner) -> Arc<tokio::sync::Mutex<Local>> {
+    fn slot(&self, owner: &Owner) -> Arc<Slot> {
         let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
-        if tenants.len() >= REMEMBERED && !tenants.contains_key(owner) {
+        if let Some(slot) = tenants.get(owner) {
+            return slot.clone();
+        }
+        if tenants.len() >= REMEMBERED {
             let now = Instant::now();
-            tenants.retain(|_, l| {
-                l.try_lock().map_or(true, |l| {
+            tenants.retain(|_, slot| {
+                slot.local.try_lock().map_or(true, |l| {
                     l.used_at
                         .is_some_and(|at| now.duration_since(at) < Duration::from_secs(60))
                 })
@@ -97,52 +125,42 @@ impl SharedRate {
         if policy.rate <= 0.0 {
             return Ok(());
         }
-        let slot = self.local(owner);
-        // One request of a tenant at a time leases; the tenant's others wait for that lease
-        // rather than each asking Postgres.
-        let mut local = slot.lock().await;
-        if local.prefetching && local.tokens < cost {
-            // The next slice is on its way: wait for it rather than lease beside it (two
-            // leases racing for the last tokens would refuse a request the tenant can afford).
-            let prefetched = local.prefetched.clone();
-            let arrived = prefetched.notified();
-            drop(local);
+        let slot = self.slot(owner);
+        // The common case: tokens at hand, one plain lock, no await.
+        if let Attempt::Done(result) = self.try_take(&slot, owner, cost, policy) {
+            return result;
+        }
+        let _leasing = slot.leasing.lock().await;
+        // A lease that arrived while this request waited may cover it.
+        if let Attempt::Done(result) = self.try_take(&slot, owner, cost, policy) {
+            return result;
+        }
+        // The next slice is on its way in the background: wait for it rather than lease
+        // beside it (two leases racing for the last tokens would refuse a request the tenant
+        // can afford). Registered under the lock, so its arrival cannot be missed.
+        let prefetch = {
+            let local = slot.lock();
+            local
+                .prefetching
+                .then(|| local.prefetched.clone().notified_owned())
+        };
+        if let Some(arrived) = prefetch {
             let _ = tokio::time::timeout(LEASE_TIMEOUT, arrived).await;
-            local = slot.lock().await;
-        }
-        let now = Instant::now();
-        local.used_at = Some(now);
-        if local.leased_under != Some((policy.rate, policy.burst)) {
-            *local = Local {
-                leased_under: Some((policy.rate, policy.burst)),
-                used_at: Some(now),
-                prefetching: local.prefetching,
-                prefetched: local.prefetched.clone(),
-                ..Local::default()
-            };
-        }
-        if local.tokens >= cost {
-            local.tokens -= cost;
-            if local.tokens < lease_size(policy) / 2.0 {
-                self.lease_in_background(&mut local, &slot, owner, policy);
+            if let Attempt::Done(result) = self.try_take(&slot, owner, cost, policy) {
+                return result;
             }
-            return Ok(());
         }
-        if local.fallback {
-            if local.probe_after.is_none_or(|at| at <= now) {
-                self.lease_in_background(&mut local, &slot, owner, policy);
-            }
-            return take_own(&mut local, cost, policy, now);
-        }
-        if let Some(until) = local.empty_until.filter(|until| *until > now) {
-            return Err(until - now);
-        }
-        let want = lease_size(policy) + cost - local.tokens;
+        let want = {
+            let local = slot.lock();
+            lease_size(policy) + cost - local.tokens
+        };
         let leased =
             // Boxed: a lease is a few times a second per tenant, and inline its database query
             // would make every request's future (10,000 may be open) kilobytes larger.
             tokio::time::timeout(LEASE_TIMEOUT, Box::pin(lease(&self.pool, owner, want, policy)))
                 .await;
+        let now = Instant::now();
+        let mut local = slot.lock();
         match leased {
             Ok(Ok((granted, remaining))) => {
                 local.tokens += granted;
@@ -166,12 +184,52 @@ impl SharedRate {
         }
     }
 
+    /// Takes `cost` from what this ingress holds for the tenant, if that settles it.
+    fn try_take(
+        &self,
+        slot: &Arc<Slot>,
+        owner: &Owner,
+        cost: f64,
+        policy: &TenantPolicy,
+    ) -> Attempt {
+        let mut local = slot.lock();
+        let now = Instant::now();
+        local.used_at = Some(now);
+        if local.leased_under != Some((policy.rate, policy.burst)) {
+            let (prefetching, prefetched) = (local.prefetching, local.prefetched.clone());
+            *local = Local {
+                leased_under: Some((policy.rate, policy.burst)),
+                used_at: Some(now),
+                prefetching,
+                prefetched,
+                ..Local::default()
+            };
+        }
+        if local.tokens >= cost {
+            local.tokens -= cost;
+            if local.tokens < lease_size(policy) / 2.0 {
+                self.lease_in_background(&mut local, slot, owner, policy);
+            }
+            return Attempt::Done(Ok(()));
+        }
+        if local.fallback {
+            if local.probe_after.is_none_or(|at| at <= now) {
+                self.lease_in_background(&mut local, slot, owner, policy);
+            }
+            return Attempt::Done(take_own(&mut local, cost, policy, now));
+        }
+        if let Some(until) = local.empty_until.filter(|until| *until > now) {
+            return Attempt::Done(Err(until - now));
+        }
+        Attempt::NeedLease
+    }
+
     /// Leases the next slice in the background (once half of the last one is spent, or to see
     /// whether Postgres answers again); the tenant's requests go on meanwhile.
     fn lease_in_background(
         &self,
         local: &mut Local,
-        slot: &Arc<tokio::sync::Mutex<Local>>,
+        slot: &Arc<Slot>,
         owner: &Owner,
         policy: &TenantPolicy,
     ) {
@@ -184,7 +242,7 @@ impl SharedRate {
         tokio::spawn(async move {
             let leased =
                 tokio::time::timeout(LEASE_TIMEOUT, lease(&pool, &owner, size, &policy)).await;
-            let mut local = slot.lock().await;
+            let mut local = slot.lock();
             local.prefetching = false;
             match leased {
                 Ok(Ok((granted, _))) => {

@@ -60,13 +60,7 @@ pub async fn run(
     builder
         .max_buf_size((2 * limits.max_head_bytes).max(16 * 1024))
         .max_headers(limits.max_headers + 16)
-        .header_read_timeout(None)
-        // No read while a request is in progress (hyper otherwise reads ahead to notice a
-        // client that closed): the request's head and body still hold hyper's read buffer,
-        // so that read would allocate a second one, 8 KiB for every open request. A client
-        // that goes away is noticed when its answer is written; the request deadline bounds
-        // how long its request runs meanwhile.
-        .half_close(true);
+        .header_read_timeout(None);
     let conn = builder.serve_connection(
         hyper_util::rt::TokioIo::new(Io::new(stream.clone(), state.clone())),
         service,
