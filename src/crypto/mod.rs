@@ -2,6 +2,7 @@
 //!
 //! Pure CPU code with no I/O; callers run it on the blocking pool.
 
+pub mod certificate;
 pub mod csr;
 pub mod envelope;
 pub mod keygen;

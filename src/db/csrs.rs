@@ -389,28 +389,55 @@ fn order_by(field: SortField, direction: Direction) -> String {
     }
 }
 
+/// What a delete did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletion {
+    Deleted,
+    /// `owner` has no such CSR.
+    NotFound,
+    /// A custom certificate uses the CSR's key (Cloudflare's 409/1420): nothing was deleted.
+    InUse,
+}
+
 /// Deletes the CSR and its sealed key (the wrapped data key goes with the row), and marks the
 /// Idempotency-Key record that made it, so a replay learns the CSR is gone instead of waiting
-/// for it (or publishing its job again). Returns whether `owner` had such a CSR.
+/// for it (or publishing its job again). A CSR whose key a custom certificate uses stays: the
+/// check answers, and the foreign key stops an upload that commits between the check and the
+/// delete.
 pub async fn delete(
     client: &impl GenericClient,
     owner: &Owner,
     id: CsrId,
-) -> Result<bool, DbError> {
+) -> Result<Deletion, DbError> {
     let row = client
         .query_one(
-            "WITH gone AS (
-                 DELETE FROM custom_csrs WHERE id = $1 AND owner_kind = $2 AND owner_id = $3
+            "WITH target AS (
+                 SELECT id FROM custom_csrs WHERE id = $1 AND owner_kind = $2 AND owner_id = $3
+             ), used AS (
+                 SELECT 1 FROM custom_certificates WHERE custom_csr_id = $1 LIMIT 1
+             ), gone AS (
+                 DELETE FROM custom_csrs WHERE id IN (SELECT id FROM target)
+                     AND NOT EXISTS (SELECT 1 FROM used)
                  RETURNING id
              ), marked AS (
                  UPDATE idempotency_keys SET csr_deleted_at = now()
                  WHERE csr_id IN (SELECT id FROM gone)
              )
-             SELECT count(*) FROM gone",
+             SELECT (SELECT count(*) FROM target), (SELECT count(*) FROM gone)",
             &[&id.0, &owner.kind().as_str(), &owner.id()],
         )
-        .await?;
-    Ok(row.get::<_, i64>(0) == 1)
+        .await;
+    let row = match row {
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) => {
+            return Ok(Deletion::InUse);
+        }
+        other => other?,
+    };
+    Ok(match (row.get::<_, i64>(0), row.get::<_, i64>(1)) {
+        (0, _) => Deletion::NotFound,
+        (_, 1) => Deletion::Deleted,
+        _ => Deletion::InUse,
+    })
 }
 
 /// A stored CSR with its sealed key, for `csrd keys verify`.

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod batches;
 pub mod bulk;
+pub mod certificates;
 pub mod credentials;
 pub mod csrs;
 pub mod jobs;

@@ -27,6 +27,31 @@ pub enum ErrorCode {
     UnknownKeyType = 1417,
     MalformedCsrId = 1418,
     CsrNotFound = 1419,
+    /// Cloudflare's 409: the custom CSR's key is used by a custom certificate.
+    CsrInUse = 1420,
+    /// Cloudflare's "Invalid certificate" (custom certificates): a malformed or unknown
+    /// custom certificate id.
+    InvalidCertificate = 1002,
+    /// Cloudflare's custom-hostname codes for an uploaded certificate, used for custom
+    /// certificates too: cannot be parsed, empty, not the key's, bad or unknown CSR id.
+    CertificateUnparsable = 1426,
+    CertificateEmpty = 1427,
+    CertificateKeyMismatch = 1429,
+    InvalidCustomCsrId = 1430,
+    CustomCsrNotFound = 1431,
+    /// Cloudflare's "The SSL attribute is invalid" (bundle_method, type, geo_restrictions…).
+    InvalidSslAttribute = 1434,
+    /// csrd's own (1440–1445): key material offered, a chain over ten certificates, a
+    /// self-signed leaf, an expired leaf, a leaf not yet valid, a chain out of order.
+    KeyMaterialRefused = 1440,
+    ChainTooLong = 1441,
+    SelfSignedLeaf = 1442,
+    CertificateExpired = 1443,
+    CertificateNotYetValid = 1444,
+    ChainOutOfOrder = 1445,
+    /// csrd's own, in `messages` (not an error): the certificate leaves some of the CSR's
+    /// names uncovered.
+    HostsNotCovered = 1446,
     /// csrd's own: an Idempotency-Key reused with a different request.
     IdempotencyKeyReused = 1422,
     /// Anything the client cannot fix (opaque; the cause is in the log).

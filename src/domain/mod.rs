@@ -9,6 +9,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod batch;
+pub mod certificate;
 pub mod country;
 pub mod error_code;
 pub mod idempotency;
@@ -27,6 +28,7 @@ pub mod validation;
 pub use batch::{
     Batch, BatchEntry, BatchId, BatchStatus, ChunkSpan, ItemState, cut_by_cost, cut_chunks,
 };
+pub use certificate::{CertificateId, CustomCertificate, EditCertificate, UploadCertificate};
 pub use error_code::ErrorCode;
 pub use idempotency::{IdempotencyDecision, IdempotencyKey, IdempotencyRecord, Settled};
 pub use ids::{AccountId, CsrId, Owner, OwnerKind, ZoneId};

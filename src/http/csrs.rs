@@ -18,6 +18,7 @@ use super::envelope::{CsrCollection, CsrIdOnly, CsrPending, CsrSingle, IdOnly, R
 use super::extract::{idempotency_key, json_body, query_pairs};
 use super::result::{CsrResult, PendingResult};
 use super::{ApiError, AppState};
+use crate::db::csrs::Deletion;
 use crate::domain::{CreateCsr, CreateOutcome, CsrId, ListQuery};
 
 pub(super) async fn create(
@@ -113,8 +114,10 @@ pub(super) async fn delete(
     caller: Authorized<Writes>,
 ) -> Result<Response, ApiError> {
     let id = caller.ids.csr_id()?;
-    if !app.catalog.delete(&caller.owner, id).await? {
-        return Err(ApiError::CsrNotFound);
+    match app.catalog.delete(&caller.owner, id).await? {
+        Deletion::Deleted => {}
+        Deletion::NotFound => return Err(ApiError::CsrNotFound),
+        Deletion::InUse => return Err(ApiError::CsrInUse),
     }
     Ok(Json(CsrIdOnly::new(IdOnly { id: id.to_string() })).into_response())
 }

@@ -39,6 +39,15 @@ pub enum ApiError {
     MalformedCsrId,
     #[error("custom CSR not found")]
     CsrNotFound,
+    #[error("the custom CSR's key is used by a custom certificate")]
+    CsrInUse,
+    /// A certificate upload's `custom_csr_id` names no CSR of the caller's.
+    #[error("the custom CSR a certificate names was not found")]
+    CertificateCsrNotFound,
+    #[error("malformed custom certificate id")]
+    MalformedCertificateId,
+    #[error("custom certificate not found")]
+    CertificateNotFound,
     #[error("the custom CSR this Idempotency-Key created has been deleted")]
     CsrDeleted,
     #[error("malformed batch id")]
@@ -97,12 +106,16 @@ impl ApiError {
             | ApiError::MalformedCredentials(_)
             | ApiError::MalformedOwnerId(_)
             | ApiError::MalformedCsrId
+            | ApiError::MalformedCertificateId
             | ApiError::MalformedBatchId
             | ApiError::MalformedHead(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
-            ApiError::CsrNotFound | ApiError::CsrDeleted | ApiError::BatchNotFound => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::CsrInUse => StatusCode::CONFLICT,
+            ApiError::CsrNotFound
+            | ApiError::CsrDeleted
+            | ApiError::BatchNotFound
+            | ApiError::CertificateCsrNotFound
+            | ApiError::CertificateNotFound => StatusCode::NOT_FOUND,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::InvalidCredentials | ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NoRoute => StatusCode::NOT_FOUND,
@@ -155,6 +168,22 @@ impl ApiError {
             ),
             ApiError::MalformedCsrId => one(C::MalformedCsrId, "Invalid custom CSR identifier"),
             ApiError::CsrNotFound => one(C::CsrNotFound, "Custom CSR not found"),
+            ApiError::CsrInUse => one(
+                C::CsrInUse,
+                "The custom CSR's private key is used by a custom certificate. Delete the certificate first.",
+            ),
+            ApiError::CertificateCsrNotFound => vec![ErrorItem::at(
+                C::CustomCsrNotFound,
+                "The custom CSR was not found.",
+                "/custom_csr_id",
+            )],
+            ApiError::MalformedCertificateId => one(
+                C::InvalidCertificate,
+                "Invalid custom certificate identifier",
+            ),
+            ApiError::CertificateNotFound => {
+                one(C::InvalidCertificate, "Custom certificate not found")
+            }
             ApiError::MalformedBatchId => one(C::MalformedCsrId, "Invalid batch identifier"),
             ApiError::BatchNotFound => one(C::CsrNotFound, "Batch not found"),
             ApiError::CsrDeleted => one(
@@ -314,6 +343,18 @@ impl From<BatchError> for ApiError {
             BatchError::Invalid(e) => e.into(),
             BatchError::Refused(e) => e.into(),
             BatchError::Service(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::ingress::CertificateError> for ApiError {
+    fn from(e: crate::ingress::CertificateError) -> Self {
+        use crate::ingress::CertificateError as E;
+        match e {
+            E::Invalid(e) => e.into(),
+            E::CsrNotFound => ApiError::CertificateCsrNotFound,
+            E::NotFound => ApiError::CertificateNotFound,
+            E::Service(e) => e.into(),
         }
     }
 }

@@ -9,6 +9,8 @@
 pub mod auth;
 pub mod authorized;
 pub mod batches;
+pub mod certificate_routes;
+pub mod certificates;
 pub mod csrs;
 pub mod envelope;
 pub mod error;
@@ -35,7 +37,7 @@ use utoipa_axum::routes;
 pub use error::ApiError;
 
 use crate::domain::NamePolicy;
-use crate::ingress::{Access, BatchService, Catalog, CreateService, Readiness};
+use crate::ingress::{Access, BatchService, Catalog, Certificates, CreateService, Readiness};
 
 /// What every request handler is given: the [`Services`], shared (axum clones the state for
 /// each request: one reference count, not one per service).
@@ -64,6 +66,7 @@ pub struct Services {
     /// `None` when the batch API is switched off (its routes then answer 404).
     pub batches: Option<BatchService>,
     pub catalog: Catalog,
+    pub certificates: Certificates,
     pub readiness: Readiness,
     pub name_policy: NamePolicy,
 }
@@ -90,6 +93,24 @@ fn api_routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(routes::get_batch_for_zone))
         .routes(routes!(routes::batch_results_for_zone))
+        .routes(routes!(
+            certificate_routes::list_for_zone,
+            certificate_routes::upload_for_zone
+        ))
+        .routes(routes!(
+            certificate_routes::get_for_zone,
+            certificate_routes::edit_for_zone,
+            certificate_routes::delete_for_zone
+        ))
+        .routes(routes!(
+            certificate_routes::list_for_account,
+            certificate_routes::upload_for_account
+        ))
+        .routes(routes!(
+            certificate_routes::get_for_account,
+            certificate_routes::edit_for_account,
+            certificate_routes::delete_for_account
+        ))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::openapi_json))

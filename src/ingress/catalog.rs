@@ -2,7 +2,8 @@
 //! are audited here.
 
 use crate::audit::{Actor, AuditEvent, Auditor};
-use crate::db::{Pool, csrs};
+use crate::db::Pool;
+use crate::db::csrs::{self, Deletion};
 use crate::domain::{CsrId, CustomCsr, ListQuery, Owner};
 
 use super::ServiceError;
@@ -42,11 +43,11 @@ impl Catalog {
         Ok(csrs::get(&**client, owner, id).await?)
     }
 
-    /// Deletes the CSR with its sealed key; false when `owner` has no such CSR.
-    pub async fn delete(&self, owner: &Owner, id: CsrId) -> Result<bool, ServiceError> {
+    /// Deletes the CSR with its sealed key, unless a custom certificate uses the key.
+    pub async fn delete(&self, owner: &Owner, id: CsrId) -> Result<Deletion, ServiceError> {
         let client = self.pool.get().await?;
-        let deleted = csrs::delete(&**client, owner, id).await?;
-        if deleted {
+        let deletion = csrs::delete(&**client, owner, id).await?;
+        if deletion == Deletion::Deleted {
             tracing::info!(csr_id = %id, "custom CSR and its sealed key deleted");
             self.audit.record(
                 AuditEvent::new("csr.delete", "ok", Actor::Anonymous)
@@ -54,6 +55,6 @@ impl Catalog {
                     .target(id),
             );
         }
-        Ok(deleted)
+        Ok(deletion)
     }
 }

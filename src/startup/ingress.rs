@@ -15,8 +15,8 @@ use crate::http::server::HttpLimits;
 use crate::http::{AppState, Services, router};
 use crate::ingress::batch::BatchSettings;
 use crate::ingress::{
-    Access, Authenticator, BatchService, Catalog, ChunkSettings, Coalescer, CreatePipeline,
-    CreateService, Limits, Readiness, TenantLimits,
+    Access, Authenticator, BatchService, Catalog, Certificates, ChunkSettings, Coalescer,
+    CreatePipeline, CreateService, Limits, Readiness, TenantLimits,
 };
 use crate::queue::{Connectivity, JobQueue, Waiters};
 use crate::settings::Settings;
@@ -87,7 +87,8 @@ pub(super) fn app_state(
         access: Access::new(authenticator, limits.clone(), audit.clone()),
         creates: Arc::new(CreateService::new(pipeline, limits, audit.clone())),
         batches,
-        catalog: Catalog::new(pool.clone(), audit),
+        catalog: Catalog::new(pool.clone(), audit.clone()),
+        certificates: Certificates::new(pool.clone(), audit),
         readiness: Readiness::new(pool.clone(), brokers),
         name_policy: settings.ingress.name_policy,
     });

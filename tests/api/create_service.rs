@@ -224,7 +224,10 @@ async fn replay_after_the_csr_was_deleted_answers_deleted_at_once_and_publishes_
     let mut h = harness(10).await;
     let id = pending_id(&h.create("a.example.com", Some("k1")).await.unwrap());
     h.work_one().await;
-    assert!(h.catalog().delete(&owner(), id).await.unwrap());
+    assert_eq!(
+        h.catalog().delete(&owner(), id).await.unwrap(),
+        csrd::db::csrs::Deletion::Deleted
+    );
     // Overdue too: before the fix, this republished the job and made a new key.
     h.sql("UPDATE idempotency_keys SET created_at = now() - interval '10 minutes'")
         .await;

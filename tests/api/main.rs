@@ -10,6 +10,7 @@ mod auth;
 mod batch_cli;
 mod batch_cli_hostile;
 mod batches;
+mod certificates;
 mod compat;
 mod create;
 mod create_service;

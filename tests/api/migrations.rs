@@ -4,7 +4,7 @@
 use csrd::db::{build_pool, migrate};
 use csrd_test_support::*;
 
-const ALL: [&str; 11] = [
+const ALL: [&str; 12] = [
     "V1__init",
     "V2__list_indexes",
     "V3__tenant_counts",
@@ -16,6 +16,7 @@ const ALL: [&str; 11] = [
     "V9__audit_log",
     "V10__fair_share",
     "V11__cheaper_appends",
+    "V12__custom_certificates",
 ];
 
 async fn database() -> Isolation {

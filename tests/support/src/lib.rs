@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod broker;
+pub mod ca;
 pub mod client;
 pub mod database;
 pub mod eventually;
@@ -23,6 +24,7 @@ pub mod services;
 pub use app::{
     TestApp, spawn_app, spawn_app_with, spawn_in_memory, spawn_in_memory_with, spawn_role,
 };
+pub use ca::TestCa;
 pub use client::{Auth, RawResponse, Response};
 pub use eventually::{eventually, eventually_within, poll_until};
 pub use fixtures::*;

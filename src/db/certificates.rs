@@ -1,0 +1,217 @@
+//! The `custom_certificates` table, always scoped to one owner.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::{GenericClient, Row};
+
+use super::DbError;
+use crate::domain::{CertificateId, CsrId, CustomCertificate, Owner, OwnerKind};
+
+const COLUMNS: &str = "id, owner_kind, owner_id, custom_csr_id, certificate, hosts, issuer, signature, \
+     serial_number, bundle_method, cert_type, geo_label, policy, priority, not_before, expires_on, \
+     uploaded_on, modified_on";
+
+/// The CSR a certificate is checked against: its PEM and SANs, if `owner` owns it. Locked
+/// (`FOR KEY SHARE`) until the transaction ends, so the CSR cannot be deleted meanwhile.
+pub async fn csr_for_upload(
+    client: &impl GenericClient,
+    owner: &Owner,
+    id: CsrId,
+) -> Result<Option<(String, Vec<String>)>, DbError> {
+    let row = client
+        .query_opt(
+            "SELECT csr_pem, sans FROM custom_csrs
+             WHERE id = $1 AND owner_kind = $2 AND owner_id = $3 FOR KEY SHARE",
+            &[&id.0, &owner.kind().as_str(), &owner.id()],
+        )
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+pub async fn insert(client: &impl GenericClient, c: &CustomCertificate) -> Result<(), DbError> {
+    client
+        .execute(
+            &format!(
+                "INSERT INTO custom_certificates ({COLUMNS})
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+            ),
+            &[
+                &c.id.0,
+                &c.owner.kind().as_str(),
+                &c.owner.id(),
+                &c.custom_csr_id.0,
+                &c.certificate,
+                &c.hosts,
+                &c.issuer,
+                &c.signature,
+                &c.serial_number,
+                &c.bundle_method,
+                &c.cert_type,
+                &c.geo_label,
+                &c.policy,
+                &c.priority,
+                &c.not_before,
+                &c.expires_on,
+                &c.uploaded_on,
+                &c.modified_on,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Writes every field an edit may change.
+pub async fn update(client: &impl GenericClient, c: &CustomCertificate) -> Result<(), DbError> {
+    client
+        .execute(
+            "UPDATE custom_certificates SET custom_csr_id = $2, certificate = $3, hosts = $4,
+                 issuer = $5, signature = $6, serial_number = $7, bundle_method = $8,
+                 geo_label = $9, policy = $10, not_before = $11, expires_on = $12,
+                 modified_on = $13
+             WHERE id = $1",
+            &[
+                &c.id.0,
+                &c.custom_csr_id.0,
+                &c.certificate,
+                &c.hosts,
+                &c.issuer,
+                &c.signature,
+                &c.serial_number,
+                &c.bundle_method,
+                &c.geo_label,
+                &c.policy,
+                &c.not_before,
+                &c.expires_on,
+                &c.modified_on,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The certificate if `owner` owns it; `lock` holds it for an edit.
+pub async fn get(
+    client: &impl GenericClient,
+    owner: &Owner,
+    id: CertificateId,
+    lock: bool,
+) -> Result<Option<CustomCertificate>, DbError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM custom_certificates
+         WHERE id = $1 AND owner_kind = $2 AND owner_id = $3{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let row = client
+        .query_opt(&sql, &[&id.0, &owner.kind().as_str(), &owner.id()])
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// What a list may filter on.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// `active` or `expired` (other Cloudflare statuses never apply here: nothing matches).
+    pub status: Option<String>,
+    pub expires_before: Option<DateTime<Utc>>,
+}
+
+/// One page of `owner`'s certificates in upload order, and how many match in all.
+pub async fn list(
+    client: &impl GenericClient,
+    owner: &Owner,
+    filter: &Filter,
+    page: u64,
+    per_page: u64,
+) -> Result<(Vec<CustomCertificate>, i64), DbError> {
+    let status = filter.status.as_deref();
+    let conditions = "owner_kind = $1 AND owner_id = $2
+         AND ($3::text IS NULL
+              OR ($3 = 'active' AND expires_on > now())
+              OR ($3 = 'expired' AND expires_on <= now()))
+         AND ($4::timestamptz IS NULL OR expires_on < $4)";
+    let total: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM custom_certificates WHERE {conditions}"),
+            &[
+                &owner.kind().as_str(),
+                &owner.id(),
+                &status,
+                &filter.expires_before,
+            ],
+        )
+        .await?
+        .get(0);
+    let offset = i64::try_from(page.saturating_sub(1).saturating_mul(per_page)).unwrap_or(i64::MAX);
+    let limit = i64::try_from(per_page).unwrap_or(50);
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM custom_certificates WHERE {conditions}
+                 ORDER BY uploaded_on, id LIMIT $5 OFFSET $6"
+            ),
+            &[
+                &owner.kind().as_str(),
+                &owner.id(),
+                &status,
+                &filter.expires_before,
+                &limit,
+                &offset,
+            ],
+        )
+        .await?;
+    let items = rows.iter().map(from_row).collect::<Result<_, _>>()?;
+    Ok((items, total))
+}
+
+/// Deletes the certificate; false when `owner` has no such certificate.
+pub async fn delete(
+    client: &impl GenericClient,
+    owner: &Owner,
+    id: CertificateId,
+) -> Result<bool, DbError> {
+    let n = client
+        .execute(
+            "DELETE FROM custom_certificates WHERE id = $1 AND owner_kind = $2 AND owner_id = $3",
+            &[&id.0, &owner.kind().as_str(), &owner.id()],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// How many certificates (of everyone) expire before `before` and have not yet expired.
+pub async fn count_expiring(
+    client: &impl GenericClient,
+    before: DateTime<Utc>,
+) -> Result<i64, DbError> {
+    Ok(client
+        .query_one(
+            "SELECT count(*) FROM custom_certificates WHERE expires_on > now() AND expires_on < $1",
+            &[&before],
+        )
+        .await?
+        .get(0))
+}
+
+fn from_row(row: &Row) -> Result<CustomCertificate, DbError> {
+    let corrupt = |what: &str| DbError::Corrupt(what.to_owned());
+    let kind = OwnerKind::parse(row.get("owner_kind")).ok_or_else(|| corrupt("owner_kind"))?;
+    let owner = Owner::parse(kind, row.get("owner_id")).ok_or_else(|| corrupt("owner_id"))?;
+    Ok(CustomCertificate {
+        id: CertificateId(row.get("id")),
+        owner,
+        custom_csr_id: CsrId(row.get("custom_csr_id")),
+        certificate: row.get("certificate"),
+        hosts: row.get("hosts"),
+        issuer: row.get("issuer"),
+        signature: row.get("signature"),
+        serial_number: row.get("serial_number"),
+        bundle_method: row.get("bundle_method"),
+        cert_type: row.get("cert_type"),
+        geo_label: row.get("geo_label"),
+        policy: row.get("policy"),
+        priority: row.get("priority"),
+        not_before: row.get("not_before"),
+        expires_on: row.get("expires_on"),
+        uploaded_on: row.get("uploaded_on"),
+        modified_on: row.get("modified_on"),
+    })
+}

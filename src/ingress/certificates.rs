@@ -1,0 +1,252 @@
+//! Custom certificates: upload one against its custom CSR (checked against the key csrd holds
+//! for it), read, list, edit and delete them, always scoped to one owner. Changes are audited.
+
+use chrono::{DateTime, Utc};
+
+use super::ServiceError;
+use crate::audit::{Actor, AuditEvent, Auditor};
+use crate::crypto::certificate::{ChainError, LeafFacts, inspect_chain, uncovered_names};
+use crate::db::certificates::{self, Filter};
+use crate::db::{DbError, Pool};
+use crate::domain::{
+    CertificateId, CsrId, CustomCertificate, EditCertificate, ErrorCode, FieldError, Owner,
+    UploadCertificate, ValidationErrors,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CertificateError {
+    #[error("invalid certificate upload")]
+    Invalid(ValidationErrors),
+    /// The `custom_csr_id` names no CSR of this owner (another tenant's reads the same).
+    #[error("custom CSR not found")]
+    CsrNotFound,
+    #[error("custom certificate not found")]
+    NotFound,
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+impl From<DbError> for CertificateError {
+    fn from(e: DbError) -> Self {
+        Self::Service(e.into())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for CertificateError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Self::Service(e.into())
+    }
+}
+
+impl From<tokio_postgres::Error> for CertificateError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        DbError::from(e).into()
+    }
+}
+
+/// A stored certificate, and the CSR names it does not cover (reported, not refused: a CA
+/// may issue for fewer names than were asked for, and the client decides).
+pub struct Stored {
+    pub certificate: CustomCertificate,
+    pub uncovered: Vec<String>,
+}
+
+/// One page of certificates, and how many match in all.
+pub struct CertificatePage {
+    pub items: Vec<CustomCertificate>,
+    pub total: u64,
+}
+
+#[derive(Clone)]
+pub struct Certificates {
+    pool: Pool,
+    audit: Auditor,
+}
+
+impl Certificates {
+    pub fn new(pool: Pool, audit: Auditor) -> Self {
+        Self { pool, audit }
+    }
+
+    pub async fn upload(
+        &self,
+        owner: &Owner,
+        upload: UploadCertificate,
+    ) -> Result<Stored, CertificateError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let (facts, uncovered) =
+            check_against_csr(&tx, owner, upload.custom_csr_id, &upload.certificate).await?;
+        let now = stored_now();
+        let certificate = CustomCertificate {
+            id: CertificateId::new(),
+            owner: owner.clone(),
+            custom_csr_id: upload.custom_csr_id,
+            certificate: facts.chain_pem,
+            hosts: facts.hosts,
+            issuer: facts.issuer,
+            signature: facts.signature,
+            serial_number: facts.serial_number,
+            bundle_method: upload.bundle_method,
+            cert_type: upload.cert_type,
+            geo_label: upload.geo_label,
+            policy: upload.policy,
+            priority: 0,
+            not_before: facts.not_before,
+            expires_on: facts.expires_on,
+            uploaded_on: now,
+            modified_on: now,
+        };
+        certificates::insert(&*tx, &certificate).await?;
+        tx.commit().await?;
+        self.audited("certificate.upload", &certificate);
+        Ok(Stored {
+            certificate,
+            uncovered,
+        })
+    }
+
+    pub async fn edit(
+        &self,
+        owner: &Owner,
+        id: CertificateId,
+        edit: EditCertificate,
+    ) -> Result<Stored, CertificateError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let mut stored = certificates::get(&*tx, owner, id, true)
+            .await?
+            .ok_or(CertificateError::NotFound)?;
+        let mut uncovered = Vec::new();
+        if edit.rechecks() {
+            let csr_id = edit.custom_csr_id.unwrap_or(stored.custom_csr_id);
+            let pem = edit.certificate.as_deref().unwrap_or(&stored.certificate);
+            let (facts, missing) = check_against_csr(&tx, owner, csr_id, pem).await?;
+            uncovered = missing;
+            stored.custom_csr_id = csr_id;
+            stored.certificate = facts.chain_pem;
+            stored.hosts = facts.hosts;
+            stored.issuer = facts.issuer;
+            stored.signature = facts.signature;
+            stored.serial_number = facts.serial_number;
+            stored.not_before = facts.not_before;
+            stored.expires_on = facts.expires_on;
+        }
+        if let Some(bundle_method) = edit.bundle_method {
+            stored.bundle_method = bundle_method;
+        }
+        if edit.geo_label.is_some() {
+            stored.geo_label = edit.geo_label;
+        }
+        if edit.policy.is_some() {
+            stored.policy = edit.policy;
+        }
+        stored.modified_on = stored_now();
+        certificates::update(&*tx, &stored).await?;
+        tx.commit().await?;
+        self.audited("certificate.edit", &stored);
+        Ok(Stored {
+            certificate: stored,
+            uncovered,
+        })
+    }
+
+    pub async fn get(
+        &self,
+        owner: &Owner,
+        id: CertificateId,
+    ) -> Result<CustomCertificate, CertificateError> {
+        let client = self.pool.get().await?;
+        certificates::get(&**client, owner, id, false)
+            .await?
+            .ok_or(CertificateError::NotFound)
+    }
+
+    pub async fn list(
+        &self,
+        owner: &Owner,
+        filter: &Filter,
+        page: u64,
+        per_page: u64,
+    ) -> Result<CertificatePage, CertificateError> {
+        let client = self.pool.get().await?;
+        let (items, total) = certificates::list(&**client, owner, filter, page, per_page).await?;
+        Ok(CertificatePage {
+            items,
+            total: u64::try_from(total).unwrap_or(0),
+        })
+    }
+
+    pub async fn delete(&self, owner: &Owner, id: CertificateId) -> Result<(), CertificateError> {
+        let client = self.pool.get().await?;
+        if !certificates::delete(&**client, owner, id).await? {
+            return Err(CertificateError::NotFound);
+        }
+        self.audit.record(
+            AuditEvent::new("certificate.delete", "ok", Actor::Anonymous)
+                .owner(owner)
+                .target(id),
+        );
+        Ok(())
+    }
+
+    /// How many certificates of every tenant expire within `days` (for `/metrics`).
+    pub async fn count_expiring_within(&self, days: i64) -> Result<i64, CertificateError> {
+        let client = self.pool.get().await?;
+        let before: DateTime<Utc> = Utc::now() + chrono::Duration::days(days);
+        Ok(certificates::count_expiring(&**client, before).await?)
+    }
+
+    fn audited(&self, action: &'static str, c: &CustomCertificate) {
+        self.audit.record(
+            AuditEvent::new(action, "ok", Actor::Anonymous)
+                .owner(&c.owner)
+                .target(c.id)
+                .detail(serde_json::json!({
+                    "custom_csr_id": c.custom_csr_id.to_string(),
+                    "serial_number": c.serial_number,
+                    "expires_on": c.expires_on,
+                })),
+        );
+    }
+}
+
+/// Now, to the microsecond Postgres keeps: an upload's answer equals what a later read shows.
+fn stored_now() -> DateTime<Utc> {
+    use chrono::SubsecRound as _;
+    Utc::now().trunc_subsecs(6)
+}
+
+/// Reads the CSR (locked against a delete until the transaction ends) and checks the chain
+/// against its key.
+async fn check_against_csr(
+    tx: &tokio_postgres::Transaction<'_>,
+    owner: &Owner,
+    csr_id: CsrId,
+    pem: &str,
+) -> Result<(LeafFacts, Vec<String>), CertificateError> {
+    let (csr_pem, sans) = certificates::csr_for_upload(tx, owner, csr_id)
+        .await?
+        .ok_or(CertificateError::CsrNotFound)?;
+    let facts = inspect_chain(pem, &csr_pem, Utc::now())
+        .map_err(|e| CertificateError::Invalid(ValidationErrors::single(chain_error(&e))))?;
+    let uncovered = uncovered_names(&sans, &facts.hosts);
+    Ok((facts, uncovered))
+}
+
+/// The code and message for a refused chain, at `/certificate`. Nothing of the input is
+/// echoed: it may hold a key.
+pub fn chain_error(e: &ChainError) -> FieldError {
+    let code = match e {
+        ChainError::Empty => ErrorCode::CertificateEmpty,
+        ChainError::Unparsable => ErrorCode::CertificateUnparsable,
+        ChainError::PrivateKey => ErrorCode::KeyMaterialRefused,
+        ChainError::TooLong => ErrorCode::ChainTooLong,
+        ChainError::OutOfOrder(_) => ErrorCode::ChainOutOfOrder,
+        ChainError::SelfSigned => ErrorCode::SelfSignedLeaf,
+        ChainError::Expired(_) => ErrorCode::CertificateExpired,
+        ChainError::NotYetValid(_) => ErrorCode::CertificateNotYetValid,
+        ChainError::KeyMismatch => ErrorCode::CertificateKeyMismatch,
+    };
+    FieldError::new(code, "/certificate", e.to_string())
+}

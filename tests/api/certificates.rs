@@ -1,0 +1,384 @@
+//! Custom certificates uploaded against custom CSRs: checked against the key csrd holds,
+//! stored, read back, listed by expiry, and a CSR whose key is in use kept from deletion.
+
+use csrd::auth::Permission;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use csrd_test_support::*;
+
+async fn new_csr(app: &TestApp, token: &str, kind: &str, owner: &str, name: &str) -> Value {
+    let body = with(p256_body(), "sans", json!([name]));
+    let body = with(body, "common_name", json!(name));
+    let resp = app.create(kind, owner, Auth::Bearer(token), &body).await;
+    assert_eq!(resp.status, 201, "{}", resp.body);
+    resp.body["result"].clone()
+}
+
+fn path(kind: &str, owner: &str, rest: &str) -> String {
+    format!("/client/v4/{kind}/{owner}/custom_certificates{rest}")
+}
+
+async fn upload(app: &TestApp, token: &str, kind: &str, owner: &str, body: Value) -> Response {
+    app.send(
+        Method::POST,
+        &path(kind, owner, ""),
+        Auth::Bearer(token),
+        Some(body.to_string()),
+    )
+    .await
+}
+
+fn codes(resp: &Response) -> Vec<u64> {
+    resp.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["code"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_signed_certificate_is_stored_read_back_and_holds_its_csr_until_deleted() {
+    let app = spawn_in_memory().await;
+    let token = app.token(&[], &[ZONE_A], Permission::Write).await;
+    let ca = TestCa::new();
+    let csr = new_csr(&app, &token, "zones", ZONE_A, "shop.example.org").await;
+    let chain = ca.sign(csr["csr"].as_str().unwrap());
+
+    let resp = upload(
+        &app,
+        &token,
+        "zones",
+        ZONE_A,
+        json!({"certificate": chain, "custom_csr_id": csr["id"], "bundle_method": "force"}),
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let cert = resp.body["result"].clone();
+    assert_eq!(cert["custom_csr_id"], csr["id"]);
+    assert_eq!(cert["zone_id"], ZONE_A);
+    assert_eq!(cert["hosts"], json!(["shop.example.org"]));
+    assert_eq!(cert["issuer"], "csrd test CA");
+    assert_eq!(cert["signature"], "ECDSAWithSHA256");
+    assert_eq!(cert["status"], "active");
+    assert_eq!(cert["bundle_method"], "force");
+    assert_eq!(cert["type"], "legacy_custom");
+    assert!(
+        cert["expires_on"]
+            .as_str()
+            .unwrap()
+            .starts_with("2090-01-01")
+    );
+    assert_eq!(
+        resp.body["messages"],
+        json!([]),
+        "every CSR name is covered"
+    );
+    let id = cert["id"].as_str().unwrap();
+
+    let got = app
+        .send(
+            Method::GET,
+            &path("zones", ZONE_A, &format!("/{id}")),
+            Auth::Bearer(&token),
+            None,
+        )
+        .await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body["result"], cert);
+    let listed = app
+        .send(
+            Method::GET,
+            &path("zones", ZONE_A, ""),
+            Auth::Bearer(&token),
+            None,
+        )
+        .await;
+    assert_eq!(listed.body["result"], json!([cert]));
+    assert_eq!(listed.body["result_info"]["total_count"], 1);
+    assert_eq!(listed.body["result_info"]["per_page"], 20);
+
+    let edited = app
+        .send(
+            Method::PATCH,
+            &path("zones", ZONE_A, &format!("/{id}")),
+            Auth::Bearer(&token),
+            Some(json!({"bundle_method": "optimal"}).to_string()),
+        )
+        .await;
+    assert_eq!(edited.status, 200, "{}", edited.body);
+    assert_eq!(edited.body["result"]["bundle_method"], "optimal");
+    assert_eq!(edited.body["result"]["id"], id);
+
+    let csr_path = format!(
+        "/client/v4/zones/{ZONE_A}/custom_csrs/{}",
+        csr["id"].as_str().unwrap()
+    );
+    let refused = app
+        .send(Method::DELETE, &csr_path, Auth::Bearer(&token), None)
+        .await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert_eq!(codes(&refused), vec![1420]);
+    let still = app
+        .send(Method::GET, &csr_path, Auth::Bearer(&token), None)
+        .await;
+    assert_eq!(still.status, 200, "the CSR and its key are still there");
+
+    let deleted = app
+        .send(
+            Method::DELETE,
+            &path("zones", ZONE_A, &format!("/{id}")),
+            Auth::Bearer(&token),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, 200);
+    assert_eq!(deleted.body["result"]["id"], id);
+    let csr_gone = app
+        .send(Method::DELETE, &csr_path, Auth::Bearer(&token), None)
+        .await;
+    assert_eq!(csr_gone.status, 200, "{}", csr_gone.body);
+}
+
+#[tokio::test]
+async fn bad_certificates_are_refused_with_their_code_and_nothing_is_stored() {
+    let app = spawn_in_memory().await;
+    let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let ca = TestCa::new();
+    let a = new_csr(&app, &token, "accounts", ACCOUNT_A, "a.example.org").await;
+    let b = new_csr(&app, &token, "accounts", ACCOUNT_A, "b.example.org").await;
+    let a_pem = a["csr"].as_str().unwrap();
+    let for_b = ca.sign(b["csr"].as_str().unwrap());
+    let pasted_key = "-----BEGIN PRIVATE KEY-----\nTOPSECRETKEYBYTES\n-----END PRIVATE KEY-----\n";
+    let cases: Vec<(&str, Value, u64)> = vec![
+        ("another CSR's key", json!(for_b), 1429),
+        (
+            "a self-signed leaf",
+            json!(csrd_test_support::ca::self_signed("a.example.org")),
+            1442,
+        ),
+        (
+            "an expired leaf",
+            json!(ca.sign_between(a_pem, 2020, 2021)),
+            1443,
+        ),
+        (
+            "a leaf not yet valid",
+            json!(ca.sign_between(a_pem, 2095, 2098)),
+            1444,
+        ),
+        ("garbage", json!("not a certificate at all"), 1426),
+        (
+            "a garbage PEM block",
+            json!("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+            1426,
+        ),
+        ("a private key pasted in", json!(pasted_key), 1440),
+        ("an empty certificate", json!(""), 1427),
+        ("eleven certificates", json!(ca.pem.repeat(11)), 1441),
+        (
+            "the chain reversed",
+            json!(format!("{}{}", ca.pem, ca.sign_between(a_pem, 2024, 2090))),
+            1445,
+        ),
+    ];
+    for (what, certificate, code) in cases {
+        let resp = upload(
+            &app,
+            &token,
+            "accounts",
+            ACCOUNT_A,
+            json!({"certificate": certificate, "custom_csr_id": a["id"]}),
+        )
+        .await;
+        assert_eq!(resp.status, 400, "{what}: {}", resp.body);
+        assert_eq!(codes(&resp), vec![code], "{what}: {}", resp.body);
+        assert_eq!(
+            resp.body["errors"][0]["source"]["pointer"], "/certificate",
+            "{what}"
+        );
+        assert!(
+            !resp.body.to_string().contains("TOPSECRET"),
+            "{what}: input echoed"
+        );
+    }
+    let with_key = upload(
+        &app,
+        &token,
+        "accounts",
+        ACCOUNT_A,
+        json!({"certificate": ca.sign(a_pem), "custom_csr_id": a["id"], "private_key": pasted_key}),
+    )
+    .await;
+    assert_eq!(with_key.status, 400);
+    assert_eq!(codes(&with_key), vec![1440]);
+    assert!(!with_key.body.to_string().contains("TOPSECRET"));
+    let without_csr = upload(
+        &app,
+        &token,
+        "accounts",
+        ACCOUNT_A,
+        json!({"certificate": ca.sign(a_pem)}),
+    )
+    .await;
+    assert_eq!(codes(&without_csr), vec![1430]);
+
+    let listed = app
+        .send(
+            Method::GET,
+            &path("accounts", ACCOUNT_A, ""),
+            Auth::Bearer(&token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        listed.body["result_info"]["total_count"], 0,
+        "nothing stored"
+    );
+}
+
+#[tokio::test]
+async fn another_tenants_csr_and_certificate_are_unknown_here() {
+    let app = spawn_in_memory().await;
+    let a = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let b = app.token(&[ACCOUNT_B], &[], Permission::Write).await;
+    let ca = TestCa::new();
+    let csr = new_csr(&app, &a, "accounts", ACCOUNT_A, "mine.example.org").await;
+    let chain = ca.sign(csr["csr"].as_str().unwrap());
+
+    let stolen = upload(
+        &app,
+        &b,
+        "accounts",
+        ACCOUNT_B,
+        json!({"certificate": chain, "custom_csr_id": csr["id"]}),
+    )
+    .await;
+    assert_eq!(stolen.status, 404, "{}", stolen.body);
+    assert_eq!(codes(&stolen), vec![1431]);
+
+    let mine = upload(
+        &app,
+        &a,
+        "accounts",
+        ACCOUNT_A,
+        json!({"certificate": chain, "custom_csr_id": csr["id"]}),
+    )
+    .await;
+    assert_eq!(mine.status, 200, "{}", mine.body);
+    let id = mine.body["result"]["id"].as_str().unwrap();
+    for method in [Method::GET, Method::DELETE] {
+        let resp = app
+            .send(
+                method.clone(),
+                &path("accounts", ACCOUNT_B, &format!("/{id}")),
+                Auth::Bearer(&b),
+                None,
+            )
+            .await;
+        assert_eq!(resp.status, 404, "{method}: {}", resp.body);
+        assert_eq!(codes(&resp), vec![1002]);
+    }
+    let malformed = app
+        .send(
+            Method::GET,
+            &path("accounts", ACCOUNT_A, "/nope"),
+            Auth::Bearer(&a),
+            None,
+        )
+        .await;
+    assert_eq!(malformed.status, 400);
+    assert_eq!(codes(&malformed), vec![1002]);
+}
+
+#[tokio::test]
+async fn the_expiry_filter_finds_what_expires_first_and_uncovered_names_are_reported() {
+    let app = spawn_in_memory().await;
+    let token = app.token(&[], &[ZONE_A], Permission::Write).await;
+    let ca = TestCa::new();
+    let soon = new_csr(&app, &token, "zones", ZONE_A, "soon.example.org").await;
+    let late = new_csr(&app, &token, "zones", ZONE_A, "late.example.org").await;
+    let soon_chain = ca.sign_between(soon["csr"].as_str().unwrap(), 2024, 2030);
+    let r = upload(
+        &app,
+        &token,
+        "zones",
+        ZONE_A,
+        json!({"certificate": soon_chain, "custom_csr_id": soon["id"]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // A certificate for fewer names than the CSR asked for is stored, and the gap reported.
+    let two_names = with(
+        p256_body(),
+        "sans",
+        json!(["late.example.org", "www.late.example.org"]),
+    );
+    let two = app
+        .create("zones", ZONE_A, Auth::Bearer(&token), &two_names)
+        .await;
+    assert_eq!(two.status, 201);
+    let one_name = ca.sign_names(
+        two.body["result"]["csr"].as_str().unwrap(),
+        &["late.example.org"],
+    );
+    let partial = upload(
+        &app,
+        &token,
+        "zones",
+        ZONE_A,
+        json!({"certificate": one_name, "custom_csr_id": two.body["result"]["id"]}),
+    )
+    .await;
+    assert_eq!(partial.status, 200, "{}", partial.body);
+    assert_eq!(partial.body["messages"][0]["code"], 1446);
+    assert!(
+        partial.body["messages"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("www.late.example.org")
+    );
+    let late_chain = ca.sign(late["csr"].as_str().unwrap());
+    let covered = upload(
+        &app,
+        &token,
+        "zones",
+        ZONE_A,
+        json!({"certificate": late_chain, "custom_csr_id": late["id"]}),
+    )
+    .await;
+    assert_eq!(covered.status, 200);
+    assert_eq!(covered.body["messages"], json!([]));
+
+    let expiring = app
+        .send(
+            Method::GET,
+            &path("zones", ZONE_A, "?expires_before=2031-01-01T00:00:00Z"),
+            Auth::Bearer(&token),
+            None,
+        )
+        .await;
+    assert_eq!(expiring.status, 200, "{}", expiring.body);
+    assert_eq!(expiring.body["result_info"]["total_count"], 1);
+    let hosts: Vec<&Value> = expiring.body["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["hosts"])
+        .collect();
+    assert_eq!(hosts, vec![&json!(["soon.example.org"])]);
+    let bad = app
+        .send(
+            Method::GET,
+            &path("zones", ZONE_A, "?expires_before=tomorrow"),
+            Auth::Bearer(&token),
+            None,
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(
+        bad.body["errors"][0]["source"]["parameter"],
+        "expires_before"
+    );
+}
