@@ -53,6 +53,12 @@ async fn official_cloudflare_python_sdk_round_trip() {
 }
 
 #[tokio::test]
+async fn official_cloudflare_python_sdk_custom_certificates() {
+    let app = spawn_app().await;
+    run_pytest(&app, "test_sdk_certificates.py").await;
+}
+
+#[tokio::test]
 async fn schemathesis_against_cloudflares_openapi_document() {
     let app = spawn_app().await;
     run_pytest(&app, "test_schema.py").await;
