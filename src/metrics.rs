@@ -154,6 +154,10 @@ fn describe_all() {
     describe_gauge!("csrd_db_pool_max", "The Postgres pool's size limit");
     describe_gauge!("csrd_build_info", "Always 1; the version as a label");
     describe_gauge!(
+        "csrd_certificates_expiring",
+        "Custom certificates (of every tenant) not yet expired that expire within `days` (7 or 30)"
+    );
+    describe_gauge!(
         "csrd_kek_wraps",
         "Records each KEK has wrapped (AES-GCM random-nonce budget: 2^32; csrd warns at 2^30)"
     );
@@ -199,6 +203,12 @@ pub fn http_response(route: &str, status: u16, seconds: f64) {
 }
 
 /// Keys waiting in a worker's pool, by key type.
+/// Certificates expiring within 7 and within 30 days, across tenants (no tenant labels).
+pub fn certificates_expiring(within_7: i64, within_30: i64) {
+    gauge!("csrd_certificates_expiring", "days" => "7").set(within_7 as f64);
+    gauge!("csrd_certificates_expiring", "days" => "30").set(within_30 as f64);
+}
+
 pub fn key_pool_depth(key_type: &str, depth: usize) {
     gauge!("csrd_key_pool_depth", "key_type" => key_type.to_owned()).set(depth as f64);
 }

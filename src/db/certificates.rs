@@ -177,18 +177,18 @@ pub async fn delete(
     Ok(n == 1)
 }
 
-/// How many certificates (of everyone) expire before `before` and have not yet expired.
-pub async fn count_expiring(
-    client: &impl GenericClient,
-    before: DateTime<Utc>,
-) -> Result<i64, DbError> {
-    Ok(client
+/// How many certificates (of every tenant) expire within 7 and within 30 days and have not
+/// expired yet: one walk of the expiry index over the next 30 days.
+pub async fn count_expiring(client: &impl GenericClient) -> Result<(i64, i64), DbError> {
+    let row = client
         .query_one(
-            "SELECT count(*) FROM custom_certificates WHERE expires_on > now() AND expires_on < $1",
-            &[&before],
+            "SELECT count(*) FILTER (WHERE expires_on < now() + interval '7 days'), count(*)
+             FROM custom_certificates
+             WHERE expires_on > now() AND expires_on < now() + interval '30 days'",
+            &[],
         )
-        .await?
-        .get(0))
+        .await?;
+    Ok((row.get(0), row.get(1)))
 }
 
 fn from_row(row: &Row) -> Result<CustomCertificate, DbError> {

@@ -190,13 +190,6 @@ impl Certificates {
         Ok(())
     }
 
-    /// How many certificates of every tenant expire within `days` (for `/metrics`).
-    pub async fn count_expiring_within(&self, days: i64) -> Result<i64, CertificateError> {
-        let client = self.pool.get().await?;
-        let before: DateTime<Utc> = Utc::now() + chrono::Duration::days(days);
-        Ok(certificates::count_expiring(&**client, before).await?)
-    }
-
     fn audited(&self, action: &'static str, c: &CustomCertificate) {
         self.audit.record(
             AuditEvent::new(action, "ok", Actor::Anonymous)

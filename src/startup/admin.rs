@@ -33,8 +33,20 @@ pub(super) async fn serve(
     Ok((addr, task))
 }
 
-/// The Prometheus text exposition, with this process's Postgres pool as it is now.
+/// The Prometheus text exposition, with this process's Postgres pool as it is now and the
+/// certificates about to expire (read at each scrape; kept as they were when Postgres does
+/// not answer within a second, so a scrape never hangs on it).
 async fn metrics(State(pool): State<crate::db::Pool>) -> Response {
+    let expiring = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        let client = pool.get().await.ok()?;
+        crate::db::certificates::count_expiring(&**client)
+            .await
+            .ok()
+    })
+    .await;
+    if let Ok(Some((within_7, within_30))) = expiring {
+        crate::metrics::certificates_expiring(within_7, within_30);
+    }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -382,3 +382,46 @@ async fn the_expiry_filter_finds_what_expires_first_and_uncovered_names_are_repo
         "expires_before"
     );
 }
+
+#[tokio::test]
+async fn metrics_count_certificates_expiring_within_7_and_30_days_across_tenants() {
+    use chrono::Datelike as _;
+    let app = spawn_app().await;
+    let token = app.token(&[ACCOUNT_A], &[ZONE_A], Permission::Write).await;
+    let ca = TestCa::new();
+    let day = |days: i64| {
+        let d = chrono::Utc::now() + chrono::Duration::days(days);
+        (d.year(), d.month() as u8, d.day() as u8)
+    };
+    for (kind, owner, name, until) in [
+        ("zones", ZONE_A, "in3.example.org", day(3)),
+        ("accounts", ACCOUNT_A, "in20.example.org", day(20)),
+        ("accounts", ACCOUNT_A, "later.example.org", day(400)),
+    ] {
+        let csr = new_csr(&app, &token, kind, owner, name).await;
+        let leaf = ca.sign_until(csr["csr"].as_str().unwrap(), until);
+        let resp = upload(
+            &app,
+            &token,
+            kind,
+            owner,
+            json!({"certificate": leaf, "custom_csr_id": csr["id"]}),
+        )
+        .await;
+        assert_eq!(resp.status, 200, "{}", resp.body);
+    }
+    let text = reqwest::get(app.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("csrd_certificates_expiring{days=\"7\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("csrd_certificates_expiring{days=\"30\"} 2"),
+        "{text}"
+    );
+}

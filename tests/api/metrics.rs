@@ -95,6 +95,7 @@ async fn metrics_cover_requests_jobs_keys_queues_and_the_pool_and_the_dashboard_
         "csrd_db_pool_waiting",
         "csrd_db_pool_max",
         "csrd_build_info",
+        "csrd_certificates_expiring",
     ] {
         assert!(exported.contains(family), "{family} missing from:\n{text}");
     }

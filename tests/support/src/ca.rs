@@ -38,6 +38,14 @@ impl TestCa {
         csr.signed_by(&self.issuer).unwrap().pem()
     }
 
+    /// The leaf for `csr_pem`, valid from 2024 to the given day (year, month, day).
+    pub fn sign_until(&self, csr_pem: &str, (y, m, d): (i32, u8, u8)) -> String {
+        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).unwrap();
+        csr.params.not_before = date_time_ymd(2024, 1, 1);
+        csr.params.not_after = date_time_ymd(y, m, d);
+        csr.signed_by(&self.issuer).unwrap().pem()
+    }
+
     /// A leaf for the CSR's key with other names than it asked for (valid 2024–2090).
     pub fn sign_names(&self, csr_pem: &str, names: &[&str]) -> String {
         let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).unwrap();
