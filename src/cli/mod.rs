@@ -6,6 +6,7 @@
 mod audit;
 mod batch;
 mod bench;
+mod certs;
 mod credentials;
 mod kek;
 mod keys;
@@ -61,6 +62,9 @@ pub enum Command {
     /// Read the audit log, oldest first: creates, deletes, batch submissions, refused callers,
     /// token, user, KEK and tenant-limit operations.
     Audit(audit::AuditArgs),
+    /// Custom certificates: `certs expiring --days 30 [--account|--zone] [--json]`.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
     /// Manage per-tenant limits and fair-share weights.
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
@@ -100,6 +104,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(command) => bench::run(command).await,
         Command::Batch(args) => batch::run(args).await,
         Command::Audit(args) => audit::query(args).await,
+        Command::Certs(command) => certs::run(command).await,
         Command::Tenant(command) => tenant::run(command, &operator).await,
     }
 }

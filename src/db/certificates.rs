@@ -191,6 +191,30 @@ pub async fn count_expiring(client: &impl GenericClient) -> Result<(i64, i64), D
     Ok((row.get(0), row.get(1)))
 }
 
+/// Certificates (of `owner`, or of everyone) not yet expired that expire before `before`,
+/// soonest first, at most `limit`.
+pub async fn expiring(
+    client: &impl GenericClient,
+    owner: Option<&Owner>,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<CustomCertificate>, DbError> {
+    let kind = owner.map(|o| o.kind().as_str());
+    let id = owner.map(|o| o.id());
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM custom_certificates
+                 WHERE expires_on > now() AND expires_on < $1
+                   AND ($2::text IS NULL OR (owner_kind = $2 AND owner_id = $3))
+                 ORDER BY expires_on, id LIMIT $4"
+            ),
+            &[&before, &kind, &id, &limit],
+        )
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
 fn from_row(row: &Row) -> Result<CustomCertificate, DbError> {
     let corrupt = |what: &str| DbError::Corrupt(what.to_owned());
     let kind = OwnerKind::parse(row.get("owner_kind")).ok_or_else(|| corrupt("owner_kind"))?;

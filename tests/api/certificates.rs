@@ -385,6 +385,7 @@ async fn the_expiry_filter_finds_what_expires_first_and_uncovered_names_are_repo
 
 #[tokio::test]
 async fn metrics_count_certificates_expiring_within_7_and_30_days_across_tenants() {
+    // `csrd certs expiring` lists the same certificates, soonest first (checked at the end).
     use chrono::Datelike as _;
     let app = spawn_app().await;
     let token = app.token(&[ACCOUNT_A], &[ZONE_A], Permission::Write).await;
@@ -424,4 +425,38 @@ async fn metrics_count_certificates_expiring_within_7_and_30_days_across_tenants
         text.contains("csrd_certificates_expiring{days=\"30\"} 2"),
         "{text}"
     );
+
+    let hosts =
+        |rows: Vec<Value>| -> Vec<Value> { rows.iter().map(|r| r["hosts"][0].clone()).collect() };
+    assert_eq!(
+        hosts(certs_expiring(&app, &["--days", "30"]).await),
+        vec![json!("in3.example.org"), json!("in20.example.org")]
+    );
+    assert_eq!(
+        hosts(certs_expiring(&app, &["--days", "30", "--account", ACCOUNT_A]).await),
+        vec![json!("in20.example.org")]
+    );
+    assert_eq!(
+        hosts(certs_expiring(&app, &["--days", "7", "--zone", ZONE_A]).await),
+        vec![json!("in3.example.org")]
+    );
+}
+
+/// `csrd certs expiring`, as an operator runs it against the test's database.
+async fn certs_expiring(app: &TestApp, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["certs", "expiring"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let out = csrd_test_support::process::csrd_command(env!("CARGO_BIN_EXE_csrd"), &app.iso, &all)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
