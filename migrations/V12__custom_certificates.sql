@@ -27,5 +27,7 @@ CREATE TABLE custom_certificates (
 CREATE INDEX custom_certificates_owner_uploaded
     ON custom_certificates (owner_kind, owner_id, uploaded_on, id);
 CREATE INDEX custom_certificates_expires ON custom_certificates (expires_on);
--- The in-use check on CSR delete, and the foreign key's own lookups.
-CREATE INDEX custom_certificates_csr ON custom_certificates (custom_csr_id);
+-- One leaf (issuer, serial) once per CSR; also the in-use check on CSR delete and the
+-- foreign key's own lookups (custom_csr_id leads): an upload sent again finds it (a single upload
+-- answers 400/1220, a bulk upload returns the stored one).
+CREATE UNIQUE INDEX custom_certificates_leaf ON custom_certificates (custom_csr_id, serial_number, issuer);

@@ -27,6 +27,93 @@ pub async fn csr_for_upload(
     Ok(row.map(|r| (r.get(0), r.get(1))))
 }
 
+/// The CSRs of `owner` among `ids`, with their PEM and SANs, locked as [`csr_for_upload`]
+/// locks one.
+pub async fn csrs_for_upload(
+    client: &impl GenericClient,
+    owner: &Owner,
+    ids: &[uuid::Uuid],
+) -> Result<std::collections::HashMap<uuid::Uuid, (String, Vec<String>)>, DbError> {
+    let rows = client
+        .query(
+            "SELECT id, csr_pem, sans FROM custom_csrs
+             WHERE id = ANY($1) AND owner_kind = $2 AND owner_id = $3 FOR KEY SHARE",
+            &[&ids, &owner.kind().as_str(), &owner.id()],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect())
+}
+
+/// Stores many certificates with one statement. A certificate already stored (the same
+/// leaf — issuer and serial — for the same CSR: a bulk upload sent again after a lost answer)
+/// is kept as it is; the ids of both kinds come back, keyed by CSR and serial.
+pub async fn insert_many(
+    client: &impl GenericClient,
+    certs: &[CustomCertificate],
+) -> Result<std::collections::HashMap<(uuid::Uuid, String), uuid::Uuid>, DbError> {
+    let Some(first) = certs.first() else {
+        return Ok(Default::default());
+    };
+    let col = |f: &dyn Fn(&CustomCertificate) -> String| certs.iter().map(f).collect::<Vec<_>>();
+    let ids: Vec<uuid::Uuid> = certs.iter().map(|c| c.id.0).collect();
+    let csr_ids: Vec<uuid::Uuid> = certs.iter().map(|c| c.custom_csr_id.0).collect();
+    let hosts: Vec<String> = certs
+        .iter()
+        .map(|c| serde_json::to_string(&c.hosts).unwrap_or_else(|_| "[]".to_owned()))
+        .collect();
+    let not_before: Vec<DateTime<Utc>> = certs.iter().map(|c| c.not_before).collect();
+    let expires_on: Vec<DateTime<Utc>> = certs.iter().map(|c| c.expires_on).collect();
+    let geo: Vec<Option<String>> = certs.iter().map(|c| c.geo_label.clone()).collect();
+    let policy: Vec<Option<String>> = certs.iter().map(|c| c.policy.clone()).collect();
+    client
+        .execute(
+            "INSERT INTO custom_certificates (id, owner_kind, owner_id, custom_csr_id, certificate,
+                 hosts, issuer, signature, serial_number, bundle_method, cert_type, geo_label,
+                 policy, priority, not_before, expires_on, uploaded_on, modified_on)
+             SELECT u.id, $1, $2, u.csr, u.pem,
+                    ARRAY(SELECT jsonb_array_elements_text(u.hosts::jsonb)), u.issuer, u.sig,
+                    u.serial, u.bundle, u.ctype, u.geo, u.policy, 0, u.nb, u.na, $3, $3
+             FROM unnest($4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::text[], $9::text[],
+                         $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+                         $15::timestamptz[], $16::timestamptz[])
+                  AS u(id, csr, pem, hosts, issuer, sig, serial, bundle, ctype, geo, policy, nb, na)
+             ON CONFLICT (custom_csr_id, serial_number, issuer) DO NOTHING",
+            &[
+                &first.owner.kind().as_str(),
+                &first.owner.id(),
+                &first.uploaded_on,
+                &ids,
+                &csr_ids,
+                &col(&|c| c.certificate.clone()),
+                &hosts,
+                &col(&|c| c.issuer.clone()),
+                &col(&|c| c.signature.clone()),
+                &col(&|c| c.serial_number.clone()),
+                &col(&|c| c.bundle_method.clone()),
+                &col(&|c| c.cert_type.clone()),
+                &geo,
+                &policy,
+                &not_before,
+                &expires_on,
+            ],
+        )
+        .await?;
+    let rows = client
+        .query(
+            "SELECT custom_csr_id, serial_number, id FROM custom_certificates
+             WHERE custom_csr_id = ANY($1)",
+            &[&csr_ids],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect())
+}
+
 pub async fn insert(client: &impl GenericClient, c: &CustomCertificate) -> Result<(), DbError> {
     client
         .execute(

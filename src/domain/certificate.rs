@@ -140,6 +140,41 @@ impl UploadCertificate {
     }
 }
 
+/// The most certificates one bulk upload takes.
+pub const MAX_BULK: usize = 10_000;
+
+/// A bulk upload's body, `{"items": [{custom_csr_id, certificate, …}, …]}`: every item valid,
+/// or every error, each with its `/items/N/…` pointer.
+pub fn parse_bulk(body: &[u8]) -> Result<Vec<UploadCertificate>, ValidationErrors> {
+    let mut obj = object(parse_object(body)?)?;
+    let items = match obj.remove("items") {
+        Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_BULK => items,
+        _ => {
+            return Err(ValidationErrors::single(FieldError::new(
+                ErrorCode::InvalidRequest,
+                "/items",
+                format!("items must be an array of 1 to {MAX_BULK} certificates"),
+            )));
+        }
+    };
+    let mut uploads = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        match UploadCertificate::from_value(item) {
+            Ok(upload) => uploads.push(upload),
+            Err(e) => errors.extend(e.0.into_iter().map(|mut f| {
+                f.pointer = format!("/items/{i}{}", f.pointer);
+                f
+            })),
+        }
+    }
+    if errors.is_empty() {
+        Ok(uploads)
+    } else {
+        Err(ValidationErrors(errors).capped())
+    }
+}
+
 impl EditCertificate {
     pub fn parse(body: &[u8]) -> Result<Self, ValidationErrors> {
         // Cloudflare's SDKs send a body on every PATCH; an empty one edits nothing.

@@ -32,6 +32,8 @@ pub enum ErrorCode {
     /// Cloudflare's "Invalid certificate" (custom certificates): a malformed or unknown
     /// custom certificate id.
     InvalidCertificate = 1002,
+    /// Cloudflare's "This certificate has already been submitted."
+    AlreadySubmitted = 1220,
     /// Cloudflare's custom-hostname codes for an uploaded certificate, used for custom
     /// certificates too: cannot be parsed, empty, not the key's, bad or unknown CSR id.
     CertificateUnparsable = 1426,

@@ -28,7 +28,7 @@ pub const MAX_BATCH_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// The batch use case, when the batch API is on (`CSRD_BATCH_API`); extracted before the
 /// caller is, so a switched-off API answers 404 to everyone alike.
-pub struct BatchApi(BatchService);
+pub struct BatchApi(pub(super) BatchService);
 
 impl FromRequestParts<AppState> for BatchApi {
     type Rejection = ApiError;
@@ -38,7 +38,7 @@ impl FromRequestParts<AppState> for BatchApi {
     }
 }
 
-fn declared_length(headers: &HeaderMap) -> Option<usize> {
+pub(super) fn declared_length(headers: &HeaderMap) -> Option<usize> {
     headers
         .get(header::CONTENT_LENGTH)?
         .to_str()

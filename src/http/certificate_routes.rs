@@ -6,7 +6,10 @@ use axum::extract::{RawQuery, Request, State};
 use axum::response::Response;
 
 use super::authorized::{Authorized, Reads, Writes};
-use super::certificates::{self, CertificateCollection, CertificateIdOnly, CertificateSingle};
+use super::batches::BatchApi;
+use super::certificates::{
+    self, CertificateBulk, CertificateCollection, CertificateIdOnly, CertificateSingle,
+};
 use super::envelope::Failure;
 use super::{ApiError, AppState};
 
@@ -14,7 +17,8 @@ use super::{ApiError, AppState};
 macro_rules! certificate_routes {
     (
         tag: $tag:literal, param: $param:literal, about: $about:literal,
-        collection: $collection:literal, item: $item:literal,
+        collection: $collection:literal, item: $item:literal, bulk: $bulk_path:literal,
+        bulk_upload: $bulk:ident = $bulk_id:literal,
         upload: $upload:ident = $upload_id:literal, list: $list:ident = $list_id:literal,
         get: $get:ident = $get_id:literal, edit: $edit:ident = $edit_id:literal,
         delete: $delete:ident = $delete_id:literal $(,)?
@@ -30,6 +34,19 @@ macro_rules! certificate_routes {
             security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
         pub async fn $upload(State(app): State<AppState>, caller: Authorized<Writes>, request: Request) -> Result<Response, ApiError> {
             certificates::upload(app, caller, request).await
+        }
+
+        #[utoipa::path(post, path = $bulk_path, tag = $tag, operation_id = $bulk_id,
+            params(($param = String, Path, description = $about)),
+            request_body(content = Object, description = "{\"items\": [up to 10,000 upload bodies]}: each checked as a single upload is, all stored or none", content_type = "application/json"),
+            responses(
+                (status = 200, description = "Every certificate stored (one sent again is answered with its stored id), in item order", body = CertificateBulk),
+                (status = "4XX", description = "Failure (400 lists every refused item's errors at /items/N/…, 1431 for an unknown custom_csr_id; nothing was stored. 429 as for batches)", body = Failure),
+                (status = "5XX", description = "Failure", body = Failure),
+            ),
+            security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
+        pub async fn $bulk(api: BatchApi, State(app): State<AppState>, caller: Authorized<Writes>, request: Request) -> Result<Response, ApiError> {
+            certificates::upload_bulk(api, app, caller, request).await
         }
 
         #[utoipa::path(get, path = $collection, tag = $tag, operation_id = $list_id,
@@ -96,6 +113,8 @@ certificate_routes! {
     about: "Zone id (32 lowercase hex)",
     collection: "/client/v4/zones/{zone_id}/custom_certificates",
     item: "/client/v4/zones/{zone_id}/custom_certificates/{custom_certificate_id}",
+    bulk: "/client/v4/zones/{zone_id}/custom_certificates/bulk",
+    bulk_upload: bulk_upload_for_zone = "csrd-custom-certificates-for-a-zone-bulk-upload",
     upload: upload_for_zone = "custom-ssl-for-a-zone-create-ssl-configuration",
     list: list_for_zone = "custom-ssl-for-a-zone-list-ssl-configurations",
     get: get_for_zone = "custom-ssl-for-a-zone-ssl-configuration-details",
@@ -108,6 +127,8 @@ certificate_routes! {
     about: "Account id (32 lowercase hex)",
     collection: "/client/v4/accounts/{account_id}/custom_certificates",
     item: "/client/v4/accounts/{account_id}/custom_certificates/{custom_certificate_id}",
+    bulk: "/client/v4/accounts/{account_id}/custom_certificates/bulk",
+    bulk_upload: bulk_upload_for_account = "csrd-custom-certificates-for-an-account-bulk-upload",
     upload: upload_for_account = "csrd-custom-certificates-for-an-account-create",
     list: list_for_account = "csrd-custom-certificates-for-an-account-list",
     get: get_for_account = "csrd-custom-certificates-for-an-account-details",

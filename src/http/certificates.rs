@@ -10,6 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::authorized::{Authorized, Reads, Writes};
+use super::batches::{BatchApi, MAX_BATCH_BODY_BYTES};
 use super::envelope::{ErrorItem, IdOnly, ResultInfo};
 use super::extract::{json_body, query_pairs};
 use super::result::format_time;
@@ -126,6 +127,24 @@ pub struct CertificateIdOnly {
     pub result: IdOnly,
 }
 
+/// One certificate of a bulk upload: its id and the CSR it was checked against, in item
+/// order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkItem {
+    pub id: String,
+    pub custom_csr_id: String,
+}
+
+/// The certificates of a bulk upload, in item order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CertificateBulk {
+    #[schema(value_type = bool, example = true)]
+    pub success: bool,
+    pub errors: Vec<ErrorItem>,
+    pub messages: Vec<ErrorItem>,
+    pub result: Vec<BulkItem>,
+}
+
 fn single(stored: Stored) -> Response {
     let messages = stored
         .uncovered
@@ -166,6 +185,40 @@ pub(super) async fn upload(
     let upload = UploadCertificate::parse(&body)?;
     let stored = app.certificates.upload(&caller.owner, upload).await?;
     Ok(single(stored))
+}
+
+pub(super) async fn upload_bulk(
+    BatchApi(batches): BatchApi,
+    app: AppState,
+    caller: Authorized<Writes>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    // Admitted as a batch body is (its memory reserved before it is read).
+    let body_bytes = super::batches::declared_length(request.headers())
+        .unwrap_or(MAX_BATCH_BODY_BYTES)
+        .min(MAX_BATCH_BODY_BYTES);
+    let _admission = batches.admit(&caller.owner, body_bytes).await?;
+    let body = super::extract::json_body_up_to(request, MAX_BATCH_BODY_BYTES).await?;
+    let uploads = crate::domain::certificate::parse_bulk(&body)?;
+    let csr_ids: Vec<String> = uploads
+        .iter()
+        .map(|u| u.custom_csr_id.to_string())
+        .collect();
+    let ids = app.certificates.upload_many(&caller.owner, uploads).await?;
+    Ok(Json(CertificateBulk {
+        success: true,
+        errors: Vec::new(),
+        messages: Vec::new(),
+        result: ids
+            .into_iter()
+            .zip(csr_ids)
+            .map(|(id, custom_csr_id)| BulkItem {
+                id: id.to_string(),
+                custom_csr_id,
+            })
+            .collect(),
+    })
+    .into_response())
 }
 
 pub(super) async fn edit(

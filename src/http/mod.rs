@@ -102,6 +102,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
             certificate_routes::edit_for_zone,
             certificate_routes::delete_for_zone
         ))
+        .routes(routes!(certificate_routes::bulk_upload_for_zone))
+        .routes(routes!(certificate_routes::bulk_upload_for_account))
         .routes(routes!(
             certificate_routes::list_for_account,
             certificate_routes::upload_for_account

@@ -2,6 +2,7 @@
 //! for it), read, list, edit and delete them, always scoped to one owner. Changes are audited.
 
 use chrono::{DateTime, Utc};
+use tokio_postgres::error::SqlState;
 
 use super::ServiceError;
 use crate::audit::{Actor, AuditEvent, Auditor};
@@ -97,13 +98,63 @@ impl Certificates {
             uploaded_on: now,
             modified_on: now,
         };
-        certificates::insert(&*tx, &certificate).await?;
+        match certificates::insert(&*tx, &certificate).await {
+            Err(DbError::Query(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                return Err(CertificateError::Invalid(ValidationErrors::single(
+                    FieldError::new(
+                        ErrorCode::AlreadySubmitted,
+                        "/certificate",
+                        "This certificate has already been submitted.",
+                    ),
+                )));
+            }
+            other => other?,
+        }
         tx.commit().await?;
         self.audited("certificate.upload", &certificate);
         Ok(Stored {
             certificate,
             uncovered,
         })
+    }
+
+    /// Checks every certificate against its CSR's key, then stores them all with one
+    /// statement in one transaction, or nothing: any refusal is reported at its
+    /// `/items/N/…`. A certificate already stored for its CSR is answered with its id.
+    pub async fn upload_many(
+        &self,
+        owner: &Owner,
+        uploads: Vec<UploadCertificate>,
+    ) -> Result<Vec<CertificateId>, CertificateError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let ids: Vec<uuid::Uuid> = uploads.iter().map(|u| u.custom_csr_id.0).collect();
+        let csrs = certificates::csrs_for_upload(&*tx, owner, &ids).await?;
+        let now = stored_now();
+        let owner_for_checks = owner.clone();
+        // Parsing ten thousand chains is CPU work: on the blocking pool, off the runtime.
+        let checked =
+            tokio::task::spawn_blocking(move || check_all(&owner_for_checks, uploads, &csrs, now))
+                .await
+                .map_err(|e| {
+                    CertificateError::Service(super::ServiceError::Internal(Box::new(e)))
+                })??;
+        let stored = certificates::insert_many(&*tx, &checked).await?;
+        tx.commit().await?;
+        let ids = checked
+            .iter()
+            .map(|c| {
+                stored
+                    .get(&(c.custom_csr_id.0, c.serial_number.clone()))
+                    .map_or(c.id, |id| CertificateId(*id))
+            })
+            .collect();
+        self.audit.record(
+            AuditEvent::new("certificate.upload_bulk", "ok", Actor::Anonymous)
+                .owner(owner)
+                .detail(serde_json::json!({ "items": checked.len() })),
+        );
+        Ok(ids)
     }
 
     pub async fn edit(
@@ -201,6 +252,58 @@ impl Certificates {
                     "expires_on": c.expires_on,
                 })),
         );
+    }
+}
+
+/// Every upload checked against its CSR, or every refusal with its item's pointer.
+fn check_all(
+    owner: &Owner,
+    uploads: Vec<UploadCertificate>,
+    csrs: &std::collections::HashMap<uuid::Uuid, (String, Vec<String>)>,
+    now: DateTime<Utc>,
+) -> Result<Vec<CustomCertificate>, CertificateError> {
+    let mut checked = Vec::with_capacity(uploads.len());
+    let mut errors = Vec::new();
+    for (i, upload) in uploads.into_iter().enumerate() {
+        let Some((csr_pem, _)) = csrs.get(&upload.custom_csr_id.0) else {
+            errors.push(FieldError::new(
+                ErrorCode::CustomCsrNotFound,
+                format!("/items/{i}/custom_csr_id"),
+                "The custom CSR was not found.",
+            ));
+            continue;
+        };
+        match inspect_chain(&upload.certificate, csr_pem, now) {
+            Ok(facts) => checked.push(CustomCertificate {
+                id: CertificateId::new(),
+                owner: owner.clone(),
+                custom_csr_id: upload.custom_csr_id,
+                certificate: facts.chain_pem,
+                hosts: facts.hosts,
+                issuer: facts.issuer,
+                signature: facts.signature,
+                serial_number: facts.serial_number,
+                bundle_method: upload.bundle_method,
+                cert_type: upload.cert_type,
+                geo_label: upload.geo_label,
+                policy: upload.policy,
+                priority: 0,
+                not_before: facts.not_before,
+                expires_on: facts.expires_on,
+                uploaded_on: now,
+                modified_on: now,
+            }),
+            Err(e) => {
+                let mut error = chain_error(&e);
+                error.pointer = format!("/items/{i}{}", error.pointer);
+                errors.push(error);
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(checked)
+    } else {
+        Err(CertificateError::Invalid(ValidationErrors(errors).capped()))
     }
 }
 

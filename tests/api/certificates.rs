@@ -460,3 +460,87 @@ async fn certs_expiring(app: &TestApp, args: &[&str]) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+#[tokio::test]
+async fn a_bulk_upload_is_all_or_nothing_and_sending_it_again_changes_nothing() {
+    let app = spawn_in_memory().await;
+    let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let ca = TestCa::new();
+    let mut items = Vec::new();
+    for i in 0..1000 {
+        let csr = new_csr(
+            &app,
+            &token,
+            "accounts",
+            ACCOUNT_A,
+            &format!("h{i}.example.org"),
+        )
+        .await;
+        let leaf = ca.sign_between(csr["csr"].as_str().unwrap(), 2024, 2090);
+        items.push(json!({"custom_csr_id": csr["id"], "certificate": leaf}));
+    }
+    let bulk_path = path("accounts", ACCOUNT_A, "/bulk");
+    let bulk = |items: Vec<Value>| {
+        app.send(
+            Method::POST,
+            &bulk_path,
+            Auth::Bearer(&token),
+            Some(json!({ "items": items }).to_string()),
+        )
+    };
+    // Item 617 carries item 618's certificate: not its CSR's key.
+    let mut bad = items.clone();
+    bad[617]["certificate"] = items[618]["certificate"].clone();
+    let refused = bulk(bad).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(codes(&refused), vec![1429]);
+    assert_eq!(
+        refused.body["errors"][0]["source"]["pointer"],
+        "/items/617/certificate"
+    );
+    let listed = app
+        .send(
+            Method::GET,
+            &path("accounts", ACCOUNT_A, ""),
+            Auth::Bearer(&token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        listed.body["result_info"]["total_count"], 0,
+        "nothing stored"
+    );
+
+    let stored = bulk(items.clone()).await;
+    assert_eq!(stored.status, 200, "{}", stored.body);
+    let result = stored.body["result"].as_array().unwrap();
+    assert_eq!(result.len(), 1000);
+    assert_eq!(result[617]["custom_csr_id"], items[617]["custom_csr_id"]);
+    let again = bulk(items).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(
+        again.body["result"], stored.body["result"],
+        "the same ids, nothing new"
+    );
+    let listed = app
+        .send(
+            Method::GET,
+            &path("accounts", ACCOUNT_A, ""),
+            Auth::Bearer(&token),
+            None,
+        )
+        .await;
+    assert_eq!(listed.body["result_info"]["total_count"], 1000);
+
+    // A single upload of a stored certificate is Cloudflare's 1220.
+    let one = upload(
+        &app,
+        &token,
+        "accounts",
+        ACCOUNT_A,
+        json!({"certificate": listed.body["result"][0]["certificate"], "custom_csr_id": listed.body["result"][0]["custom_csr_id"]}),
+    )
+    .await;
+    assert_eq!(one.status, 400, "{}", one.body);
+    assert_eq!(codes(&one), vec![1220]);
+}
