@@ -22,8 +22,17 @@ pub struct BatchArgs {
     #[arg(long)]
     pub zone: Option<String>,
     /// JSONL (one create body per line) or CSV (header row of field names, `sans` split by `;`).
+    #[arg(
+        long,
+        required_unless_present = "certificates",
+        conflicts_with = "certificates"
+    )]
+    pub input: Option<std::path::PathBuf>,
+    /// Upload certificates instead of creating CSRs: JSONL of `{"custom_csr_id",
+    /// "certificate"}`, or a directory of PEM files named `<custom_csr_id>.pem`. Each is checked
+    /// against its CSR's key; the output has each one's id or errors.
     #[arg(long)]
-    pub input: std::path::PathBuf,
+    pub certificates: Option<std::path::PathBuf>,
     /// JSONL, one line per input line, in input order: the created CSR (with `line`) or its
     /// errors. `<output>.partial` beside it holds the progress of an interrupted run.
     #[arg(long)]
@@ -113,28 +122,52 @@ async fn run_batch(args: BatchArgs) -> anyhow::Result<Summary> {
         Duration::from_secs(args.request_timeout.max(1)),
     )?;
     let partial = crate::client::output::partial_path(&args.output);
+    let budgets = crate::client::Budgets {
+        retry: Duration::from_secs(args.retry_budget),
+        stall: Duration::from_secs(args.stall_timeout),
+    };
+    if let Some(certificates) = args.certificates {
+        let run = crate::client::certificates::run(crate::client::certificates::CertificatePlan {
+            api,
+            input: certificates,
+            output: args.output,
+            group_size: args.batch_size.min(2000),
+            group_bytes: args.max_batch_bytes,
+            concurrency: args.concurrency,
+            budgets,
+        });
+        return within(args.timeout, &partial, run).await;
+    }
+    let Some(input) = args.input else {
+        bail!("give --input or --certificates");
+    };
     let run = crate::client::batch::run(crate::client::batch::BatchPlan {
         api,
-        input: args.input,
+        input,
         format: args.format,
         output: args.output,
         group_size: args.batch_size,
         group_bytes: args.max_batch_bytes,
         concurrency: args.concurrency,
-        budgets: crate::client::Budgets {
-            retry: Duration::from_secs(args.retry_budget),
-            stall: Duration::from_secs(args.stall_timeout),
-        },
+        budgets,
     });
-    if args.timeout == 0 {
+    within(args.timeout, &partial, run).await
+}
+
+/// The run, stopped after `timeout` seconds (0: no limit).
+async fn within(
+    timeout: u64,
+    partial: &std::path::Path,
+    run: impl std::future::Future<Output = anyhow::Result<Summary>>,
+) -> anyhow::Result<Summary> {
+    if timeout == 0 {
         return run.await;
     }
-    match tokio::time::timeout(Duration::from_secs(args.timeout), run).await {
+    match tokio::time::timeout(Duration::from_secs(timeout), run).await {
         Ok(summary) => summary,
         Err(_) => bail!(
-            "stopped after {} s (--timeout); what is settled is in {}: run the same command again \
-             to go on",
-            args.timeout,
+            "stopped after {timeout} s (--timeout); what is settled is in {}: run the same \
+             command again to go on",
             partial.display()
         ),
     }

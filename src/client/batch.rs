@@ -293,7 +293,10 @@ async fn run_group(
 /// Errors of a 400 by item index, from their `/items/<k>/…` pointers (pointers re-based to
 /// the item). Errors pointing elsewhere (a summary of errors left out, `""`) are not about one
 /// item. `Err` when no error names an item of the `submitted`, or one names an item past them.
-fn rejected_items(answer: &Value, submitted: usize) -> Result<BTreeMap<usize, Vec<Value>>, String> {
+pub(super) fn rejected_items(
+    answer: &Value,
+    submitted: usize,
+) -> Result<BTreeMap<usize, Vec<Value>>, String> {
     let mut by_item: BTreeMap<usize, Vec<Value>> = BTreeMap::new();
     for e in answer["errors"].as_array().into_iter().flatten() {
         let Some(pointer) = e["source"]["pointer"].as_str() else {

@@ -1,6 +1,7 @@
 //! A client of the csrd (and Cloudflare) API, for `csrd batch` and `csrd bench`.
 
 pub mod batch;
+pub mod certificates;
 mod follow;
 pub mod http;
 pub mod input;
@@ -63,6 +64,14 @@ impl Api {
 
     pub fn owner_path(&self) -> &str {
         &self.owner_path
+    }
+
+    /// `…/client/v4/{accounts|zones}/{id}/custom_certificates{suffix}`.
+    pub fn certificates_url(&self, suffix: &str) -> String {
+        format!(
+            "{}/{}/custom_certificates{suffix}",
+            self.base, self.owner_path
+        )
     }
 
     /// `…/client/v4/{accounts|zones}/{id}/custom_csrs{suffix}`.

@@ -544,3 +544,111 @@ async fn a_bulk_upload_is_all_or_nothing_and_sending_it_again_changes_nothing() 
     assert_eq!(one.status, 400, "{}", one.body);
     assert_eq!(codes(&one), vec![1220]);
 }
+
+#[tokio::test]
+async fn csrd_batch_uploads_certificates_from_jsonl_or_a_directory_and_reports_each() {
+    let app = spawn_app().await;
+    let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let ca = TestCa::new();
+    let dir = std::env::temp_dir().join(format!("csrd-certs-{}", uuid::Uuid::new_v4().simple()));
+    let pems = dir.join("pems");
+    std::fs::create_dir_all(&pems).unwrap();
+    let mut jsonl = String::new();
+    let mut leaves = Vec::new();
+    for i in 0..120 {
+        let csr = new_csr(
+            &app,
+            &token,
+            "accounts",
+            ACCOUNT_A,
+            &format!("c{i}.example.org"),
+        )
+        .await;
+        let id = csr["id"].as_str().unwrap().to_owned();
+        let leaf = ca.sign_between(csr["csr"].as_str().unwrap(), 2024, 2090);
+        leaves.push((id, leaf));
+    }
+    for (i, (id, leaf)) in leaves.iter().enumerate() {
+        if i < 100 {
+            // Line 41 (index 40) carries the next line's certificate: not its CSR's key.
+            let certificate = if i == 40 { &leaves[41].1 } else { leaf };
+            jsonl.push_str(&format!(
+                "{}\n",
+                json!({"custom_csr_id": id, "certificate": certificate})
+            ));
+        } else {
+            std::fs::write(pems.join(format!("{id}.pem")), leaf).unwrap();
+        }
+    }
+    let input = dir.join("certs.jsonl");
+    std::fs::write(&input, jsonl).unwrap();
+    let (url, bearer) = (format!("http://{}", app.addr()), token.clone());
+    let run = move |source: &std::path::Path, output: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_csrd"))
+            .args(["batch", "--url", &url])
+            .args(["--account", ACCOUNT_A, "--batch-size", "30"])
+            .arg("--certificates")
+            .arg(source)
+            .arg("--output")
+            .arg(output)
+            .env("CSRD_TOKEN", &bearer)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let out_path = dir.join("out.jsonl");
+    let out = tokio::task::spawn_blocking({
+        let (input, out_path) = (input.clone(), out_path.clone());
+        let run = run.clone();
+        move || run(&input, &out_path)
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "one line failed");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "99 created, 1 failed"
+    );
+    let lines: Vec<Value> = std::fs::read_to_string(&out_path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 100);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["line"], i + 1);
+        if i == 40 {
+            assert_eq!(line["errors"][0]["code"], 1429, "{line}");
+        } else {
+            assert_eq!(line["custom_csr_id"], leaves[i].0.as_str(), "{line}");
+            assert!(line["id"].is_string(), "{line}");
+        }
+    }
+
+    let dir_out = dir.join("dir-out.jsonl");
+    let out = tokio::task::spawn_blocking({
+        let (pems, dir_out) = (pems.clone(), dir_out.clone());
+        move || run(&pems, &dir_out)
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "20 created, 0 failed"
+    );
+    let listed = app
+        .send(
+            Method::GET,
+            &path("accounts", ACCOUNT_A, "?per_page=5"),
+            Auth::Bearer(&token),
+            None,
+        )
+        .await;
+    assert_eq!(listed.body["result_info"]["total_count"], 119);
+    std::fs::remove_dir_all(dir).unwrap();
+}
