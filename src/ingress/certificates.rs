@@ -98,18 +98,7 @@ impl Certificates {
             uploaded_on: now,
             modified_on: now,
         };
-        match certificates::insert(&*tx, &certificate).await {
-            Err(DbError::Query(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                return Err(CertificateError::Invalid(ValidationErrors::single(
-                    FieldError::new(
-                        ErrorCode::AlreadySubmitted,
-                        "/certificate",
-                        "This certificate has already been submitted.",
-                    ),
-                )));
-            }
-            other => other?,
-        }
+        refuse_duplicate(certificates::insert(&*tx, &certificate).await)?;
         tx.commit().await?;
         self.audited("certificate.upload", &certificate);
         Ok(Stored {
@@ -193,7 +182,7 @@ impl Certificates {
             stored.policy = edit.policy;
         }
         stored.modified_on = stored_now();
-        certificates::update(&*tx, &stored).await?;
+        refuse_duplicate(certificates::update(&*tx, &stored).await)?;
         tx.commit().await?;
         self.audited("certificate.edit", &stored);
         Ok(Stored {
@@ -252,6 +241,20 @@ impl Certificates {
                     "expires_on": c.expires_on,
                 })),
         );
+    }
+}
+
+/// A leaf already stored for the CSR (the unique issuer + serial) is Cloudflare's 400/1220.
+fn refuse_duplicate(written: Result<(), DbError>) -> Result<(), CertificateError> {
+    match written {
+        Err(DbError::Query(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Err(
+            CertificateError::Invalid(ValidationErrors::single(FieldError::new(
+                ErrorCode::AlreadySubmitted,
+                "/certificate",
+                "This certificate has already been submitted.",
+            ))),
+        ),
+        other => Ok(other?),
     }
 }
 

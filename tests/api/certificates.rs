@@ -543,6 +543,48 @@ async fn a_bulk_upload_is_all_or_nothing_and_sending_it_again_changes_nothing() 
     .await;
     assert_eq!(one.status, 400, "{}", one.body);
     assert_eq!(codes(&one), vec![1220]);
+
+    // An edit that would make a certificate a copy of another one of its CSR is refused the
+    // same way (a second leaf for the first CSR, then edited back to the first leaf).
+    let first = &listed.body["result"][0];
+    let csr_pem = app
+        .send(
+            Method::GET,
+            &format!(
+                "/client/v4/accounts/{ACCOUNT_A}/custom_csrs/{}",
+                first["custom_csr_id"].as_str().unwrap()
+            ),
+            Auth::Bearer(&token),
+            None,
+        )
+        .await
+        .body["result"]["csr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second = upload(
+        &app,
+        &token,
+        "accounts",
+        ACCOUNT_A,
+        json!({"certificate": ca.sign_between(&csr_pem, 2024, 2091), "custom_csr_id": first["custom_csr_id"]}),
+    )
+    .await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    let copy = app
+        .send(
+            Method::PATCH,
+            &path(
+                "accounts",
+                ACCOUNT_A,
+                &format!("/{}", second.body["result"]["id"].as_str().unwrap()),
+            ),
+            Auth::Bearer(&token),
+            Some(json!({"certificate": first["certificate"]}).to_string()),
+        )
+        .await;
+    assert_eq!(copy.status, 400, "{}", copy.body);
+    assert_eq!(codes(&copy), vec![1220]);
 }
 
 #[tokio::test]

@@ -35,6 +35,7 @@ impl TestCa {
         let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).unwrap();
         csr.params.not_before = date_time_ymd(from_year, 1, 1);
         csr.params.not_after = date_time_ymd(to_year, 1, 1);
+        csr.params.serial_number = Some(random_serial());
         csr.signed_by(&self.issuer).unwrap().pem()
     }
 
@@ -43,6 +44,7 @@ impl TestCa {
         let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).unwrap();
         csr.params.not_before = date_time_ymd(2024, 1, 1);
         csr.params.not_after = date_time_ymd(y, m, d);
+        csr.params.serial_number = Some(random_serial());
         csr.signed_by(&self.issuer).unwrap().pem()
     }
 
@@ -55,6 +57,7 @@ impl TestCa {
             .collect();
         csr.params.not_before = date_time_ymd(2024, 1, 1);
         csr.params.not_after = date_time_ymd(2090, 1, 1);
+        csr.params.serial_number = Some(random_serial());
         csr.signed_by(&self.issuer).unwrap().pem()
     }
 
@@ -68,6 +71,12 @@ impl Default for TestCa {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// A random serial, as a real CA gives each certificate (rcgen's default derives it from the
+/// key, which would make two certificates for one key look like one).
+fn random_serial() -> rcgen::SerialNumber {
+    rcgen::SerialNumber::from(uuid::Uuid::new_v4().as_bytes()[..15].to_vec())
 }
 
 /// A self-signed certificate for the key `csr_pem` does not hold: what a client who skipped
