@@ -15,4 +15,4 @@ pub use envelope::{EnvelopeError, SealedKey, open, rewrap, seal};
 pub use keygen::{KeygenError, PrivateKey, generate_key};
 pub use keyring::{Kek, KekId, Keyring, KeyringError};
 pub use secret::SecretBytes;
-pub use verify::{KeyCheckError, key_matches_csr};
+pub use verify::{KeyCheckError, key_matches_certificate, key_matches_csr};

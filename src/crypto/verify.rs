@@ -15,6 +15,8 @@ use crate::domain::KeyType;
 pub enum KeyCheckError {
     #[error("the CSR could not be parsed")]
     Csr,
+    #[error("a custom certificate of the CSR could not be parsed")]
+    Certificate,
     #[error("the private key is not a {0} PKCS#8 key")]
     PrivateKey(&'static str),
     #[error("the private key does not match the CSR's public key")]
@@ -36,7 +38,33 @@ pub fn key_matches_csr(
         .subject_pki
         .parsed()
         .map_err(|_| KeyCheckError::Csr)?;
-    let matches = match (key_type, in_csr) {
+    key_matches_public(key_type, pkcs8_der, in_csr)
+}
+
+/// Checks that `pkcs8_der` is the key of the leaf (the first certificate) of `chain_pem`.
+pub fn key_matches_certificate(
+    key_type: KeyType,
+    pkcs8_der: &SecretBytes,
+    chain_pem: &str,
+) -> Result<(), KeyCheckError> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(chain_pem.as_bytes())
+        .map_err(|_| KeyCheckError::Certificate)?;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&pem.contents)
+        .map_err(|_| KeyCheckError::Certificate)?;
+    let in_cert = cert
+        .public_key()
+        .parsed()
+        .map_err(|_| KeyCheckError::Certificate)?;
+    key_matches_public(key_type, pkcs8_der, in_cert)
+}
+
+/// The public half derived from the private key, compared with `public`.
+fn key_matches_public(
+    key_type: KeyType,
+    pkcs8_der: &SecretBytes,
+    public_key: PublicKey<'_>,
+) -> Result<(), KeyCheckError> {
+    let matches = match (key_type, public_key) {
         (KeyType::P256v1, PublicKey::EC(point)) => {
             let secret = p256::SecretKey::from_pkcs8_der(pkcs8_der.expose())
                 .map_err(|_| KeyCheckError::PrivateKey("P-256"))?;

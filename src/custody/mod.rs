@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::crypto::{Keyring, key_matches_csr, open};
+use crate::crypto::{Keyring, key_matches_certificate, key_matches_csr, open};
 use crate::db::csrs::{StoredKey, stored_keys_after, stored_keys_sample};
 use crate::db::{Pool, keks};
 use crate::domain::{CsrId, Owner};
@@ -62,8 +62,10 @@ pub async fn verify_keys(
         let Some(last) = page.last() else { break };
         after = Some(last.id);
         let full_page = page.len() as i64 == PAGE;
+        let ids: Vec<uuid::Uuid> = page.iter().map(|k| k.id.0).collect();
+        let chains = crate::db::certificates::chains_of(&**client, &ids).await?;
         let keyring = keyring.clone();
-        let failures = tokio::task::spawn_blocking(move || check_all(&keyring, &page))
+        let failures = tokio::task::spawn_blocking(move || check_all(&keyring, &page, &chains))
             .await
             .context("verifying a page of keys")?;
         let (checked, failures) = failures;
@@ -78,8 +80,11 @@ pub async fn verify_keys(
     Ok(summary)
 }
 
+/// The custom certificates' chains of a page's CSRs, by CSR id.
+type Chains = std::collections::HashMap<uuid::Uuid, Vec<(uuid::Uuid, String)>>;
+
 /// Checks a page on every core; returns how many were checked and the failures.
-fn check_all(keyring: &Keyring, page: &[StoredKey]) -> (u64, Vec<Failure>) {
+fn check_all(keyring: &Keyring, page: &[StoredKey], chains: &Chains) -> (u64, Vec<Failure>) {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let part = page.len().div_ceil(threads).max(1);
     let failures = std::thread::scope(|scope| {
@@ -89,7 +94,7 @@ fn check_all(keyring: &Keyring, page: &[StoredKey]) -> (u64, Vec<Failure>) {
                 let checking = scope.spawn(move || {
                     chunk
                         .iter()
-                        .filter_map(|k| check(keyring, k))
+                        .filter_map(|k| check(keyring, k, chains))
                         .collect::<Vec<_>>()
                 });
                 (chunk, checking)
@@ -115,11 +120,18 @@ fn check_all(keyring: &Keyring, page: &[StoredKey]) -> (u64, Vec<Failure>) {
     (page.len() as u64, failures)
 }
 
-fn check(keyring: &Keyring, stored: &StoredKey) -> Option<Failure> {
+/// The key opens, is its CSR's key, and is the key of every custom certificate stored for
+/// the CSR.
+fn check(keyring: &Keyring, stored: &StoredKey, chains: &Chains) -> Option<Failure> {
     let outcome = open(keyring, stored.id, &stored.owner, &stored.sealed)
         .map_err(|e| e.to_string())
         .and_then(|der| {
-            key_matches_csr(stored.key_type, &der, &stored.csr_pem).map_err(|e| e.to_string())
+            key_matches_csr(stored.key_type, &der, &stored.csr_pem).map_err(|e| e.to_string())?;
+            for (id, chain) in chains.get(&stored.id.0).into_iter().flatten() {
+                key_matches_certificate(stored.key_type, &der, chain)
+                    .map_err(|e| format!("custom certificate {id}: {e}"))?;
+            }
+            Ok(())
         });
     outcome.err().map(|reason| Failure {
         id: stored.id,

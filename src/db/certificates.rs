@@ -302,6 +302,29 @@ pub async fn expiring(
     rows.iter().map(from_row).collect()
 }
 
+/// The stored chains of the CSRs `ids`, by CSR: `(certificate id, chain)` (for `keys verify`).
+pub async fn chains_of(
+    client: &impl GenericClient,
+    ids: &[uuid::Uuid],
+) -> Result<std::collections::HashMap<uuid::Uuid, Vec<(uuid::Uuid, String)>>, DbError> {
+    let rows = client
+        .query(
+            "SELECT custom_csr_id, id, certificate FROM custom_certificates
+             WHERE custom_csr_id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+    let mut by_csr: std::collections::HashMap<uuid::Uuid, Vec<(uuid::Uuid, String)>> =
+        std::collections::HashMap::new();
+    for r in rows {
+        by_csr
+            .entry(r.get(0))
+            .or_default()
+            .push((r.get(1), r.get(2)));
+    }
+    Ok(by_csr)
+}
+
 fn from_row(row: &Row) -> Result<CustomCertificate, DbError> {
     let corrupt = |what: &str| DbError::Corrupt(what.to_owned());
     let kind = OwnerKind::parse(row.get("owner_kind")).ok_or_else(|| corrupt("owner_kind"))?;

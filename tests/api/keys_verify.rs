@@ -254,3 +254,54 @@ async fn kek_status_counts_the_records_each_kek_wraps() {
     let (ok, _) = status(wrong).await;
     assert!(!ok, "a wrong key under a known id is refused");
 }
+
+#[tokio::test]
+async fn keys_verify_checks_each_custom_certificate_against_the_decrypted_key() {
+    let app = spawn_app().await;
+    let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let ca = TestCa::new();
+    for name in ["one.example.org", "two.example.org"] {
+        let body = with(p256_body(), "sans", serde_json::json!([name]));
+        let csr = app
+            .create("accounts", ACCOUNT_A, Auth::Bearer(&token), &body)
+            .await;
+        assert_eq!(csr.status, 201, "{}", csr.body);
+        let uploaded = app
+            .send(
+                reqwest::Method::POST,
+                &format!("/client/v4/accounts/{ACCOUNT_A}/custom_certificates"),
+                Auth::Bearer(&token),
+                Some(
+                    serde_json::json!({
+                        "certificate": ca.sign(csr.body["result"]["csr"].as_str().unwrap()),
+                        "custom_csr_id": csr.body["result"]["id"],
+                    })
+                    .to_string(),
+                ),
+            )
+            .await;
+        assert_eq!(uploaded.status, 200, "{}", uploaded.body);
+    }
+    let keks = app.iso.keks.clone();
+    let clean = verify(&app, &keks, &[]).await;
+    assert!(clean.success, "{}", clean.stderr);
+    assert_eq!(clean.last_line, "2 verified, 0 failed");
+
+    // The two certificates trade places in the table: each is now another key's.
+    sql(
+        &app,
+        "WITH pair AS (SELECT id, certificate, row_number() OVER (ORDER BY id) AS n
+                       FROM custom_certificates)
+         UPDATE custom_certificates c SET certificate = q.certificate
+         FROM pair p, pair q WHERE c.id = p.id AND q.n = 3 - p.n",
+    )
+    .await;
+    let swapped = verify(&app, &keks, &[]).await;
+    assert!(!swapped.success);
+    assert_eq!(swapped.last_line, "0 verified, 2 failed");
+    assert!(
+        swapped.stderr.contains("custom certificate"),
+        "{}",
+        swapped.stderr
+    );
+}
