@@ -36,12 +36,24 @@ pub struct CertificatePlan {
 }
 
 pub async fn run(plan: CertificatePlan) -> anyhow::Result<Summary> {
-    let lines = if plan.input.is_dir() {
+    let mut lines = if plan.input.is_dir() {
         read_directory(&plan.input)?
     } else {
         output::refuse_overwriting_input(&plan.input, &plan.output)?;
         input::read(&plan.input, Format::Jsonl)?
     };
+    // A line holding a key is refused here, before anything travels.
+    for line in &mut lines {
+        if line
+            .body
+            .as_ref()
+            .is_ok_and(|b| b.contains("PRIVATE KEY-----"))
+        {
+            line.body = Err(
+                "holds private key material; not sent (csrd never accepts key material)".into(),
+            );
+        }
+    }
     let partial = partial_path(&plan.output);
     let done = state::load(&partial, &plan.input, &lines)?;
     let items: Vec<Item> = lines
@@ -108,10 +120,19 @@ fn read_directory(dir: &Path) -> anyhow::Result<Vec<InputLine>> {
             .and_then(|s| s.to_str())
             .unwrap_or_default();
         let body = json!({"custom_csr_id": id, "certificate": pem}).to_string();
+        // Never sent: a key file named like a certificate stays on this machine.
+        let checked = if pem.contains("PRIVATE KEY-----") {
+            Err(format!(
+                "{} holds private key material; not sent (csrd never accepts key material)",
+                path.display()
+            ))
+        } else {
+            Ok(body.clone())
+        };
         lines.push(InputLine {
             line: i + 1,
             digest: Sha256::digest(body.as_bytes()).into(),
-            body: Ok(body),
+            body: checked,
         });
     }
     Ok(lines)

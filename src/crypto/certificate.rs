@@ -36,6 +36,9 @@ pub enum ChainError {
     NotYetValid(DateTime<Utc>),
     #[error("the certificate's public key is not the custom CSR's key")]
     KeyMismatch,
+    /// A leaf field csrd would store is out of bounds (RFC 5280 sizes, no control characters).
+    #[error("the leaf certificate's {0} is not acceptable (too long, or control characters)")]
+    BadField(&'static str),
 }
 
 /// What the stored certificate and its API answer show, read from the leaf.
@@ -86,15 +89,38 @@ pub fn inspect_chain(
     if leaf.public_key().raw != csr_public_key(csr_pem)?.as_slice() {
         return Err(ChainError::KeyMismatch);
     }
+    // Nothing in the chain is signature-checked, so every stored field is bounded here.
+    if leaf.raw_serial().len() > MAX_SERIAL_BYTES {
+        return Err(ChainError::BadField("serial number"));
+    }
+    let hosts = hosts(leaf);
+    if hosts.len() > MAX_HOSTS || hosts.iter().any(|h| !plain_text(h, 253)) {
+        return Err(ChainError::BadField("subject alternative names"));
+    }
+    let issuer = issuer(leaf);
+    if !plain_text(&issuer, 255) {
+        return Err(ChainError::BadField("issuer"));
+    }
     Ok(LeafFacts {
         chain_pem: ders.iter().map(|der| to_pem(der)).collect(),
-        hosts: hosts(leaf),
-        issuer: issuer(leaf),
+        hosts,
+        issuer,
         signature: signature_name(leaf),
         serial_number: leaf.serial.to_string(),
         not_before,
         expires_on,
     })
+}
+
+/// RFC 5280 caps serials at 20 octets; some CAs are sloppy, so a little more is taken.
+const MAX_SERIAL_BYTES: usize = 32;
+/// More names than a CSR may carry (150), for CAs that add some.
+const MAX_HOSTS: usize = 1000;
+
+/// Text csrd stores and shows: bounded, and free of control characters (NUL is refused by
+/// Postgres; the rest would forge lines in logs and terminals).
+pub fn plain_text(s: &str, max_bytes: usize) -> bool {
+    s.len() <= max_bytes && !s.chars().any(char::is_control)
 }
 
 /// The DER of every PEM block, refusing anything that is not a certificate.

@@ -49,11 +49,12 @@ pub async fn csrs_for_upload(
 
 /// Stores many certificates with one statement. A certificate already stored (the same
 /// leaf — issuer and serial — for the same CSR: a bulk upload sent again after a lost answer)
-/// is kept as it is; the ids of both kinds come back, keyed by CSR and serial.
+/// is kept as it is; the ids of both kinds come back, keyed by CSR, serial and issuer (this
+/// batch's leaves only).
 pub async fn insert_many(
     client: &impl GenericClient,
     certs: &[CustomCertificate],
-) -> Result<std::collections::HashMap<(uuid::Uuid, String), uuid::Uuid>, DbError> {
+) -> Result<std::collections::HashMap<(uuid::Uuid, String, String), uuid::Uuid>, DbError> {
     let Some(first) = certs.first() else {
         return Ok(Default::default());
     };
@@ -101,16 +102,20 @@ pub async fn insert_many(
             ],
         )
         .await?;
+    let serials = col(&|c| c.serial_number.clone());
+    let issuers = col(&|c| c.issuer.clone());
     let rows = client
         .query(
-            "SELECT custom_csr_id, serial_number, id FROM custom_certificates
-             WHERE custom_csr_id = ANY($1)",
-            &[&csr_ids],
+            "SELECT c.custom_csr_id, c.serial_number, c.issuer, c.id
+             FROM custom_certificates c
+             JOIN unnest($1::uuid[], $2::text[], $3::text[]) AS u(csr, serial, issuer)
+               ON c.custom_csr_id = u.csr AND c.serial_number = u.serial AND c.issuer = u.issuer",
+            &[&csr_ids, &serials, &issuers],
         )
         .await?;
     Ok(rows
         .into_iter()
-        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .map(|r| ((r.get(0), r.get(1), r.get(2)), r.get(3)))
         .collect())
 }
 

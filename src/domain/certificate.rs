@@ -359,12 +359,24 @@ fn geo_field(obj: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Option<S
 fn policy_field(obj: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Option<String> {
     match obj.get("policy").or_else(|| obj.get("policy_restrictions")) {
         None | Some(Value::Null) => None,
-        Some(Value::String(p)) if p.len() <= MAX_POLICY => Some(p.clone()),
+        Some(Value::String(p)) if p.contains("PRIVATE KEY") => {
+            errors.push(FieldError::new(
+                ErrorCode::KeyMaterialRefused,
+                "/policy",
+                "policy holds private key material; csrd never accepts key material",
+            ));
+            None
+        }
+        Some(Value::String(p)) if p.len() <= MAX_POLICY && !p.chars().any(char::is_control) => {
+            Some(p.clone())
+        }
         Some(_) => {
             errors.push(FieldError::new(
                 ErrorCode::InvalidSslAttribute,
                 "/policy",
-                format!("policy must be a string of at most {MAX_POLICY} bytes"),
+                format!(
+                    "policy must be a string of at most {MAX_POLICY} bytes, without control characters"
+                ),
             ));
             None
         }

@@ -134,7 +134,7 @@ impl Certificates {
             .iter()
             .map(|c| {
                 stored
-                    .get(&(c.custom_csr_id.0, c.serial_number.clone()))
+                    .get(&(c.custom_csr_id.0, c.serial_number.clone(), c.issuer.clone()))
                     .map_or(c.id, |id| CertificateId(*id))
             })
             .collect();
@@ -346,6 +346,7 @@ pub fn chain_error(e: &ChainError) -> FieldError {
         ChainError::Expired(_) => ErrorCode::CertificateExpired,
         ChainError::NotYetValid(_) => ErrorCode::CertificateNotYetValid,
         ChainError::KeyMismatch => ErrorCode::CertificateKeyMismatch,
+        ChainError::BadField(_) => ErrorCode::CertificateUnparsable,
     };
     FieldError::new(code, "/certificate", e.to_string())
 }

@@ -214,6 +214,39 @@ async fn bad_certificates_are_refused_with_their_code_and_nothing_is_stored() {
     assert_eq!(with_key.status, 400);
     assert_eq!(codes(&with_key), vec![1440]);
     assert!(!with_key.body.to_string().contains("TOPSECRET"));
+    // Nothing in a chain is signature-checked, so a made-up leaf's fields are bounded: a
+    // serial of 64 bytes is refused, not a 500 from an index row too large.
+    let long_serial = upload(
+        &app,
+        &token,
+        "accounts",
+        ACCOUNT_A,
+        json!({"certificate": ca.sign_with_serial(a_pem, vec![0x5a; 64]), "custom_csr_id": a["id"]}),
+    )
+    .await;
+    assert_eq!(long_serial.status, 400, "{}", long_serial.body);
+    assert_eq!(codes(&long_serial), vec![1426]);
+    for (policy, code) in [
+        (r"a\u0000b", 1434),
+        ("-----BEGIN PRIVATE KEY-----TOPSECRET", 1440),
+    ] {
+        let body = format!(
+            r#"{{"certificate": {}, "custom_csr_id": {}, "policy": "{policy}"}}"#,
+            json!(ca.sign(a_pem)),
+            a["id"]
+        );
+        let resp = app
+            .send(
+                Method::POST,
+                &path("accounts", ACCOUNT_A, ""),
+                Auth::Bearer(&token),
+                Some(body),
+            )
+            .await;
+        assert_eq!(resp.status, 400, "{}", resp.body);
+        assert_eq!(codes(&resp), vec![code]);
+        assert!(!resp.body.to_string().contains("TOPSECRET"));
+    }
     let without_csr = upload(
         &app,
         &token,

@@ -39,6 +39,15 @@ impl TestCa {
         csr.signed_by(&self.issuer).unwrap().pem()
     }
 
+    /// The leaf for `csr_pem` with this serial number (valid 2024–2090).
+    pub fn sign_with_serial(&self, csr_pem: &str, serial: Vec<u8>) -> String {
+        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).unwrap();
+        csr.params.not_before = date_time_ymd(2024, 1, 1);
+        csr.params.not_after = date_time_ymd(2090, 1, 1);
+        csr.params.serial_number = Some(rcgen::SerialNumber::from(serial));
+        csr.signed_by(&self.issuer).unwrap().pem()
+    }
+
     /// The leaf for `csr_pem`, valid from 2024 to the given day (year, month, day).
     pub fn sign_until(&self, csr_pem: &str, (y, m, d): (i32, u8, u8)) -> String {
         let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).unwrap();
