@@ -79,25 +79,7 @@ impl Certificates {
         let (facts, uncovered) =
             check_against_csr(&tx, owner, upload.custom_csr_id, &upload.certificate).await?;
         let now = stored_now();
-        let certificate = CustomCertificate {
-            id: CertificateId::new(),
-            owner: owner.clone(),
-            custom_csr_id: upload.custom_csr_id,
-            certificate: facts.chain_pem,
-            hosts: facts.hosts,
-            issuer: facts.issuer,
-            signature: facts.signature,
-            serial_number: facts.serial_number,
-            bundle_method: upload.bundle_method,
-            cert_type: upload.cert_type,
-            geo_label: upload.geo_label,
-            policy: upload.policy,
-            priority: 0,
-            not_before: facts.not_before,
-            expires_on: facts.expires_on,
-            uploaded_on: now,
-            modified_on: now,
-        };
+        let certificate = new_certificate(owner, upload, facts, now);
         refuse_duplicate(certificates::insert(&*tx, &certificate).await)?;
         tx.commit().await?;
         self.audited("certificate.upload", &certificate);
@@ -258,6 +240,34 @@ fn refuse_duplicate(written: Result<(), DbError>) -> Result<(), CertificateError
     }
 }
 
+/// The row a checked upload becomes.
+fn new_certificate(
+    owner: &Owner,
+    upload: UploadCertificate,
+    facts: LeafFacts,
+    now: DateTime<Utc>,
+) -> CustomCertificate {
+    CustomCertificate {
+        id: CertificateId::new(),
+        owner: owner.clone(),
+        custom_csr_id: upload.custom_csr_id,
+        certificate: facts.chain_pem,
+        hosts: facts.hosts,
+        issuer: facts.issuer,
+        signature: facts.signature,
+        serial_number: facts.serial_number,
+        bundle_method: upload.bundle_method,
+        cert_type: upload.cert_type,
+        geo_label: upload.geo_label,
+        policy: upload.policy,
+        priority: 0,
+        not_before: facts.not_before,
+        expires_on: facts.expires_on,
+        uploaded_on: now,
+        modified_on: now,
+    }
+}
+
 /// Every upload checked against its CSR, or every refusal with its item's pointer.
 fn check_all(
     owner: &Owner,
@@ -277,25 +287,7 @@ fn check_all(
             continue;
         };
         match inspect_chain(&upload.certificate, csr_pem, now) {
-            Ok(facts) => checked.push(CustomCertificate {
-                id: CertificateId::new(),
-                owner: owner.clone(),
-                custom_csr_id: upload.custom_csr_id,
-                certificate: facts.chain_pem,
-                hosts: facts.hosts,
-                issuer: facts.issuer,
-                signature: facts.signature,
-                serial_number: facts.serial_number,
-                bundle_method: upload.bundle_method,
-                cert_type: upload.cert_type,
-                geo_label: upload.geo_label,
-                policy: upload.policy,
-                priority: 0,
-                not_before: facts.not_before,
-                expires_on: facts.expires_on,
-                uploaded_on: now,
-                modified_on: now,
-            }),
+            Ok(facts) => checked.push(new_certificate(owner, upload, facts, now)),
             Err(e) => {
                 let mut error = chain_error(&e);
                 error.pointer = format!("/items/{i}{}", error.pointer);
