@@ -1,11 +1,13 @@
 //! What csrd checks in a certificate chain a CA returned for one of its CSRs, before storing
 //! it: PEM certificates only (a pasted private key is refused without echoing it), at most
-//! [`MAX_CHAIN`] of them, leaf first and each one issued by the next, a leaf that is not
-//! self-signed and is inside its validity window, and a leaf whose SubjectPublicKeyInfo is
-//! the one in the CSR (so the key csrd holds is the certificate's key).
+//! [`MAX_CHAIN`] of them, leaf first and each one issued by the next (by name, and by a
+//! signature that verifies with the next one's key), a leaf that is not self-signed and is
+//! inside its validity window, and a leaf whose SubjectPublicKeyInfo is the one in the CSR (so
+//! the key csrd holds is the certificate's key).
 //!
-//! Signatures along the chain are not verified: whether a CA is trusted is the TLS client's
-//! call, and csrd holds no trust store. Pure CPU code.
+//! The last certificate's own signature is not checked, nor whether it is trusted: that is the
+//! TLS client's call, and csrd holds no trust store. A link signed with an algorithm ring
+//! cannot verify (ECDSA with SHA-512, P-521, DSA) is taken on its names alone. Pure CPU code.
 
 use chrono::{DateTime, Utc};
 use x509_parser::certificate::X509Certificate;
@@ -28,6 +30,10 @@ pub enum ChainError {
     TooLong,
     #[error("the chain is out of order: certificate {0} did not issue the one before it")]
     OutOfOrder(usize),
+    #[error(
+        "the chain is broken: certificate {0}'s key does not verify the signature of the one before it"
+    )]
+    BadSignature(usize),
     #[error("the leaf certificate is self-signed")]
     SelfSigned,
     #[error("the leaf certificate expired at {0}")]
@@ -78,6 +84,15 @@ pub fn inspect_chain(
     if leaf.subject().as_raw() == leaf.issuer().as_raw() {
         return Err(ChainError::SelfSigned);
     }
+    for (i, pair) in certs.windows(2).enumerate() {
+        if signed_by(&pair[0], Some(pair[1].public_key())) == Signed::No {
+            return Err(ChainError::BadSignature(i + 1));
+        }
+    }
+    // A lone leaf under another name may still be signed by its own key.
+    if certs.len() == 1 && signed_by(leaf, None) == Signed::Yes {
+        return Err(ChainError::SelfSigned);
+    }
     let not_before = time(leaf.validity().not_before.timestamp())?;
     let expires_on = time(leaf.validity().not_after.timestamp())?;
     if expires_on <= now {
@@ -89,7 +104,7 @@ pub fn inspect_chain(
     if leaf.public_key().raw != csr_public_key(csr_pem)?.as_slice() {
         return Err(ChainError::KeyMismatch);
     }
-    // Nothing in the chain is signature-checked, so every stored field is bounded here.
+    // The leaf's CA is not a trusted one, so every stored field is bounded here.
     if leaf.raw_serial().len() > MAX_SERIAL_BYTES {
         return Err(ChainError::BadField("serial number"));
     }
@@ -110,6 +125,26 @@ pub fn inspect_chain(
         not_before,
         expires_on,
     })
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Signed {
+    Yes,
+    No,
+    /// An algorithm ring does not verify: neither proven nor disproven.
+    Unknown,
+}
+
+/// Whether `cert`'s signature verifies with `key` (its own key when `None`).
+fn signed_by(
+    cert: &X509Certificate<'_>,
+    key: Option<&x509_parser::x509::SubjectPublicKeyInfo<'_>>,
+) -> Signed {
+    match cert.verify_signature(key) {
+        Ok(()) => Signed::Yes,
+        Err(x509_parser::error::X509Error::SignatureUnsupportedAlgorithm) => Signed::Unknown,
+        Err(_) => Signed::No,
+    }
 }
 
 /// RFC 5280 caps serials at 20 octets; some CAs are sloppy, so a little more is taken.

@@ -152,16 +152,21 @@ pub async fn insert(client: &impl GenericClient, c: &CustomCertificate) -> Resul
 }
 
 /// Writes every field an edit may change.
-pub async fn update(client: &impl GenericClient, c: &CustomCertificate) -> Result<(), DbError> {
+/// Rewrites the certificate stored as `previous` with `c`, which may carry a new id.
+pub async fn update(
+    client: &impl GenericClient,
+    previous: CertificateId,
+    c: &CustomCertificate,
+) -> Result<(), DbError> {
     client
         .execute(
             "UPDATE custom_certificates SET custom_csr_id = $2, certificate = $3, hosts = $4,
                  issuer = $5, signature = $6, serial_number = $7, bundle_method = $8,
                  geo_label = $9, policy = $10, not_before = $11, expires_on = $12,
-                 modified_on = $13
+                 modified_on = $13, id = $14
              WHERE id = $1",
             &[
-                &c.id.0,
+                &previous.0,
                 &c.custom_csr_id.0,
                 &c.certificate,
                 &c.hosts,
@@ -174,6 +179,7 @@ pub async fn update(client: &impl GenericClient, c: &CustomCertificate) -> Resul
                 &c.not_before,
                 &c.expires_on,
                 &c.modified_on,
+                &c.id.0,
             ],
         )
         .await?;

@@ -44,7 +44,8 @@ impl std::fmt::Display for CertificateId {
 }
 
 pub const BUNDLE_METHODS: [&str; 3] = ["ubiquitous", "optimal", "force"];
-pub const CERT_TYPES: [&str; 2] = ["legacy_custom", "sni_custom"];
+pub const SNI_CUSTOM: &str = "sni_custom";
+pub const CERT_TYPES: [&str; 2] = ["legacy_custom", SNI_CUSTOM];
 pub const GEO_LABELS: [&str; 3] = ["us", "eu", "highest_security"];
 const DEPLOY: [&str; 2] = ["staging", "production"];
 
@@ -59,14 +60,15 @@ pub struct UploadCertificate {
     pub policy: Option<String>,
 }
 
-/// A validated edit (PATCH): what is given replaces what is stored.
+/// A validated edit (PATCH): what is given replaces what is stored. The restrictions are
+/// tri-state: absent keeps them, `null` clears them (`Some(None)`), a value replaces them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EditCertificate {
     pub certificate: Option<String>,
     pub custom_csr_id: Option<CsrId>,
     pub bundle_method: Option<String>,
-    pub geo_label: Option<String>,
-    pub policy: Option<String>,
+    pub geo_label: Option<Option<String>>,
+    pub policy: Option<Option<String>>,
 }
 
 impl EditCertificate {
@@ -195,8 +197,12 @@ impl EditCertificate {
             certificate: certificate_field(&obj, false, &mut errors),
             custom_csr_id: csr_id_field(&obj, false, &mut errors),
             bundle_method: enum_field(&obj, "bundle_method", &BUNDLE_METHODS, &mut errors),
-            geo_label: geo_field(&obj, &mut errors),
-            policy: policy_field(&obj, &mut errors),
+            geo_label: clearable(&obj, &["geo_restrictions"], geo_field(&obj, &mut errors)),
+            policy: clearable(
+                &obj,
+                &["policy", "policy_restrictions"],
+                policy_field(&obj, &mut errors),
+            ),
         };
         let _ = enum_field(&obj, "deploy", &DEPLOY, &mut errors);
         if errors.is_empty() {
@@ -341,6 +347,20 @@ fn enum_field(
     }
 }
 
+/// An edit's tri-state for a field that may be cleared: absent (`None`), `null` under the first
+/// of `keys` present (`Some(None)`), or the parsed value.
+fn clearable(
+    obj: &Map<String, Value>,
+    keys: &[&str],
+    parsed: Option<String>,
+) -> Option<Option<String>> {
+    match keys.iter().find_map(|k| obj.get(*k)) {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(_) => parsed.map(Some),
+    }
+}
+
 fn geo_field(obj: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Option<String> {
     match obj.get("geo_restrictions") {
         None | Some(Value::Null) => None,
@@ -428,5 +448,23 @@ mod tests {
             EditCertificate::parse(b"").unwrap(),
             EditCertificate::default()
         );
+    }
+
+    #[test]
+    fn an_edit_keeps_clears_or_replaces_the_restrictions() {
+        let kept = EditCertificate::parse(br#"{"bundle_method":"force"}"#).unwrap();
+        assert_eq!((kept.geo_label, kept.policy), (None, None));
+        let cleared =
+            EditCertificate::parse(br#"{"geo_restrictions":null,"policy":null}"#).unwrap();
+        assert_eq!(
+            (cleared.geo_label, cleared.policy),
+            (Some(None), Some(None))
+        );
+        let set = EditCertificate::parse(
+            br#"{"geo_restrictions":{"label":"us"},"policy_restrictions":"allow: US"}"#,
+        )
+        .unwrap();
+        assert_eq!(set.geo_label, Some(Some("us".to_string())));
+        assert_eq!(set.policy, Some(Some("allow: US".to_string())));
     }
 }

@@ -44,7 +44,8 @@ pub enum ErrorCode {
     /// Cloudflare's "The SSL attribute is invalid" (bundle_method, type, geo_restrictions…).
     InvalidSslAttribute = 1434,
     /// csrd's own (1440–1445): key material offered, a chain over ten certificates, a
-    /// self-signed leaf, an expired leaf, a leaf not yet valid, a chain out of order.
+    /// self-signed leaf, an expired leaf, a leaf not yet valid, a chain out of order (or a
+    /// link whose signature does not verify with the next certificate's key).
     KeyMaterialRefused = 1440,
     ChainTooLong = 1441,
     SelfSignedLeaf = 1442,

@@ -9,6 +9,7 @@ use crate::audit::{Actor, AuditEvent, Auditor};
 use crate::crypto::certificate::{ChainError, LeafFacts, inspect_chain, uncovered_names};
 use crate::db::certificates::{self, Filter};
 use crate::db::{DbError, Pool};
+use crate::domain::certificate::SNI_CUSTOM;
 use crate::domain::{
     CertificateId, CsrId, CustomCertificate, EditCertificate, ErrorCode, FieldError, Owner,
     UploadCertificate, ValidationErrors,
@@ -157,14 +158,20 @@ impl Certificates {
         if let Some(bundle_method) = edit.bundle_method {
             stored.bundle_method = bundle_method;
         }
-        if edit.geo_label.is_some() {
-            stored.geo_label = edit.geo_label;
+        if let Some(geo_label) = edit.geo_label {
+            stored.geo_label = geo_label;
         }
-        if edit.policy.is_some() {
-            stored.policy = edit.policy;
+        if let Some(policy) = edit.policy {
+            stored.policy = policy;
         }
         stored.modified_on = stored_now();
-        refuse_duplicate(certificates::update(&*tx, &stored).await)?;
+        // Cloudflare: "PATCHing a configuration for sni_custom certificates will result in a
+        // new resource id being returned, and the previous one being deleted."
+        let previous = stored.id;
+        if stored.cert_type == SNI_CUSTOM {
+            stored.id = CertificateId::new();
+        }
+        refuse_duplicate(certificates::update(&*tx, previous, &stored).await)?;
         tx.commit().await?;
         self.audited("certificate.edit", &stored);
         Ok(Stored {
@@ -333,7 +340,7 @@ pub fn chain_error(e: &ChainError) -> FieldError {
         ChainError::Unparsable => ErrorCode::CertificateUnparsable,
         ChainError::PrivateKey => ErrorCode::KeyMaterialRefused,
         ChainError::TooLong => ErrorCode::ChainTooLong,
-        ChainError::OutOfOrder(_) => ErrorCode::ChainOutOfOrder,
+        ChainError::OutOfOrder(_) | ChainError::BadSignature(_) => ErrorCode::ChainOutOfOrder,
         ChainError::SelfSigned => ErrorCode::SelfSignedLeaf,
         ChainError::Expired(_) => ErrorCode::CertificateExpired,
         ChainError::NotYetValid(_) => ErrorCode::CertificateNotYetValid,

@@ -142,6 +142,94 @@ async fn a_signed_certificate_is_stored_read_back_and_holds_its_csr_until_delete
 }
 
 #[tokio::test]
+async fn an_edit_of_an_sni_custom_certificate_gets_a_new_id_and_null_clears_restrictions() {
+    let app = spawn_in_memory().await;
+    let token = app.token(&[], &[ZONE_A], Permission::Write).await;
+    let ca = TestCa::new();
+    let csr = new_csr(&app, &token, "zones", ZONE_A, "sni.example.org").await;
+    let resp = upload(
+        &app,
+        &token,
+        "zones",
+        ZONE_A,
+        json!({
+            "certificate": ca.sign(csr["csr"].as_str().unwrap()),
+            "custom_csr_id": csr["id"],
+            "type": "sni_custom",
+            "geo_restrictions": {"label": "eu"},
+            "policy": "(country: US)",
+        }),
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let old_id = resp.body["result"]["id"].as_str().unwrap().to_string();
+    assert_eq!(resp.body["result"]["geo_restrictions"]["label"], "eu");
+
+    let edit = |id: String, body: Value| {
+        let (app, token) = (&app, &token);
+        async move {
+            app.send(
+                Method::PATCH,
+                &path("zones", ZONE_A, &format!("/{id}")),
+                Auth::Bearer(token),
+                Some(body.to_string()),
+            )
+            .await
+        }
+    };
+    // An edit that names neither restriction keeps both.
+    let kept = edit(old_id.clone(), json!({"bundle_method": "force"})).await;
+    assert_eq!(kept.status, 200, "{}", kept.body);
+    let new_id = kept.body["result"]["id"].as_str().unwrap().to_string();
+    assert_ne!(
+        new_id, old_id,
+        "Cloudflare issues sni_custom a new id on PATCH"
+    );
+    assert_eq!(kept.body["result"]["type"], "sni_custom");
+    assert_eq!(kept.body["result"]["geo_restrictions"]["label"], "eu");
+    assert_eq!(kept.body["result"]["policy_restrictions"], "(country: US)");
+    let old = app
+        .send(
+            Method::GET,
+            &path("zones", ZONE_A, &format!("/{old_id}")),
+            Auth::Bearer(&token),
+            None,
+        )
+        .await;
+    assert_eq!(old.status, 404, "the previous id is gone: {}", old.body);
+
+    let cleared = edit(
+        new_id.clone(),
+        json!({"geo_restrictions": null, "policy": null}),
+    )
+    .await;
+    assert_eq!(cleared.status, 200, "{}", cleared.body);
+    let result = &cleared.body["result"];
+    assert!(
+        result.get("geo_restrictions").is_none_or(Value::is_null),
+        "{result}"
+    );
+    assert!(
+        result.get("policy_restrictions").is_none_or(Value::is_null),
+        "{result}"
+    );
+    let listed = app
+        .send(
+            Method::GET,
+            &path("zones", ZONE_A, ""),
+            Auth::Bearer(&token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        listed.body["result_info"]["total_count"], 1,
+        "{}",
+        listed.body
+    );
+    assert_eq!(listed.body["result"][0]["id"], result["id"]);
+}
+
+#[tokio::test]
 async fn bad_certificates_are_refused_with_their_code_and_nothing_is_stored() {
     let app = spawn_in_memory().await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
@@ -177,6 +265,22 @@ async fn bad_certificates_are_refused_with_their_code_and_nothing_is_stored() {
         ("a private key pasted in", json!(pasted_key), 1440),
         ("an empty certificate", json!(""), 1427),
         ("eleven certificates", json!(ca.pem.repeat(11)), 1441),
+        (
+            "a leaf signed by its own key under another issuer's name",
+            json!(csrd_test_support::ca::self_signed_under_another_name(
+                "a.example.org"
+            )),
+            1442,
+        ),
+        (
+            "the right leaf followed by an impostor CA of the same name",
+            json!(format!(
+                "{}{}",
+                ca.sign_between(a_pem, 2024, 2090),
+                TestCa::new().pem
+            )),
+            1445,
+        ),
         (
             "the chain reversed",
             json!(format!("{}{}", ca.pem, ca.sign_between(a_pem, 2024, 2090))),

@@ -96,3 +96,17 @@ pub fn self_signed(name: &str) -> String {
     params.distinguished_name.push(DnType::CommonName, name);
     params.self_signed(&key).unwrap().pem()
 }
+
+/// A leaf signed by its own key but naming another issuer: self-signed in all but name.
+pub fn self_signed_under_another_name(name: &str) -> String {
+    let key = KeyPair::generate().unwrap();
+    let same_key = KeyPair::from_pem(&key.serialize_pem()).unwrap();
+    let mut issuer_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    issuer_params
+        .distinguished_name
+        .push(DnType::CommonName, "a CA in name only");
+    let issuer = Issuer::new(issuer_params, same_key);
+    let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.signed_by(&key, &issuer).unwrap().pem()
+}
