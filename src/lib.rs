@@ -27,4 +27,5 @@ pub mod queue;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;
+pub mod trace_export;
 pub mod worker;

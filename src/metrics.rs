@@ -69,6 +69,7 @@ fn handle() -> &'static PrometheusHandle {
         counter!("csrd_chunks_published_total").absolute(0);
         counter!("csrd_chunks_consumed_total").absolute(0);
         counter!("csrd_audit_events_dropped_total").absolute(0);
+        counter!("csrd_trace_exports_failed_total").absolute(0);
         gauge!("csrd_http_requests_in_flight").set(0.0);
         handle
     })
@@ -162,6 +163,10 @@ fn describe_all() {
         "Records each KEK has wrapped (AES-GCM random-nonce budget: 2^32; csrd warns at 2^30)"
     );
     describe_counter!(
+        "csrd_trace_exports_failed_total",
+        "Span exports to the OTLP collector that failed (their spans were dropped)"
+    );
+    describe_counter!(
         "csrd_audit_events_dropped_total",
         "Audit events dropped because they could not be written"
     );
@@ -241,6 +246,11 @@ pub fn rate_limited(limit: &str) {
 /// Audit events that could not be written (writer behind, database away too long).
 pub fn audit_dropped(n: u64) {
     counter!("csrd_audit_events_dropped_total").increment(n);
+}
+
+/// A span export to the trace collector failed (collector unreachable or refusing).
+pub fn trace_export_failed() {
+    counter!("csrd_trace_exports_failed_total").increment(1);
 }
 
 /// Records a KEK has wrapped, ever (its nonce budget's use: the limit is 2^32).

@@ -35,7 +35,9 @@ pub fn init_from(settings: &TelemetrySettings) {
             .with_http()
             .build()
         {
-            Ok(exporter) => builder.with_batch_exporter(exporter),
+            Ok(exporter) => {
+                builder.with_batch_exporter(crate::trace_export::QuietExporter::new(exporter))
+            }
             Err(e) => {
                 eprintln!("csrd: OTLP exporter not started: {e}");
                 builder
@@ -89,8 +91,11 @@ fn init_with(
                 .with_filter(log_filter)
                 .boxed()
         } else {
+            // Colours only for a person at a terminal: `docker compose logs`, journald and
+            // files get plain text.
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_filter(log_filter)
                 .boxed()
         };

@@ -21,6 +21,7 @@ mod fairshare;
 mod hostile;
 mod keys_verify;
 mod limits;
+mod logs;
 mod metrics;
 mod migrations;
 mod openapi;
