@@ -1,4 +1,6 @@
-//! Whether this ingress can serve: Postgres answers and every broker connection is open.
+//! Whether this ingress can serve: Postgres answers and takes writes (not a standby, not
+//! read-only, as after a failover to a server that is not promoted yet), and every broker
+//! connection is open.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +16,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 enum NotReady {
     #[error("postgres did not answer within {0:?}")]
     PostgresTimeout(Duration),
+    #[error("postgres is read-only (a standby, or default_transaction_read_only)")]
+    PostgresReadOnly,
     #[error("{0} is reconnecting")]
     Broker(String),
 }
@@ -32,15 +36,23 @@ impl Readiness {
     pub async fn check(&self) -> Result<(), ServiceError> {
         let db = async {
             let client = self.pool.get().await.map_err(DbError::from)?;
-            client
-                .simple_query("SELECT 1")
+            let row = client
+                .query_one(
+                    "SELECT current_setting('transaction_read_only') = 'on'",
+                    &[],
+                )
                 .await
                 .map_err(DbError::from)?;
-            Ok::<_, DbError>(())
+            Ok::<bool, DbError>(row.get(0))
         };
         // Whatever the database says, not answering means not ready.
         match tokio::time::timeout(READY_TIMEOUT, db).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(false)) => {}
+            Ok(Ok(true)) => {
+                return Err(ServiceError::Unavailable(Box::new(
+                    NotReady::PostgresReadOnly,
+                )));
+            }
             Ok(Err(e)) => return Err(ServiceError::Unavailable(Box::new(e))),
             Err(_) => {
                 return Err(ServiceError::Unavailable(Box::new(

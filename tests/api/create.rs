@@ -133,6 +133,54 @@ async fn key_type_defaults_to_rsa2048_and_every_create_gets_a_fresh_key() {
     assert_ne!(p1.spki_der, p2.spki_der);
 }
 
+/// Sets or resets `default_transaction_read_only` for the app's database and closes its open
+/// connections, so the app's pool reconnects and sees it (a failover to a standby, in small).
+async fn make_read_only(app: &TestApp, read_only: bool) {
+    let admin = csrd::db::build_pool(&admin_url(), 1, "csrd-tests").unwrap();
+    let db = &app.iso.db_name;
+    let setting = if read_only {
+        "SET default_transaction_read_only = on"
+    } else {
+        "RESET default_transaction_read_only"
+    };
+    admin
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(&format!(
+            "ALTER DATABASE {db} {setting};
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE datname = '{db}' AND pid <> pg_backend_pid();"
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn readiness_fails_while_postgres_takes_no_writes() {
+    let app = spawn_in_memory().await;
+    let ready = app
+        .send(reqwest::Method::GET, "/readyz", Auth::None, None)
+        .await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    make_read_only(&app, true).await;
+    eventually("readyz to answer 503 on a read-only Postgres", || async {
+        let ready = app
+            .send(reqwest::Method::GET, "/readyz", Auth::None, None)
+            .await;
+        (ready.status == 503).then_some(())
+    })
+    .await;
+    make_read_only(&app, false).await;
+    eventually("readyz to answer 200 again", || async {
+        let ready = app
+            .send(reqwest::Method::GET, "/readyz", Auth::None, None)
+            .await;
+        (ready.status == 200).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn health_readiness_and_metrics_answer() {
     let app = spawn_app().await;
