@@ -113,6 +113,7 @@ pub async fn run(plan: LoadPlan) -> anyhow::Result<()> {
         Some(size) => plan.requests.div_ceil(size.max(1)),
         None => plan.requests,
     };
+    preflight(&plan.api).await?;
     let progress = Arc::new(Progress::new("load", plan.requests as u64, 0));
     let next = Arc::new(AtomicUsize::new(0));
     let plan = Arc::new(plan);
@@ -140,7 +141,37 @@ pub async fn run(plan: LoadPlan) -> anyhow::Result<()> {
         tally.merge(t.await.context("load task")?);
     }
     progress.finish();
-    report(&plan, &tally, started.elapsed())
+    report(&plan, &tally, started.elapsed())?;
+    if tally.items_ok == 0 {
+        bail!("created nothing: every answer was a failure (see the answers column)");
+    }
+    Ok(())
+}
+
+/// Refuses to measure nothing: the API must answer, and take the token, before the load.
+async fn preflight(api: &crate::client::Api) -> anyhow::Result<()> {
+    let url = api.csrs_url("?per_page=5");
+    eprintln!("csrd bench: loading {}", api.csrs_url(""));
+    let resp = api
+        .http()
+        .get(&url)
+        .bearer_auth(api.token())
+        .send()
+        .await
+        .with_context(|| {
+            format!("nothing answers at {url}: start csrd (csrd serve) or pass --base-url")
+        })?;
+    match resp.status().as_u16() {
+        200 => Ok(()),
+        401 | 403 => bail!(
+            "{url} refused the token ({}): pass a write token for this account or zone",
+            resp.status()
+        ),
+        _ => bail!(
+            "{url} answered {}: is this a csrd (or Cloudflare API) base URL?",
+            resp.status()
+        ),
+    }
 }
 
 /// One create; returns the items it settled.

@@ -35,8 +35,9 @@ pub enum BenchCommand {
     /// A bounded create load against a running csrd (single creates or batches); prints
     /// throughput, latency percentiles (HDR histogram) and answers by status.
     Create {
-        /// The API base (a bare host gets `/client/v4`).
-        #[arg(long, alias = "url", default_value = "http://127.0.0.1:8080")]
+        /// The API base (a bare host gets `/client/v4`), e.g. `http://127.0.0.1:8080`. Required:
+        /// a load goes only where it is pointed.
+        #[arg(long, alias = "url", env = "CSRD_BASE_URL")]
         base_url: String,
         /// A write token for the account or zone.
         #[arg(long, env = "CSRD_TOKEN", hide_env_values = true)]

@@ -49,6 +49,37 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<String>, MigrateError> {
     Ok(applied)
 }
 
+/// The newest migration this binary carries.
+pub fn newest_version() -> i32 {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| m.version())
+        .max()
+        .unwrap_or(0)
+}
+
+/// The newest migration applied to the connected database; 0 when none ever was.
+pub async fn applied_version(client: &Client) -> Result<i32, DbError> {
+    // Two statements: a query naming a table that does not exist fails when it is planned.
+    let history = client
+        .query_one(
+            "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
+            &[],
+        )
+        .await?;
+    if !history.get::<_, bool>(0) {
+        return Ok(0);
+    }
+    let row = client
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM refinery_schema_history",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
 async fn apply(client: &mut Client) -> Result<Vec<String>, MigrateError> {
     let runner = embedded::migrations::runner().set_grouped(true);
     adopt_legacy_history(client, &runner).await?;

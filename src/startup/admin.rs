@@ -14,15 +14,20 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub(super) async fn serve(
-    addr: SocketAddr,
+/// Binds the admin port (`CSRD_ADMIN_LISTEN`).
+pub(super) async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the admin listener {addr} (CSRD_ADMIN_LISTEN)"))
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` until `stop`.
+pub(super) fn serve(
+    listener: TcpListener,
     pool: crate::db::Pool,
     limits: crate::http::server::HttpLimits,
     stop: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the admin listener {addr} (CSRD_ADMIN_LISTEN)"))?;
     let addr = listener.local_addr()?;
     let app = Router::new()
         .route("/metrics", get(metrics))

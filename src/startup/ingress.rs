@@ -95,19 +95,20 @@ pub(super) fn app_state(
     (state, audit_writer)
 }
 
-/// Serves HTTP until `stages.stop_http`, then lets open requests finish.
-pub(super) async fn serve(
+/// Binds the API port (`CSRD_LISTEN`).
+pub(super) async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr} (CSRD_LISTEN)"))
+}
+
+/// Serves HTTP on `listener` until `stages.stop_http`, then lets open requests finish.
+pub(super) fn serve(
     state: AppState,
     settings: &Settings,
-    listener: Option<TcpListener>,
+    listener: TcpListener,
     stages: &Stages,
 ) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
-    let listener = match listener {
-        Some(l) => l,
-        None => TcpListener::bind(settings.http.listen)
-            .await
-            .with_context(|| format!("binding {}", settings.http.listen))?,
-    };
     let addr = listener.local_addr()?;
     let app = router(state);
     let http = crate::http::server::serve(

@@ -158,6 +158,14 @@ pub async fn start(
     settings: &Settings,
     listener: Option<TcpListener>,
 ) -> anyhow::Result<Running> {
+    // Ports first: a port another process holds is reported at once, before connecting to
+    // Postgres and RabbitMQ and before migrating.
+    let http_listener = match (role.runs_ingress(), listener) {
+        (false, _) => None,
+        (true, Some(l)) => Some(l),
+        (true, None) => Some(ingress::bind(settings.http.listen).await?),
+    };
+    let admin_listener = admin::bind(settings.http.admin_listen).await?;
     let foundation = foundation::Foundation::open(role, settings).await?;
     let stages = Stages::default();
     let (rabbit, supervisors) = rabbit::Rabbit::connect(role, settings, &stages).await?;
@@ -180,18 +188,17 @@ pub async fn start(
         ));
     }
     let (admin_addr, admin) = admin::serve(
-        settings.http.admin_listen,
+        admin_listener,
         foundation.pool.clone(),
         crate::http::server::HttpLimits::from(&settings.http),
         stages.stop_work.clone(),
-    )
-    .await?;
+    )?;
     tasks.work.push(admin);
     let mut http_addr = None;
-    if role.runs_ingress() {
+    if let Some(listener) = http_listener {
         let (state, ingress_tasks) = rabbit.ingress_state(&foundation, settings, &fair, &stages);
         tasks.work.extend(ingress_tasks);
-        let (addr, http) = ingress::serve(state, settings, listener, &stages).await?;
+        let (addr, http) = ingress::serve(state, settings, listener, &stages)?;
         http_addr = Some(addr);
         tasks.http = Some((http, settings.ingress.create_wait() + HTTP_DRAIN_MARGIN));
     }

@@ -245,3 +245,62 @@ async fn sigterm_lets_accepted_creates_finish_then_exits_cleanly() {
     let rows = database::csr_rows_at(&iso.database_url).await;
     assert_eq!(rows, 6);
 }
+
+#[tokio::test]
+async fn an_operator_command_on_an_unmigrated_database_says_to_migrate() {
+    let iso = Isolation::new().await;
+    let out = run(&iso, &["token", "list"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("is not migrated: run `csrd migrate`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("does not exist"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_taken_port_is_reported_before_connecting_to_anything() {
+    let iso = Isolation::new().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    // Nothing listens on port 1: were the port bound after connecting, this would be a
+    // Postgres connection error (after its retries), not the port's.
+    let out = csrd_command(CSRD, &iso, &["serve"])
+        .env("CSRD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CSRD_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")
+        .output()
+        .expect("csrd binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("binding 127.0.0.1:{port} (CSRD_LISTEN)")),
+        "{stderr}"
+    );
+    assert!(!stderr.to_lowercase().contains("postgres"), "{stderr}");
+    drop(taken);
+}
+
+#[tokio::test]
+async fn bench_create_with_nothing_listening_or_no_url_fails_with_a_reason() {
+    let port = free_port();
+    let out = Command::new(CSRD)
+        .args(["bench", "create", "--token", "t", "--account", ACCOUNT_A])
+        .args(["--base-url", &format!("http://127.0.0.1:{port}")])
+        .env_remove("CSRD_BASE_URL")
+        .output()
+        .expect("csrd binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("nothing answers at"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("created"));
+
+    let no_url = Command::new(CSRD)
+        .args(["bench", "create", "--token", "t", "--account", ACCOUNT_A])
+        .env_remove("CSRD_BASE_URL")
+        .output()
+        .expect("csrd binary runs");
+    assert!(!no_url.status.success());
+    assert!(String::from_utf8_lossy(&no_url.stderr).contains("--base-url"));
+}
