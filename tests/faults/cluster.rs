@@ -6,6 +6,7 @@
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use csrd_test_support::pg_pair::PgPair;
 use csrd_test_support::process::{csrd_command, free_port, token_create_args};
 use csrd_test_support::rabbit_node::RabbitCluster;
 use csrd_test_support::{ACCOUNT_A, Isolation, eventually_within, services};
@@ -25,6 +26,9 @@ pub enum Fault {
     /// On the scenario's own three-node cluster: `stop_app` on the node leading the jobs
     /// queue, `start_app` later, then SIGKILL another node and start it again.
     ClusterNodesDown,
+    /// On the scenario's own Postgres primary and synchronous replica: SIGKILL the primary,
+    /// promote the replica a second later (a failover manager's detection, in small).
+    FailoverPostgres,
 }
 
 /// How many of each process, and which broker.
@@ -33,6 +37,9 @@ pub struct Shape {
     pub workers: usize,
     /// A RabbitMQ cluster of the scenario's own, instead of the machine's node.
     pub rabbit_cluster: Option<RabbitCluster>,
+    /// A Postgres primary and replica of the scenario's own, reached by a failover URL,
+    /// instead of the machine's server.
+    pub pg_pair: Option<PgPair>,
 }
 
 impl Default for Shape {
@@ -41,6 +48,7 @@ impl Default for Shape {
             ingresses: 1,
             workers: 2,
             rabbit_cluster: None,
+            pg_pair: None,
         }
     }
 }
@@ -53,6 +61,9 @@ pub struct Cluster {
     workers: Vec<Child>,
     /// Dropped after the processes (fields drop in order).
     pub rabbit_cluster: Option<RabbitCluster>,
+    pub pg_pair: Option<PgPair>,
+    /// From the primary's SIGKILL until every ingress was ready again (FailoverPostgres).
+    pub recovered_after: Option<Duration>,
 }
 
 #[track_caller]
@@ -91,7 +102,13 @@ impl Cluster {
     }
 
     pub async fn start_shaped(shape: Shape) -> Self {
-        let mut iso = Isolation::new().await;
+        let mut iso = match &shape.pg_pair {
+            Some(pair) => {
+                Isolation::on_server(&pair.failover_url("postgres"), |db| pair.failover_url(db))
+                    .await
+            }
+            None => Isolation::new().await,
+        };
         if shape.rabbit_cluster.is_some() {
             // Its queues live and die with the scenario's own cluster.
             iso.uses_broker = false;
@@ -124,6 +141,8 @@ impl Cluster {
             token,
             ports,
             rabbit_cluster: shape.rabbit_cluster,
+            pg_pair: shape.pg_pair,
+            recovered_after: None,
         };
         cluster.wait_ready().await;
         cluster
@@ -186,6 +205,7 @@ impl Cluster {
                 succeeded("restarting PostgreSQL", services::restart_postgres());
             }
             Fault::ClusterNodesDown => self.take_cluster_nodes_down().await,
+            Fault::FailoverPostgres => self.fail_over_postgres().await,
             Fault::DropEvents => {
                 let queue = self.instance_queue();
                 let exchange = format!("{}.events", self.iso.prefix);
@@ -252,6 +272,41 @@ impl Cluster {
         let node = &rabbit.nodes[victim];
         tokio::task::block_in_place(|| node.boot());
         println!("cluster: {} back", node.name);
+    }
+
+    /// SIGKILL the primary, promote the replica a second later, and time how long until every
+    /// ingress is ready again (it says "not ready" while no writable Postgres answers).
+    async fn fail_over_postgres(&mut self) {
+        let pair = self.pg_pair.as_ref().expect("a Postgres pair");
+        let killed = std::time::Instant::now();
+        pair.kill_primary();
+        println!("failover: primary SIGKILLed");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::task::block_in_place(|| pair.promote_replica());
+        println!(
+            "failover: replica promoted {:.1} s after the kill",
+            killed.elapsed().as_secs_f64()
+        );
+        self.wait_ready().await;
+        let recovered = killed.elapsed();
+        println!(
+            "failover: every ingress ready again {:.1} s after the kill",
+            recovered.as_secs_f64()
+        );
+        self.recovered_after = Some(recovered);
+    }
+
+    /// Panics unless every csrd process started with the scenario still runs (none exited,
+    /// none was restarted).
+    pub fn assert_all_running(&mut self) {
+        for c in self.workers.iter_mut().chain(self.ingresses.iter_mut()) {
+            let status = c.try_wait().expect("the process can be waited on");
+            assert!(
+                status.is_none(),
+                "csrd process {} exited: {status:?}",
+                c.id()
+            );
+        }
     }
 
     /// The ingress's exclusive completion-event queue.

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use checker::check;
 use cluster::{Cluster, Fault, Shape};
+use csrd_test_support::pg_pair::PgPair;
 use csrd_test_support::rabbit_node::RabbitCluster;
 
 fn requests() -> usize {
@@ -87,6 +88,7 @@ async fn rabbitmq_cluster_loses_a_node_then_another() {
             ingresses: 2,
             workers: 3,
             rabbit_cluster: Some(rabbit),
+            pg_pair: None,
         })
         .await;
         // The faults take ~20 s: enough load to span them.
@@ -95,6 +97,44 @@ async fn rabbitmq_cluster_loses_a_node_then_another() {
             "cluster round {round}: {:.1} s in all",
             started.elapsed().as_secs_f64()
         );
+    }
+}
+
+/// A Postgres primary and a synchronous replica of the test's own (the machine's server
+/// untouched), csrd on a multi-host `DATABASE_URL` with `target_session_attrs=read-write`; under
+/// load the primary is SIGKILLed and the replica promoted. Nothing acknowledged is lost, nothing
+/// is made twice, and the same csrd processes carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_primary_killed_and_synchronous_replica_promoted() {
+    for round in 1..=rounds() {
+        let started = std::time::Instant::now();
+        let pair = tokio::task::spawn_blocking(PgPair::start).await.unwrap();
+        println!(
+            "failover: primary and synchronous replica up in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let mut cluster = Cluster::start_shaped(Shape {
+            pg_pair: Some(pair),
+            ..Shape::default()
+        })
+        .await;
+        let load = tokio::spawn(load::run(
+            cluster.base_urls(),
+            cluster.token.clone(),
+            requests(),
+        ));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        cluster.inject(Fault::FailoverPostgres).await;
+        let history = load.await.expect("load task");
+        cluster.assert_all_running();
+        let report = check(&cluster, &history).await;
+        let recovered = cluster.recovered_after.expect("the failover was timed");
+        println!(
+            "fault FailoverPostgres round {round}: {report} | recovered in {:.1} s, csrd not restarted",
+            recovered.as_secs_f64()
+        );
+        report.assert_clean();
+        cluster.stop().await;
     }
 }
 

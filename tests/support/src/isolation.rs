@@ -25,25 +25,33 @@ pub struct Isolation {
     pub keks: String,
     /// False for in-memory apps: their tests must not need RabbitMQ at all.
     pub uses_broker: bool,
+    /// The server (as an admin URL) the database was created on, and is dropped from.
+    admin: String,
 }
 
 impl Isolation {
     pub async fn new() -> Self {
+        let base = admin_url();
+        Self::on_server(&base, |db_name| match base.rsplit_once('/') {
+            Some((head, _)) => format!("{head}/{db_name}"),
+            None => panic!("CSRD_TEST_DATABASE_URL must end in /dbname"),
+        })
+        .await
+    }
+
+    /// A database created through `admin` (a URL of the server's `postgres` database), that
+    /// csrd reaches at `url_for(db_name)` (a failover URL naming several hosts, say).
+    pub async fn on_server(admin: &str, url_for: impl FnOnce(&str) -> String) -> Self {
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let db_name = format!("csrd_test_{suffix}");
-        let admin = build_pool(&admin_url(), 1, "csrd-tests").unwrap();
-        admin
-            .get()
+        let pool = build_pool(admin, 1, "csrd-tests").unwrap();
+        pool.get()
             .await
             .expect("Postgres must be running for the integration tests (see scripts/test)")
             .batch_execute(&format!("CREATE DATABASE {db_name}"))
             .await
             .unwrap();
-        let base = admin_url();
-        let database_url = match base.rsplit_once('/') {
-            Some((head, _)) => format!("{head}/{db_name}"),
-            None => panic!("CSRD_TEST_DATABASE_URL must end in /dbname"),
-        };
+        let database_url = url_for(&db_name);
         let keks = Keyring::generate_entry(&KekId::parse("test-kek").unwrap()).to_string();
         Self {
             db_name,
@@ -51,6 +59,7 @@ impl Isolation {
             prefix: format!("csrdtest-{suffix}"),
             keks,
             uses_broker: true,
+            admin: admin.to_owned(),
         }
     }
 
@@ -97,6 +106,7 @@ impl Isolation {
 impl Drop for Isolation {
     fn drop(&mut self) {
         let db_name = self.db_name.clone();
+        let admin = self.admin.clone();
         let topology = self.uses_broker.then(|| self.topology());
         // Drop cannot await: clean up on a thread with a runtime of its own.
         let cleanup = std::thread::spawn(move || {
@@ -108,7 +118,7 @@ impl Drop for Isolation {
                 if let Some(topology) = topology {
                     crate::broker::delete_topology(&topology).await;
                 }
-                let admin = build_pool(&admin_url(), 1, "csrd-tests").unwrap();
+                let admin = build_pool(&admin, 1, "csrd-tests").unwrap();
                 if let Ok(client) = admin.get().await {
                     let _ = client
                         .batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))

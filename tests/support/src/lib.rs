@@ -17,6 +17,7 @@ pub mod database;
 pub mod eventually;
 pub mod fixtures;
 pub mod isolation;
+pub mod pg_pair;
 pub mod process;
 pub mod rabbit_node;
 pub mod services;
