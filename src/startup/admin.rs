@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 
-use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -13,13 +12,6 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-/// Binds the admin port (`CSRD_ADMIN_LISTEN`).
-pub(super) async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the admin listener {addr} (CSRD_ADMIN_LISTEN)"))
-}
 
 /// Serves `/metrics` and `/healthz` on `listener` until `stop`.
 pub(super) fn serve(

@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -93,13 +92,6 @@ pub(super) fn app_state(
         name_policy: settings.ingress.name_policy,
     });
     (state, audit_writer)
-}
-
-/// Binds the API port (`CSRD_LISTEN`).
-pub(super) async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr} (CSRD_LISTEN)"))
 }
 
 /// Serves HTTP on `listener` until `stages.stop_http`, then lets open requests finish.

@@ -152,6 +152,14 @@ impl Running {
     }
 }
 
+/// Binds `addr`; an error names the setting it came from.
+async fn bind(addr: SocketAddr, setting: &str) -> anyhow::Result<TcpListener> {
+    use anyhow::Context;
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr} ({setting})"))
+}
+
 /// Starts `role`: HTTP on `listener` (or `CSRD_LISTEN`) for the roles that serve it.
 pub async fn start(
     role: Role,
@@ -163,9 +171,9 @@ pub async fn start(
     let http_listener = match (role.runs_ingress(), listener) {
         (false, _) => None,
         (true, Some(l)) => Some(l),
-        (true, None) => Some(ingress::bind(settings.http.listen).await?),
+        (true, None) => Some(bind(settings.http.listen, "CSRD_LISTEN").await?),
     };
-    let admin_listener = admin::bind(settings.http.admin_listen).await?;
+    let admin_listener = bind(settings.http.admin_listen, "CSRD_ADMIN_LISTEN").await?;
     let foundation = foundation::Foundation::open(role, settings).await?;
     let stages = Stages::default();
     let (rabbit, supervisors) = rabbit::Rabbit::connect(role, settings, &stages).await?;
