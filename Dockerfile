@@ -1,4 +1,5 @@
-# syntax=docker/dockerfile:1
+# Builds with BuildKit (DOCKER_BUILDKIT=1, or any recent `docker build`): its built-in Dockerfile
+# frontend has the cache mounts below, so no "# syntax=" line pulls a frontend image.
 # Build stage: compile csrd in release mode.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
