@@ -596,13 +596,28 @@ async fn batch_submissions_open_at_once_are_capped() {
          Authorization: Bearer {a}\r\nContent-Type: application/json\r\n\
          Content-Length: 1000\r\n\r\n{{\"items\": ["
     );
-    let mut open = Vec::new();
-    for _ in 0..csrd::ingress::limits::MAX_BATCHES_IN_FLIGHT {
+    let stall = || async {
         let mut stream = tokio::net::TcpStream::connect(app.addr()).await.unwrap();
         stream.write_all(head.as_bytes()).await.unwrap();
-        open.push(stream);
+        stream
+    };
+    let mut open = Vec::new();
+    for _ in 0..csrd::ingress::limits::MAX_BATCHES_IN_FLIGHT {
+        open.push(stall().await);
     }
+    let open = tokio::sync::Mutex::new(open);
     eventually("the ninth to be refused", || async {
+        // The server may take a probe before it has read every stalled head; a stalled
+        // submission that found the slots full was answered (429) and closed. Replace it, so
+        // that in the end all the stalled ones hold a slot.
+        let mut open = open.lock().await;
+        for stream in open.iter_mut() {
+            let mut buf = [0u8; 512];
+            if !matches!(stream.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
+                *stream = stall().await;
+            }
+        }
+        drop(open);
         let r = app.submit_batch(ACCOUNT_A, &a, p256_items(1)).await;
         (r.status == 429).then_some(())
     })
