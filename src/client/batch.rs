@@ -248,28 +248,7 @@ async fn run_group(
                 &answer.json()["errors"],
                 "the API refused this line as too large (413)",
             )})),
-            400 => match rejected_items(&answer.json(), items.len()) {
-                Ok(rejected) => {
-                    let mut kept = Vec::new();
-                    for (index, item) in items.into_iter().enumerate() {
-                        match rejected.get(&index) {
-                            Some(errors) => {
-                                outputs.push(json!({"line": item.line, "errors": errors}))
-                            }
-                            None => kept.push(item),
-                        }
-                    }
-                    pending.push(kept);
-                }
-                Err(why) => {
-                    let errors = errors_or(&answer.json()["errors"], &why);
-                    outputs.extend(
-                        items
-                            .iter()
-                            .map(|item| json!({"line": item.line, "errors": errors})),
-                    );
-                }
-            },
+            400 => settle_refused(&answer.json(), items, &mut outputs, &mut pending),
             422 => {
                 return Err(CallFailed(
                     "the API refused an Idempotency-Key derived from this input (changed since the \
@@ -288,6 +267,37 @@ async fn run_group(
         }
     }
     Ok(outputs)
+}
+
+/// A 400 for a group: the items it names fail with their errors, and the rest go back to
+/// `pending` to be submitted again; a 400 that names no item (or one outside the group)
+/// fails the whole group with the API's errors.
+pub(super) fn settle_refused(
+    answer: &Value,
+    items: Vec<Item>,
+    outputs: &mut Vec<Value>,
+    pending: &mut Vec<Vec<Item>>,
+) {
+    match rejected_items(answer, items.len()) {
+        Ok(rejected) => {
+            let mut kept = Vec::new();
+            for (index, item) in items.into_iter().enumerate() {
+                match rejected.get(&index) {
+                    Some(errors) => outputs.push(json!({"line": item.line, "errors": errors})),
+                    None => kept.push(item),
+                }
+            }
+            pending.push(kept);
+        }
+        Err(why) => {
+            let errors = errors_or(&answer["errors"], &why);
+            outputs.extend(
+                items
+                    .iter()
+                    .map(|item| json!({"line": item.line, "errors": errors})),
+            );
+        }
+    }
 }
 
 /// Errors of a 400 by item index, from their `/items/<k>/…` pointers (pointers re-based to

@@ -6,7 +6,6 @@
 //! all-or-nothing there: the refused items get their errors and the rest is sent again. A
 //! group sent again after a lost answer finds its certificates stored and gets their ids.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,10 +13,10 @@ use anyhow::Context;
 use hyper::body::Bytes;
 use serde_json::{Value, json};
 
-use super::batch::{cut_groups, rejected_items, submission_body};
+use super::batch::{cut_groups, settle_refused, submission_body};
 use super::http::{self, Call, CallFailed, limits};
 use super::input::{self, Format, InputLine};
-use super::item::{Item, errors_or};
+use super::item::Item;
 use super::output::{self, Summary, partial_path};
 use super::progress::Progress;
 use super::state::{self, PartialWriter};
@@ -185,29 +184,7 @@ async fn upload_group(
                 pending.push(second);
                 pending.push(items);
             }
-            400 => match rejected_items(&answer.json(), items.len()) {
-                Ok(rejected) => {
-                    let rejected: BTreeMap<usize, Vec<Value>> = rejected;
-                    let mut kept = Vec::new();
-                    for (index, item) in items.into_iter().enumerate() {
-                        match rejected.get(&index) {
-                            Some(errors) => {
-                                outputs.push(json!({"line": item.line, "errors": errors}))
-                            }
-                            None => kept.push(item),
-                        }
-                    }
-                    pending.push(kept);
-                }
-                Err(why) => {
-                    let errors = errors_or(&answer.json()["errors"], &why);
-                    outputs.extend(
-                        items
-                            .iter()
-                            .map(|i| json!({"line": i.line, "errors": errors})),
-                    );
-                }
-            },
+            400 => settle_refused(&answer.json(), items, &mut outputs, &mut pending),
             status => {
                 return Err(CallFailed(format!(
                     "uploading certificates: the API answered {status}: {}",
