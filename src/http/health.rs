@@ -23,8 +23,8 @@ pub async fn healthz() -> Json<Status> {
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "Operations", responses(
-    (status = 200, description = "Postgres answers and the RabbitMQ connections are open", body = Status),
-    (status = 503, description = "A dependency is unreachable", body = Failure),
+    (status = 200, description = "Postgres answers and takes writes, and the RabbitMQ connections are open", body = Status),
+    (status = 503, description = "Postgres is unreachable or read-only (a standby), or a broker connection is reconnecting", body = Failure),
 ))]
 pub async fn readyz(State(app): State<AppState>) -> Result<Json<Status>, ApiError> {
     app.readiness.check().await?;
