@@ -70,6 +70,7 @@ fn handle() -> &'static PrometheusHandle {
         counter!("csrd_chunks_consumed_total").absolute(0);
         counter!("csrd_audit_events_dropped_total").absolute(0);
         counter!("csrd_trace_exports_failed_total").absolute(0);
+        counter!("csrd_certificate_check_microseconds_total").absolute(0);
         gauge!("csrd_http_requests_in_flight").set(0.0);
         handle
     })
@@ -81,6 +82,11 @@ pub fn init() {
 }
 
 fn describe_all() {
+    describe_counter!(
+        "csrd_certificate_check_microseconds_total",
+        metrics::Unit::Microseconds,
+        "Time spent checking uploaded certificate chains in CPU slots (parsing and signatures)"
+    );
     describe_counter!(
         "csrd_http_responses_total",
         "HTTP responses, by route template and status"
@@ -283,6 +289,11 @@ pub fn chunk_handled(_items: usize) {
 }
 
 /// Time to make one key and sign its CSR.
+/// Time one certificate-check task held a CPU slot.
+pub fn certificate_check_seconds(seconds: f64) {
+    counter!("csrd_certificate_check_microseconds_total").increment((seconds * 1e6) as u64);
+}
+
 pub fn keygen(key_type: &str, seconds: f64) {
     histogram!("csrd_keygen_duration_seconds", "key_type" => key_type.to_owned()).record(seconds);
 }

@@ -171,6 +171,16 @@ pub struct TenantSettings {
         default_value_t = 300
     )]
     pub auth_failures_per_addr_per_min: u32,
+    /// MiB that large request bodies (batches, bulk certificate uploads) may hold at once in
+    /// one process, reserved as they arrive (three times the body).
+    #[arg(long, env = "CSRD_BATCH_MEMORY_MIB", default_value_t = 256)]
+    pub batch_memory_mib: u64,
+    /// Custom certificates one custom CSR may hold (renewals of its key over the years).
+    #[arg(long, env = "CSRD_TENANT_CERTIFICATES_PER_CSR", default_value_t = 100)]
+    pub tenant_certificates_per_csr: i64,
+    /// Bytes of custom certificates (chains, hosts, policies) one tenant may store.
+    #[arg(long, env = "CSRD_TENANT_CERTIFICATE_BYTES", default_value_t = 4 * 1024 * 1024 * 1024)]
+    pub tenant_certificate_bytes: i64,
 }
 
 /// The listeners, and the public one's connection limits (README, "Limits and abuse").

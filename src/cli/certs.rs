@@ -1,6 +1,7 @@
 //! `csrd certs expiring`: the custom certificates that expire soon, soonest first, as
 //! tab-separated lines or JSON, for one tenant or all of them.
 
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
@@ -8,6 +9,9 @@ use super::session::cli_client;
 use super::tenant::TenantFilter;
 use super::text::plain;
 use crate::settings::DbSettings;
+
+/// The longest window `--days` takes.
+const MAX_DAYS: i64 = 36_525;
 
 #[derive(Debug, Subcommand)]
 pub enum CertsCommand {
@@ -17,8 +21,9 @@ pub enum CertsCommand {
 
 #[derive(Debug, Args)]
 pub struct ExpiringArgs {
-    /// The window, in days from now.
-    #[arg(long, default_value_t = 30)]
+    /// The window, in days from now (at most 36,525: a hundred years, past any certificate a
+    /// CA issues).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=MAX_DAYS))]
     pub days: u32,
     #[command(flatten)]
     pub tenant: TenantFilter,
@@ -47,7 +52,9 @@ struct Expiring {
 pub(super) async fn run(command: CertsCommand) -> anyhow::Result<()> {
     let CertsCommand::Expiring(args) = command;
     let owner = args.tenant.owner()?;
-    let before = chrono::Utc::now() + chrono::Duration::days(i64::from(args.days));
+    let before = chrono::Utc::now()
+        .checked_add_signed(chrono::Duration::days(i64::from(args.days)))
+        .context("--days is too far in the future")?;
     let client = cli_client(&args.db).await?;
     let found =
         crate::db::certificates::expiring(&**client, owner.as_ref(), before, args.limit.max(1))

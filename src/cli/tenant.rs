@@ -86,6 +86,13 @@ pub struct SetArgs {
     /// Items (single creates and batch items) accepted per clock hour, at most.
     #[arg(long)]
     pub items_per_hour: Option<i64>,
+    /// Custom certificates one custom CSR may hold (default CSRD_TENANT_CERTIFICATES_PER_CSR).
+    #[arg(long)]
+    pub certificates_per_csr: Option<i64>,
+    /// Bytes of custom certificates the tenant may store (default
+    /// CSRD_TENANT_CERTIFICATE_BYTES).
+    #[arg(long)]
+    pub certificate_bytes: Option<i64>,
     /// Print the stored override as JSON.
     #[arg(long)]
     pub json: bool,
@@ -100,9 +107,13 @@ impl SetArgs {
             rate: self.rate,
             burst: self.burst,
             items_per_hour: self.items_per_hour,
+            certificates_per_csr: self.certificates_per_csr,
+            certificate_bytes: self.certificate_bytes,
         };
         if changes == OverrideChanges::default() {
-            bail!("give at least one of --weight, --rate, --burst, --items-per-hour");
+            bail!(
+                "give at least one of --weight, --rate, --burst, --items-per-hour, --certificates-per-csr, --certificate-bytes"
+            );
         }
         let finite_and =
             |v: Option<f64>, ok: fn(f64) -> bool| v.is_none_or(|v| v.is_finite() && ok(v));
@@ -117,6 +128,12 @@ impl SetArgs {
         }
         if changes.items_per_hour.is_some_and(|n| n < 0) {
             bail!("--items-per-hour must be 0 or more");
+        }
+        if changes.certificates_per_csr.is_some_and(|n| n < 0) {
+            bail!("--certificates-per-csr must be 0 or more");
+        }
+        if changes.certificate_bytes.is_some_and(|n| n < 0) {
+            bail!("--certificate-bytes must be 0 or more");
         }
         Ok(changes)
     }
@@ -144,6 +161,8 @@ pub async fn run(command: TenantCommand, operator: &Actor) -> anyhow::Result<()>
                         "rate": changes.rate,
                         "burst": changes.burst,
                         "items_per_hour": changes.items_per_hour,
+                        "certificates_per_csr": changes.certificates_per_csr,
+                        "certificate_bytes": changes.certificate_bytes,
                     })),
             )
             .await?;
@@ -198,13 +217,15 @@ fn print(o: &TenantOverride, json: bool) {
     }
     let or_default = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     println!(
-        "{}:{}\tweight={}\trate={}\tburst={}\titems_per_hour={}\tupdated {}",
+        "{}:{}\tweight={}\trate={}\tburst={}\titems_per_hour={}\tcertificates_per_csr={}\tcertificate_bytes={}\tupdated {}",
         o.owner_kind,
         o.owner_id,
         or_default(o.weight.map(|w| w.to_string())),
         or_default(o.rate.map(|r| format!("{r}/s"))),
         or_default(o.burst.map(|b| b.to_string())),
         or_default(o.items_per_hour.map(|n| n.to_string())),
+        or_default(o.certificates_per_csr.map(|n| n.to_string())),
+        or_default(o.certificate_bytes.map(|n| n.to_string())),
         o.updated_at.format("%Y-%m-%dT%H:%M:%SZ")
     );
 }

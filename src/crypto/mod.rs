@@ -2,9 +2,10 @@
 //!
 //! Pure CPU code with no I/O; callers run it on the blocking pool.
 
-pub mod certificate;
+pub mod chain;
 pub mod csr;
 pub mod envelope;
+pub mod key_material;
 pub mod keygen;
 pub mod keyring;
 pub mod secret;

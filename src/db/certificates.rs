@@ -1,43 +1,28 @@
 //! The `custom_certificates` table, always scoped to one owner.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::{GenericClient, Row, Transaction};
 
 use super::DbError;
 use crate::domain::{CertificateId, CsrId, CustomCertificate, Owner, OwnerKind};
 
-const COLUMNS: &str = "id, owner_kind, owner_id, custom_csr_id, certificate, hosts, issuer, signature, \
-     serial_number, bundle_method, cert_type, geo_label, policy, priority, not_before, expires_on, \
-     uploaded_on, modified_on";
+const COLUMNS: &str = "id, owner_kind, owner_id, custom_csr_id, certificate, leaf_sha256, hosts, \
+     issuer, signature, serial_number, bundle_method, cert_type, geo_label, policy, priority, \
+     not_before, expires_on, uploaded_on, modified_on";
 
-/// The CSR a certificate is checked against: its PEM and SANs, if `owner` owns it. Locked
-/// (`FOR KEY SHARE`) until the transaction ends, so the CSR cannot be deleted meanwhile.
-pub async fn csr_for_upload(
-    client: &impl GenericClient,
-    owner: &Owner,
-    id: CsrId,
-) -> Result<Option<(String, Vec<String>)>, DbError> {
-    let row = client
-        .query_opt(
-            "SELECT csr_pem, sans FROM custom_csrs
-             WHERE id = $1 AND owner_kind = $2 AND owner_id = $3 FOR KEY SHARE",
-            &[&id.0, &owner.kind().as_str(), &owner.id()],
-        )
-        .await?;
-    Ok(row.map(|r| (r.get(0), r.get(1))))
-}
-
-/// The CSRs of `owner` among `ids`, with their PEM and SANs, locked as [`csr_for_upload`]
-/// locks one.
-pub async fn csrs_for_upload(
+/// The CSRs of `owner` among `ids`: their PEM and SANs. Read without a lock, before the
+/// chains are checked (a CSR never changes; one deleted meanwhile is found by [`store`]).
+pub async fn csrs_of(
     client: &impl GenericClient,
     owner: &Owner,
     ids: &[uuid::Uuid],
-) -> Result<std::collections::HashMap<uuid::Uuid, (String, Vec<String>)>, DbError> {
+) -> Result<HashMap<uuid::Uuid, (String, Vec<String>)>, DbError> {
     let rows = client
         .query(
             "SELECT id, csr_pem, sans FROM custom_csrs
-             WHERE id = ANY($1) AND owner_kind = $2 AND owner_id = $3 FOR KEY SHARE",
+             WHERE id = ANY($1) AND owner_kind = $2 AND owner_id = $3",
             &[&ids, &owner.kind().as_str(), &owner.id()],
         )
         .await?;
@@ -47,143 +32,297 @@ pub async fn csrs_for_upload(
         .collect())
 }
 
-/// Stores many certificates with one statement. A certificate already stored (the same
-/// leaf — issuer and serial — for the same CSR: a bulk upload sent again after a lost answer)
-/// is kept as it is; the ids of both kinds come back, keyed by CSR, serial and issuer (this
-/// batch's leaves only).
-pub async fn insert_many(
-    client: &impl GenericClient,
+/// How many certificates a tenant may keep, per CSR and in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CertificateCaps {
+    pub per_csr: i64,
+    pub tenant_bytes: i64,
+}
+
+/// Every stored certificate's id by (CSR, leaf digest), and whether the call stored it.
+pub type StoredIds = HashMap<(uuid::Uuid, [u8; 32]), (uuid::Uuid, bool)>;
+
+/// What [`store`] did.
+#[derive(Debug)]
+pub enum StoreOutcome {
+    /// Every certificate's id by (CSR, leaf digest), and whether this call stored it (false:
+    /// the same leaf was stored for the CSR before).
+    Stored(StoredIds),
+    /// These CSRs are not (or no longer) the owner's.
+    CsrsGone(HashSet<uuid::Uuid>),
+    /// The CSR would hold more certificates than the cap.
+    OverPerCsr { csr: uuid::Uuid, limit: i64 },
+    /// The tenant would store more bytes than the cap.
+    OverBytes {
+        stored: i64,
+        adding: i64,
+        limit: i64,
+    },
+}
+
+/// Statements stay under this many bytes of certificates, so no single message is large (see
+/// [`super::LARGE_MESSAGE_BYTES`]) whatever the upload.
+const INSERT_SLICE_BYTES: usize = 2 * 1024 * 1024;
+
+/// Stores `certs` of `owner` in the transaction `tx`, within `caps`: all of them or, with any
+/// other outcome than `Stored`, none. The tenant's usage row is locked first, so one tenant's
+/// stores take turns and a cap cannot be passed by two at once. A certificate whose leaf is
+/// stored for its CSR already keeps its id.
+pub async fn store(
+    tx: &Transaction<'_>,
+    owner: &Owner,
     certs: &[CustomCertificate],
-) -> Result<std::collections::HashMap<(uuid::Uuid, String, String), uuid::Uuid>, DbError> {
-    let Some(first) = certs.first() else {
-        return Ok(Default::default());
+    caps: CertificateCaps,
+) -> Result<StoreOutcome, DbError> {
+    let stored_bytes = lock_usage(tx, owner).await?;
+    let csr_ids: Vec<uuid::Uuid> = {
+        let mut ids: Vec<uuid::Uuid> = certs.iter().map(|c| c.custom_csr_id.0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     };
-    let col = |f: &dyn Fn(&CustomCertificate) -> String| certs.iter().map(f).collect::<Vec<_>>();
+    let gone = lock_csrs(tx, owner, &csr_ids).await?;
+    if !gone.is_empty() {
+        return Ok(StoreOutcome::CsrsGone(gone));
+    }
+    let counts: HashMap<uuid::Uuid, i64> = tx
+        .query(
+            "SELECT custom_csr_id, count(*) FROM custom_certificates
+             WHERE custom_csr_id = ANY($1) GROUP BY custom_csr_id",
+            &[&csr_ids],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let digests: Vec<&[u8]> = certs.iter().map(|c| c.leaf_sha256.as_slice()).collect();
+    let leaf_csrs: Vec<uuid::Uuid> = certs.iter().map(|c| c.custom_csr_id.0).collect();
+    let mut ids = StoredIds::new();
+    for r in tx
+        .query(
+            "SELECT c.custom_csr_id, c.leaf_sha256, c.id
+             FROM custom_certificates c
+             JOIN unnest($1::uuid[], $2::bytea[]) AS u(csr, digest)
+               ON c.custom_csr_id = u.csr AND c.leaf_sha256 = u.digest",
+            &[&leaf_csrs, &digests],
+        )
+        .await?
+    {
+        let digest: Vec<u8> = r.get(1);
+        let digest: [u8; 32] = digest
+            .try_into()
+            .map_err(|_| DbError::Corrupt("leaf_sha256".into()))?;
+        ids.insert((r.get(0), digest), (r.get(2), false));
+    }
+    // The new ones, once each (an upload may name the same certificate twice).
+    let mut fresh: Vec<&CustomCertificate> = Vec::new();
+    for c in certs {
+        let key = (c.custom_csr_id.0, c.leaf_sha256);
+        if let std::collections::hash_map::Entry::Vacant(e) = ids.entry(key) {
+            e.insert((c.id.0, true));
+            fresh.push(c);
+        }
+    }
+    let mut per_csr = counts;
+    for c in &fresh {
+        let n = per_csr.entry(c.custom_csr_id.0).or_default();
+        *n += 1;
+        if *n > caps.per_csr {
+            return Ok(StoreOutcome::OverPerCsr {
+                csr: c.custom_csr_id.0,
+                limit: caps.per_csr,
+            });
+        }
+    }
+    let adding: i64 = fresh.iter().map(|c| c.stored_bytes()).sum();
+    if stored_bytes.saturating_add(adding) > caps.tenant_bytes {
+        return Ok(StoreOutcome::OverBytes {
+            stored: stored_bytes,
+            adding,
+            limit: caps.tenant_bytes,
+        });
+    }
+    let mut slice = Vec::new();
+    let mut slice_bytes = 0;
+    for c in fresh {
+        slice_bytes += c.certificate.len();
+        slice.push(c);
+        if slice_bytes >= INSERT_SLICE_BYTES {
+            insert_rows(tx, owner, &std::mem::take(&mut slice)).await?;
+            slice_bytes = 0;
+        }
+    }
+    insert_rows(tx, owner, &slice).await?;
+    Ok(StoreOutcome::Stored(ids))
+}
+
+/// Locks `owner`'s certificate usage (creating it at zero) and returns its stored bytes.
+async fn lock_usage(tx: &Transaction<'_>, owner: &Owner) -> Result<i64, DbError> {
+    let (kind, id) = (owner.kind().as_str(), owner.id());
+    tx.execute(
+        "INSERT INTO tenant_certificate_usage (owner_kind, owner_id) VALUES ($1, $2)
+         ON CONFLICT DO NOTHING",
+        &[&kind, &id],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            "SELECT bytes FROM tenant_certificate_usage
+             WHERE owner_kind = $1 AND owner_id = $2 FOR UPDATE",
+            &[&kind, &id],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Locks `owner`'s CSRs among `ids` against a delete until the transaction ends; returns the
+/// ones that are not (or no longer) `owner`'s.
+async fn lock_csrs(
+    tx: &Transaction<'_>,
+    owner: &Owner,
+    ids: &[uuid::Uuid],
+) -> Result<HashSet<uuid::Uuid>, DbError> {
+    let present: HashSet<uuid::Uuid> = tx
+        .query(
+            "SELECT id FROM custom_csrs
+             WHERE id = ANY($1) AND owner_kind = $2 AND owner_id = $3 FOR KEY SHARE",
+            &[&ids, &owner.kind().as_str(), &owner.id()],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(ids
+        .iter()
+        .filter(|c| !present.contains(*c))
+        .copied()
+        .collect())
+}
+
+/// Inserts `certs` of `owner` with one statement.
+async fn insert_rows(
+    client: &impl GenericClient,
+    owner: &Owner,
+    certs: &[&CustomCertificate],
+) -> Result<(), DbError> {
+    if certs.is_empty() {
+        return Ok(());
+    }
     let ids: Vec<uuid::Uuid> = certs.iter().map(|c| c.id.0).collect();
     let csr_ids: Vec<uuid::Uuid> = certs.iter().map(|c| c.custom_csr_id.0).collect();
+    let text = |f: fn(&CustomCertificate) -> &str| certs.iter().map(|c| f(c)).collect::<Vec<_>>();
     let hosts: Vec<String> = certs
         .iter()
         .map(|c| serde_json::to_string(&c.hosts).unwrap_or_else(|_| "[]".to_owned()))
         .collect();
+    let digests: Vec<&[u8]> = certs.iter().map(|c| c.leaf_sha256.as_slice()).collect();
     let not_before: Vec<DateTime<Utc>> = certs.iter().map(|c| c.not_before).collect();
     let expires_on: Vec<DateTime<Utc>> = certs.iter().map(|c| c.expires_on).collect();
-    let geo: Vec<Option<String>> = certs.iter().map(|c| c.geo_label.clone()).collect();
-    let policy: Vec<Option<String>> = certs.iter().map(|c| c.policy.clone()).collect();
+    let uploaded_on: Vec<DateTime<Utc>> = certs.iter().map(|c| c.uploaded_on).collect();
+    let geo: Vec<Option<&str>> = certs.iter().map(|c| c.geo_label.as_deref()).collect();
+    let policy: Vec<Option<&str>> = certs.iter().map(|c| c.policy.as_deref()).collect();
     client
         .execute(
             "INSERT INTO custom_certificates (id, owner_kind, owner_id, custom_csr_id, certificate,
-                 hosts, issuer, signature, serial_number, bundle_method, cert_type, geo_label,
-                 policy, priority, not_before, expires_on, uploaded_on, modified_on)
-             SELECT u.id, $1, $2, u.csr, u.pem,
+                 leaf_sha256, hosts, issuer, signature, serial_number, bundle_method, cert_type,
+                 geo_label, policy, priority, not_before, expires_on, uploaded_on, modified_on)
+             SELECT u.id, $1, $2, u.csr, u.pem, u.digest,
                     ARRAY(SELECT jsonb_array_elements_text(u.hosts::jsonb)), u.issuer, u.sig,
-                    u.serial, u.bundle, u.ctype, u.geo, u.policy, 0, u.nb, u.na, $3, $3
-             FROM unnest($4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::text[], $9::text[],
-                         $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
-                         $15::timestamptz[], $16::timestamptz[])
-                  AS u(id, csr, pem, hosts, issuer, sig, serial, bundle, ctype, geo, policy, nb, na)
-             ON CONFLICT (custom_csr_id, serial_number, issuer) DO NOTHING",
+                    u.serial, u.bundle, u.ctype, u.geo, u.policy, 0, u.nb, u.na, u.up, u.up
+             FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::bytea[], $7::text[],
+                         $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+                         $13::text[], $14::text[], $15::timestamptz[], $16::timestamptz[],
+                         $17::timestamptz[])
+                  AS u(id, csr, pem, digest, hosts, issuer, sig, serial, bundle, ctype, geo,
+                       policy, nb, na, up)",
             &[
-                &first.owner.kind().as_str(),
-                &first.owner.id(),
-                &first.uploaded_on,
+                &owner.kind().as_str(),
+                &owner.id(),
                 &ids,
                 &csr_ids,
-                &col(&|c| c.certificate.clone()),
+                &text(|c| &c.certificate),
+                &digests,
                 &hosts,
-                &col(&|c| c.issuer.clone()),
-                &col(&|c| c.signature.clone()),
-                &col(&|c| c.serial_number.clone()),
-                &col(&|c| c.bundle_method.clone()),
-                &col(&|c| c.cert_type.clone()),
+                &text(|c| &c.issuer),
+                &text(|c| &c.signature),
+                &text(|c| &c.serial_number),
+                &text(|c| &c.bundle_method),
+                &text(|c| &c.cert_type),
                 &geo,
                 &policy,
                 &not_before,
                 &expires_on,
-            ],
-        )
-        .await?;
-    let serials = col(&|c| c.serial_number.clone());
-    let issuers = col(&|c| c.issuer.clone());
-    let rows = client
-        .query(
-            "SELECT c.custom_csr_id, c.serial_number, c.issuer, c.id
-             FROM custom_certificates c
-             JOIN unnest($1::uuid[], $2::text[], $3::text[]) AS u(csr, serial, issuer)
-               ON c.custom_csr_id = u.csr AND c.serial_number = u.serial AND c.issuer = u.issuer",
-            &[&csr_ids, &serials, &issuers],
-        )
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| ((r.get(0), r.get(1), r.get(2)), r.get(3)))
-        .collect())
-}
-
-pub async fn insert(client: &impl GenericClient, c: &CustomCertificate) -> Result<(), DbError> {
-    client
-        .execute(
-            &format!(
-                "INSERT INTO custom_certificates ({COLUMNS})
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
-            ),
-            &[
-                &c.id.0,
-                &c.owner.kind().as_str(),
-                &c.owner.id(),
-                &c.custom_csr_id.0,
-                &c.certificate,
-                &c.hosts,
-                &c.issuer,
-                &c.signature,
-                &c.serial_number,
-                &c.bundle_method,
-                &c.cert_type,
-                &c.geo_label,
-                &c.policy,
-                &c.priority,
-                &c.not_before,
-                &c.expires_on,
-                &c.uploaded_on,
-                &c.modified_on,
+                &uploaded_on,
             ],
         )
         .await?;
     Ok(())
 }
 
-/// Writes every field an edit may change.
-/// Rewrites the certificate stored as `previous` with `c`, which may carry a new id.
+/// Rewrites the certificate stored as `previous` with `c` (which may carry a new id), within
+/// `caps`, in the transaction `tx`. A unique violation (the new leaf is stored for the CSR as
+/// another certificate) is returned as the error it is.
 pub async fn update(
-    client: &impl GenericClient,
+    tx: &Transaction<'_>,
     previous: CertificateId,
     c: &CustomCertificate,
-) -> Result<(), DbError> {
-    client
-        .execute(
-            "UPDATE custom_certificates SET custom_csr_id = $2, certificate = $3, hosts = $4,
-                 issuer = $5, signature = $6, serial_number = $7, bundle_method = $8,
-                 geo_label = $9, policy = $10, not_before = $11, expires_on = $12,
-                 modified_on = $13, id = $14
-             WHERE id = $1",
-            &[
-                &previous.0,
-                &c.custom_csr_id.0,
-                &c.certificate,
-                &c.hosts,
-                &c.issuer,
-                &c.signature,
-                &c.serial_number,
-                &c.bundle_method,
-                &c.geo_label,
-                &c.policy,
-                &c.not_before,
-                &c.expires_on,
-                &c.modified_on,
-                &c.id.0,
-            ],
+    caps: CertificateCaps,
+) -> Result<StoreOutcome, DbError> {
+    let stored_bytes = lock_usage(tx, &c.owner).await?;
+    let gone = lock_csrs(tx, &c.owner, &[c.custom_csr_id.0]).await?;
+    if !gone.is_empty() {
+        return Ok(StoreOutcome::CsrsGone(gone));
+    }
+    let row = tx
+        .query_one(
+            "SELECT (SELECT count(*) FROM custom_certificates
+                     WHERE custom_csr_id = $2 AND id <> $1),
+                    (SELECT csrd_certificate_bytes(certificate, hosts, policy)
+                     FROM custom_certificates WHERE id = $1)",
+            &[&previous.0, &c.custom_csr_id.0],
         )
         .await?;
-    Ok(())
+    let (others, old_bytes): (i64, Option<i64>) = (row.get(0), row.get(1));
+    if others + 1 > caps.per_csr {
+        return Ok(StoreOutcome::OverPerCsr {
+            csr: c.custom_csr_id.0,
+            limit: caps.per_csr,
+        });
+    }
+    let adding = c.stored_bytes() - old_bytes.unwrap_or(0);
+    if adding > 0 && stored_bytes.saturating_add(adding) > caps.tenant_bytes {
+        return Ok(StoreOutcome::OverBytes {
+            stored: stored_bytes,
+            adding,
+            limit: caps.tenant_bytes,
+        });
+    }
+    tx.execute(
+        "UPDATE custom_certificates SET custom_csr_id = $2, certificate = $3, leaf_sha256 = $4,
+             hosts = $5, issuer = $6, signature = $7, serial_number = $8, bundle_method = $9,
+             geo_label = $10, policy = $11, not_before = $12, expires_on = $13,
+             modified_on = $14, id = $15
+         WHERE id = $1",
+        &[
+            &previous.0,
+            &c.custom_csr_id.0,
+            &c.certificate,
+            &c.leaf_sha256.as_slice(),
+            &c.hosts,
+            &c.issuer,
+            &c.signature,
+            &c.serial_number,
+            &c.bundle_method,
+            &c.geo_label,
+            &c.policy,
+            &c.not_before,
+            &c.expires_on,
+            &c.modified_on,
+            &c.id.0,
+        ],
+    )
+    .await?;
+    Ok(StoreOutcome::Stored(HashMap::new()))
 }
 
 /// The certificate if `owner` owns it; `lock` holds it for an edit.
@@ -345,6 +484,10 @@ fn from_row(row: &Row) -> Result<CustomCertificate, DbError> {
         owner,
         custom_csr_id: CsrId(row.get("custom_csr_id")),
         certificate: row.get("certificate"),
+        leaf_sha256: row
+            .get::<_, Vec<u8>>("leaf_sha256")
+            .try_into()
+            .map_err(|_| corrupt("leaf_sha256"))?,
         hosts: row.get("hosts"),
         issuer: row.get("issuer"),
         signature: row.get("signature"),

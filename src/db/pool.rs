@@ -92,3 +92,62 @@ pub fn build_pool(url: &str, max_size: usize, application_name: &str) -> Result<
         .build()
         .map_err(|e| DbError::Config(e.to_string()))
 }
+
+/// A part of the pool that one use may hold at once (the certificate routes), so that it can
+/// never take every connection: creates, workers, the rate limiter and the bulk dispatcher
+/// keep the rest whatever that use is asked to do. Waits for a place as long as the pool
+/// waits for a connection.
+#[derive(Clone)]
+pub struct PoolShare {
+    pool: Pool,
+    places: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// A connection held within a [`PoolShare`].
+pub struct SharedConnection {
+    connection: deadpool_postgres::Object,
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for SharedConnection {
+    type Target = deadpool_postgres::ClientWrapper;
+    fn deref(&self) -> &Self::Target {
+        &self.connection
+    }
+}
+
+impl std::ops::DerefMut for SharedConnection {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.connection
+    }
+}
+
+impl PoolShare {
+    /// At most `connections` of `pool`'s connections at once (at least one).
+    pub fn new(pool: Pool, connections: usize) -> Self {
+        Self {
+            pool,
+            places: std::sync::Arc::new(tokio::sync::Semaphore::new(connections.max(1))),
+        }
+    }
+
+    /// A quarter of the pool (at least two connections).
+    pub fn quarter(pool: Pool) -> Self {
+        let size = pool.status().max_size;
+        Self::new(pool, (size / 4).max(2))
+    }
+
+    pub async fn get(&self) -> Result<SharedConnection, DbError> {
+        let wait = self.pool.timeouts().wait.unwrap_or(Duration::from_secs(5));
+        let place = tokio::time::timeout(wait, self.places.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait)
+            })?
+            .map_err(|_| deadpool_postgres::PoolError::Closed)?;
+        Ok(SharedConnection {
+            connection: self.pool.get().await?,
+            _place: place,
+        })
+    }
+}

@@ -19,6 +19,8 @@ pub struct TenantOverride {
     pub rate: Option<f64>,
     pub burst: Option<f64>,
     pub items_per_hour: Option<i64>,
+    pub certificates_per_csr: Option<i64>,
+    pub certificate_bytes: Option<i64>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -29,9 +31,12 @@ pub struct OverrideChanges {
     pub rate: Option<f64>,
     pub burst: Option<f64>,
     pub items_per_hour: Option<i64>,
+    pub certificates_per_csr: Option<i64>,
+    pub certificate_bytes: Option<i64>,
 }
 
-const COLUMNS: &str = "owner_kind, owner_id, weight, rate, burst, items_per_hour, updated_at";
+const COLUMNS: &str = "owner_kind, owner_id, weight, rate, burst, items_per_hour, \
+     certificates_per_csr, certificate_bytes, updated_at";
 
 fn from_row(row: &Row) -> Result<TenantOverride, DbError> {
     let kind = OwnerKind::parse(row.get("owner_kind"))
@@ -46,6 +51,8 @@ fn from_row(row: &Row) -> Result<TenantOverride, DbError> {
         rate: row.get("rate"),
         burst: row.get("burst"),
         items_per_hour: row.get("items_per_hour"),
+        certificates_per_csr: row.get("certificates_per_csr"),
+        certificate_bytes: row.get("certificate_bytes"),
         updated_at: row.get("updated_at"),
     })
 }
@@ -80,13 +87,16 @@ pub async fn set(
     changes: &OverrideChanges,
 ) -> Result<TenantOverride, DbError> {
     let sql = format!(
-        "INSERT INTO tenant_limits AS t (owner_kind, owner_id, weight, rate, burst, items_per_hour)
-         VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO tenant_limits AS t (owner_kind, owner_id, weight, rate, burst, items_per_hour,
+                                         certificates_per_csr, certificate_bytes)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (owner_kind, owner_id) DO UPDATE SET
              weight = coalesce(excluded.weight, t.weight),
              rate = coalesce(excluded.rate, t.rate),
              burst = coalesce(excluded.burst, t.burst),
              items_per_hour = coalesce(excluded.items_per_hour, t.items_per_hour),
+             certificates_per_csr = coalesce(excluded.certificates_per_csr, t.certificates_per_csr),
+             certificate_bytes = coalesce(excluded.certificate_bytes, t.certificate_bytes),
              updated_at = now()
          RETURNING {COLUMNS}"
     );
@@ -100,6 +110,8 @@ pub async fn set(
                 &changes.rate,
                 &changes.burst,
                 &changes.items_per_hour,
+                &changes.certificates_per_csr,
+                &changes.certificate_bytes,
             ],
         )
         .await?;

@@ -2,18 +2,11 @@
 //! before anything is created; the items then travel as chunks through the same pipeline as
 //! single creates and become ordinary custom CSRs.
 
-use std::collections::HashSet;
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::validation::ErrorCollector;
-use super::{
-    CreateCsr, CsrId, CustomCsr, ErrorCode, FieldError, NamePolicy, Owner, OwnerKind,
-    ValidationErrors,
-};
+use super::item_stream::ItemRules;
+use super::{CreateCsr, CsrId, CustomCsr, NamePolicy, Owner, OwnerKind, ValidationErrors};
 
 /// Items per batch, at most.
 pub const MAX_BATCH_ITEMS: usize = 10_000;
@@ -148,214 +141,35 @@ pub fn cut_by_cost(costs: impl IntoIterator<Item = u32>, max_cost: u32) -> Vec<C
     chunks
 }
 
-/// Validates a submission `{"items": [...]}`: all items or none. Every error's pointer says
-/// which item (`/items/17/sans/0`); the answer lists the first
-/// [`MAX_REPORTED_ERRORS`](super::validation::MAX_REPORTED_ERRORS) and counts the rest.
-///
-/// The body is read as a stream of items: each item becomes a JSON value, is validated and
-/// dropped before the next one is read, so memory is the body, the validated requests and one
-/// item, never a `serde_json::Value` tree of the whole body (which cost 20 times the body).
-/// Keys repeated at any depth are refused, as [`super::strict_json`] does for single creates.
+/// Validates a submission `{"items": [...]}`: all items or none, read item by item (see
+/// [`super::item_stream`]). Every error's pointer says which item (`/items/17/sans/0`).
+/// `checkpoint` is called between items.
 pub fn parse_items(
     body: &[u8],
     owner: OwnerKind,
     policy: NamePolicy,
+    checkpoint: impl FnMut(),
 ) -> Result<Vec<CreateCsr>, ValidationErrors> {
-    let invalid = |pointer: &str, message: String| {
-        ValidationErrors::single(FieldError::new(ErrorCode::InvalidRequest, pointer, message))
-    };
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let submission = (Submission { owner, policy })
-        .deserialize(&mut de)
-        .and_then(|s| de.end().map(|()| s))
-        .map_err(|e| invalid("", format!("request body is not valid JSON: {e}")))?;
-    let items = match submission {
-        Body::NotAnObject => return Err(invalid("", "request body must be a JSON object".into())),
-        Body::Object(None) | Body::Object(Some(Items::NotAnArray)) => {
-            return Err(invalid(
-                "/items",
-                "items must be an array of create requests".into(),
-            ));
-        }
-        Body::Object(Some(Items::Array(items))) => items,
-    };
-    if items.count == 0 || items.count > MAX_BATCH_ITEMS {
-        return Err(invalid(
-            "/items",
-            format!(
-                "a batch holds 1 to {MAX_BATCH_ITEMS} items, not {}",
-                items.count
-            ),
-        ));
-    }
-    match items.errors.finish() {
-        Some(errors) => Err(errors),
-        None => Ok(items.parsed),
-    }
+    super::item_stream::parse_items(
+        body,
+        ItemRules {
+            max_items: MAX_BATCH_ITEMS,
+            max_item_bytes: MAX_ITEM_BYTES,
+            what: "create requests",
+        },
+        |item| CreateCsr::from_value(item, owner, policy),
+        checkpoint,
+    )
 }
 
-/// A visitor's answer to every JSON scalar: `$shape` (the wrong shape, reported by the
-/// caller with its own pointer), rather than serde's type error.
-macro_rules! scalars_are {
-    ($shape:expr) => {
-        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-            Ok($shape)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-            Ok($shape)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-            Ok($shape)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-            Ok($shape)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-            Ok($shape)
-        }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok($shape)
-        }
-    };
-}
-
-/// What the top level of a submission turned out to be.
-enum Body {
-    NotAnObject,
-    Object(Option<Items>),
-}
-
-enum Items {
-    NotAnArray,
-    Array(ParsedItems),
-}
-
-struct ParsedItems {
-    /// Items seen (past [`MAX_BATCH_ITEMS`], skipped unread).
-    count: usize,
-    parsed: Vec<CreateCsr>,
-    errors: ErrorCollector,
-}
-
-/// Reads the top-level object, validating `items` as it streams past.
-struct Submission {
-    owner: OwnerKind,
-    policy: NamePolicy,
-}
-
-impl<'de> DeserializeSeed<'de> for Submission {
-    type Value = Body;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Body, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Submission {
-    type Value = Body;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object with an items array")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body, A::Error> {
-        let mut seen = HashSet::new();
-        let mut items = None;
-        while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key.clone()) {
-                return Err(de::Error::custom(format_args!(
-                    "the key {:?} appears more than once",
-                    super::validation::echo(&key)
-                )));
-            }
-            if key == "items" {
-                items = Some(map.next_value_seed(ItemsSeed {
-                    owner: self.owner,
-                    policy: self.policy,
-                })?);
-            } else {
-                // Unknown keys are ignored, but must still be well formed and unambiguous.
-                map.next_value::<super::strict_json::Strict>()?;
-            }
-        }
-        Ok(Body::Object(items))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Body, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Body::NotAnObject)
-    }
-
-    scalars_are!(Body::NotAnObject);
-}
-
-/// Reads `items`, one create request at a time.
-struct ItemsSeed {
-    owner: OwnerKind,
-    policy: NamePolicy,
-}
-
-impl<'de> DeserializeSeed<'de> for ItemsSeed {
-    type Value = Items;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Items, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ItemsSeed {
-    type Value = Items;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of create requests")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Items, A::Error> {
-        let mut items = ParsedItems {
-            count: 0,
-            parsed: Vec::new(),
-            errors: ErrorCollector::default(),
-        };
-        loop {
-            if items.count >= MAX_BATCH_ITEMS {
-                // Too many: the rest are counted for the answer, not read.
-                if seq.next_element::<IgnoredAny>()?.is_none() {
-                    break;
-                }
-                items.count += 1;
-                continue;
-            }
-            let Some(super::strict_json::Strict(item)) = seq.next_element()? else {
-                break;
-            };
-            let i = items.count;
-            items.count += 1;
-            match CreateCsr::from_value(item, self.owner, self.policy) {
-                Ok(request) if items.errors.is_empty() => items.parsed.push(request),
-                // Once one item failed nothing will be created: the valid ones are not kept.
-                Ok(_) => {}
-                Err(ValidationErrors(item_errors)) => {
-                    items.parsed = Vec::new();
-                    for mut e in item_errors {
-                        e.pointer = format!("/items/{i}{}", e.pointer);
-                        items.errors.push(e);
-                    }
-                }
-            }
-        }
-        Ok(Items::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Items, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Items::NotAnArray)
-    }
-    scalars_are!(Items::NotAnArray);
-}
+/// Raw JSON bytes of one batch item, at most: the largest valid one (150 SANs of 253
+/// characters, every other field at its limit) is about 40 KB.
+pub const MAX_ITEM_BYTES: usize = 256 * 1024;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ErrorCode;
     use serde_json::{Value, json};
 
     fn item(cn: &str) -> Value {
@@ -374,6 +188,7 @@ mod tests {
             body.to_string().as_bytes(),
             OwnerKind::Account,
             NamePolicy::Permissive,
+            || {},
         )
         .unwrap_err();
         let pointers: Vec<&str> = errors.0.iter().map(|e| e.pointer.as_str()).collect();
@@ -415,6 +230,7 @@ mod tests {
                 body.to_string().as_bytes(),
                 OwnerKind::Account,
                 NamePolicy::Permissive,
+                || {},
             )
             .unwrap_err();
             assert_eq!(e.0[0].code, ErrorCode::InvalidRequest);
@@ -424,6 +240,7 @@ mod tests {
             ok.to_string().as_bytes(),
             OwnerKind::Account,
             NamePolicy::Permissive,
+            || {},
         )
         .unwrap();
         assert_eq!(parsed.len(), 2);
@@ -438,6 +255,7 @@ mod tests {
             body.to_string().as_bytes(),
             OwnerKind::Account,
             NamePolicy::Permissive,
+            || {},
         )
         .unwrap_err();
         assert_eq!(errors.0.len(), 101);
@@ -451,14 +269,20 @@ mod tests {
             r#"{"items": [{"sans": [], "sans": []}]}"#,
             r#"{"x": {"a": 1, "a": 2}, "items": []}"#,
         ] {
-            let e = parse_items(body.as_bytes(), OwnerKind::Account, NamePolicy::Permissive)
-                .unwrap_err();
+            let e = parse_items(
+                body.as_bytes(),
+                OwnerKind::Account,
+                NamePolicy::Permissive,
+                || {},
+            )
+            .unwrap_err();
             assert!(e.0[0].message.contains("more than once"), "{body}: {e}");
         }
         let e = parse_items(
             br#"{"items": [1, 2]} x"#,
             OwnerKind::Account,
             NamePolicy::Permissive,
+            || {},
         )
         .unwrap_err();
         assert!(e.0[0].message.contains("not valid JSON"), "{e}");
@@ -470,8 +294,13 @@ mod tests {
             "{{\"items\": [{}]}}",
             vec!["{}"; MAX_BATCH_ITEMS + 5].join(",")
         );
-        let e =
-            parse_items(body.as_bytes(), OwnerKind::Account, NamePolicy::Permissive).unwrap_err();
+        let e = parse_items(
+            body.as_bytes(),
+            OwnerKind::Account,
+            NamePolicy::Permissive,
+            || {},
+        )
+        .unwrap_err();
         assert_eq!(e.0.len(), 1);
         assert!(e.0[0].message.contains("not 10005"), "{e}");
     }

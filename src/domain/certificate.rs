@@ -85,6 +85,9 @@ pub struct CustomCertificate {
     pub owner: Owner,
     pub custom_csr_id: CsrId,
     pub certificate: String,
+    /// SHA-256 of the leaf's DER: the certificate's identity (the same bytes sent again are
+    /// the same certificate).
+    pub leaf_sha256: [u8; 32],
     pub hosts: Vec<String>,
     pub issuer: String,
     pub signature: String,
@@ -101,6 +104,15 @@ pub struct CustomCertificate {
 }
 
 impl CustomCertificate {
+    /// What the certificate counts for against its tenant's stored bytes: its chain, its
+    /// hosts and its policy (as `csrd_certificate_bytes` counts it in Postgres).
+    pub fn stored_bytes(&self) -> i64 {
+        let bytes = self.certificate.len()
+            + self.hosts.iter().map(String::len).sum::<usize>()
+            + self.policy.as_ref().map_or(0, String::len);
+        i64::try_from(bytes).unwrap_or(i64::MAX)
+    }
+
     /// Cloudflare's status: `active`, or `expired` once past `expires_on`.
     pub fn status(&self, now: DateTime<Utc>) -> &'static str {
         if self.expires_on <= now {
@@ -145,36 +157,27 @@ impl UploadCertificate {
 /// The most certificates one bulk upload takes.
 pub const MAX_BULK: usize = 10_000;
 
-/// A bulk upload's body, `{"items": [{custom_csr_id, certificate, …}, …]}`: every item valid,
-/// or every error, each with its `/items/N/…` pointer.
-pub fn parse_bulk(body: &[u8]) -> Result<Vec<UploadCertificate>, ValidationErrors> {
-    let mut obj = object(parse_object(body)?)?;
-    let items = match obj.remove("items") {
-        Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_BULK => items,
-        _ => {
-            return Err(ValidationErrors::single(FieldError::new(
-                ErrorCode::InvalidRequest,
-                "/items",
-                format!("items must be an array of 1 to {MAX_BULK} certificates"),
-            )));
-        }
-    };
-    let mut uploads = Vec::with_capacity(items.len());
-    let mut errors = Vec::new();
-    for (i, item) in items.into_iter().enumerate() {
-        match UploadCertificate::from_value(item) {
-            Ok(upload) => uploads.push(upload),
-            Err(e) => errors.extend(e.0.into_iter().map(|mut f| {
-                f.pointer = format!("/items/{i}{}", f.pointer);
-                f
-            })),
-        }
-    }
-    if errors.is_empty() {
-        Ok(uploads)
-    } else {
-        Err(ValidationErrors(errors).capped())
-    }
+/// Raw JSON bytes of one bulk item, at most: a certificate at its limit with its line breaks
+/// escaped, a policy at its limit escaped, and the other fields.
+pub const MAX_BULK_ITEM_BYTES: usize = 96 * 1024;
+
+/// A bulk upload's body, `{"items": [{custom_csr_id, certificate, …}, …]}`, read item by item
+/// (see [`super::item_stream`]): every item valid, or every error, each with its
+/// `/items/N/…` pointer. `checkpoint` is called between items.
+pub fn parse_bulk(
+    body: &[u8],
+    checkpoint: impl FnMut(),
+) -> Result<Vec<UploadCertificate>, ValidationErrors> {
+    super::item_stream::parse_items(
+        body,
+        super::item_stream::ItemRules {
+            max_items: MAX_BULK,
+            max_item_bytes: MAX_BULK_ITEM_BYTES,
+            what: "certificates",
+        },
+        UploadCertificate::from_value,
+        checkpoint,
+    )
 }
 
 impl EditCertificate {
@@ -387,7 +390,9 @@ fn policy_field(obj: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Optio
             ));
             None
         }
-        Some(Value::String(p)) if p.len() <= MAX_POLICY && !p.chars().any(char::is_control) => {
+        Some(Value::String(p))
+            if p.len() <= MAX_POLICY && super::request::forbidden_char(p).is_none() =>
+        {
             Some(p.clone())
         }
         Some(_) => {
@@ -395,7 +400,7 @@ fn policy_field(obj: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Optio
                 ErrorCode::InvalidSslAttribute,
                 "/policy",
                 format!(
-                    "policy must be a string of at most {MAX_POLICY} bytes, without control characters"
+                    "policy must be a string of at most {MAX_POLICY} bytes, without control or invisible characters"
                 ),
             ));
             None

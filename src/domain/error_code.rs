@@ -55,6 +55,12 @@ pub enum ErrorCode {
     /// csrd's own, in `messages` (not an error): the certificate leaves some of the CSR's
     /// names uncovered.
     HostsNotCovered = 1446,
+    /// csrd's own: a certificate cap would be passed (certificates per custom CSR, or bytes of
+    /// certificates per tenant; `csrd tenant limits` raises them).
+    CertificateQuota = 1447,
+    /// csrd's own: checking the request's chains would take more CPU than one request may
+    /// (1 ms per chain, plus 50 ms).
+    VerificationBudget = 1448,
     /// csrd's own: an Idempotency-Key reused with a different request.
     IdempotencyKeyReused = 1422,
     /// Anything the client cannot fix (opaque; the cause is in the log).

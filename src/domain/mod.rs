@@ -14,6 +14,7 @@ pub mod country;
 pub mod error_code;
 pub mod idempotency;
 pub mod ids;
+pub mod item_stream;
 pub mod job;
 pub mod key_type;
 pub mod list;

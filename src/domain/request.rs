@@ -194,7 +194,7 @@ impl CreateCsr {
 /// change how text *looks* without being seen: bidirectional overrides (an RTL override in O=
 /// can make a CSR read as another organisation to whoever reviews it), zero-width and other
 /// format characters, line and paragraph separators, noncharacters and private-use code points.
-fn forbidden_char(s: &str) -> Option<char> {
+pub fn forbidden_char(s: &str) -> Option<char> {
     s.chars()
         .find(|&c| c.is_control() || is_invisible_or_private(c))
 }

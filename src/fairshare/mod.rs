@@ -3,8 +3,9 @@
 //! with one tenant active it gets everything; with several, each freed unit goes to the
 //! tenant furthest behind its weighted share.
 //!
-//! - [`gate`]: a worker's keygen slots (charged in measured time) and an ingress's window of
-//!   queued single creates (charged in cost units) are both a [`FairGate`].
+//! - [`gate`]: a process's CPU slots (charged in measured time; see [`cpu`]: keys, chain checks
+//!   and large bodies are made and read in them) and an ingress's window of queued single
+//!   creates (charged in cost units) are both a [`FairGate`].
 //! - [`bulk`]: batches wait in Postgres as chunks; every process dispatches the next chunk in
 //!   fair-share order as the bulk queue empties, so the broker never holds a long line of
 //!   one tenant's chunks ahead of another's.
@@ -13,12 +14,14 @@
 
 pub mod bulk;
 pub mod clock;
+pub mod cpu;
 pub mod gate;
 pub mod policy;
 pub mod rate;
 
 pub use bulk::{BulkDispatcher, Kick};
 pub use clock::{MIN_WEIGHT, VirtualClock};
+pub use cpu::{CpuSlots, Turns};
 pub use gate::{Ask, FairGate, Lane, Permit};
 pub use policy::{Defaults, Policies, TenantPolicy};
 pub use rate::SharedRate;

@@ -26,6 +26,10 @@ pub struct Defaults {
     pub burst: f64,
     /// Items accepted and not yet settled, at most (0: unlimited).
     pub max_outstanding: i64,
+    /// Custom certificates one custom CSR may hold.
+    pub certificates_per_csr: i64,
+    /// Bytes of custom certificates one tenant may store.
+    pub certificate_bytes: i64,
 }
 
 /// The limits of tenants without an operator's override.
@@ -35,6 +39,8 @@ impl From<&crate::settings::TenantSettings> for Defaults {
             rate: s.tenant_rate.max(0.0),
             burst: s.tenant_burst.max(1.0),
             max_outstanding: s.tenant_max_outstanding.max(0),
+            certificates_per_csr: s.tenant_certificates_per_csr.max(0),
+            certificate_bytes: s.tenant_certificate_bytes.max(0),
         }
     }
 }
@@ -45,6 +51,8 @@ impl Default for Defaults {
             rate: 0.0,
             burst: 1.0,
             max_outstanding: 0,
+            certificates_per_csr: 100,
+            certificate_bytes: 4 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -59,6 +67,8 @@ pub struct TenantPolicy {
     pub burst: f64,
     pub max_outstanding: Option<i64>,
     pub items_per_hour: Option<i64>,
+    pub certificates_per_csr: i64,
+    pub certificate_bytes: i64,
 }
 
 /// Cheap to clone; clones share the overrides.
@@ -95,6 +105,12 @@ impl Policies {
             max_outstanding: (self.defaults.max_outstanding > 0)
                 .then_some(self.defaults.max_outstanding),
             items_per_hour: o.and_then(|o| o.items_per_hour),
+            certificates_per_csr: o
+                .and_then(|o| o.certificates_per_csr)
+                .unwrap_or(self.defaults.certificates_per_csr),
+            certificate_bytes: o
+                .and_then(|o| o.certificate_bytes)
+                .unwrap_or(self.defaults.certificate_bytes),
         }
     }
 
@@ -143,6 +159,7 @@ mod tests {
             rate: 100.0,
             burst: 200.0,
             max_outstanding: 10,
+            ..Defaults::default()
         });
         let a = Owner::Account(AccountId::parse(&"a".repeat(32)).unwrap());
         let b = Owner::Account(AccountId::parse(&"b".repeat(32)).unwrap());
@@ -156,6 +173,8 @@ mod tests {
                 rate: Some(10.0),
                 burst: None,
                 items_per_hour: Some(5),
+                certificates_per_csr: Some(7),
+                certificate_bytes: None,
                 updated_at: chrono::Utc::now(),
             },
         );
@@ -165,5 +184,10 @@ mod tests {
         let pb = policies.of(&b);
         assert_eq!((pb.weight, pb.rate, pb.burst), (1.0, 100.0, 200.0));
         assert_eq!(pb.items_per_hour, None);
+        assert_eq!(
+            (pa.certificates_per_csr, pa.certificate_bytes),
+            (7, 4 << 30)
+        );
+        assert_eq!(pb.certificates_per_csr, 100);
     }
 }

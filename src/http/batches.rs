@@ -7,7 +7,7 @@ use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
@@ -22,8 +22,8 @@ use crate::ingress::{BatchService, ResultPage};
 /// A batch body may be this large: 10,000 items of a few hundred bytes take 3 MB, and 850
 /// items of 150 SANs of 253 characters (the largest items there are) 32 MiB. The body is read
 /// item by item (`parse_items`), so a submission holds about three times its body at most
-/// (body, validated items, stored chunks), reserved from the process's batch memory budget
-/// before the body is read.
+/// (body, validated items, stored chunks), reserved from the process's memory budget as the
+/// body arrives.
 pub const MAX_BATCH_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// The batch use case, when the batch API is on (`CSRD_BATCH_API`); extracted before the
@@ -36,15 +36,6 @@ impl FromRequestParts<AppState> for BatchApi {
     async fn from_request_parts(_: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         app.batches.clone().map(BatchApi).ok_or(ApiError::NoRoute)
     }
-}
-
-pub(super) fn declared_length(headers: &HeaderMap) -> Option<usize> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
 
 fn batch_id(ids: &PathIds) -> Result<BatchId, ApiError> {
@@ -68,13 +59,9 @@ pub(super) async fn submit(
     request: Request,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(request.headers())?;
-    // The body's memory is reserved before it is read: its declared length, or the limit
-    // when it comes chunked.
-    let body_bytes = declared_length(request.headers())
-        .unwrap_or(MAX_BATCH_BODY_BYTES)
-        .min(MAX_BATCH_BODY_BYTES);
-    let admission = batches.admit(&caller.owner, body_bytes).await?;
-    let body = super::extract::json_body_up_to(request, MAX_BATCH_BODY_BYTES).await?;
+    let mut admission = batches.admit(&caller.owner)?;
+    let body =
+        super::extract::json_body_reserving(request, MAX_BATCH_BODY_BYTES, &mut admission).await?;
     let batch = batches
         .submit(caller.owner.clone(), body, key.as_ref(), admission)
         .await?;

@@ -193,28 +193,21 @@ pub(super) async fn upload_bulk(
     caller: Authorized<Writes>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    // Admitted as a batch body is (its memory reserved before it is read).
-    let body_bytes = super::batches::declared_length(request.headers())
-        .unwrap_or(MAX_BATCH_BODY_BYTES)
-        .min(MAX_BATCH_BODY_BYTES);
-    let _admission = batches.admit(&caller.owner, body_bytes).await?;
-    let body = super::extract::json_body_up_to(request, MAX_BATCH_BODY_BYTES).await?;
-    let uploads = crate::domain::certificate::parse_bulk(&body)?;
-    let csr_ids: Vec<String> = uploads
-        .iter()
-        .map(|u| u.custom_csr_id.to_string())
-        .collect();
-    let ids = app.certificates.upload_many(&caller.owner, uploads).await?;
+    // Admitted as a batch body is: its memory reserved from the same budget as it arrives.
+    let mut admission = batches.admit(&caller.owner)?;
+    let body =
+        super::extract::json_body_reserving(request, MAX_BATCH_BODY_BYTES, &mut admission).await?;
+    let ids = app.certificates.upload_many(&caller.owner, body).await?;
+    drop(admission);
     Ok(Json(CertificateBulk {
         success: true,
         errors: Vec::new(),
         messages: Vec::new(),
         result: ids
             .into_iter()
-            .zip(csr_ids)
             .map(|(id, custom_csr_id)| BulkItem {
                 id: id.to_string(),
-                custom_csr_id,
+                custom_csr_id: custom_csr_id.to_string(),
             })
             .collect(),
     })

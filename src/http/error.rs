@@ -354,6 +354,7 @@ impl From<crate::ingress::CertificateError> for ApiError {
             E::Invalid(e) => e.into(),
             E::CsrNotFound => ApiError::CertificateCsrNotFound,
             E::NotFound => ApiError::CertificateNotFound,
+            E::Refused(e) => e.into(),
             E::Service(e) => e.into(),
         }
     }

@@ -13,6 +13,8 @@ use super::server::{BodyDeadline, PeerAddr};
 use crate::domain::{
     CsrId, ErrorCode, FieldError, IdempotencyKey, Owner, OwnerKind, ValidationErrors,
 };
+use crate::ingress::Refused;
+use crate::ingress::limits::BatchAdmission;
 
 /// The path's ids, not yet validated: authentication comes first, then the owner id (7003),
 /// then authorization, and only then the CSR id (1418), so a caller without access learns
@@ -87,20 +89,49 @@ pub async fn json_body(request: Request) -> Result<Bytes, ApiError> {
 }
 
 /// A JSON request body of at most `limit` bytes, for the routes whose bodies are larger than
-/// the router's default limit (a batch).
-pub async fn json_body_up_to(request: Request, limit: usize) -> Result<Bytes, ApiError> {
+/// the router's default limit (a batch, a bulk upload): its memory is reserved in `admission`
+/// as it arrives, and reading stops (429) if the admission is stopped to make room for
+/// another tenant.
+pub async fn json_body_reserving(
+    request: Request,
+    limit: usize,
+    admission: &mut BatchAdmission,
+) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt as _;
     require_json(request.headers())?;
     refuse_declared_over(&request, limit)?;
     let deadline = body_deadline(&request);
-    within(deadline, axum::body::to_bytes(request.into_body(), limit))
-        .await?
-        .map_err(|e| {
-            unread_body(
-                std::error::Error::source(&e)
-                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>()),
-                limit,
-            )
-        })
+    let stop = admission.stop_token();
+    // Room for what the client declares (the pages are only touched as bytes arrive), so the
+    // buffer is not copied as it grows.
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = request.into_body();
+    let mut read = Vec::with_capacity(declared.min(limit));
+    let reading = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| unread_body(false, limit))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if read.len() + data.len() > limit {
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            admission.reserve_for_body(read.len() + data.len()).await?;
+            read.extend_from_slice(&data);
+        }
+        admission.body_read();
+        Ok::<_, ApiError>(())
+    };
+    tokio::select! {
+        done = within(deadline, reading) => done??,
+        () = stop.cancelled() => return Err(Refused::BatchMemory.into()),
+    }
+    Ok(Bytes::from(read))
 }
 
 /// 413 at once for a body whose declared length is over `limit`, without waiting for it.

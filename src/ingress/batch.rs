@@ -17,7 +17,7 @@ use crate::domain::{
     Batch, BatchEntry, BatchId, CreateCsr, CreateJob, IdempotencyKey, NamePolicy, Owner,
     ValidationErrors,
 };
-use crate::fairshare::{Kick, TenantPolicy};
+use crate::fairshare::{CpuSlots, Kick, Lane, TenantPolicy};
 
 use super::limits::BatchAdmission;
 use super::{Limits, ReadSlot, Refused, ServiceError};
@@ -62,6 +62,7 @@ pub struct BatchService {
     limits: Limits,
     audit: Auditor,
     name_policy: NamePolicy,
+    cpu: CpuSlots,
 }
 
 /// What a batch service is built from, besides the database.
@@ -69,6 +70,8 @@ pub struct BatchSettings {
     /// Cost units of one chunk at most (P-256 items count 1, RSA-2048 256).
     pub chunk_cost: usize,
     pub name_policy: NamePolicy,
+    /// The process's CPU slots, where bodies are read.
+    pub cpu: CpuSlots,
 }
 
 impl BatchService {
@@ -86,21 +89,15 @@ impl BatchService {
             limits,
             audit,
             name_policy: settings.name_policy,
+            cpu: settings.cpu,
         }
     }
 
-    /// Admits a submission whose body is at most `body_bytes`, before that body is read: the
-    /// tenant's open submissions are capped, and the process's share one memory budget,
-    /// waited for up to [`BATCH_MEMORY_WAIT`].
-    pub async fn admit(
-        &self,
-        owner: &Owner,
-        body_bytes: usize,
-    ) -> Result<BatchAdmission, BatchError> {
-        Ok(self
-            .limits
-            .admit_batch(owner, body_bytes, BATCH_MEMORY_WAIT)
-            .await?)
+    /// Admits a large submission before its body is read: the tenant's open submissions are
+    /// capped, and its memory is reserved from the process's budget as the body arrives
+    /// (each wait for room up to [`BATCH_MEMORY_WAIT`]).
+    pub fn admit(&self, owner: &Owner) -> Result<BatchAdmission, BatchError> {
+        Ok(self.limits.admit_batch(owner, BATCH_MEMORY_WAIT)?)
     }
 
     /// Validates a submission's `body` (all items or none), charges its bytes to the request
@@ -122,11 +119,15 @@ impl BatchService {
             self.limits.charge(&owner, extra as f64).await?;
         }
         let (kind, policy) = (owner.kind(), self.name_policy);
-        // Validating 10,000 items is a few milliseconds of CPU: off the async workers.
-        let requests =
-            tokio::task::spawn_blocking(move || parse_items(body.as_ref(), kind, policy))
-                .await
-                .map_err(|e| ServiceError::Internal(Box::new(e)))??;
+        // Reading 32 MiB of items is tens of milliseconds of CPU: in the tenant's turns on
+        // the CPU slots, off the async threads.
+        let requests = self
+            .cpu
+            .run_in_turns(&owner, Lane::Bulk, move |turns| {
+                parse_items(body.as_ref(), kind, policy, || turns.checkpoint())
+            })
+            .await
+            .map_err(|e| ServiceError::Internal(Box::new(e)))??;
         let items = requests.len();
         let tenant = self.limits.policies().of(&owner);
         let batch = self.store(owner.clone(), requests, key, &tenant).await?;

@@ -1,19 +1,31 @@
-//! Custom certificates: upload one against its custom CSR (checked against the key csrd holds
-//! for it), read, list, edit and delete them, always scoped to one owner. Changes are audited.
+//! Custom certificates: upload one (or many) against their custom CSRs, checked against the
+//! key csrd holds for each, read, list, edit and delete them, always scoped to one owner.
+//! Changes are audited.
+//!
+//! Every upload goes the same way: the CSRs are read (no lock, no transaction: a CSR never
+//! changes), the chains checked with no connection held ([`ChainChecker`]: cheap checks
+//! first, signatures within a budget, all of it in fair CPU slots), and only then a short
+//! transaction stores the rows within the tenant's caps. The routes use a quarter of the pool
+//! at most ([`PoolShare`]), so no upload load can take the connections creates need.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::error::SqlState;
 
-use super::ServiceError;
+use super::chain_check::{Candidate, ChainChecker, CheckError};
+use super::{Limits, Refused, ServiceError};
 use crate::audit::{Actor, AuditEvent, Auditor};
-use crate::crypto::certificate::{ChainError, LeafFacts, inspect_chain, uncovered_names};
-use crate::db::certificates::{self, Filter};
-use crate::db::{DbError, Pool};
+use crate::crypto::chain::{ChainError, LeafFacts, uncovered_names};
+use crate::db::certificates::{self, CertificateCaps, Filter, StoreOutcome, StoredIds};
+use crate::db::{DbError, PoolShare};
 use crate::domain::certificate::SNI_CUSTOM;
 use crate::domain::{
     CertificateId, CsrId, CustomCertificate, EditCertificate, ErrorCode, FieldError, Owner,
     UploadCertificate, ValidationErrors,
 };
+use crate::fairshare::{CpuSlots, Lane, Policies};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertificateError {
@@ -25,6 +37,8 @@ pub enum CertificateError {
     #[error("custom certificate not found")]
     NotFound,
     #[error(transparent)]
+    Refused(#[from] Refused),
+    #[error(transparent)]
     Service(#[from] ServiceError),
 }
 
@@ -34,15 +48,15 @@ impl From<DbError> for CertificateError {
     }
 }
 
-impl From<deadpool_postgres::PoolError> for CertificateError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        Self::Service(e.into())
-    }
-}
-
 impl From<tokio_postgres::Error> for CertificateError {
     fn from(e: tokio_postgres::Error) -> Self {
         DbError::from(e).into()
+    }
+}
+
+impl From<ValidationErrors> for CertificateError {
+    fn from(e: ValidationErrors) -> Self {
+        Self::Invalid(e)
     }
 }
 
@@ -59,15 +73,58 @@ pub struct CertificatePage {
     pub total: u64,
 }
 
+/// Bytes of body one request-rate unit pays for, as for batches: one per MiB.
+const BYTES_PER_REQUEST: usize = 1024 * 1024;
+
+/// CSRs read from Postgres at once for a bulk upload: 256 of the largest (150 SANs of 253
+/// characters, ~60 KB of PEM) is 15 MB, read and reduced to their keys before the next part.
+const CSRS_PER_READ: usize = 256;
+
+/// Times an edit is checked again when the certificate changed under it meanwhile.
+const EDIT_ATTEMPTS: usize = 3;
+
+/// Where a refusal points: the body itself (a single upload or edit) or one bulk item.
+#[derive(Clone, Copy)]
+enum At {
+    Body,
+    Item(usize),
+}
+
+impl At {
+    fn pointer(self, field: &str) -> String {
+        match self {
+            At::Body => field.to_owned(),
+            At::Item(i) => format!("/items/{i}{field}"),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Certificates {
-    pool: Pool,
+    db: PoolShare,
+    cpu: CpuSlots,
+    checker: ChainChecker,
+    policies: Policies,
+    limits: Limits,
     audit: Auditor,
 }
 
 impl Certificates {
-    pub fn new(pool: Pool, audit: Auditor) -> Self {
-        Self { pool, audit }
+    pub fn new(
+        db: PoolShare,
+        cpu: CpuSlots,
+        policies: Policies,
+        limits: Limits,
+        audit: Auditor,
+    ) -> Self {
+        Self {
+            db,
+            checker: ChainChecker::new(cpu.clone()),
+            cpu,
+            policies,
+            limits,
+            audit,
+        }
     }
 
     pub async fn upload(
@@ -75,14 +132,19 @@ impl Certificates {
         owner: &Owner,
         upload: UploadCertificate,
     ) -> Result<Stored, CertificateError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let (facts, uncovered) =
-            check_against_csr(&tx, owner, upload.custom_csr_id, &upload.certificate).await?;
-        let now = stored_now();
-        let certificate = new_certificate(owner, upload, facts, now);
-        refuse_duplicate(certificates::insert(&*tx, &certificate).await)?;
-        tx.commit().await?;
+        let (facts, uncovered) = self
+            .check_one(owner, upload.custom_csr_id, upload.certificate.clone())
+            .await?;
+        let certificate = new_certificate(owner, upload, facts, stored_now());
+        let ids = self
+            .store(owner, std::slice::from_ref(&certificate), |_| At::Body)
+            .await?;
+        if ids
+            .get(&(certificate.custom_csr_id.0, certificate.leaf_sha256))
+            .is_some_and(|(_, new)| !new)
+        {
+            return Err(already_submitted());
+        }
         self.audited("certificate.upload", &certificate);
         Ok(Stored {
             certificate,
@@ -90,41 +152,83 @@ impl Certificates {
         })
     }
 
-    /// Checks every certificate against its CSR's key, then stores them all with one
-    /// statement in one transaction, or nothing: any refusal is reported at its
-    /// `/items/N/…`. A certificate already stored for its CSR is answered with its id.
+    /// A bulk upload's `body`: read item by item in the tenant's CPU turns, every certificate
+    /// checked against its CSR's key, then all of them stored in one short transaction, or
+    /// nothing: any refusal is reported at its `/items/N/…`. A certificate already stored for
+    /// its CSR is answered with its id. The body is charged to the request rate at one request
+    /// per MiB (the gate charged the first). The CSRs' ids come back beside the certificates'.
     pub async fn upload_many(
         &self,
         owner: &Owner,
-        uploads: Vec<UploadCertificate>,
-    ) -> Result<Vec<CertificateId>, CertificateError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let ids: Vec<uuid::Uuid> = uploads.iter().map(|u| u.custom_csr_id.0).collect();
-        let csrs = certificates::csrs_for_upload(&*tx, owner, &ids).await?;
+        body: impl AsRef<[u8]> + Send + 'static,
+    ) -> Result<Vec<(CertificateId, CsrId)>, CertificateError> {
+        let extra = body
+            .as_ref()
+            .len()
+            .div_ceil(BYTES_PER_REQUEST)
+            .saturating_sub(1);
+        if extra > 0 {
+            self.limits.charge(owner, extra as f64).await?;
+        }
+        let uploads = self
+            .cpu
+            .run_in_turns(owner, Lane::Bulk, move |turns| {
+                crate::domain::certificate::parse_bulk(body.as_ref(), || turns.checkpoint())
+            })
+            .await
+            .map_err(|e| ServiceError::Internal(Box::new(e)))??;
+        let mut csr_ids: Vec<uuid::Uuid> = uploads.iter().map(|u| u.custom_csr_id.0).collect();
+        csr_ids.sort_unstable();
+        csr_ids.dedup();
+        let keys = self.csr_keys(owner, &csr_ids).await?;
+        let mut errors = Vec::new();
+        let mut candidates = Vec::with_capacity(uploads.len());
+        let mut rest = Vec::with_capacity(uploads.len());
+        for (i, mut upload) in uploads.into_iter().enumerate() {
+            match keys.get(&upload.custom_csr_id.0) {
+                Some(key) => candidates.push(Candidate {
+                    certificate: std::mem::take(&mut upload.certificate),
+                    csr_spki: key.clone(),
+                }),
+                None => errors.push(FieldError::new(
+                    ErrorCode::CustomCsrNotFound,
+                    At::Item(i).pointer("/custom_csr_id"),
+                    "The custom CSR was not found.",
+                )),
+            }
+            rest.push(upload);
+        }
+        if !errors.is_empty() {
+            return Err(ValidationErrors(errors).capped().into());
+        }
+        let facts = self
+            .checker
+            .check(owner, Lane::Bulk, candidates, Utc::now())
+            .await
+            .map_err(|e| refused_chains(e, At::Item))?;
         let now = stored_now();
-        let owner_for_checks = owner.clone();
-        // Parsing ten thousand chains is CPU work: on the blocking pool, off the runtime.
-        let checked =
-            tokio::task::spawn_blocking(move || check_all(&owner_for_checks, uploads, &csrs, now))
-                .await
-                .map_err(|e| {
-                    CertificateError::Service(super::ServiceError::Internal(Box::new(e)))
-                })??;
-        let stored = certificates::insert_many(&*tx, &checked).await?;
-        tx.commit().await?;
-        let ids = checked
+        let rows: Vec<CustomCertificate> = rest
+            .into_iter()
+            .zip(facts)
+            .map(|(upload, facts)| new_certificate(owner, upload, facts, now))
+            .collect();
+        let stored = self.store(owner, &rows, At::Item).await?;
+        let ids = rows
             .iter()
             .map(|c| {
-                stored
-                    .get(&(c.custom_csr_id.0, c.serial_number.clone(), c.issuer.clone()))
-                    .map_or(c.id, |id| CertificateId(*id))
+                let id = stored
+                    .get(&(c.custom_csr_id.0, c.leaf_sha256))
+                    .map_or(c.id, |(id, _)| CertificateId(*id));
+                (id, c.custom_csr_id)
             })
             .collect();
         self.audit.record(
             AuditEvent::new("certificate.upload_bulk", "ok", Actor::Anonymous)
                 .owner(owner)
-                .detail(serde_json::json!({ "items": checked.len() })),
+                .detail(serde_json::json!({
+                    "items": rows.len(),
+                    "stored": stored.values().filter(|(_, new)| *new).count(),
+                })),
         );
         Ok(ids)
     }
@@ -135,49 +239,75 @@ impl Certificates {
         id: CertificateId,
         edit: EditCertificate,
     ) -> Result<Stored, CertificateError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let mut stored = certificates::get(&*tx, owner, id, true)
-            .await?
-            .ok_or(CertificateError::NotFound)?;
-        let mut uncovered = Vec::new();
-        if edit.rechecks() {
-            let csr_id = edit.custom_csr_id.unwrap_or(stored.custom_csr_id);
-            let pem = edit.certificate.as_deref().unwrap_or(&stored.certificate);
-            let (facts, missing) = check_against_csr(&tx, owner, csr_id, pem).await?;
-            uncovered = missing;
-            stored.custom_csr_id = csr_id;
-            stored.certificate = facts.chain_pem;
-            stored.hosts = facts.hosts;
-            stored.issuer = facts.issuer;
-            stored.signature = facts.signature;
-            stored.serial_number = facts.serial_number;
-            stored.not_before = facts.not_before;
-            stored.expires_on = facts.expires_on;
+        for _ in 0..EDIT_ATTEMPTS {
+            let current = self.get(owner, id).await?;
+            // What the chain is checked as: the edit's certificate and CSR, or the stored ones.
+            let checked_against = (
+                edit.custom_csr_id.unwrap_or(current.custom_csr_id),
+                edit.certificate
+                    .clone()
+                    .unwrap_or_else(|| current.certificate.clone()),
+            );
+            let checked = if edit.rechecks() {
+                Some(
+                    self.check_one(owner, checked_against.0, checked_against.1.clone())
+                        .await?,
+                )
+            } else {
+                None
+            };
+            let mut client = self.db.get().await?;
+            let tx = client.transaction().await?;
+            let mut stored = certificates::get(&*tx, owner, id, true)
+                .await?
+                .ok_or(CertificateError::NotFound)?;
+            let now_against = (
+                edit.custom_csr_id.unwrap_or(stored.custom_csr_id),
+                edit.certificate
+                    .clone()
+                    .unwrap_or_else(|| stored.certificate.clone()),
+            );
+            if checked.is_some() && now_against != checked_against {
+                // Edited meanwhile: the check was of a pair that no longer applies.
+                continue;
+            }
+            let mut uncovered = Vec::new();
+            if let Some((facts, missing)) = checked {
+                uncovered = missing;
+                stored.custom_csr_id = checked_against.0;
+                apply_facts(&mut stored, facts);
+            }
+            if let Some(bundle_method) = &edit.bundle_method {
+                stored.bundle_method = bundle_method.clone();
+            }
+            if let Some(geo_label) = &edit.geo_label {
+                stored.geo_label = geo_label.clone();
+            }
+            if let Some(policy) = &edit.policy {
+                stored.policy = policy.clone();
+            }
+            stored.modified_on = stored_now();
+            // Cloudflare: "PATCHing a configuration for sni_custom certificates will result in
+            // a new resource id being returned, and the previous one being deleted."
+            let previous = stored.id;
+            if stored.cert_type == SNI_CUSTOM {
+                stored.id = CertificateId::new();
+            }
+            let outcome = refuse_duplicate(
+                certificates::update(&tx, previous, &stored, self.caps(owner)).await,
+            )?;
+            refuse_outcome(outcome, std::slice::from_ref(&stored), |_| At::Body)?;
+            tx.commit().await?;
+            self.audited("certificate.edit", &stored);
+            return Ok(Stored {
+                certificate: stored,
+                uncovered,
+            });
         }
-        if let Some(bundle_method) = edit.bundle_method {
-            stored.bundle_method = bundle_method;
-        }
-        if let Some(geo_label) = edit.geo_label {
-            stored.geo_label = geo_label;
-        }
-        if let Some(policy) = edit.policy {
-            stored.policy = policy;
-        }
-        stored.modified_on = stored_now();
-        // Cloudflare: "PATCHing a configuration for sni_custom certificates will result in a
-        // new resource id being returned, and the previous one being deleted."
-        let previous = stored.id;
-        if stored.cert_type == SNI_CUSTOM {
-            stored.id = CertificateId::new();
-        }
-        refuse_duplicate(certificates::update(&*tx, previous, &stored).await)?;
-        tx.commit().await?;
-        self.audited("certificate.edit", &stored);
-        Ok(Stored {
-            certificate: stored,
-            uncovered,
-        })
+        Err(
+            ServiceError::Unavailable("the certificate was edited concurrently; try again".into())
+                .into(),
+        )
     }
 
     pub async fn get(
@@ -185,7 +315,7 @@ impl Certificates {
         owner: &Owner,
         id: CertificateId,
     ) -> Result<CustomCertificate, CertificateError> {
-        let client = self.pool.get().await?;
+        let client = self.db.get().await?;
         certificates::get(&**client, owner, id, false)
             .await?
             .ok_or(CertificateError::NotFound)
@@ -198,7 +328,7 @@ impl Certificates {
         page: u64,
         per_page: u64,
     ) -> Result<CertificatePage, CertificateError> {
-        let client = self.pool.get().await?;
+        let client = self.db.get().await?;
         let (items, total) = certificates::list(&**client, owner, filter, page, per_page).await?;
         Ok(CertificatePage {
             items,
@@ -207,7 +337,7 @@ impl Certificates {
     }
 
     pub async fn delete(&self, owner: &Owner, id: CertificateId) -> Result<(), CertificateError> {
-        let client = self.pool.get().await?;
+        let client = self.db.get().await?;
         if !certificates::delete(&**client, owner, id).await? {
             return Err(CertificateError::NotFound);
         }
@@ -217,6 +347,96 @@ impl Certificates {
                 .target(id),
         );
         Ok(())
+    }
+
+    /// Checks one chain against the CSR `csr_id`: its facts, and the CSR names it leaves
+    /// uncovered.
+    async fn check_one(
+        &self,
+        owner: &Owner,
+        csr_id: CsrId,
+        certificate: String,
+    ) -> Result<(LeafFacts, Vec<String>), CertificateError> {
+        let (csr_pem, sans) = {
+            let client = self.db.get().await?;
+            certificates::csrs_of(&**client, owner, &[csr_id.0])
+                .await?
+                .remove(&csr_id.0)
+                .ok_or(CertificateError::CsrNotFound)?
+        };
+        let keys = self
+            .checker
+            .csr_keys(owner, Lane::Interactive, vec![(csr_id.0, csr_pem)])
+            .await
+            .map_err(|e| refused_chains(e, |_| At::Body))?;
+        let csr_spki = keys
+            .get(&csr_id.0)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Vec::new()));
+        let candidate = Candidate {
+            certificate,
+            csr_spki,
+        };
+        let facts = self
+            .checker
+            .check(owner, Lane::Interactive, vec![candidate], Utc::now())
+            .await
+            .map_err(|e| refused_chains(e, |_| At::Body))?
+            .pop()
+            .ok_or_else(|| ServiceError::Internal("a checked chain went missing".into()))?;
+        let uncovered = uncovered_names(&sans, &facts.hosts);
+        Ok((facts, uncovered))
+    }
+
+    /// The keys of `owner`'s CSRs among `ids`, read a part at a time (a part's PEMs are
+    /// dropped once their keys are out).
+    async fn csr_keys(
+        &self,
+        owner: &Owner,
+        ids: &[uuid::Uuid],
+    ) -> Result<HashMap<uuid::Uuid, Arc<Vec<u8>>>, CertificateError> {
+        let mut keys = HashMap::with_capacity(ids.len());
+        for part in ids.chunks(CSRS_PER_READ) {
+            let pems: Vec<(uuid::Uuid, String)> = {
+                let client = self.db.get().await?;
+                certificates::csrs_of(&**client, owner, part)
+                    .await?
+                    .into_iter()
+                    .map(|(id, (pem, _))| (id, pem))
+                    .collect()
+            };
+            let part_keys = self
+                .checker
+                .csr_keys(owner, Lane::Bulk, pems)
+                .await
+                .map_err(|e| refused_chains(e, At::Item))?;
+            keys.extend(part_keys);
+        }
+        Ok(keys)
+    }
+
+    /// Stores `rows` in one short transaction within `owner`'s caps: each row's id by (CSR,
+    /// leaf digest) and whether it is new. `at` says where a refused row points.
+    async fn store(
+        &self,
+        owner: &Owner,
+        rows: &[CustomCertificate],
+        at: impl Fn(usize) -> At,
+    ) -> Result<StoredIds, CertificateError> {
+        let mut client = self.db.get().await?;
+        let tx = client.transaction().await?;
+        let outcome = certificates::store(&tx, owner, rows, self.caps(owner)).await?;
+        let ids = refuse_outcome(outcome, rows, at)?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    fn caps(&self, owner: &Owner) -> CertificateCaps {
+        let policy = self.policies.of(owner);
+        CertificateCaps {
+            per_csr: policy.certificates_per_csr,
+            tenant_bytes: policy.certificate_bytes,
+        }
     }
 
     fn audited(&self, action: &'static str, c: &CustomCertificate) {
@@ -233,18 +453,128 @@ impl Certificates {
     }
 }
 
-/// A leaf already stored for the CSR (the unique issuer + serial) is Cloudflare's 400/1220.
-fn refuse_duplicate(written: Result<(), DbError>) -> Result<(), CertificateError> {
+/// The ids of a store, or why nothing was stored, pointed at the rows concerned.
+fn refuse_outcome(
+    outcome: StoreOutcome,
+    rows: &[CustomCertificate],
+    at: impl Fn(usize) -> At,
+) -> Result<StoredIds, CertificateError> {
+    let rows_of = |csr: &dyn Fn(uuid::Uuid) -> bool| -> Vec<usize> {
+        rows.iter()
+            .enumerate()
+            .filter(|(_, r)| csr(r.custom_csr_id.0))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    match outcome {
+        StoreOutcome::Stored(ids) => Ok(ids),
+        StoreOutcome::CsrsGone(gone) => {
+            if rows.len() == 1 && matches!(at(0), At::Body) {
+                return Err(CertificateError::CsrNotFound);
+            }
+            let errors = rows_of(&|c| gone.contains(&c))
+                .into_iter()
+                .map(|i| {
+                    FieldError::new(
+                        ErrorCode::CustomCsrNotFound,
+                        at(i).pointer("/custom_csr_id"),
+                        "The custom CSR was not found.",
+                    )
+                })
+                .collect();
+            Err(ValidationErrors(errors).capped().into())
+        }
+        StoreOutcome::OverPerCsr { csr, limit } => {
+            let errors = rows_of(&|c| c == csr)
+                .into_iter()
+                .map(|i| {
+                    FieldError::new(
+                        ErrorCode::CertificateQuota,
+                        at(i).pointer("/custom_csr_id"),
+                        format!(
+                            "the custom CSR would hold more than {limit} certificates; delete ones it no longer needs (an operator can raise the cap with csrd tenant limits set --certificates-per-csr)"
+                        ),
+                    )
+                })
+                .collect();
+            Err(ValidationErrors(errors).capped().into())
+        }
+        StoreOutcome::OverBytes {
+            stored,
+            adding,
+            limit,
+        } => Err(ValidationErrors::single(FieldError::new(
+            ErrorCode::CertificateQuota,
+            "",
+            format!(
+                "the tenant stores {stored} bytes of certificates; these {adding} more would pass its cap of {limit} (an operator can raise it with csrd tenant limits set --certificate-bytes)"
+            ),
+        ))
+        .into()),
+    }
+}
+
+/// A chain check's refusal as the client sees it.
+fn refused_chains(e: CheckError, at: impl Fn(usize) -> At) -> CertificateError {
+    match e {
+        CheckError::Items(items) => {
+            let errors = items
+                .into_iter()
+                .map(|(i, e)| {
+                    let mut error = chain_error(&e);
+                    error.pointer = at(i).pointer(&error.pointer);
+                    error
+                })
+                .collect();
+            ValidationErrors(errors).capped().into()
+        }
+        e @ CheckError::OverBudget { .. } => {
+            let pointer = match at(0) {
+                At::Body => "/certificate",
+                At::Item(_) => "/items",
+            };
+            ValidationErrors::single(FieldError::new(
+                ErrorCode::VerificationBudget,
+                pointer,
+                format!(
+                    "{e}: send fewer chains per request, or chains that share their CA certificates"
+                ),
+            ))
+            .into()
+        }
+        CheckError::Panicked(e) => ServiceError::Internal(Box::new(e)).into(),
+    }
+}
+
+fn already_submitted() -> CertificateError {
+    CertificateError::Invalid(ValidationErrors::single(FieldError::new(
+        ErrorCode::AlreadySubmitted,
+        "/certificate",
+        "This certificate has already been submitted.",
+    )))
+}
+
+/// A leaf stored for the CSR already (the unique CSR + leaf digest) is Cloudflare's 400/1220.
+fn refuse_duplicate(
+    written: Result<StoreOutcome, DbError>,
+) -> Result<StoreOutcome, CertificateError> {
     match written {
-        Err(DbError::Query(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Err(
-            CertificateError::Invalid(ValidationErrors::single(FieldError::new(
-                ErrorCode::AlreadySubmitted,
-                "/certificate",
-                "This certificate has already been submitted.",
-            ))),
-        ),
+        Err(DbError::Query(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            Err(already_submitted())
+        }
         other => Ok(other?),
     }
+}
+
+fn apply_facts(c: &mut CustomCertificate, facts: LeafFacts) {
+    c.certificate = facts.chain_pem;
+    c.leaf_sha256 = facts.leaf_sha256;
+    c.hosts = facts.hosts;
+    c.issuer = facts.issuer;
+    c.signature = facts.signature;
+    c.serial_number = facts.serial_number;
+    c.not_before = facts.not_before;
+    c.expires_on = facts.expires_on;
 }
 
 /// The row a checked upload becomes.
@@ -259,6 +589,7 @@ fn new_certificate(
         owner: owner.clone(),
         custom_csr_id: upload.custom_csr_id,
         certificate: facts.chain_pem,
+        leaf_sha256: facts.leaf_sha256,
         hosts: facts.hosts,
         issuer: facts.issuer,
         signature: facts.signature,
@@ -275,61 +606,10 @@ fn new_certificate(
     }
 }
 
-/// Every upload checked against its CSR, or every refusal with its item's pointer.
-fn check_all(
-    owner: &Owner,
-    uploads: Vec<UploadCertificate>,
-    csrs: &std::collections::HashMap<uuid::Uuid, (String, Vec<String>)>,
-    now: DateTime<Utc>,
-) -> Result<Vec<CustomCertificate>, CertificateError> {
-    let mut checked = Vec::with_capacity(uploads.len());
-    let mut errors = Vec::new();
-    for (i, upload) in uploads.into_iter().enumerate() {
-        let Some((csr_pem, _)) = csrs.get(&upload.custom_csr_id.0) else {
-            errors.push(FieldError::new(
-                ErrorCode::CustomCsrNotFound,
-                format!("/items/{i}/custom_csr_id"),
-                "The custom CSR was not found.",
-            ));
-            continue;
-        };
-        match inspect_chain(&upload.certificate, csr_pem, now) {
-            Ok(facts) => checked.push(new_certificate(owner, upload, facts, now)),
-            Err(e) => {
-                let mut error = chain_error(&e);
-                error.pointer = format!("/items/{i}{}", error.pointer);
-                errors.push(error);
-            }
-        }
-    }
-    if errors.is_empty() {
-        Ok(checked)
-    } else {
-        Err(CertificateError::Invalid(ValidationErrors(errors).capped()))
-    }
-}
-
 /// Now, to the microsecond Postgres keeps: an upload's answer equals what a later read shows.
 fn stored_now() -> DateTime<Utc> {
     use chrono::SubsecRound as _;
     Utc::now().trunc_subsecs(6)
-}
-
-/// Reads the CSR (locked against a delete until the transaction ends) and checks the chain
-/// against its key.
-async fn check_against_csr(
-    tx: &tokio_postgres::Transaction<'_>,
-    owner: &Owner,
-    csr_id: CsrId,
-    pem: &str,
-) -> Result<(LeafFacts, Vec<String>), CertificateError> {
-    let (csr_pem, sans) = certificates::csr_for_upload(tx, owner, csr_id)
-        .await?
-        .ok_or(CertificateError::CsrNotFound)?;
-    let facts = inspect_chain(pem, &csr_pem, Utc::now())
-        .map_err(|e| CertificateError::Invalid(ValidationErrors::single(chain_error(&e))))?;
-    let uncovered = uncovered_names(&sans, &facts.hosts);
-    Ok((facts, uncovered))
 }
 
 /// The code and message for a refused chain, at `/certificate`. Nothing of the input is
@@ -340,7 +620,9 @@ pub fn chain_error(e: &ChainError) -> FieldError {
         ChainError::Unparsable => ErrorCode::CertificateUnparsable,
         ChainError::PrivateKey => ErrorCode::KeyMaterialRefused,
         ChainError::TooLong => ErrorCode::ChainTooLong,
-        ChainError::OutOfOrder(_) | ChainError::BadSignature(_) => ErrorCode::ChainOutOfOrder,
+        ChainError::OutOfOrder(_) | ChainError::BadSignature(_) | ChainError::Unverifiable(..) => {
+            ErrorCode::ChainOutOfOrder
+        }
         ChainError::SelfSigned => ErrorCode::SelfSignedLeaf,
         ChainError::Expired(_) => ErrorCode::CertificateExpired,
         ChainError::NotYetValid(_) => ErrorCode::CertificateNotYetValid,

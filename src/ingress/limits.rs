@@ -10,8 +10,9 @@
 //! - **Hourly quota** (only where an operator set one): items accepted per clock hour.
 //! - **Large requests**: a tenant may have [`MAX_BATCHES_IN_FLIGHT`] batch submissions and
 //!   `max_reads` batch results reads open on this ingress; more is 429 at once.
-//!   Batch submissions also share one memory budget per process ([`BATCH_MEMORY_BUDGET`]):
-//!   each reserves what its body may cost before reading it, and waits its turn for that.
+//!   Batch submissions and bulk certificate uploads also share one memory budget per process
+//!   ([`MemoryBudget`]): each reserves what its body will cost as the body arrives, a tenant
+//!   gets at most its share while others wait, and waits its turn for room.
 //! - **The window**: single creates queued or being made, from this ingress, at most `window`
 //!   cost units, handed out by fair share between tenants. While one tenant is active it gets
 //!   the whole window; a tenant with nothing in it is let in at once, so a light tenant never
@@ -22,6 +23,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::memory_budget::{MemoryBudget, Reservation};
 use crate::db::{Pool, tenant_limits};
 use crate::domain::{KeyType, Owner};
 use crate::fairshare::{Ask, FairGate, Lane, Permit, Policies, SharedRate};
@@ -35,6 +37,8 @@ pub struct TenantLimits {
     pub max_reads: usize,
     /// Cost units of single creates queued or being made from this ingress, at most.
     pub window: u32,
+    /// What large bodies (batches, bulk uploads) may hold at once in this process.
+    pub batch_memory_bytes: u64,
 }
 
 impl From<&crate::settings::TenantSettings> for TenantLimits {
@@ -43,6 +47,7 @@ impl From<&crate::settings::TenantSettings> for TenantLimits {
             max_in_flight: s.tenant_max_in_flight,
             max_reads: s.tenant_max_reads,
             window: s.ingress_window.max(1),
+            batch_memory_bytes: s.batch_memory_mib.max(1) * 1024 * 1024,
         }
     }
 }
@@ -53,6 +58,7 @@ impl Default for TenantLimits {
             max_in_flight: 0,
             max_reads: 0,
             window: 4096,
+            batch_memory_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -115,8 +121,8 @@ pub struct Limits {
     in_flight: Arc<Mutex<HashMap<Owner, usize>>>,
     batches_in_flight: Arc<Mutex<HashMap<Owner, usize>>>,
     reads_in_flight: Arc<Mutex<HashMap<Owner, usize>>>,
-    /// MiB the batch submissions of this process may hold at once.
-    batch_memory: Arc<tokio::sync::Semaphore>,
+    /// What the batch submissions and bulk uploads of this process may hold at once.
+    batch_memory: MemoryBudget,
     pool: Pool,
 }
 
@@ -125,14 +131,12 @@ impl Limits {
         Self {
             window: FairGate::with_newcomers_overdrawing(settings.window.max(1)),
             rate: SharedRate::new(pool.clone()),
-            settings,
             policies,
             in_flight: Arc::default(),
             batches_in_flight: Arc::default(),
             reads_in_flight: Arc::default(),
-            batch_memory: Arc::new(tokio::sync::Semaphore::new(
-                BATCH_MEMORY_BUDGET_MIB as usize,
-            )),
+            batch_memory: MemoryBudget::new(settings.batch_memory_bytes),
+            settings,
             pool,
         }
     }
@@ -185,26 +189,17 @@ impl Limits {
         })
     }
 
-    /// Admits one batch submission whose body is at most `body_bytes`: a tenant may have
-    /// [`MAX_BATCHES_IN_FLIGHT`] on this ingress at once (each holds its body and, while it
-    /// is stored, a database connection), and the process's submissions together hold at
-    /// most [`BATCH_MEMORY_BUDGET`]. A submission reserves [`BATCH_MEMORY_PER_BODY_BYTE`]
-    /// times its body, and waits up to `wait` for the budget to have room.
-    pub async fn admit_batch(
-        &self,
-        owner: &Owner,
-        body_bytes: usize,
-        wait: Duration,
-    ) -> Result<BatchAdmission, Refused> {
+    /// Admits one large submission (a batch, a bulk certificate upload) before its body is
+    /// read: a tenant may have [`MAX_BATCHES_IN_FLIGHT`] on this ingress at once (each holds
+    /// its body and, while it is stored, a database connection). Its memory is reserved from
+    /// the process's budget as its body arrives ([`BatchAdmission::reserve_for_body`]),
+    /// waiting up to `wait` each time for room.
+    pub fn admit_batch(&self, owner: &Owner, wait: Duration) -> Result<BatchAdmission, Refused> {
         let open = enter(&self.batches_in_flight, owner, MAX_BATCHES_IN_FLIGHT)?;
-        let mib = batch_reservation_mib(body_bytes);
-        let memory = tokio::time::timeout(wait, self.batch_memory.clone().acquire_many_owned(mib))
-            .await
-            .map_err(|_| Refused::BatchMemory)?
-            .map_err(|_| Refused::BatchMemory)?;
         Ok(BatchAdmission {
             _open: open,
-            _memory: memory,
+            memory: self.batch_memory.reserve(owner),
+            wait,
         })
     }
 
@@ -250,20 +245,18 @@ impl Limits {
 /// Batch submissions one tenant may have open at once on one ingress (`csrd batch` sends 4).
 pub const MAX_BATCHES_IN_FLIGHT: usize = 8;
 
-/// Memory the batch submissions of one process may hold at once: 256 MiB.
-pub const BATCH_MEMORY_BUDGET: usize = BATCH_MEMORY_BUDGET_MIB as usize * 1024 * 1024;
-const BATCH_MEMORY_BUDGET_MIB: u32 = 256;
-
 /// What a submission holds per byte of its body, measured on the largest bodies (850 items of
 /// 150 SANs of 253 characters, 32 MiB): the body, the validated requests (about as large) and
 /// the chunks as stored (as large again).
 pub const BATCH_MEMORY_PER_BODY_BYTE: usize = 3;
 
-fn batch_reservation_mib(body_bytes: usize) -> u32 {
-    let bytes = body_bytes.saturating_mul(BATCH_MEMORY_PER_BODY_BYTE);
-    u32::try_from(bytes.div_ceil(1024 * 1024))
-        .unwrap_or(u32::MAX)
-        .clamp(1, BATCH_MEMORY_BUDGET_MIB)
+/// A body's reservation grows a MiB of body at a time.
+const RESERVATION_STEP: usize = 1024 * 1024;
+
+/// What a body of `body_bytes` (rounded up to the next MiB) reserves.
+fn reservation_for(body_bytes: usize) -> u64 {
+    let steps = body_bytes.div_ceil(RESERVATION_STEP).max(1);
+    (steps * RESERVATION_STEP * BATCH_MEMORY_PER_BODY_BYTE) as u64
 }
 
 /// How long a create waits for Postgres to count it against an hourly quota.
@@ -303,11 +296,35 @@ pub fn until_next_hour() -> Duration {
     Duration::from_secs(u64::try_from(3600 - now.rem_euclid(3600)).unwrap_or(3600))
 }
 
-/// A batch submission's place among its tenant's and its share of the memory budget; both
-/// are given back when it is dropped.
+/// A large submission's place among its tenant's and its reservation of the memory budget;
+/// both are given back when it is dropped.
 pub struct BatchAdmission {
     _open: InFlight,
-    _memory: tokio::sync::OwnedSemaphorePermit,
+    memory: Reservation,
+    wait: Duration,
+}
+
+impl BatchAdmission {
+    /// Reserves what a body of `body_bytes` read so far will cost (see
+    /// [`BATCH_MEMORY_PER_BODY_BYTE`]), a MiB at a time; waits for room in the tenant's turn.
+    pub async fn reserve_for_body(&mut self, body_bytes: usize) -> Result<(), Refused> {
+        self.memory
+            .grow_to(reservation_for(body_bytes), self.wait)
+            .await
+            .map_err(|_| Refused::BatchMemory)
+    }
+
+    /// The whole body is read (and its memory reserved): the submission is no longer stopped
+    /// to make room for another tenant.
+    pub fn body_read(&mut self) {
+        self.memory.done_reading();
+    }
+
+    /// Cancelled when the submission is stopped while reading, to make room for a tenant
+    /// holding less of the budget.
+    pub fn stop_token(&self) -> tokio_util::sync::CancellationToken {
+        self.memory.stop_token()
+    }
 }
 
 /// A batch results read's place among its tenant's; given back when dropped (a streamed
@@ -375,11 +392,11 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_reserves_three_times_its_body_within_the_budget() {
-        assert_eq!(batch_reservation_mib(0), 1);
-        assert_eq!(batch_reservation_mib(1024 * 1024), 3);
-        assert_eq!(batch_reservation_mib(32 * 1024 * 1024), 96);
-        assert_eq!(batch_reservation_mib(usize::MAX), BATCH_MEMORY_BUDGET_MIB);
+    fn a_body_reserves_three_times_its_bytes_a_mebibyte_at_a_time() {
+        assert_eq!(reservation_for(0), 3 << 20);
+        assert_eq!(reservation_for(1), 3 << 20);
+        assert_eq!(reservation_for(1024 * 1024 + 1), 6 << 20);
+        assert_eq!(reservation_for(32 * 1024 * 1024), 96 << 20);
     }
 
     #[test]
@@ -464,16 +481,19 @@ mod tests {
         let wait = Duration::from_millis(50);
         let mut open = Vec::new();
         for _ in 0..MAX_BATCHES_IN_FLIGHT {
-            open.push(limits.admit_batch(&owner('a'), 1024, wait).await.unwrap());
+            open.push(limits.admit_batch(&owner('a'), wait).unwrap());
         }
         assert!(matches!(
-            limits.admit_batch(&owner('a'), 1024, wait).await,
+            limits.admit_batch(&owner('a'), wait),
             Err(Refused::InFlight)
         ));
         // The memory budget is the process's: more than it holds waits, then 429.
-        let whole = limits
-            .admit_batch(&owner('b'), BATCH_MEMORY_BUDGET, wait)
-            .await;
-        assert!(matches!(whole, Err(Refused::BatchMemory)));
+        let mut big = limits.admit_batch(&owner('b'), wait).unwrap();
+        big.reserve_for_body(80 * 1024 * 1024).await.unwrap();
+        let mut more = limits.admit_batch(&owner('b'), wait).unwrap();
+        assert_eq!(
+            more.reserve_for_body(8 * 1024 * 1024).await,
+            Err(Refused::BatchMemory)
+        );
     }
 }

@@ -12,10 +12,12 @@ pub mod authenticate;
 pub mod batch;
 pub mod catalog;
 pub mod certificates;
+pub mod chain_check;
 pub mod coalesce;
 pub mod create;
 pub mod error;
 pub mod limits;
+pub mod memory_budget;
 pub mod pipeline;
 pub mod readiness;
 

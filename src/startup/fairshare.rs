@@ -7,7 +7,7 @@ use tokio::task::JoinHandle;
 
 use super::Stages;
 use super::foundation::Foundation;
-use crate::fairshare::{BulkDispatcher, Defaults, Kick, Policies};
+use crate::fairshare::{BulkDispatcher, CpuSlots, Defaults, Kick, Policies};
 use crate::queue::JobQueue;
 use crate::settings::Settings;
 
@@ -16,6 +16,8 @@ pub(super) struct FairShare {
     pub policies: Policies,
     /// Wakes this process's bulk dispatcher.
     pub dispatch: Kick,
+    /// The process's CPU slots (`CSRD_WORKERS` of them), shared by its worker and its ingress.
+    pub cpu: CpuSlots,
 }
 
 pub(super) struct FairShareTasks {
@@ -49,5 +51,13 @@ pub(super) fn start(
         ),
         dispatcher: tokio::spawn(dispatcher.run(stages.stop_http.clone())),
     };
-    (FairShare { policies, dispatch }, tasks)
+    let cpu = CpuSlots::new(settings.worker.workers(), policies.clone());
+    (
+        FairShare {
+            policies,
+            dispatch,
+            cpu,
+        },
+        tasks,
+    )
 }

@@ -66,6 +66,7 @@ pub(super) fn app_state(
             BatchSettings {
                 chunk_cost: settings.ingress.batch_chunk_items,
                 name_policy: settings.ingress.name_policy,
+                cpu: fair.cpu.clone(),
             },
             limits.clone(),
             audit.clone(),
@@ -84,10 +85,16 @@ pub(super) fn app_state(
     );
     let state = AppState::new(Services {
         access: Access::new(authenticator, limits.clone(), audit.clone()),
-        creates: Arc::new(CreateService::new(pipeline, limits, audit.clone())),
+        creates: Arc::new(CreateService::new(pipeline, limits.clone(), audit.clone())),
         batches,
         catalog: Catalog::new(pool.clone(), audit.clone()),
-        certificates: Certificates::new(pool.clone(), audit),
+        certificates: Certificates::new(
+            crate::db::PoolShare::quarter(pool.clone()),
+            fair.cpu.clone(),
+            fair.policies.clone(),
+            limits.clone(),
+            audit,
+        ),
         readiness: Readiness::new(pool.clone(), brokers),
         name_policy: settings.ingress.name_policy,
     });

@@ -7,7 +7,6 @@ use tokio::task::JoinHandle;
 use super::Stages;
 use super::fairshare::FairShare;
 use super::foundation::Foundation;
-use crate::fairshare::FairGate;
 use crate::queue::{CompletionSink, JobConsumer};
 use crate::settings::Settings;
 use crate::worker::{self, KeyPoolSizes, KeySource, WorkerContext, housekeeping};
@@ -30,7 +29,7 @@ pub(super) fn start(
     stages: &Stages,
 ) -> Vec<JoinHandle<()>> {
     let workers = settings.worker.workers();
-    let keygen_slots = FairGate::new(u32::try_from(workers).unwrap_or(u32::MAX));
+    let keygen_slots = fair.cpu.gate().clone();
     let keys = KeySource::new(KeyPoolSizes::from(&settings.worker));
     let ctx = WorkerContext {
         pool: foundation.pool.clone(),

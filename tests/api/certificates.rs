@@ -265,12 +265,16 @@ async fn bad_certificates_are_refused_with_their_code_and_nothing_is_stored() {
         ("a private key pasted in", json!(pasted_key), 1440),
         ("an empty certificate", json!(""), 1427),
         ("eleven certificates", json!(ca.pem.repeat(11)), 1441),
+        // The key is checked before any signature (cheap checks first): a leaf for a key
+        // csrd does not hold is 1429 whatever signed it. (That a lone leaf signed by its own
+        // key is refused as self-signed is tested in crypto::chain: only csrd holds the CSR's
+        // key, so no client can make one for it.)
         (
             "a leaf signed by its own key under another issuer's name",
             json!(csrd_test_support::ca::self_signed_under_another_name(
                 "a.example.org"
             )),
-            1442,
+            1429,
         ),
         (
             "the right leaf followed by an impostor CA of the same name",
@@ -576,6 +580,28 @@ async fn metrics_count_certificates_expiring_within_7_and_30_days_across_tenants
     assert_eq!(
         hosts(certs_expiring(&app, &["--days", "7", "--zone", ZONE_A]).await),
         vec![json!("in3.example.org")]
+    );
+}
+
+#[tokio::test]
+async fn certs_expiring_refuses_a_window_past_a_hundred_years_without_panicking() {
+    let app = spawn_in_memory().await;
+    for days in ["100000000", "36526"] {
+        let out = csrd_test_support::process::csrd_command(
+            env!("CARGO_BIN_EXE_csrd"),
+            &app.iso,
+            &["certs", "expiring", "--days", days],
+        )
+        .output()
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--days {days}: {stderr}");
+        assert!(!stderr.contains("panicked"), "--days {days}: {stderr}");
+        assert!(stderr.contains("--days"), "--days {days}: {stderr}");
+    }
+    assert!(
+        certs_expiring(&app, &["--days", "36525"]).await.is_empty(),
+        "the widest window is taken"
     );
 }
 

@@ -266,7 +266,7 @@ async fn line_breaking_names_and_ip_like_or_bad_punycode_sans_are_refused() {
 }
 
 #[tokio::test]
-async fn ambiguous_framing_and_a_missing_or_repeated_host_are_refused() {
+async fn ambiguous_framing_and_a_missing_repeated_or_listed_host_are_refused() {
     let app = spawn_app().await;
     let post = |te: &str| {
         format!(
@@ -293,6 +293,18 @@ async fn ambiguous_framing_and_a_missing_or_repeated_host_are_refused() {
     let (status, _) =
         raw_exchange(&app, b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").await;
     assert_eq!(status, 400);
+    // One Host line holding a list, user information or a space is as ambiguous (RFC 9112
+    // section 3.2: an invalid field value is 400).
+    for host in ["a, b", "a,b", "user@a", "a b", "a:port"] {
+        let head = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let (status, envelope) = raw_exchange(&app, head.as_bytes()).await;
+        assert_eq!(status, 400, "Host: {host}: {envelope}");
+    }
+    for host in ["a", "127.0.0.1:8080", "[::1]:80", "csrd.example.com"] {
+        let head = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let (status, _) = raw_exchange(&app, head.as_bytes()).await;
+        assert_eq!(status, 200, "Host: {host}");
+    }
     // HTTP/1.0 has no Host requirement.
     let (status, _) = raw_exchange(&app, b"GET /healthz HTTP/1.0\r\n\r\n").await;
     assert_eq!(status, 200);

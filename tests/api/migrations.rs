@@ -4,7 +4,7 @@
 use csrd::db::{build_pool, migrate};
 use csrd_test_support::*;
 
-const ALL: [&str; 12] = [
+const ALL: [&str; 13] = [
     "V1__init",
     "V2__list_indexes",
     "V3__tenant_counts",
@@ -17,6 +17,7 @@ const ALL: [&str; 12] = [
     "V10__fair_share",
     "V11__cheaper_appends",
     "V12__custom_certificates",
+    "V13__certificate_identity_and_caps",
 ];
 
 async fn database() -> Isolation {

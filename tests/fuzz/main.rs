@@ -189,7 +189,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_as_a_body_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         let _ = CreateCsr::parse(&bytes, OwnerKind::Account, NamePolicy::Permissive);
-        let _ = csrd::domain::batch::parse_items(&bytes, OwnerKind::Account, NamePolicy::Permissive);
+        let _ = csrd::domain::batch::parse_items(&bytes, OwnerKind::Account, NamePolicy::Permissive, || {});
         let _ = csrd::domain::strict_json::parse(&bytes);
         let _ = csrd::amqp::codec::decode_chunk(&bytes);
         let _ = csrd::amqp::codec::decode_completions(&bytes);
@@ -198,7 +198,7 @@ proptest! {
     #[test]
     fn batch_bodies_never_panic_and_errors_name_their_item(items in prop::collection::vec(create_body(), 0..6)) {
         let body = json!({ "items": items }).to_string();
-        match csrd::domain::batch::parse_items(body.as_bytes(), OwnerKind::Account, NamePolicy::Permissive) {
+        match csrd::domain::batch::parse_items(body.as_bytes(), OwnerKind::Account, NamePolicy::Permissive, || {}) {
             Ok(parsed) => parsed.iter().for_each(check_accepted),
             Err(errors) => {
                 for e in &errors.0 {

@@ -179,6 +179,13 @@ fn framing_is_unambiguous(request: &hyper::Request<Incoming>) -> Result<(), ApiE
             "an HTTP/1.1 request must carry exactly one Host header",
         ));
     }
+    if let Some(host) = headers.get(header::HOST)
+        && !is_host_value(host.as_bytes())
+    {
+        return Err(ApiError::MalformedHead(
+            "the Host header must be one host, optionally with a port",
+        ));
+    }
     let mut chunked = 0;
     for value in headers.get_all(header::TRANSFER_ENCODING) {
         let Ok(value) = value.to_str() else {
@@ -197,6 +204,32 @@ fn framing_is_unambiguous(request: &hyper::Request<Incoming>) -> Result<(), ApiE
         ));
     }
     Ok(())
+}
+
+/// RFC 9112 section 3.2: `Host = uri-host [ ":" port ]` (empty where the target has no
+/// authority). A list (`a, b`), user information or spaces make it ambiguous which host was
+/// meant: 400.
+fn is_host_value(value: &[u8]) -> bool {
+    if value.is_empty() {
+        return true;
+    }
+    if value
+        .iter()
+        .any(|b| matches!(b, b',' | b'@' | b'/' | b'?' | b'#') || b.is_ascii_whitespace())
+    {
+        return false;
+    }
+    let Ok(value) = std::str::from_utf8(value) else {
+        return false;
+    };
+    // The port, when there is one, is digits (the http crate takes `a:port` as a host).
+    let port = match value.rsplit_once(':') {
+        Some((host, _)) if !host.ends_with(']') && host.contains(':') => None,
+        Some((_, port)) => Some(port),
+        None => None,
+    };
+    port.is_none_or(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        && value.parse::<axum::http::uri::Authority>().is_ok()
 }
 
 /// Longest request URI accepted (Cloudflare's edge refuses URLs over 16 KB as well).

@@ -1,0 +1,351 @@
+//! The memory large request bodies (batches, bulk certificate uploads) may hold in one
+//! process, shared by tenants.
+//!
+//! - **Reserved as bytes arrive.** A request reserves what its body will cost (three times its
+//!   bytes: the body, the parsed items, what is stored) as the body is read, never from its
+//!   declared length alone: a client that declares 32 MiB and sends a byte a second holds next
+//!   to nothing.
+//! - **A tenant gets at most its share while others wait.** While nobody waits, a lone tenant
+//!   may use the whole budget. Once someone waits, a tenant holding more than its share
+//!   (the budget over the tenants holding or waiting) gets no more until the others are
+//!   served; waiters are served least-holding tenant first. If the budget is full and the
+//!   waiter cannot be served, a request of a tenant over its share that is still reading its
+//!   body is stopped (429) to make room: a tenant that fills the budget and stalls cannot hold
+//!   everyone else out until its bodies time out.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::Owner;
+
+#[derive(Clone)]
+pub struct MemoryBudget {
+    state: Arc<Mutex<State>>,
+}
+
+struct State {
+    capacity: u64,
+    free: u64,
+    /// Bytes each tenant holds.
+    held: HashMap<Owner, u64>,
+    /// Reservations whose request is still reading its body (the ones that may be stopped).
+    reading: HashMap<u64, Reading>,
+    /// Asks waiting, in arrival order.
+    waiting: Vec<Waiter>,
+    next_id: u64,
+}
+
+struct Reading {
+    owner: Owner,
+    bytes: u64,
+    stop: CancellationToken,
+}
+
+struct Waiter {
+    id: u64,
+    owner: Owner,
+    bytes: u64,
+    granted: oneshot::Sender<()>,
+}
+
+/// Memory held for one request; given back when dropped.
+pub struct Reservation {
+    budget: MemoryBudget,
+    id: u64,
+    owner: Owner,
+    bytes: u64,
+    stop: CancellationToken,
+}
+
+/// Why a reservation could not grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoRoom {
+    /// No room within the wait.
+    Timeout,
+    /// Stopped to make room for a tenant holding less.
+    Stopped,
+}
+
+impl MemoryBudget {
+    pub fn new(capacity_bytes: u64) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(State {
+                capacity: capacity_bytes.max(1),
+                free: capacity_bytes.max(1),
+                held: HashMap::new(),
+                reading: HashMap::new(),
+                waiting: Vec::new(),
+                next_id: 0,
+            })),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every update leaves the state consistent: a poisoned lock still guards it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An empty reservation for one of `owner`'s requests, which starts reading its body.
+    pub fn reserve(&self, owner: &Owner) -> Reservation {
+        let mut state = self.lock();
+        let id = state.next_id;
+        state.next_id += 1;
+        let stop = CancellationToken::new();
+        state.reading.insert(
+            id,
+            Reading {
+                owner: owner.clone(),
+                bytes: 0,
+                stop: stop.clone(),
+            },
+        );
+        Reservation {
+            budget: self.clone(),
+            id,
+            owner: owner.clone(),
+            bytes: 0,
+            stop,
+        }
+    }
+
+    /// Bytes not held by anyone.
+    pub fn free(&self) -> u64 {
+        self.lock().free
+    }
+}
+
+impl State {
+    fn held(&self, owner: &Owner) -> u64 {
+        self.held.get(owner).copied().unwrap_or(0)
+    }
+
+    /// The budget over the tenants holding memory or waiting for it (and `also`).
+    fn share(&self, also: Option<&Owner>) -> u64 {
+        let mut tenants: std::collections::HashSet<&Owner> = self.held.keys().collect();
+        tenants.extend(self.waiting.iter().map(|w| &w.owner));
+        tenants.extend(also);
+        self.capacity / tenants.len().max(1) as u64
+    }
+
+    fn take(&mut self, id: u64, owner: &Owner, bytes: u64) {
+        self.free -= bytes;
+        *self.held.entry(owner.clone()).or_default() += bytes;
+        if let Some(r) = self.reading.get_mut(&id) {
+            r.bytes += bytes;
+        }
+    }
+
+    fn give_back(&mut self, id: u64, owner: &Owner, bytes: u64) {
+        self.free += bytes;
+        if let Some(held) = self.held.get_mut(owner) {
+            *held = held.saturating_sub(bytes);
+            if *held == 0 {
+                self.held.remove(owner);
+            }
+        }
+        self.reading.remove(&id);
+    }
+
+    /// Serves waiters, least-holding tenant first, while the first fits; when it does not,
+    /// stops a reading request of another tenant over its share.
+    fn dispatch(&mut self) {
+        loop {
+            self.waiting.retain(|w| !w.granted.is_closed());
+            let Some(best) =
+                (0..self.waiting.len()).min_by_key(|&i| (self.held(&self.waiting[i].owner), i))
+            else {
+                return;
+            };
+            let bytes = self.waiting[best].bytes;
+            if bytes <= self.free {
+                let w = self.waiting.remove(best);
+                self.take(w.id, &w.owner, w.bytes);
+                if w.granted.send(()).is_err() {
+                    // It gave up between the check and the send.
+                    self.free += w.bytes;
+                    if let Some(held) = self.held.get_mut(&w.owner) {
+                        *held = held.saturating_sub(w.bytes);
+                    }
+                    if let Some(r) = self.reading.get_mut(&w.id) {
+                        r.bytes = r.bytes.saturating_sub(w.bytes);
+                    }
+                }
+                continue;
+            }
+            let share = self.share(None);
+            let waiter = self.waiting[best].owner.clone();
+            let victim = self
+                .reading
+                .values()
+                .filter(|r| {
+                    r.owner != waiter
+                        && r.bytes > 0
+                        && !r.stop.is_cancelled()
+                        && self.held(&r.owner) > share
+                })
+                .max_by_key(|r| r.bytes);
+            if let Some(victim) = victim {
+                victim.stop.cancel();
+            }
+            return;
+        }
+    }
+}
+
+impl Reservation {
+    /// Grows the reservation to `total` bytes (at most the whole budget), waiting up to
+    /// `wait` for room.
+    pub async fn grow_to(&mut self, total: u64, wait: Duration) -> Result<(), NoRoom> {
+        let rx = {
+            let mut state = self.budget.lock();
+            let total = total.min(state.capacity);
+            if total <= self.bytes {
+                return Ok(());
+            }
+            if self.stop.is_cancelled() {
+                return Err(NoRoom::Stopped);
+            }
+            let delta = total - self.bytes;
+            let within_share = state.held(&self.owner) + delta <= state.share(Some(&self.owner));
+            if delta <= state.free && (state.waiting.is_empty() || within_share) {
+                state.take(self.id, &self.owner, delta);
+                self.bytes = total;
+                return Ok(());
+            }
+            let (tx, rx) = oneshot::channel();
+            state.waiting.push(Waiter {
+                id: self.id,
+                owner: self.owner.clone(),
+                bytes: delta,
+                granted: tx,
+            });
+            state.dispatch();
+            (rx, delta)
+        };
+        let (rx, delta) = rx;
+        tokio::select! {
+            granted = tokio::time::timeout(wait, rx) => match granted {
+                Ok(Ok(())) => {
+                    self.bytes += delta;
+                    Ok(())
+                }
+                _ => Err(NoRoom::Timeout),
+            },
+            () = self.stop.cancelled() => Err(NoRoom::Stopped),
+        }
+    }
+
+    /// The body is read: from now on this request is never stopped to make room.
+    pub fn done_reading(&mut self) {
+        self.budget.lock().reading.remove(&self.id);
+    }
+
+    /// Cancelled when this request is stopped to make room for another tenant.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut state = self.budget.lock();
+        // A grant may have been sent that this reservation never saw (it stopped waiting):
+        // what the state says it holds is what goes back.
+        let held = state
+            .reading
+            .get(&self.id)
+            .map_or(self.bytes, |r| r.bytes.max(self.bytes));
+        state.waiting.retain(|w| w.id != self.id);
+        state.give_back(self.id, &self.owner, held);
+        state.dispatch();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::OwnerKind;
+
+    fn owner(c: char) -> Owner {
+        Owner::parse(OwnerKind::Account, &c.to_string().repeat(32)).unwrap()
+    }
+
+    const WAIT: Duration = Duration::from_millis(200);
+
+    #[tokio::test]
+    async fn a_lone_tenant_may_use_the_whole_budget_and_gives_it_back() {
+        let budget = MemoryBudget::new(100);
+        let mut a = budget.reserve(&owner('a'));
+        let mut b = budget.reserve(&owner('a'));
+        a.grow_to(60, WAIT).await.unwrap();
+        b.grow_to(40, WAIT).await.unwrap();
+        assert_eq!(budget.free(), 0);
+        drop(a);
+        assert_eq!(budget.free(), 60);
+        drop(b);
+        assert_eq!(budget.free(), 100);
+    }
+
+    #[tokio::test]
+    async fn a_tenant_over_its_share_is_stopped_when_another_waits_for_a_full_budget() {
+        let budget = MemoryBudget::new(100);
+        let mut stalled = budget.reserve(&owner('a'));
+        stalled.grow_to(95, WAIT).await.unwrap();
+        let stop = stalled.stop_token();
+        let mut b = budget.reserve(&owner('b'));
+        let waiting =
+            tokio::spawn(async move { b.grow_to(30, Duration::from_secs(5)).await.map(|()| b) });
+        tokio::time::timeout(Duration::from_secs(1), stop.cancelled())
+            .await
+            .expect("a, over its share of 50, was asked to stop");
+        assert_eq!(stalled.grow_to(96, WAIT).await, Err(NoRoom::Stopped));
+        drop(stalled);
+        let b = waiting.await.unwrap().expect("b got its room");
+        assert_eq!(b.bytes(), 30);
+    }
+
+    #[tokio::test]
+    async fn a_request_done_reading_is_never_stopped_and_waiters_time_out() {
+        let budget = MemoryBudget::new(100);
+        let mut done = budget.reserve(&owner('a'));
+        done.grow_to(100, WAIT).await.unwrap();
+        done.done_reading();
+        let mut b = budget.reserve(&owner('b'));
+        assert_eq!(b.grow_to(10, WAIT).await, Err(NoRoom::Timeout));
+        assert!(!done.stop_token().is_cancelled());
+        drop(b);
+        drop(done);
+        assert_eq!(budget.free(), 100);
+    }
+
+    #[tokio::test]
+    async fn while_others_wait_a_tenant_gets_no_more_than_its_share() {
+        let budget = MemoryBudget::new(100);
+        let mut a = budget.reserve(&owner('a'));
+        a.grow_to(40, WAIT).await.unwrap();
+        a.done_reading();
+        let mut c = budget.reserve(&owner('c'));
+        c.grow_to(55, WAIT).await.unwrap();
+        c.done_reading();
+        // b waits for 20 (5 are free); a, at 40 of a share of 33, may not take those 5.
+        let mut b = budget.reserve(&owner('b'));
+        let waiting =
+            tokio::spawn(async move { b.grow_to(20, Duration::from_secs(5)).await.map(|()| b) });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut a2 = budget.reserve(&owner('a'));
+        assert_eq!(
+            a2.grow_to(5, Duration::from_millis(50)).await,
+            Err(NoRoom::Timeout)
+        );
+        drop(c);
+        assert_eq!(waiting.await.unwrap().unwrap().bytes(), 20);
+    }
+}
