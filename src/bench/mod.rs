@@ -3,3 +3,4 @@
 pub mod keygen;
 pub mod list;
 pub mod load;
+pub mod verify;

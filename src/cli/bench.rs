@@ -1,4 +1,4 @@
-//! `csrd bench keygen|list|create`: the command-line side of the benchmarks in `crate::bench`
+//! `csrd bench keygen|verify|list|create`: the command-line side of the benchmarks in `crate::bench`
 //! (key generation speed, list-page latency, a create load against a running csrd).
 
 use anyhow::{Context, bail};
@@ -20,6 +20,13 @@ pub enum BenchCommand {
         /// Parallel threads.
         #[arg(long, default_value_t = 1)]
         threads: usize,
+    },
+    /// Chain-link signature verification time per kind of CA key, beside the estimate csrd
+    /// charges against a request's verification budget.
+    Verify {
+        /// Seconds to run each key type.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
     },
     /// List-page latency for one tenant with many rows (seeds, measures, cleans up).
     List {
@@ -74,6 +81,7 @@ pub(super) async fn run(command: BenchCommand) -> anyhow::Result<()> {
             crate::bench::keygen::keygen(&key_types(&key_type)?, seconds, threads.max(1));
             Ok(())
         }
+        BenchCommand::Verify { seconds } => crate::bench::verify::verify(seconds),
         BenchCommand::List { rows, samples, db } => {
             crate::bench::list::run(&db.database_url, rows, samples).await
         }

@@ -11,6 +11,7 @@ mod batch_cli;
 mod batch_cli_hostile;
 mod batches;
 mod certificates;
+mod certificates_hostile;
 mod compat;
 mod create;
 mod create_service;
