@@ -21,6 +21,7 @@ use super::output::{self, Summary, partial_path};
 use super::progress::Progress;
 use super::state::{self, PartialWriter};
 use super::{Api, Budgets};
+use crate::crypto::key_material::holds_private_key;
 
 pub struct CertificatePlan {
     pub api: Api,
@@ -41,13 +42,10 @@ pub async fn run(plan: CertificatePlan) -> anyhow::Result<Summary> {
         output::refuse_overwriting_input(&plan.input, &plan.output)?;
         input::read(&plan.input, Format::Jsonl)?
     };
-    // A line holding a key is refused here, before anything travels.
+    // A line holding a key (in any format recognised: see crypto::key_material) is refused
+    // here, before anything travels.
     for line in &mut lines {
-        if line
-            .body
-            .as_ref()
-            .is_ok_and(|b| b.contains("PRIVATE KEY-----"))
-        {
+        if line.body.as_ref().is_ok_and(|b| line_holds_key(b)) {
             line.body = Err(
                 "holds private key material; not sent (csrd never accepts key material)".into(),
             );
@@ -101,7 +99,24 @@ pub async fn run(plan: CertificatePlan) -> anyhow::Result<Summary> {
     Ok(summary)
 }
 
-/// One input line per `<custom_csr_id>.pem` file, in name order; other files are skipped.
+/// Whether a JSONL line holds key material: the line itself, or any string in it once its
+/// JSON escapes are undone (a key's base64 lines are joined by `\n` escapes there).
+fn line_holds_key(line: &str) -> bool {
+    fn any_string(v: &Value) -> bool {
+        match v {
+            Value::String(s) => holds_private_key(s.as_bytes()),
+            Value::Array(a) => a.iter().any(any_string),
+            Value::Object(o) => o.values().any(any_string),
+            _ => false,
+        }
+    }
+    holds_private_key(line.as_bytes())
+        || serde_json::from_str::<Value>(line).is_ok_and(|v| any_string(&v))
+}
+
+/// One input line per `<custom_csr_id>.pem` file, in name order; other files are skipped. A
+/// file that cannot be a chain (larger than a certificate field may be, not text) or that
+/// holds key material fails as its line, unsent; the others go on.
 fn read_directory(dir: &Path) -> anyhow::Result<Vec<InputLine>> {
     use sha2::{Digest, Sha256};
     let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -112,29 +127,51 @@ fn read_directory(dir: &Path) -> anyhow::Result<Vec<InputLine>> {
     names.sort();
     let mut lines = Vec::with_capacity(names.len());
     for (i, path) in names.iter().enumerate() {
-        let pem =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let id = path
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or_default();
-        let body = json!({"custom_csr_id": id, "certificate": pem}).to_string();
-        // Never sent: a key file named like a certificate stays on this machine.
-        let checked = if pem.contains("PRIVATE KEY-----") {
-            Err(format!(
-                "{} holds private key material; not sent (csrd never accepts key material)",
-                path.display()
-            ))
-        } else {
-            Ok(body.clone())
+        let (digest, body) = match read_chain_file(path) {
+            Ok(pem) => {
+                let body = json!({"custom_csr_id": id, "certificate": pem}).to_string();
+                (Sha256::digest(body.as_bytes()).into(), Ok(body))
+            }
+            Err(why) => (
+                Sha256::digest(format!("{}\n{why}", path.display()).as_bytes()).into(),
+                Err(format!("{}: {why}", path.display())),
+            ),
         };
         lines.push(InputLine {
             line: i + 1,
-            digest: Sha256::digest(body.as_bytes()).into(),
-            body: checked,
+            digest,
+            body,
         });
     }
     Ok(lines)
+}
+
+/// A certificate file's text, or why it is not sent. Never read whole when it is larger than a
+/// chain may be.
+fn read_chain_file(path: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let limit = crate::domain::certificate::MAX_CERTIFICATE_BYTES;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot be read: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    // Never sent: a key file named like a certificate stays on this machine.
+    if holds_private_key(&bytes) {
+        return Err(
+            "holds private key material; not sent (csrd never accepts key material)".into(),
+        );
+    }
+    if bytes.len() > limit {
+        return Err(format!(
+            "is larger than a certificate chain may be ({limit} bytes); not sent"
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| "is not a PEM text file; not sent".to_owned())
 }
 
 /// Uploads one group; returns one output object per line: `{line, id, custom_csr_id}` or
@@ -184,6 +221,11 @@ async fn upload_group(
                 pending.push(second);
                 pending.push(items);
             }
+            // One item alone is too large: it fails as its line, and the run goes on (sent
+            // again, it would stop every run here for ever).
+            413 => outputs.extend(items.iter().map(|item| {
+                json!({"line": item.line, "errors": [{"code": 1400, "message": "too large for the bulk route: not stored"}]})
+            })),
             400 => settle_refused(&answer.json(), items, &mut outputs, &mut pending),
             status => {
                 return Err(CallFailed(format!(

@@ -435,3 +435,106 @@ async fn the_certificate_routes_share_of_the_pool_leaves_the_rest_to_others() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn csrd_batch_holds_back_every_key_format_and_fails_an_oversized_file_alone() {
+    use base64::Engine as _;
+    let app = spawn_app().await;
+    let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let ca = TestCa::new();
+    let csrs = csrs(&app, &token, 2).await;
+    let key = csrd::crypto::generate_key(csrd::domain::KeyType::P256v1).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(key.pkcs8_der.expose());
+    let bare_pkcs8: String = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|l| format!("{}\n", std::str::from_utf8(l).unwrap()))
+        .collect();
+    let keys = [
+        ("PGP", "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBGSECRET\n-----END PGP PRIVATE KEY BLOCK-----\n".to_owned()),
+        ("PuTTY", "PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nComment: x\nPublic-Lines: 1\nAAAA\nPrivate-Lines: 1\nSECRET\n".to_owned()),
+        ("bare PKCS#8", bare_pkcs8),
+    ];
+    let dir = std::env::temp_dir().join(format!("csrd-keys-{}", uuid::Uuid::new_v4().simple()));
+    let pems = dir.join("pems");
+    std::fs::create_dir_all(&pems).unwrap();
+    // One good chain, one oversized file (its name sorts first), and the key files.
+    let id = |csr: &Value| csr["id"].as_str().unwrap().to_owned();
+    std::fs::write(
+        pems.join(format!("{}.pem", id(&csrs[0]))),
+        ca.sign(pem(&csrs[0])),
+    )
+    .unwrap();
+    std::fs::write(
+        pems.join("00000000-0000-0000-0000-000000000000.pem"),
+        "A".repeat(1 << 20),
+    )
+    .unwrap();
+    let mut jsonl = String::new();
+    for (i, (_, text)) in keys.iter().enumerate() {
+        std::fs::write(pems.join(format!("{}-key{i}.pem", id(&csrs[1]))), text).unwrap();
+        jsonl.push_str(&format!(
+            "{}\n",
+            json!({"custom_csr_id": csrs[1]["id"], "certificate": text})
+        ));
+    }
+    let input = dir.join("keys.jsonl");
+    std::fs::write(&input, jsonl).unwrap();
+    let run = |source: std::path::PathBuf, output: std::path::PathBuf| {
+        let (url, bearer) = (format!("http://{}", app.addr()), token.clone());
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_csrd"))
+                .args([
+                    "batch",
+                    "--url",
+                    &url,
+                    "--account",
+                    ACCOUNT_A,
+                    "--certificates",
+                ])
+                .arg(&source)
+                .arg("--output")
+                .arg(&output)
+                .env("CSRD_TOKEN", &bearer)
+                .env("RUST_LOG", "warn")
+                .output()
+                .unwrap()
+        })
+    };
+    let dir_out = dir.join("dir-out.jsonl");
+    let out = run(pems.clone(), dir_out.clone()).await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1 created, 4 failed",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results = std::fs::read_to_string(&dir_out).unwrap();
+    assert!(
+        results.contains("larger than a certificate chain may be"),
+        "{results}"
+    );
+    assert_eq!(
+        results
+            .matches("holds private key material; not sent")
+            .count(),
+        3,
+        "{results}"
+    );
+    let jsonl_out = dir.join("jsonl-out.jsonl");
+    let out = run(input, jsonl_out.clone()).await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0 created, 3 failed"
+    );
+    let results = std::fs::read_to_string(&jsonl_out).unwrap();
+    assert_eq!(
+        results
+            .matches("holds private key material; not sent")
+            .count(),
+        3,
+        "{results}"
+    );
+    assert!(!results.contains("SECRET"), "{results}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
