@@ -28,7 +28,7 @@ macro_rules! certificate_routes {
             request_body(content = Object, description = "certificate (PEM chain, leaf first), custom_csr_id (required: the key is the CSR's), bundle_method, type, geo_restrictions, policy, deploy. private_key and keyless_server are refused (1440)", content_type = "application/json"),
             responses(
                 (status = 200, description = "Stored, checked against the custom CSR's key; messages (1446) list CSR names the certificate does not cover", body = CertificateSingle),
-                (status = "4XX", description = "Failure (400: 1426 unparsable, 1427 empty, 1429 not the CSR's key, 1430 bad custom_csr_id, 1434 bad attribute, 1440 key material, 1441 chain too long, 1442 self-signed leaf, 1443 expired, 1444 not yet valid, 1445 chain out of order; 404/1431 unknown custom_csr_id)", body = Failure),
+                (status = "4XX", description = "Failure (400: 1220 already stored, 1426 unparsable or a malformed leaf field, 1427 empty, 1429 not the CSR's key, 1430 bad custom_csr_id, 1434 bad attribute, 1440 key material, 1441 chain too long, 1442 self-signed leaf, 1443 expired, 1444 not yet valid, 1445 chain out of order, a signature that does not verify or an algorithm csrd does not verify, 1447 over a certificate cap, 1448 over the verification budget; 404/1431 unknown custom_csr_id)", body = Failure),
                 (status = "5XX", description = "Failure", body = Failure),
             ),
             security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
@@ -38,10 +38,10 @@ macro_rules! certificate_routes {
 
         #[utoipa::path(post, path = $bulk_path, tag = $tag, operation_id = $bulk_id,
             params(($param = String, Path, description = $about)),
-            request_body(content = Object, description = "{\"items\": [up to 10,000 upload bodies]}: each checked as a single upload is, all stored or none", content_type = "application/json"),
+            request_body(content = Object, description = "{\"items\": [up to 10,000 upload bodies, each at most 96 KiB of JSON]}: each checked as a single upload is, all stored or none. Charged one request per MiB", content_type = "application/json"),
             responses(
-                (status = 200, description = "Every certificate stored (one sent again is answered with its stored id), in item order", body = CertificateBulk),
-                (status = "4XX", description = "Failure (400 lists every refused item's errors at /items/N/…, 1431 for an unknown custom_csr_id; nothing was stored. 429 as for batches)", body = Failure),
+                (status = 200, description = "Every certificate stored (the same leaf sent again is answered with its stored id), in item order", body = CertificateBulk),
+                (status = "4XX", description = "Failure (400 lists every refused item's errors at /items/N/…, 1431 for an unknown custom_csr_id, 1447 over a certificate cap, 1448 at /items when checking the chains would take more than 1 ms of CPU per chain plus 50 ms; nothing was stored. 413 over 32 MiB; 429 as for batches)", body = Failure),
                 (status = "5XX", description = "Failure", body = Failure),
             ),
             security(("api_token" = []), ("api_email" = [], "api_key" = [])))]
@@ -82,9 +82,9 @@ macro_rules! certificate_routes {
         #[utoipa::path(patch, path = $item, tag = $tag, operation_id = $edit_id,
             params(($param = String, Path, description = $about),
                    ("custom_certificate_id" = String, Path, description = "Custom certificate id")),
-            request_body(content = Object, description = "Any of certificate, custom_csr_id (checked again), bundle_method, geo_restrictions, policy, deploy", content_type = "application/json"),
+            request_body(content = Object, description = "Any of certificate, custom_csr_id (checked again), bundle_method, geo_restrictions, policy (null clears these two; absent keeps them), deploy", content_type = "application/json"),
             responses(
-                (status = 200, description = "The edited custom certificate (same id)", body = CertificateSingle),
+                (status = 200, description = "The edited custom certificate: the same id, or for an sni_custom certificate a new one (the old id then answers 404), as Cloudflare does", body = CertificateSingle),
                 (status = "4XX", description = "Failure (as for upload; 404/1002 for an unknown id)", body = Failure),
                 (status = "5XX", description = "Failure", body = Failure),
             ),
