@@ -301,7 +301,7 @@ async fn ambiguous_framing_and_a_missing_repeated_or_listed_host_are_refused() {
         assert_eq!(status, 400, "Host: {host}: {envelope}");
     }
     for host in ["a", "127.0.0.1:8080", "[::1]:80", "csrd.example.com"] {
-        let head = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let head = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         let (status, _) = raw_exchange(&app, head.as_bytes()).await;
         assert_eq!(status, 200, "Host: {host}");
     }
