@@ -1,5 +1,5 @@
 //! `csrd tenant limits set|show|clear`: operators' per-tenant overrides of the fair-share
-//! weight, the request rate and an hourly item quota. Stored in Postgres, so every ingress and
+//! weight, the request rate, an hourly item quota and the certificate caps. Stored in Postgres, so every ingress and
 //! worker applies them (within `fairshare::policy::REFRESH`); audited like the other
 //! operator commands. Also [`TenantFilter`], the `--account | --zone` pair that `audit` and
 //! `keys verify` take too.

@@ -224,16 +224,6 @@ pub fn parse_chain(
     })
 }
 
-/// Every check of [`parse_chain`] and every signature, at once (tests, and callers with one
-/// chain and no budget to keep).
-pub fn inspect_chain(
-    pem: &str,
-    csr_spki: &[u8],
-    now: DateTime<Utc>,
-) -> Result<LeafFacts, ChainError> {
-    parse_chain(pem, csr_spki, now)?.finish(Link::verify)
-}
-
 /// The DER of every PEM block, refusing anything that is not a certificate.
 fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>, ChainError> {
     if pem.trim().is_empty() {
