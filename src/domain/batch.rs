@@ -170,6 +170,10 @@ pub const MAX_ITEM_BYTES: usize = 256 * 1024;
 mod tests {
     use super::*;
     use crate::domain::ErrorCode;
+
+    fn parse(body: &[u8]) -> Result<Vec<CreateCsr>, ValidationErrors> {
+        parse_items(body, OwnerKind::Account, NamePolicy::Permissive, || {})
+    }
     use serde_json::{Value, json};
 
     fn item(cn: &str) -> Value {
@@ -184,13 +188,7 @@ mod tests {
         let mut worse = item("c.io");
         worse["country"] = json!("XX");
         let body = json!({"items": [item("a.io"), bad, worse]});
-        let errors = parse_items(
-            body.to_string().as_bytes(),
-            OwnerKind::Account,
-            NamePolicy::Permissive,
-            || {},
-        )
-        .unwrap_err();
+        let errors = parse(body.to_string().as_bytes()).unwrap_err();
         let pointers: Vec<&str> = errors.0.iter().map(|e| e.pointer.as_str()).collect();
         assert!(pointers.contains(&"/items/1/sans/0"), "{pointers:?}");
         assert!(pointers.contains(&"/items/2/country"), "{pointers:?}");
@@ -226,23 +224,11 @@ mod tests {
             json!({}),
             json!([1]),
         ] {
-            let e = parse_items(
-                body.to_string().as_bytes(),
-                OwnerKind::Account,
-                NamePolicy::Permissive,
-                || {},
-            )
-            .unwrap_err();
+            let e = parse(body.to_string().as_bytes()).unwrap_err();
             assert_eq!(e.0[0].code, ErrorCode::InvalidRequest);
         }
         let ok = json!({"items": [item("a.io"), item("b.io")]});
-        let parsed = parse_items(
-            ok.to_string().as_bytes(),
-            OwnerKind::Account,
-            NamePolicy::Permissive,
-            || {},
-        )
-        .unwrap();
+        let parsed = parse(ok.to_string().as_bytes()).unwrap();
         assert_eq!(parsed.len(), 2);
     }
 
@@ -251,13 +237,7 @@ mod tests {
         let mut bad = item("a.io");
         bad["sans"] = json!(vec!["not a name"; 150]);
         let body = json!({"items": vec![bad; 20]});
-        let errors = parse_items(
-            body.to_string().as_bytes(),
-            OwnerKind::Account,
-            NamePolicy::Permissive,
-            || {},
-        )
-        .unwrap_err();
+        let errors = parse(body.to_string().as_bytes()).unwrap_err();
         assert_eq!(errors.0.len(), 101);
         assert!(
             errors.0[100].message.starts_with("2900 more errors"),
@@ -269,22 +249,10 @@ mod tests {
             r#"{"items": [{"sans": [], "sans": []}]}"#,
             r#"{"x": {"a": 1, "a": 2}, "items": []}"#,
         ] {
-            let e = parse_items(
-                body.as_bytes(),
-                OwnerKind::Account,
-                NamePolicy::Permissive,
-                || {},
-            )
-            .unwrap_err();
+            let e = parse(body.as_bytes()).unwrap_err();
             assert!(e.0[0].message.contains("more than once"), "{body}: {e}");
         }
-        let e = parse_items(
-            br#"{"items": [1, 2]} x"#,
-            OwnerKind::Account,
-            NamePolicy::Permissive,
-            || {},
-        )
-        .unwrap_err();
+        let e = parse(br#"{"items": [1, 2]} x"#).unwrap_err();
         assert!(e.0[0].message.contains("not valid JSON"), "{e}");
     }
 
@@ -294,13 +262,7 @@ mod tests {
             "{{\"items\": [{}]}}",
             vec!["{}"; MAX_BATCH_ITEMS + 5].join(",")
         );
-        let e = parse_items(
-            body.as_bytes(),
-            OwnerKind::Account,
-            NamePolicy::Permissive,
-            || {},
-        )
-        .unwrap_err();
+        let e = parse(body.as_bytes()).unwrap_err();
         assert_eq!(e.0.len(), 1);
         assert!(e.0[0].message.contains("not 10005"), "{e}");
     }

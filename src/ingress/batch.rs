@@ -25,10 +25,6 @@ use super::{Limits, ReadSlot, Refused, ServiceError};
 /// How long a submission waits for room in the batch memory budget before 429.
 const BATCH_MEMORY_WAIT: Duration = Duration::from_secs(30);
 
-/// Bytes of body one request-rate unit pays for: a batch costs what sending its bytes as
-/// single creates' bodies would (one per MiB, the single-request cap), never its item count.
-const BYTES_PER_REQUEST: usize = 1024 * 1024;
-
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
     #[error("the Idempotency-Key was used with a different request")]
@@ -110,14 +106,7 @@ impl BatchService {
         key: Option<&IdempotencyKey>,
         admission: BatchAdmission,
     ) -> Result<Batch, BatchError> {
-        let extra = body
-            .as_ref()
-            .len()
-            .div_ceil(BYTES_PER_REQUEST)
-            .saturating_sub(1);
-        if extra > 0 {
-            self.limits.charge(&owner, extra as f64).await?;
-        }
+        self.limits.charge_body(&owner, body.as_ref().len()).await?;
         let (kind, policy) = (owner.kind(), self.name_policy);
         // Reading 32 MiB of items is tens of milliseconds of CPU: in the tenant's turns on
         // the CPU slots, off the async threads.

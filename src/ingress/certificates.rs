@@ -73,9 +73,6 @@ pub struct CertificatePage {
     pub total: u64,
 }
 
-/// Bytes of body one request-rate unit pays for, as for batches: one per MiB.
-const BYTES_PER_REQUEST: usize = 1024 * 1024;
-
 /// CSRs read from Postgres at once for a bulk upload: 256 of the largest (150 SANs of 253
 /// characters, ~60 KB of PEM) is 15 MB, read and reduced to their keys before the next part.
 const CSRS_PER_READ: usize = 256;
@@ -162,14 +159,7 @@ impl Certificates {
         owner: &Owner,
         body: impl AsRef<[u8]> + Send + 'static,
     ) -> Result<Vec<(CertificateId, CsrId)>, CertificateError> {
-        let extra = body
-            .as_ref()
-            .len()
-            .div_ceil(BYTES_PER_REQUEST)
-            .saturating_sub(1);
-        if extra > 0 {
-            self.limits.charge(owner, extra as f64).await?;
-        }
+        self.limits.charge_body(owner, body.as_ref().len()).await?;
         let uploads = self
             .cpu
             .run_in_turns(owner, Lane::Bulk, move |turns| {

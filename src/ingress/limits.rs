@@ -145,6 +145,16 @@ impl Limits {
         &self.policies
     }
 
+    /// Charges a large body (a batch, a bulk upload) to `owner`'s request rate: one request per
+    /// MiB, as sending its bytes as single requests would cost, less the one the gate charged.
+    pub async fn charge_body(&self, owner: &Owner, body_bytes: usize) -> Result<(), Refused> {
+        let extra = body_bytes.div_ceil(BYTES_PER_REQUEST).saturating_sub(1);
+        if extra == 0 {
+            return Ok(());
+        }
+        self.charge(owner, extra as f64).await
+    }
+
     /// Charges `requests` to `owner`'s request rate.
     pub async fn charge(&self, owner: &Owner, requests: f64) -> Result<(), Refused> {
         let policy = self.policies.of(owner);
@@ -241,6 +251,10 @@ impl Limits {
         }
     }
 }
+
+/// Bytes of body one request-rate unit pays for: a batch costs what sending its bytes as
+/// single creates' bodies would (one per MiB, the single-request cap), never its item count.
+const BYTES_PER_REQUEST: usize = 1024 * 1024;
 
 /// Batch submissions one tenant may have open at once on one ingress (`csrd batch` sends 4).
 pub const MAX_BATCHES_IN_FLIGHT: usize = 8;
