@@ -21,7 +21,7 @@ use super::output::{self, Summary, partial_path};
 use super::progress::Progress;
 use super::state::{self, PartialWriter};
 use super::{Api, Budgets};
-use crate::crypto::key_material::holds_private_key;
+use crate::domain::key_material::holds_private_key;
 
 pub struct CertificatePlan {
     pub api: Api,

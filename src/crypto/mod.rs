@@ -5,7 +5,6 @@
 pub mod chain;
 pub mod csr;
 pub mod envelope;
-pub mod key_material;
 pub mod keygen;
 pub mod keyring;
 pub mod secret;

@@ -382,7 +382,10 @@ fn geo_field(obj: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Option<S
 fn policy_field(obj: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Option<String> {
     match obj.get("policy").or_else(|| obj.get("policy_restrictions")) {
         None | Some(Value::Null) => None,
-        Some(Value::String(p)) if p.contains("PRIVATE KEY") => {
+        Some(Value::String(p))
+            if p.contains("PRIVATE KEY")
+                || super::key_material::holds_private_key(p.as_bytes()) =>
+        {
             errors.push(FieldError::new(
                 ErrorCode::KeyMaterialRefused,
                 "/policy",

@@ -16,6 +16,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod item_stream;
 pub mod job;
+pub mod key_material;
 pub mod key_type;
 pub mod list;
 pub mod name_policy;

@@ -199,8 +199,9 @@ pub fn forbidden_char(s: &str) -> Option<char> {
         .find(|&c| c.is_control() || is_invisible_or_private(c))
 }
 
-/// Unicode general category Cf (format), Zl and Zp (line and paragraph separators),
-/// noncharacters, and the private-use areas.
+/// Unicode general category Cf (format), the other default-ignorable code points (fillers,
+/// joiners, variation selectors: drawn as nothing), blank-looking symbols, Zl and Zp (line and
+/// paragraph separators), noncharacters, and the private-use areas.
 fn is_invisible_or_private(c: char) -> bool {
     let u = c as u32;
     matches!(u,
@@ -209,6 +210,12 @@ fn is_invisible_or_private(c: char) -> bool {
         | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F
         | 0xFEFF | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F
         | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F
+        // Default-ignorable beyond Cf: the combining grapheme joiner, Hangul fillers, Khmer
+        // inherent vowels, Mongolian variation selectors, variation selectors, tags
+        | 0x034F | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180D | 0x180F | 0x3164
+        | 0xFE00..=0xFE0F | 0xFFA0 | 0xFFF0..=0xFFF8 | 0xE0000..=0xE0FFF
+        // A symbol drawn as a blank: the Braille pattern with no dots
+        | 0x2800
         // Zl, Zp
         | 0x2028 | 0x2029
         // noncharacters
@@ -416,6 +423,10 @@ mod tests {
                 "a\u{e000}b",
                 "a\u{fdd0}b",
                 "a\u{ffff}b",
+                "\u{3164}",
+                "a\u{034f}b",
+                "a\u{fe0f}",
+                "\u{2800}",
             ] {
                 assert_eq!(codes_with(key, json!(bad)), vec![code], "{key} = {bad:?}");
             }

@@ -160,6 +160,12 @@ mod tests {
             "a\u{0}b",
             "a\nb",
             "\u{FEFF}",
+            "\u{3164}",
+            "\u{115F}",
+            "\u{FFA0}",
+            "\u{2800}",
+            "a\u{034F}b",
+            "a\u{FE0F}",
         ] {
             assert!(!plain_text(bad, 100), "{bad:?}");
         }

@@ -231,7 +231,7 @@ fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>, ChainError> {
     }
     // Checked before parsing: a key pasted in must be refused as a key even when the rest of
     // the text would not parse.
-    if super::key_material::holds_private_key(pem.as_bytes()) {
+    if crate::domain::key_material::holds_private_key(pem.as_bytes()) {
         return Err(ChainError::PrivateKey);
     }
     let mut ders = Vec::new();

@@ -21,7 +21,7 @@ pub fn holds_private_key(bytes: &[u8]) -> bool {
         || text.contains("PuTTY-User-Key-File-")
         || jwk_private_key(&text)
         || der_private_key(bytes)
-        || base64_runs(&text).any(|der| der_private_key(&der))
+        || base64_candidates(&text).any(|der| der_private_key(&der))
 }
 
 /// `-----BEGIN … PRIVATE KEY-----` and `-----BEGIN PGP PRIVATE KEY BLOCK-----`.
@@ -29,11 +29,9 @@ fn pem_private_key(text: &str) -> bool {
     text.contains("PRIVATE KEY-----") || text.contains("PRIVATE KEY BLOCK-----")
 }
 
-/// A JWK (or a JWK set) with a private member: `"d"` beside `"kty"`.
+/// A JWK (or a JWK set), alone or inside other text, with a private member (`"d"` beside
+/// `"kty"`, however their names are escaped).
 fn jwk_private_key(text: &str) -> bool {
-    if !(text.contains("\"kty\"") && text.contains("\"d\"")) {
-        return false;
-    }
     fn private(v: &serde_json::Value) -> bool {
         match v {
             serde_json::Value::Object(o) => {
@@ -43,39 +41,55 @@ fn jwk_private_key(text: &str) -> bool {
             _ => false,
         }
     }
-    serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| private(&v))
+    // Each `{` or `[` may start one (a JWK pasted after a certificate); a few are tried.
+    text.match_indices(['{', '['])
+        .take(MAX_JSON_STARTS)
+        .any(|(at, _)| {
+            serde_json::Deserializer::from_str(&text[at..])
+                .into_iter::<serde_json::Value>()
+                .next()
+                .is_some_and(|v| v.is_ok_and(|v| private(&v)))
+        })
 }
 
-/// The decoded bytes of every run of base64 long enough to be a key (the smallest, a P-256
-/// SEC1 key, is 121 bytes: 160 characters), line breaks and spaces inside a run allowed. Runs
-/// inside PEM certificate blocks are decoded too; they are certificates, not keys.
-fn base64_runs(text: &str) -> impl Iterator<Item = Vec<u8>> + '_ {
-    const MIN_CHARS: usize = 160;
+/// JSON values tried per text (a certificate chain holds none).
+const MAX_JSON_STARTS: usize = 16;
+
+/// The shortest base64 a key can be: an Ed25519 PKCS#8 key is 48 bytes (64 characters); a
+/// bare 32-byte scalar in SEC1 form is longer still.
+const MIN_B64_CHARS: usize = 60;
+
+/// Tokens of a run tried as the start of a key (a label or two may come before it).
+const LEADING_TOKENS: usize = 4;
+
+/// The decoded bytes of every stretch of base64 long enough to be a key. A stretch is a run
+/// of base64 characters and whitespace (a key's lines); it is decoded whole, from each of its
+/// first tokens (a word before a key on its line joins the run), and line by line.
+fn base64_candidates(text: &str) -> impl Iterator<Item = Vec<u8>> + '_ {
     // Not `-` or `_` (base64url): PEM's dashes would join a block's body to its header.
     let is_b64 = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=');
-    let mut runs = Vec::new();
-    let mut current = String::new();
-    for c in text.chars() {
-        if is_b64(c) {
-            current.push(c);
-        } else if c.is_ascii_whitespace() {
-            continue;
-        } else {
-            if current.len() >= MIN_CHARS {
-                runs.push(std::mem::take(&mut current));
-            }
-            current.clear();
-        }
-    }
-    if current.len() >= MIN_CHARS {
-        runs.push(current);
-    }
-    runs.into_iter().filter_map(|run| {
-        let run = run.trim_end_matches('=');
-        base64::engine::general_purpose::STANDARD_NO_PAD
-            .decode(run)
-            .ok()
-    })
+    let decode = |s: &str| -> Option<Vec<u8>> {
+        let s = s.trim_end_matches('=');
+        (s.len() >= MIN_B64_CHARS)
+            .then(|| {
+                base64::engine::general_purpose::STANDARD_NO_PAD
+                    .decode(s)
+                    .ok()
+            })
+            .flatten()
+    };
+    text.split(move |c: char| !(is_b64(c) || c.is_ascii_whitespace()))
+        .flat_map(move |run| {
+            let tokens: Vec<&str> = run.split_ascii_whitespace().collect();
+            let mut tries: Vec<String> = (0..tokens.len().min(LEADING_TOKENS))
+                .map(|i| tokens[i..].concat())
+                .collect();
+            tries.extend(
+                run.lines()
+                    .map(|l| l.split_ascii_whitespace().collect::<String>()),
+            );
+            tries.into_iter().filter_map(move |t| decode(&t))
+        })
 }
 
 /// DER whose outer shape is a private key's.
@@ -188,6 +202,46 @@ mod tests {
         ] {
             assert!(holds_private_key(text.as_bytes()), "{text}");
         }
+    }
+
+    #[test]
+    fn short_keys_escaped_jwks_and_keys_after_a_word_are_found() {
+        // Ed25519 PKCS#8 v1 (48 bytes: 64 characters) and a P-256 SEC1 key without its public
+        // half (51 bytes), built by hand.
+        let mut ed25519 = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        ed25519.extend([0x11; 32]);
+        let mut sec1 = vec![0x30, 0x31, 0x02, 0x01, 0x01, 0x04, 0x20];
+        sec1.extend([0x22; 32]);
+        sec1.extend([
+            0xa0, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+        ]);
+        for der in [&ed25519, &sec1] {
+            let b64 = wrap(der, 1000);
+            assert!(holds_private_key(b64.as_bytes()), "{b64}");
+            assert!(
+                holds_private_key(format!("key {b64}").as_bytes()),
+                "after a word"
+            );
+        }
+        let rsa = generate_key(KeyType::Rsa2048).unwrap();
+        let lines = wrap(rsa.pkcs8_der.expose(), 64);
+        assert!(holds_private_key(format!("key {lines}\n").as_bytes()));
+        let escaped = r#"{"kty":"EC","crv":"P-256","x":"a","y":"b","\u0064":"secret"}"#;
+        assert!(holds_private_key(escaped.as_bytes()));
+        let ca = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["a.example.com".to_owned()])
+            .unwrap()
+            .self_signed(&ca)
+            .unwrap()
+            .pem();
+        let after = format!(
+            "{cert}{}",
+            r#"{"kty":"OKP","crv":"Ed25519","x":"a","d":"b"}"#
+        );
+        assert!(holds_private_key(after.as_bytes()));
     }
 
     #[test]
