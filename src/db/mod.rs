@@ -14,4 +14,4 @@ pub mod rewrap;
 pub mod tenant_limits;
 pub mod tls;
 
-pub use pool::{DbError, Pool, PoolShare, SharedConnection, build_pool, release_sized};
+pub use pool::{DbError, Pool, build_pool, release_sized};

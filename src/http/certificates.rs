@@ -4,6 +4,7 @@
 
 use axum::Json;
 use axum::extract::Request;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -12,7 +13,8 @@ use utoipa::ToSchema;
 use super::authorized::{Authorized, Reads, Writes};
 use super::batches::{BatchApi, MAX_BATCH_BODY_BYTES};
 use super::envelope::{ErrorItem, IdOnly, ResultInfo};
-use super::extract::{json_body, query_pairs};
+use super::extract::{json_body, parse_body, query_pairs};
+use super::large_answer::large_json;
 use super::result::format_time;
 use super::{ApiError, AppState};
 use crate::db::certificates::Filter;
@@ -20,6 +22,7 @@ use crate::domain::{
     CertificateId, CustomCertificate, EditCertificate, ErrorCode, FieldError, Owner,
     UploadCertificate, ValidationErrors,
 };
+use crate::fairshare::Permit;
 use crate::ingress::certificates::Stored;
 
 /// A custom certificate, as Cloudflare's schema and its SDKs' types have it, plus the chain
@@ -145,7 +148,7 @@ pub struct CertificateBulk {
     pub result: Vec<BulkItem>,
 }
 
-fn single(stored: Stored) -> Response {
+fn single(stored: Stored, place: Permit) -> Response {
     let messages = stored
         .uncovered
         .iter()
@@ -159,13 +162,16 @@ fn single(stored: Stored) -> Response {
             )
         })
         .collect();
-    Json(CertificateSingle {
-        success: true,
-        errors: Vec::new(),
-        messages,
-        result: CertificateResult::new(stored.certificate, Utc::now()),
-    })
-    .into_response()
+    large_json(
+        StatusCode::OK,
+        &CertificateSingle {
+            success: true,
+            errors: Vec::new(),
+            messages,
+            result: CertificateResult::new(stored.certificate, Utc::now()),
+        },
+        place,
+    )
 }
 
 fn certificate_id(caller: &Authorized<impl Sized>) -> Result<CertificateId, ApiError> {
@@ -181,10 +187,12 @@ pub(super) async fn upload(
     caller: Authorized<Writes>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let body = json_body(request).await?;
-    let upload = UploadCertificate::parse(&body)?;
+    // The answer (the chain, its hosts) may be large: its place is had before any work.
+    let place = app.limits.admit_large_answer(&caller.owner).await?;
+    let body = json_body(request, &mut app.limits.body_reservation(&caller.owner)).await?;
+    let upload = parse_body(&app.cpu, &caller.owner, body, UploadCertificate::parse).await??;
     let stored = app.certificates.upload(&caller.owner, upload).await?;
-    Ok(single(stored))
+    Ok(single(stored, place))
 }
 
 pub(super) async fn upload_bulk(
@@ -220,19 +228,24 @@ pub(super) async fn edit(
     request: Request,
 ) -> Result<Response, ApiError> {
     let id = certificate_id(&caller)?;
-    let body = json_body(request).await?;
-    let edit = EditCertificate::parse(&body)?;
+    let place = app.limits.admit_large_answer(&caller.owner).await?;
+    let body = json_body(request, &mut app.limits.body_reservation(&caller.owner)).await?;
+    let edit = parse_body(&app.cpu, &caller.owner, body, EditCertificate::parse).await??;
     let stored = app.certificates.edit(&caller.owner, id, edit).await?;
-    Ok(single(stored))
+    Ok(single(stored, place))
 }
 
 pub(super) async fn get(app: AppState, caller: Authorized<Reads>) -> Result<Response, ApiError> {
     let id = certificate_id(&caller)?;
+    let place = app.limits.admit_large_answer(&caller.owner).await?;
     let certificate = app.certificates.get(&caller.owner, id).await?;
-    Ok(single(Stored {
-        certificate,
-        uncovered: Vec::new(),
-    }))
+    Ok(single(
+        Stored {
+            certificate,
+            uncovered: Vec::new(),
+        },
+        place,
+    ))
 }
 
 pub(super) async fn delete(
@@ -256,6 +269,7 @@ pub(super) async fn list(
     raw_query: Option<String>,
 ) -> Result<Response, ApiError> {
     let query = CertificateQuery::parse(&query_pairs(raw_query.as_deref()))?;
+    let place = app.limits.admit_large_answer(&caller.owner).await?;
     let page = app
         .certificates
         .list(&caller.owner, &query.filter, query.page, query.per_page)
@@ -268,7 +282,7 @@ pub(super) async fn list(
         total_count: page.total,
         total_pages: page.total.div_ceil(query.per_page),
     };
-    Ok(Json(CertificateCollection {
+    let collection = CertificateCollection {
         success: true,
         errors: Vec::new(),
         messages: Vec::new(),
@@ -278,8 +292,8 @@ pub(super) async fn list(
             .map(|c| CertificateResult::new(c, now))
             .collect(),
         result_info,
-    })
-    .into_response())
+    };
+    Ok(large_json(StatusCode::OK, &collection, place))
 }
 
 /// The list's query: Cloudflare's `page` (≥ 1), `per_page` (5–50, default 20), `status`,

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::authorized::{Authorized, Reads, Writes};
 use super::envelope::{CsrCollection, CsrIdOnly, CsrPending, CsrSingle, IdOnly, ResultInfo};
-use super::extract::{idempotency_key, json_body, query_pairs};
+use super::extract::{idempotency_key, json_body, parse_body, query_pairs};
 use super::result::{CsrResult, PendingResult};
 use super::{ApiError, AppState};
 use crate::db::csrs::Deletion;
@@ -27,8 +27,12 @@ pub(super) async fn create(
     request: Request,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(request.headers())?;
-    let body = json_body(request).await?;
-    let csr_request = CreateCsr::parse(&body, caller.kind(), app.name_policy)?;
+    let body = json_body(request, &mut app.limits.body_reservation(&caller.owner)).await?;
+    let (kind, policy) = (caller.kind(), app.name_policy);
+    let csr_request = parse_body(&app.cpu, &caller.owner, body, move |b| {
+        CreateCsr::parse(b, kind, policy)
+    })
+    .await??;
     let outcome = app
         .creates
         .create(caller.owner, csr_request, key.as_ref())
@@ -79,6 +83,8 @@ pub(super) async fn list(
         caller.kind(),
         pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
     )?;
+    // A page of 50 CSRs of 150 SANs is 4 MB: its place among the large answers first.
+    let place = app.limits.admit_large_answer(&caller.owner).await?;
     let page = app.catalog.list(&caller.owner, &query).await?;
     let result_info = ResultInfo {
         page: query.page,
@@ -94,7 +100,11 @@ pub(super) async fn list(
         result: page.items.into_iter().map(CsrResult::from).collect(),
         result_info,
     };
-    Ok(Json(body).into_response())
+    Ok(super::large_answer::large_json(
+        StatusCode::OK,
+        &body,
+        place,
+    ))
 }
 
 pub(super) async fn get(app: AppState, caller: Authorized<Reads>) -> Result<Response, ApiError> {

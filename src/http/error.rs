@@ -41,6 +41,9 @@ pub enum ApiError {
     CsrNotFound,
     #[error("the custom CSR's key is used by a custom certificate")]
     CsrInUse,
+    /// An edit met others of the same certificate every time it tried.
+    #[error("the custom certificate was edited concurrently")]
+    CertificateEditConflict,
     /// A certificate upload's `custom_csr_id` names no CSR of the caller's.
     #[error("the custom CSR a certificate names was not found")]
     CertificateCsrNotFound,
@@ -110,7 +113,7 @@ impl ApiError {
             | ApiError::MalformedBatchId
             | ApiError::MalformedHead(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
-            ApiError::CsrInUse => StatusCode::CONFLICT,
+            ApiError::CsrInUse | ApiError::CertificateEditConflict => StatusCode::CONFLICT,
             ApiError::CsrNotFound
             | ApiError::CsrDeleted
             | ApiError::BatchNotFound
@@ -171,6 +174,10 @@ impl ApiError {
             ApiError::CsrInUse => one(
                 C::CsrInUse,
                 "The custom CSR's private key is used by a custom certificate. Delete the certificate first.",
+            ),
+            ApiError::CertificateEditConflict => one(
+                C::InvalidRequest,
+                "The custom certificate was edited at the same time by another request; send the edit again.",
             ),
             ApiError::CertificateCsrNotFound => vec![ErrorItem::at(
                 C::CustomCsrNotFound,
@@ -354,6 +361,7 @@ impl From<crate::ingress::CertificateError> for ApiError {
             E::Invalid(e) => e.into(),
             E::CsrNotFound => ApiError::CertificateCsrNotFound,
             E::NotFound => ApiError::CertificateNotFound,
+            E::EditConflict => ApiError::CertificateEditConflict,
             E::Refused(e) => e.into(),
             E::Service(e) => e.into(),
         }

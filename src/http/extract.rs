@@ -4,17 +4,18 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{FromRequestParts, Path, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 
 use super::error::ApiError;
 use super::server::{BodyDeadline, PeerAddr};
 use crate::domain::{
     CsrId, ErrorCode, FieldError, IdempotencyKey, Owner, OwnerKind, ValidationErrors,
 };
+use crate::fairshare::{CpuSlots, Lane};
 use crate::ingress::Refused;
-use crate::ingress::limits::BatchAdmission;
+use crate::ingress::limits::{BatchAdmission, BodyReservation};
 
 /// The path's ids, not yet validated: authentication comes first, then the owner id (7003),
 /// then authorization, and only then the CSR id (1418), so a caller without access learns
@@ -65,43 +66,45 @@ impl PathIds {
     }
 }
 
-/// A JSON request body, read only after the caller has been authenticated and authorised
-/// (so a caller without access learns nothing from body errors either). JSON is the only body
-/// type; a missing Content-Type, or curl's default form type, is tolerated: the body must parse
-/// as JSON either way. The size limit is axum's `DefaultBodyLimit` (set on the router); its
-/// rejection becomes the envelope's 413.
+/// A JSON request body of at most [`MAX_BODY_BYTES`](super::error::MAX_BODY_BYTES), read only
+/// after the caller has been authenticated and authorised (so a caller without access learns
+/// nothing from body errors either), its bytes reserved in `reservation` as they arrive. JSON
+/// is the only body type; a missing Content-Type, or curl's default form type, is tolerated:
+/// the body must parse as JSON either way. Over the limit is the envelope's 413.
 ///
-/// The bytes are parsed by `CreateCsr::parse`, not by axum's `Json` extractor: Cloudflare
-/// answers with one code per field (1405–1417, each with a JSON pointer), all of them at once,
-/// which a typed serde extraction cannot report; and `Json` refuses curl's form content type.
-pub async fn json_body(request: Request) -> Result<Bytes, ApiError> {
-    require_json(request.headers())?;
-    refuse_declared_over(&request, super::error::MAX_BODY_BYTES)?;
-    let deadline = body_deadline(&request);
-    within(deadline, Bytes::from_request(request, &()))
-        .await?
-        .map_err(|rejection| {
-            unread_body(
-                rejection.status() == StatusCode::PAYLOAD_TOO_LARGE,
-                super::error::MAX_BODY_BYTES,
-            )
-        })
+/// The bytes are parsed by `CreateCsr::parse` (or the certificate parsers), not by axum's
+/// `Json` extractor: Cloudflare answers with one code per field (1405–1417, each with a JSON
+/// pointer), all of them at once, which a typed serde extraction cannot report; and `Json`
+/// refuses curl's form content type.
+pub async fn json_body(
+    request: Request,
+    reservation: &mut BodyReservation,
+) -> Result<Bytes, ApiError> {
+    read_reserving(request, super::error::MAX_BODY_BYTES, reservation).await
 }
 
 /// A JSON request body of at most `limit` bytes, for the routes whose bodies are larger than
-/// the router's default limit (a batch, a bulk upload): its memory is reserved in `admission`
-/// as it arrives, and reading stops (429) if the admission is stopped to make room for
-/// another tenant.
+/// a single request's (a batch, a bulk upload), reserved in the submission's admission.
 pub async fn json_body_reserving(
     request: Request,
     limit: usize,
     admission: &mut BatchAdmission,
 ) -> Result<Bytes, ApiError> {
+    read_reserving(request, limit, &mut admission.body).await
+}
+
+/// Reads a JSON body of at most `limit` bytes, reserving its memory as it arrives; reading
+/// stops (429) if the reservation is stopped to make room for another tenant.
+async fn read_reserving(
+    request: Request,
+    limit: usize,
+    reservation: &mut BodyReservation,
+) -> Result<Bytes, ApiError> {
     use http_body_util::BodyExt as _;
     require_json(request.headers())?;
     refuse_declared_over(&request, limit)?;
     let deadline = body_deadline(&request);
-    let stop = admission.stop_token();
+    let stop = reservation.stop_token();
     // Room for what the client declares (the pages are only touched as bytes arrive), so the
     // buffer is not copied as it grows.
     let declared = request
@@ -114,17 +117,25 @@ pub async fn json_body_reserving(
     let mut read = Vec::with_capacity(declared.min(limit));
     let reading = async {
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| unread_body(false, limit))?;
+            let frame = frame.map_err(|e| {
+                unread_body(
+                    std::error::Error::source(&e)
+                        .is_some_and(|s| s.is::<http_body_util::LengthLimitError>()),
+                    limit,
+                )
+            })?;
             let Ok(data) = frame.into_data() else {
                 continue;
             };
             if read.len() + data.len() > limit {
                 return Err(ApiError::PayloadTooLarge { limit });
             }
-            admission.reserve_for_body(read.len() + data.len()).await?;
+            reservation
+                .reserve_for_body(read.len() + data.len())
+                .await?;
             read.extend_from_slice(&data);
         }
-        admission.body_read();
+        reservation.body_read();
         Ok::<_, ApiError>(())
     };
     tokio::select! {
@@ -132,6 +143,31 @@ pub async fn json_body_reserving(
         () = stop.cancelled() => return Err(Refused::BatchMemory.into()),
     }
     Ok(Bytes::from(read))
+}
+
+/// Bodies larger than this are parsed in the tenant's turn on the CPU slots rather than on
+/// the async threads: a create or an upload is a few KiB; a megabyte of JSON is milliseconds.
+const PARSE_INLINE_BYTES: usize = 16 * 1024;
+
+/// `parse(body)`, inline when the body is small, else on the blocking pool in one of `owner`'s
+/// fair turns on the CPU slots (charged what it took), so a flood of large bodies cannot take
+/// the async threads another tenant's requests run on.
+pub async fn parse_body<T: Send + 'static>(
+    cpu: &CpuSlots,
+    owner: &Owner,
+    body: Bytes,
+    parse: impl FnOnce(&[u8]) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    if body.len() <= PARSE_INLINE_BYTES {
+        return Ok(parse(&body));
+    }
+    // About 10 ns a byte (strict JSON into a tree).
+    let estimate = std::time::Duration::from_nanos(body.len() as u64 * 10);
+    let (parsed, _) = cpu
+        .run(owner, Lane::Interactive, estimate, move || parse(&body))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(parsed)
 }
 
 /// 413 at once for a body whose declared length is over `limit`, without waiting for it.

@@ -17,6 +17,7 @@ pub mod error;
 pub mod error_item;
 pub mod extract;
 pub mod health;
+mod large_answer;
 pub mod openapi;
 pub mod request_scope;
 pub mod result;
@@ -67,6 +68,10 @@ pub struct Services {
     pub batches: Option<BatchService>,
     pub catalog: Catalog,
     pub certificates: Certificates,
+    /// The tenants' limits (the memory budget request bodies are read within).
+    pub limits: crate::ingress::Limits,
+    /// The process's CPU slots, where large bodies are parsed.
+    pub cpu: crate::fairshare::CpuSlots,
     pub readiness: Readiness,
     pub name_policy: NamePolicy,
 }

@@ -6,7 +6,8 @@
 //! changes), the chains checked with no connection held ([`ChainChecker`]: cheap checks
 //! first, signatures within a budget, all of it in fair CPU slots), and only then a short
 //! transaction stores the rows within the tenant's caps. The routes use a quarter of the pool
-//! at most ([`PoolShare`]), so no upload load can take the connections creates need.
+//! at most, shared by tenants by fair share ([`DbShare`]), so no upload load can take the
+//! connections creates need.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,11 +16,12 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::error::SqlState;
 
 use super::chain_check::{Candidate, ChainChecker, CheckError};
+use super::db_share::{DbShare, ShareError};
 use super::{Limits, Refused, ServiceError};
 use crate::audit::{Actor, AuditEvent, Auditor};
 use crate::crypto::chain::{ChainError, LeafFacts, uncovered_names};
+use crate::db::DbError;
 use crate::db::certificates::{self, CertificateCaps, Filter, StoreOutcome, StoredIds};
-use crate::db::{DbError, PoolShare};
 use crate::domain::certificate::SNI_CUSTOM;
 use crate::domain::{
     CertificateId, CsrId, CustomCertificate, EditCertificate, ErrorCode, FieldError, Owner,
@@ -36,6 +38,9 @@ pub enum CertificateError {
     CsrNotFound,
     #[error("custom certificate not found")]
     NotFound,
+    /// Other edits of the same certificate won every attempt (409: send it again).
+    #[error("the custom certificate was edited concurrently")]
+    EditConflict,
     #[error(transparent)]
     Refused(#[from] Refused),
     #[error(transparent)]
@@ -51,6 +56,15 @@ impl From<DbError> for CertificateError {
 impl From<tokio_postgres::Error> for CertificateError {
     fn from(e: tokio_postgres::Error) -> Self {
         DbError::from(e).into()
+    }
+}
+
+impl From<ShareError> for CertificateError {
+    fn from(e: ShareError) -> Self {
+        match e {
+            ShareError::Busy(e) => Self::Refused(e),
+            ShareError::Db(e) => e.into(),
+        }
     }
 }
 
@@ -80,6 +94,13 @@ const CSRS_PER_READ: usize = 256;
 /// Times an edit is checked again when the certificate changed under it meanwhile.
 const EDIT_ATTEMPTS: usize = 3;
 
+/// Locks edits of one certificate take turns on (by its id's hash).
+const EDIT_STRIPES: usize = 64;
+
+fn edit_stripe(id: CertificateId) -> usize {
+    (id.0.as_u128() % EDIT_STRIPES as u128) as usize
+}
+
 /// Where a refusal points: the body itself (a single upload or edit) or one bulk item.
 #[derive(Clone, Copy)]
 enum At {
@@ -98,17 +119,18 @@ impl At {
 
 #[derive(Clone)]
 pub struct Certificates {
-    db: PoolShare,
+    db: DbShare,
     cpu: CpuSlots,
     checker: ChainChecker,
     policies: Policies,
     limits: Limits,
     audit: Auditor,
+    edit_turns: Arc<[tokio::sync::Mutex<()>; EDIT_STRIPES]>,
 }
 
 impl Certificates {
     pub fn new(
-        db: PoolShare,
+        db: DbShare,
         cpu: CpuSlots,
         policies: Policies,
         limits: Limits,
@@ -121,6 +143,7 @@ impl Certificates {
             policies,
             limits,
             audit,
+            edit_turns: Arc::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
         }
     }
 
@@ -229,6 +252,9 @@ impl Certificates {
         id: CertificateId,
         edit: EditCertificate,
     ) -> Result<Stored, CertificateError> {
+        // Edits of one certificate take turns in this process (only another process's can
+        // still change it between the check and the store).
+        let _turn = self.edit_turns[edit_stripe(id)].lock().await;
         for _ in 0..EDIT_ATTEMPTS {
             let current = self.get(owner, id).await?;
             // What the chain is checked as: the edit's certificate and CSR, or the stored ones.
@@ -246,7 +272,7 @@ impl Certificates {
             } else {
                 None
             };
-            let mut client = self.db.get().await?;
+            let mut client = self.db.get(owner).await?;
             let tx = client.transaction().await?;
             let mut stored = certificates::get(&*tx, owner, id, true)
                 .await?
@@ -294,10 +320,7 @@ impl Certificates {
                 uncovered,
             });
         }
-        Err(
-            ServiceError::Unavailable("the certificate was edited concurrently; try again".into())
-                .into(),
-        )
+        Err(CertificateError::EditConflict)
     }
 
     pub async fn get(
@@ -305,7 +328,7 @@ impl Certificates {
         owner: &Owner,
         id: CertificateId,
     ) -> Result<CustomCertificate, CertificateError> {
-        let client = self.db.get().await?;
+        let client = self.db.get(owner).await?;
         certificates::get(&**client, owner, id, false)
             .await?
             .ok_or(CertificateError::NotFound)
@@ -318,7 +341,7 @@ impl Certificates {
         page: u64,
         per_page: u64,
     ) -> Result<CertificatePage, CertificateError> {
-        let client = self.db.get().await?;
+        let client = self.db.get(owner).await?;
         let (items, total) = certificates::list(&**client, owner, filter, page, per_page).await?;
         Ok(CertificatePage {
             items,
@@ -327,7 +350,7 @@ impl Certificates {
     }
 
     pub async fn delete(&self, owner: &Owner, id: CertificateId) -> Result<(), CertificateError> {
-        let client = self.db.get().await?;
+        let client = self.db.get(owner).await?;
         if !certificates::delete(&**client, owner, id).await? {
             return Err(CertificateError::NotFound);
         }
@@ -348,7 +371,7 @@ impl Certificates {
         certificate: String,
     ) -> Result<(LeafFacts, Vec<String>), CertificateError> {
         let (csr_pem, sans) = {
-            let client = self.db.get().await?;
+            let client = self.db.get(owner).await?;
             certificates::csrs_of(&**client, owner, &[csr_id.0])
                 .await?
                 .remove(&csr_id.0)
@@ -388,7 +411,7 @@ impl Certificates {
         let mut keys = HashMap::with_capacity(ids.len());
         for part in ids.chunks(CSRS_PER_READ) {
             let pems: Vec<(uuid::Uuid, String)> = {
-                let client = self.db.get().await?;
+                let client = self.db.get(owner).await?;
                 certificates::csrs_of(&**client, owner, part)
                     .await?
                     .into_iter()
@@ -413,7 +436,7 @@ impl Certificates {
         rows: &[CustomCertificate],
         at: impl Fn(usize) -> At,
     ) -> Result<StoredIds, CertificateError> {
-        let mut client = self.db.get().await?;
+        let mut client = self.db.get(owner).await?;
         let tx = client.transaction().await?;
         let outcome = certificates::store(&tx, owner, rows, self.caps(owner)).await?;
         let ids = refuse_outcome(outcome, rows, at)?;

@@ -79,6 +79,10 @@ pub enum Refused {
     ReadsInFlight,
     #[error("batch submissions are using this ingress's memory budget")]
     BatchMemory,
+    #[error("the custom certificate routes are busy")]
+    Busy,
+    #[error("large answers are using this ingress's room for them")]
+    LargeAnswers,
 }
 
 impl Refused {
@@ -92,6 +96,8 @@ impl Refused {
             Refused::HourlyQuota { .. } => "hourly_quota",
             Refused::ReadsInFlight => "reads_in_flight",
             Refused::BatchMemory => "batch_memory",
+            Refused::Busy => "busy",
+            Refused::LargeAnswers => "large_answers",
         }
     }
 
@@ -104,7 +110,9 @@ impl Refused {
             Refused::InFlight
             | Refused::QueueWait
             | Refused::ReadsInFlight
-            | Refused::BatchMemory => 1,
+            | Refused::BatchMemory
+            | Refused::Busy
+            | Refused::LargeAnswers => 1,
             // Outstanding items settle at the machine's pace: a batch's worth takes seconds.
             Refused::Outstanding { .. } => 10,
         }
@@ -123,6 +131,8 @@ pub struct Limits {
     reads_in_flight: Arc<Mutex<HashMap<Owner, usize>>>,
     /// What the batch submissions and bulk uploads of this process may hold at once.
     batch_memory: MemoryBudget,
+    /// Answers that may be megabytes (pages of certificates or CSRs) being sent at once.
+    large_answers: FairGate,
     pool: Pool,
 }
 
@@ -136,6 +146,7 @@ impl Limits {
             batches_in_flight: Arc::default(),
             reads_in_flight: Arc::default(),
             batch_memory: MemoryBudget::new(settings.batch_memory_bytes),
+            large_answers: FairGate::with_newcomers_overdrawing(LARGE_ANSWERS),
             settings,
             pool,
         }
@@ -208,9 +219,42 @@ impl Limits {
         let open = enter(&self.batches_in_flight, owner, MAX_BATCHES_IN_FLIGHT)?;
         Ok(BatchAdmission {
             _open: open,
-            memory: self.batch_memory.reserve(owner),
-            wait,
+            body: BodyReservation {
+                memory: self.batch_memory.reserve(owner),
+                per_body_byte: BATCH_MEMORY_PER_BODY_BYTE,
+                wait,
+            },
         })
+    }
+
+    /// A place among the process's large answers in flight (pages of certificates or CSRs, up
+    /// to a few MB each), held until the answer is sent: [`LARGE_ANSWERS`] at once, in fair
+    /// turns, and a tenant holding none is let in at once, so clients that ask for pages and
+    /// never read them hold at most that many pages' memory, and another tenant's read is not
+    /// kept waiting behind them. 429 when no place comes within the wait.
+    pub async fn admit_large_answer(&self, owner: &Owner) -> Result<Permit, Refused> {
+        let ask = Ask {
+            tenant: owner.clone(),
+            lane: Lane::Interactive,
+            size: 1,
+            cost: 1.0,
+            weight: self.policies.of(owner).weight,
+        };
+        tokio::time::timeout(BODY_MEMORY_WAIT, self.large_answers.acquire(ask))
+            .await
+            .map_err(|_| Refused::LargeAnswers)
+    }
+
+    /// The memory a single request's body (at most 1 MiB: a create, a certificate upload)
+    /// holds while it is read, from the same budget as large bodies, waiting up to `wait` for
+    /// room: ten thousand connections sending bodies slowly hold what they sent, at most the
+    /// budget.
+    pub fn body_reservation(&self, owner: &Owner) -> BodyReservation {
+        BodyReservation {
+            memory: self.batch_memory.reserve(owner),
+            per_body_byte: 1,
+            wait: BODY_MEMORY_WAIT,
+        }
     }
 
     /// Admits one read of a batch's results (the one read whose page can be tens of MB): a
@@ -264,13 +308,22 @@ pub const MAX_BATCHES_IN_FLIGHT: usize = 8;
 /// the chunks as stored (as large again).
 pub const BATCH_MEMORY_PER_BODY_BYTE: usize = 3;
 
-/// A body's reservation grows a MiB of body at a time.
-const RESERVATION_STEP: usize = 1024 * 1024;
+/// Large answers (pages of certificates or CSRs) being sent at once per process: a lone
+/// tenant's 64-connection load of list pages gets one each; at the largest pages (50 chains of
+/// 64 KiB) that is 200 MB.
+pub const LARGE_ANSWERS: u32 = 64;
 
-/// What a body of `body_bytes` (rounded up to the next MiB) reserves.
-fn reservation_for(body_bytes: usize) -> u64 {
+/// How long a single request's body waits for room in the memory budget (as long as its body
+/// may take to arrive).
+const BODY_MEMORY_WAIT: Duration = Duration::from_secs(30);
+
+/// A body's reservation grows 64 KiB of body at a time.
+const RESERVATION_STEP: usize = 64 * 1024;
+
+/// What `body_bytes` (rounded up to the next step) reserve at `per_body_byte`.
+fn reservation_for(body_bytes: usize, per_body_byte: usize) -> u64 {
     let steps = body_bytes.div_ceil(RESERVATION_STEP).max(1);
-    (steps * RESERVATION_STEP * BATCH_MEMORY_PER_BODY_BYTE) as u64
+    (steps * RESERVATION_STEP * per_body_byte) as u64
 }
 
 /// How long a create waits for Postgres to count it against an hourly quota.
@@ -310,31 +363,39 @@ pub fn until_next_hour() -> Duration {
     Duration::from_secs(u64::try_from(3600 - now.rem_euclid(3600)).unwrap_or(3600))
 }
 
-/// A large submission's place among its tenant's and its reservation of the memory budget;
-/// both are given back when it is dropped.
+/// A large submission's place among its tenant's and its body's reservation of the memory
+/// budget; both are given back when it is dropped.
 pub struct BatchAdmission {
     _open: InFlight,
+    pub body: BodyReservation,
+}
+
+/// What a request body holds of the memory budget as it is read; given back when dropped.
+pub struct BodyReservation {
     memory: Reservation,
+    /// What one byte of body costs (three for a batch: the body, the items, what is stored).
+    per_body_byte: usize,
     wait: Duration,
 }
 
-impl BatchAdmission {
-    /// Reserves what a body of `body_bytes` read so far will cost (see
-    /// [`BATCH_MEMORY_PER_BODY_BYTE`]), a MiB at a time; waits for room in the tenant's turn.
+impl BodyReservation {
+    /// Bytes arrived: `body_bytes` read so far. Reserves what they will cost, 64 KiB at a
+    /// time, waiting for room in the tenant's turn.
     pub async fn reserve_for_body(&mut self, body_bytes: usize) -> Result<(), Refused> {
+        self.memory.progressed();
         self.memory
-            .grow_to(reservation_for(body_bytes), self.wait)
+            .grow_to(reservation_for(body_bytes, self.per_body_byte), self.wait)
             .await
             .map_err(|_| Refused::BatchMemory)
     }
 
-    /// The whole body is read (and its memory reserved): the submission is no longer stopped
-    /// to make room for another tenant.
+    /// The whole body is read (and its memory reserved): the request is no longer stopped to
+    /// make room for another tenant.
     pub fn body_read(&mut self) {
         self.memory.done_reading();
     }
 
-    /// Cancelled when the submission is stopped while reading, to make room for a tenant
+    /// Cancelled when the request is stopped while its body stalls, to make room for a tenant
     /// holding less of the budget.
     pub fn stop_token(&self) -> tokio_util::sync::CancellationToken {
         self.memory.stop_token()
@@ -406,11 +467,12 @@ mod tests {
     }
 
     #[test]
-    fn a_body_reserves_three_times_its_bytes_a_mebibyte_at_a_time() {
-        assert_eq!(reservation_for(0), 3 << 20);
-        assert_eq!(reservation_for(1), 3 << 20);
-        assert_eq!(reservation_for(1024 * 1024 + 1), 6 << 20);
-        assert_eq!(reservation_for(32 * 1024 * 1024), 96 << 20);
+    fn a_body_reserves_what_it_costs_64_kib_at_a_time() {
+        assert_eq!(reservation_for(0, 3), 3 << 16);
+        assert_eq!(reservation_for(1, 3), 3 << 16);
+        assert_eq!(reservation_for((1 << 16) + 1, 3), 6 << 16);
+        assert_eq!(reservation_for(32 * 1024 * 1024, 3), 96 << 20);
+        assert_eq!(reservation_for(300, 1), 1 << 16);
     }
 
     #[test]
@@ -503,10 +565,10 @@ mod tests {
         ));
         // The memory budget is the process's: more than it holds waits, then 429.
         let mut big = limits.admit_batch(&owner('b'), wait).unwrap();
-        big.reserve_for_body(80 * 1024 * 1024).await.unwrap();
+        big.body.reserve_for_body(80 * 1024 * 1024).await.unwrap();
         let mut more = limits.admit_batch(&owner('b'), wait).unwrap();
         assert_eq!(
-            more.reserve_for_body(8 * 1024 * 1024).await,
+            more.body.reserve_for_body(8 * 1024 * 1024).await,
             Err(Refused::BatchMemory)
         );
     }

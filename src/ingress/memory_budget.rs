@@ -1,30 +1,39 @@
 //! The memory large request bodies (batches, bulk certificate uploads) may hold in one
 //! process, shared by tenants.
 //!
-//! - **Reserved as bytes arrive.** A request reserves what its body will cost (three times its
-//!   bytes: the body, the parsed items, what is stored) as the body is read, never from its
-//!   declared length alone: a client that declares 32 MiB and sends a byte a second holds next
-//!   to nothing.
+//! - **Reserved as bytes arrive.** A request reserves what its body will cost as the body is
+//!   read, in steps of 64 KiB, never from its declared length alone: a client that declares
+//!   32 MiB and sends a byte a second holds next to nothing.
 //! - **A tenant gets at most its share while others wait.** While nobody waits, a lone tenant
 //!   may use the whole budget. Once someone waits, a tenant holding more than its share
 //!   (the budget over the tenants holding or waiting) gets no more until the others are
 //!   served; waiters are served least-holding tenant first. If the budget is full and the
-//!   waiter cannot be served, a request of a tenant over its share that is still reading its
-//!   body is stopped (429) to make room: a tenant that fills the budget and stalls cannot hold
-//!   everyone else out until its bodies time out.
+//!   waiter cannot be served, a *stalled* request (no bytes for [`STALLED`]) of a tenant over
+//!   its share that is still reading its body is stopped (429) to make room: a tenant that
+//!   fills the budget and stalls cannot hold everyone else out until its bodies time out, and
+//!   a body that is arriving is never stopped.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::Owner;
 
+/// A body with no bytes for this long is stalled: it may be stopped to make room.
+pub const STALLED: Duration = Duration::from_millis(500);
+
+/// How often a waiter looks again for a stalled request to stop (a request stalls without
+/// telling anyone).
+const LOOK_AGAIN: Duration = Duration::from_millis(250);
+
 #[derive(Clone)]
 pub struct MemoryBudget {
     state: Arc<Mutex<State>>,
+    epoch: Instant,
 }
 
 struct State {
@@ -43,6 +52,8 @@ struct Reading {
     owner: Owner,
     bytes: u64,
     stop: CancellationToken,
+    /// When bytes last arrived: milliseconds since the budget's epoch.
+    progress: Arc<AtomicU64>,
 }
 
 struct Waiter {
@@ -59,6 +70,7 @@ pub struct Reservation {
     owner: Owner,
     bytes: u64,
     stop: CancellationToken,
+    progress: Arc<AtomicU64>,
 }
 
 /// Why a reservation could not grow.
@@ -81,7 +93,12 @@ impl MemoryBudget {
                 waiting: Vec::new(),
                 next_id: 0,
             })),
+            epoch: Instant::now(),
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -95,12 +112,14 @@ impl MemoryBudget {
         let id = state.next_id;
         state.next_id += 1;
         let stop = CancellationToken::new();
+        let progress = Arc::new(AtomicU64::new(self.now_ms()));
         state.reading.insert(
             id,
             Reading {
                 owner: owner.clone(),
                 bytes: 0,
                 stop: stop.clone(),
+                progress: progress.clone(),
             },
         );
         Reservation {
@@ -109,6 +128,7 @@ impl MemoryBudget {
             owner: owner.clone(),
             bytes: 0,
             stop,
+            progress,
         }
     }
 
@@ -151,8 +171,9 @@ impl State {
     }
 
     /// Serves waiters, least-holding tenant first, while the first fits; when it does not,
-    /// stops a reading request of another tenant over its share.
-    fn dispatch(&mut self) {
+    /// stops a stalled reading request of another tenant over its share (`now_ms`: the
+    /// budget's clock).
+    fn dispatch(&mut self, now_ms: u64) {
         loop {
             self.waiting.retain(|w| !w.granted.is_closed());
             let Some(best) =
@@ -178,6 +199,9 @@ impl State {
             }
             let share = self.share(None);
             let waiter = self.waiting[best].owner.clone();
+            let stalled = |r: &Reading| {
+                r.progress.load(Ordering::Relaxed) + STALLED.as_millis() as u64 <= now_ms
+            };
             let victim = self
                 .reading
                 .values()
@@ -185,6 +209,7 @@ impl State {
                     r.owner != waiter
                         && r.bytes > 0
                         && !r.stop.is_cancelled()
+                        && stalled(r)
                         && self.held(&r.owner) > share
                 })
                 .max_by_key(|r| r.bytes);
@@ -223,20 +248,37 @@ impl Reservation {
                 bytes: delta,
                 granted: tx,
             });
-            state.dispatch();
+            state.dispatch(self.budget.now_ms());
             (rx, delta)
         };
-        let (rx, delta) = rx;
-        tokio::select! {
-            granted = tokio::time::timeout(wait, rx) => match granted {
-                Ok(Ok(())) => {
-                    self.bytes += delta;
-                    Ok(())
+        let (mut rx, delta) = rx;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::select! {
+                granted = &mut rx => {
+                    return match granted {
+                        Ok(()) => {
+                            self.bytes += delta;
+                            Ok(())
+                        }
+                        Err(_) => Err(NoRoom::Timeout),
+                    };
                 }
-                _ => Err(NoRoom::Timeout),
-            },
-            () = self.stop.cancelled() => Err(NoRoom::Stopped),
+                () = self.stop.cancelled() => return Err(NoRoom::Stopped),
+                () = tokio::time::sleep(LOOK_AGAIN) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(NoRoom::Timeout);
+                    }
+                    // A request may have stalled since: look for one to stop.
+                    self.budget.lock().dispatch(self.budget.now_ms());
+                }
+            }
         }
+    }
+
+    /// Bytes arrived (the request is not stalled).
+    pub fn progressed(&self) {
+        self.progress.store(self.budget.now_ms(), Ordering::Relaxed);
     }
 
     /// The body is read: from now on this request is never stopped to make room.
@@ -265,7 +307,7 @@ impl Drop for Reservation {
             .map_or(self.bytes, |r| r.bytes.max(self.bytes));
         state.waiting.retain(|w| w.id != self.id);
         state.give_back(self.id, &self.owner, held);
-        state.dispatch();
+        state.dispatch(self.budget.now_ms());
     }
 }
 
@@ -295,21 +337,40 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_tenant_over_its_share_is_stopped_when_another_waits_for_a_full_budget() {
+    async fn a_stalled_request_over_its_share_is_stopped_when_another_waits_and_an_arriving_one_is_not()
+     {
         let budget = MemoryBudget::new(100);
         let mut stalled = budget.reserve(&owner('a'));
-        stalled.grow_to(95, WAIT).await.unwrap();
+        stalled.grow_to(35, WAIT).await.unwrap();
+        // Larger, and over its share too, but its bytes keep arriving.
+        let mut arriving = budget.reserve(&owner('c'));
+        arriving.grow_to(60, WAIT).await.unwrap();
+        let keep_arriving = {
+            let progress = arriving.progress.clone();
+            let epoch = budget.epoch;
+            tokio::spawn(async move {
+                loop {
+                    progress.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        };
         let stop = stalled.stop_token();
         let mut b = budget.reserve(&owner('b'));
         let waiting =
             tokio::spawn(async move { b.grow_to(30, Duration::from_secs(5)).await.map(|()| b) });
-        tokio::time::timeout(Duration::from_secs(1), stop.cancelled())
+        tokio::time::timeout(Duration::from_secs(2), stop.cancelled())
             .await
-            .expect("a, over its share of 50, was asked to stop");
-        assert_eq!(stalled.grow_to(96, WAIT).await, Err(NoRoom::Stopped));
+            .expect("a, over its share of 33 and stalled, was asked to stop");
+        assert!(
+            !arriving.stop_token().is_cancelled(),
+            "c's body is arriving"
+        );
+        assert_eq!(stalled.grow_to(36, WAIT).await, Err(NoRoom::Stopped));
         drop(stalled);
         let b = waiting.await.unwrap().expect("b got its room");
         assert_eq!(b.bytes(), 30);
+        keep_arriving.abort();
     }
 
     #[tokio::test]

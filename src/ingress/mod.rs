@@ -15,6 +15,7 @@ pub mod certificates;
 pub mod chain_check;
 pub mod coalesce;
 pub mod create;
+pub mod db_share;
 pub mod error;
 pub mod limits;
 pub mod memory_budget;

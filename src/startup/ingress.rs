@@ -89,12 +89,14 @@ pub(super) fn app_state(
         batches,
         catalog: Catalog::new(pool.clone(), audit.clone()),
         certificates: Certificates::new(
-            crate::db::PoolShare::quarter(pool.clone()),
+            crate::ingress::db_share::DbShare::quarter(pool.clone()),
             fair.cpu.clone(),
             fair.policies.clone(),
             limits.clone(),
             audit,
         ),
+        limits: limits.clone(),
+        cpu: fair.cpu.clone(),
         readiness: Readiness::new(pool.clone(), brokers),
         name_policy: settings.ingress.name_policy,
     });

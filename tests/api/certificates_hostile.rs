@@ -386,8 +386,8 @@ async fn a_tenant_that_fills_the_memory_budget_and_stalls_is_stopped_for_another
     let a = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let b = app.token(&[ACCOUNT_B], &[], Permission::Write).await;
     let batches_a = "/client/v4/accounts/023e105f4ecef8ad9ca31a8372d0c353/custom_csrs/batches";
-    // 3.5 MiB sent quickly (12 MiB reserved: the whole budget), the rest never.
-    let mut stalled = stalled_body(&app, batches_a, &a, 8 << 20, 3_500_000).await;
+    // Four MiB sent quickly (three times that reserved: the whole budget), the rest never.
+    let mut stalled = stalled_body(&app, batches_a, &a, 8 << 20, 4_150_000).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let submitted = tokio::time::timeout(
         Duration::from_secs(10),
@@ -411,29 +411,53 @@ async fn read_answer(stream: &mut tokio::net::TcpStream) -> String {
 }
 
 #[tokio::test]
-async fn the_certificate_routes_share_of_the_pool_leaves_the_rest_to_others() {
+async fn the_certificate_routes_share_of_the_pool_leaves_the_rest_to_others_and_goes_round_tenants()
+{
+    use csrd::domain::{Owner, OwnerKind};
+    use csrd::ingress::db_share::{DbShare, ShareError};
     let app = spawn_in_memory().await;
     let pool = csrd::db::build_pool(&app.iso.database_url, 4, "csrd-tests").unwrap();
-    let share = csrd::db::PoolShare::new(pool.clone(), 2);
-    let first = share.get().await.unwrap();
-    let _second = share.get().await.unwrap();
-    let third = tokio::spawn({
-        let share = share.clone();
-        async move { share.get().await.map(|_| ()) }
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let share = DbShare::new(pool.clone(), 2);
+    let (a, b) = (
+        Owner::parse(OwnerKind::Account, ACCOUNT_A).unwrap(),
+        Owner::parse(OwnerKind::Account, ACCOUNT_B).unwrap(),
+    );
+    let first = share.get(&a).await.unwrap();
+    let _second = share.get(&a).await.unwrap();
+    // A floods: its next asks wait; then B asks, and gets the first place given back.
+    let (tx, mut order) = tokio::sync::mpsc::unbounded_channel();
+    for (owner, name) in [(&a, 'a'), (&a, 'a'), (&a, 'a'), (&b, 'b')] {
+        let (share, owner, tx) = (share.clone(), owner.clone(), tx.clone());
+        tokio::spawn(async move {
+            let held = share.get(&owner).await;
+            tx.send((name, held.is_ok())).unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
-        !third.is_finished(),
-        "a third waits for a place in the share"
+        order.try_recv().is_err(),
+        "they wait for a place in the share"
     );
     let others = pool.get().await.expect("the rest of the pool is free");
     drop(others);
     drop(first);
-    tokio::time::timeout(Duration::from_secs(5), third)
+    let (who, ok) = tokio::time::timeout(Duration::from_secs(5), order.recv())
         .await
-        .expect("the third gets the place given back")
         .unwrap()
         .unwrap();
+    assert_eq!(
+        (who, ok),
+        ('b', true),
+        "B, holding nothing, goes before A's backlog"
+    );
+    // A place not had within the wait is 429 (busy), not a 5xx.
+    let busy = DbShare::new(pool.clone(), 1);
+    let _held = busy.get(&a).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(10), busy.get(&b))
+        .await
+        .unwrap();
+    assert!(matches!(waited, Err(ShareError::Busy(_))));
 }
 
 #[tokio::test]
@@ -537,4 +561,131 @@ async fn csrd_batch_holds_back_every_key_format_and_fails_an_oversized_file_alon
     );
     assert!(!results.contains("SECRET"), "{results}");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn single_bodies_sent_slowly_hold_the_memory_budget_and_are_stopped_for_another_tenant() {
+    let app = spawn_app_with(|s| s.tenants.batch_memory_mib = 1).await;
+    let a = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let b = app.token(&[ACCOUNT_B], &[], Permission::Write).await;
+    let creates_a = "/client/v4/accounts/023e105f4ecef8ad9ca31a8372d0c353/custom_csrs";
+    // Twenty create bodies declaring 1 MiB, 60 KB of each sent: 64 KiB reserved each, the
+    // 1 MiB budget full after sixteen; then they stall.
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        stalled.push(stalled_body(&app, creates_a, &a, 1 << 20, 60_000).await);
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let created = tokio::time::timeout(
+        Duration::from_secs(10),
+        app.create("accounts", ACCOUNT_B, Auth::Bearer(&b), &p256_body()),
+    )
+    .await
+    .expect("B's create was read while A's bodies still stall");
+    assert_eq!(created.status, 201, "{}", created.body);
+    let mut stopped = 0;
+    for s in &mut stalled {
+        if let Ok(answer) = tokio::time::timeout(Duration::from_millis(100), read_answer(s)).await
+            && answer.starts_with("HTTP/1.1 429")
+        {
+            stopped += 1;
+        }
+    }
+    assert!(
+        stopped >= 1,
+        "a stalled body of A's was stopped to make room"
+    );
+}
+
+#[tokio::test]
+async fn dripping_bodies_from_many_zones_leave_room_for_another_tenants_batch() {
+    let app = spawn_app().await;
+    let zones: Vec<String> = (0..10).map(|i| format!("{i:032x}")).collect();
+    let zone_refs: Vec<&str> = zones.iter().map(String::as_str).collect();
+    let a = app.token(&[], &zone_refs, Permission::Write).await;
+    let b = app.token(&[ACCOUNT_B], &[], Permission::Write).await;
+    // Eight submissions per zone (each zone's cap), each declaring 32 MiB and sending a byte.
+    let mut held = Vec::new();
+    for zone in &zones {
+        let path = format!("/client/v4/zones/{zone}/custom_certificates/bulk");
+        for _ in 0..8 {
+            held.push(stalled_body(&app, &path, &a, 32 << 20, 1).await);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A 12 MiB batch (ten items and padding): 36 MiB reserved as it arrives.
+    let padded = format!(
+        "{{\"items\": {}{}}}",
+        json!(batch_items(10)),
+        " ".repeat(12 << 20)
+    );
+    let submitted = app
+        .request(
+            Method::POST,
+            "/client/v4/accounts/b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0/custom_csrs/batches",
+        )
+        .bearer(&b)
+        .header("content-type", "application/json")
+        .body(padded)
+        .send()
+        .await;
+    assert_eq!(submitted.status, 202, "{}", submitted.json());
+    drop(held);
+}
+
+#[tokio::test]
+async fn key_material_in_a_policy_is_refused_as_in_a_certificate() {
+    use base64::Engine as _;
+    let app = spawn_in_memory().await;
+    let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let csr = new_csr(&app, &token, "a.example.org").await;
+    let key = csrd::crypto::generate_key(csrd::domain::KeyType::P256v1).unwrap();
+    let bare = base64::engine::general_purpose::STANDARD.encode(key.pkcs8_der.expose());
+    for policy in [bare.as_str(), "PuTTY-User-Key-File-3: ssh-ed25519"] {
+        let resp = app
+            .send(
+                Method::POST,
+                CERTS_A,
+                Auth::Bearer(&token),
+                Some(
+                    json!({"certificate": TestCa::new().sign(pem(&csr)), "custom_csr_id": csr["id"], "policy": policy})
+                        .to_string(),
+                ),
+            )
+            .await;
+        resp.assert_failure(400, 1440);
+        assert!(!resp.body.to_string().contains(&bare[10..40]), "echoed");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_edits_of_one_certificate_all_get_answers_none_a_5xx() {
+    let app = spawn_in_memory().await;
+    let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let csr = new_csr(&app, &token, "a.example.org").await;
+    let chain = TestCa::new().sign(pem(&csr));
+    let stored = upload(&app, &token, &csr, &chain).await;
+    assert_eq!(stored.status, 200);
+    let id = stored.body["result"]["id"].as_str().unwrap().to_owned();
+    let path = format!("{CERTS_A}/{id}");
+    let edits = (0..16).map(|i| {
+        let body = if i % 2 == 0 {
+            json!({"certificate": chain})
+        } else {
+            json!({"custom_csr_id": csr["id"]})
+        };
+        let (app, token, path) = (&app, &token, &path);
+        async move {
+            app.send(
+                Method::PATCH,
+                path,
+                Auth::Bearer(token),
+                Some(body.to_string()),
+            )
+            .await
+            .status
+        }
+    });
+    let statuses = futures_util::future::join_all(edits).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
 }
