@@ -85,7 +85,7 @@ macro_rules! certificate_routes {
             request_body(content = Object, description = "Any of certificate, custom_csr_id (checked again), bundle_method, geo_restrictions, policy (null clears these two; absent keeps them), deploy", content_type = "application/json"),
             responses(
                 (status = 200, description = "The edited custom certificate: the same id, or for an sni_custom certificate a new one (the old id then answers 404), as Cloudflare does", body = CertificateSingle),
-                (status = "4XX", description = "Failure (as for upload; 404/1002 for an unknown id)", body = Failure),
+                (status = "4XX", description = "Failure (as for upload; 404/1002 for an unknown id; 409/1400 when other edits of the same certificate won every attempt: send it again)", body = Failure),
                 (status = "5XX", description = "Failure", body = Failure),
             ),
             security(("api_token" = []), ("api_email" = [], "api_key" = [])))]

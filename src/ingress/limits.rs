@@ -308,10 +308,11 @@ pub const MAX_BATCHES_IN_FLIGHT: usize = 8;
 /// the chunks as stored (as large again).
 pub const BATCH_MEMORY_PER_BODY_BYTE: usize = 3;
 
-/// Large answers (pages of certificates or CSRs) being sent at once per process: a lone
-/// tenant's 64-connection load of list pages gets one each; at the largest pages (50 chains of
-/// 64 KiB) that is 200 MB.
-pub const LARGE_ANSWERS: u32 = 64;
+/// Large answers (pages of certificates or CSRs) being sent at once per process: at the
+/// largest pages (50 chains of 64 KiB, 3.2 MB) that is 100 MB. An answer a client reads holds
+/// its place for the milliseconds it takes to send, so a lone tenant's load of more
+/// connections than this waits that long at most.
+pub const LARGE_ANSWERS: u32 = 32;
 
 /// How long a single request's body waits for room in the memory budget (as long as its body
 /// may take to arrive).
