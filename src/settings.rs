@@ -175,6 +175,10 @@ pub struct TenantSettings {
     /// one process, reserved as they arrive (three times the body).
     #[arg(long, env = "CSRD_BATCH_MEMORY_MIB", default_value_t = 256)]
     pub batch_memory_mib: u64,
+    /// MiB that single requests' bodies (creates, certificate uploads) being read may hold at
+    /// once in one process, reserved as they arrive.
+    #[arg(long, env = "CSRD_BODY_MEMORY_MIB", default_value_t = 64)]
+    pub body_memory_mib: u64,
     /// Custom certificates one custom CSR may hold (renewals of its key over the years).
     #[arg(long, env = "CSRD_TENANT_CERTIFICATES_PER_CSR", default_value_t = 100)]
     pub tenant_certificates_per_csr: i64,

@@ -39,6 +39,8 @@ pub struct TenantLimits {
     pub window: u32,
     /// What large bodies (batches, bulk uploads) may hold at once in this process.
     pub batch_memory_bytes: u64,
+    /// What single requests' bodies being read may hold at once in this process.
+    pub body_memory_bytes: u64,
 }
 
 impl From<&crate::settings::TenantSettings> for TenantLimits {
@@ -48,6 +50,7 @@ impl From<&crate::settings::TenantSettings> for TenantLimits {
             max_reads: s.tenant_max_reads,
             window: s.ingress_window.max(1),
             batch_memory_bytes: s.batch_memory_mib.max(1) * 1024 * 1024,
+            body_memory_bytes: s.body_memory_mib.max(1) * 1024 * 1024,
         }
     }
 }
@@ -59,6 +62,7 @@ impl Default for TenantLimits {
             max_reads: 0,
             window: 4096,
             batch_memory_bytes: 256 * 1024 * 1024,
+            body_memory_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -131,6 +135,9 @@ pub struct Limits {
     reads_in_flight: Arc<Mutex<HashMap<Owner, usize>>>,
     /// What the batch submissions and bulk uploads of this process may hold at once.
     batch_memory: MemoryBudget,
+    /// What single requests' bodies (creates, uploads) being read may hold at once: a budget
+    /// of their own, so large bodies being processed never keep a create from being read.
+    small_bodies: MemoryBudget,
     /// Answers that may be megabytes (pages of certificates or CSRs) being sent at once.
     large_answers: FairGate,
     pool: Pool,
@@ -146,6 +153,7 @@ impl Limits {
             batches_in_flight: Arc::default(),
             reads_in_flight: Arc::default(),
             batch_memory: MemoryBudget::new(settings.batch_memory_bytes),
+            small_bodies: MemoryBudget::new(settings.body_memory_bytes),
             large_answers: FairGate::with_newcomers_overdrawing(LARGE_ANSWERS),
             settings,
             pool,
@@ -222,6 +230,7 @@ impl Limits {
             body: BodyReservation {
                 memory: self.batch_memory.reserve(owner),
                 per_body_byte: BATCH_MEMORY_PER_BODY_BYTE,
+                step: LARGE_BODY_STEP,
                 wait,
             },
         })
@@ -246,13 +255,15 @@ impl Limits {
     }
 
     /// The memory a single request's body (at most 1 MiB: a create, a certificate upload)
-    /// holds while it is read, from the same budget as large bodies, waiting up to `wait` for
-    /// room: ten thousand connections sending bodies slowly hold what they sent, at most the
-    /// budget.
+    /// holds while it is read, from the process's budget for such bodies (`CSRD_BODY_MEMORY_MIB`,
+    /// 64 MiB: four thousand bodies of the usual size at a time, or 64 of the largest; by the
+    /// same rules as large bodies), waiting up to 30 s for room: ten thousand connections
+    /// sending bodies slowly hold what they sent, at most that budget.
     pub fn body_reservation(&self, owner: &Owner) -> BodyReservation {
         BodyReservation {
-            memory: self.batch_memory.reserve(owner),
+            memory: self.small_bodies.reserve(owner),
             per_body_byte: 1,
+            step: SMALL_BODY_STEP,
             wait: BODY_MEMORY_WAIT,
         }
     }
@@ -318,13 +329,14 @@ pub const LARGE_ANSWERS: u32 = 32;
 /// may take to arrive).
 const BODY_MEMORY_WAIT: Duration = Duration::from_secs(30);
 
-/// A body's reservation grows 64 KiB of body at a time.
-const RESERVATION_STEP: usize = 64 * 1024;
+/// A large body's reservation grows 64 KiB of body at a time; a single request's, 16 KiB.
+const LARGE_BODY_STEP: usize = 64 * 1024;
+const SMALL_BODY_STEP: usize = 16 * 1024;
 
-/// What `body_bytes` (rounded up to the next step) reserve at `per_body_byte`.
-fn reservation_for(body_bytes: usize, per_body_byte: usize) -> u64 {
-    let steps = body_bytes.div_ceil(RESERVATION_STEP).max(1);
-    (steps * RESERVATION_STEP * per_body_byte) as u64
+/// What `body_bytes` (rounded up to the next `step`) reserve at `per_body_byte`.
+fn reservation_for(body_bytes: usize, per_body_byte: usize, step: usize) -> u64 {
+    let steps = body_bytes.div_ceil(step).max(1);
+    (steps * step * per_body_byte) as u64
 }
 
 /// How long a create waits for Postgres to count it against an hourly quota.
@@ -376,6 +388,8 @@ pub struct BodyReservation {
     memory: Reservation,
     /// What one byte of body costs (three for a batch: the body, the items, what is stored).
     per_body_byte: usize,
+    /// Bytes of body one growth of the reservation covers.
+    step: usize,
     wait: Duration,
 }
 
@@ -385,7 +399,10 @@ impl BodyReservation {
     pub async fn reserve_for_body(&mut self, body_bytes: usize) -> Result<(), Refused> {
         self.memory.progressed();
         self.memory
-            .grow_to(reservation_for(body_bytes, self.per_body_byte), self.wait)
+            .grow_to(
+                reservation_for(body_bytes, self.per_body_byte, self.step),
+                self.wait,
+            )
             .await
             .map_err(|_| Refused::BatchMemory)
     }
@@ -468,12 +485,13 @@ mod tests {
     }
 
     #[test]
-    fn a_body_reserves_what_it_costs_64_kib_at_a_time() {
-        assert_eq!(reservation_for(0, 3), 3 << 16);
-        assert_eq!(reservation_for(1, 3), 3 << 16);
-        assert_eq!(reservation_for((1 << 16) + 1, 3), 6 << 16);
-        assert_eq!(reservation_for(32 * 1024 * 1024, 3), 96 << 20);
-        assert_eq!(reservation_for(300, 1), 1 << 16);
+    fn a_body_reserves_what_it_costs_a_step_at_a_time() {
+        let large = |bytes| reservation_for(bytes, 3, LARGE_BODY_STEP);
+        assert_eq!(large(0), 3 << 16);
+        assert_eq!(large(1), 3 << 16);
+        assert_eq!(large((1 << 16) + 1), 6 << 16);
+        assert_eq!(large(32 * 1024 * 1024), 96 << 20);
+        assert_eq!(reservation_for(300, 1, SMALL_BODY_STEP), 16 << 10);
     }
 
     #[test]

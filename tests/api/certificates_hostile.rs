@@ -565,7 +565,7 @@ async fn csrd_batch_holds_back_every_key_format_and_fails_an_oversized_file_alon
 
 #[tokio::test]
 async fn single_bodies_sent_slowly_hold_the_memory_budget_and_are_stopped_for_another_tenant() {
-    let app = spawn_app_with(|s| s.tenants.batch_memory_mib = 1).await;
+    let app = spawn_app_with(|s| s.tenants.body_memory_mib = 1).await;
     let a = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let b = app.token(&[ACCOUNT_B], &[], Permission::Write).await;
     let creates_a = "/client/v4/accounts/023e105f4ecef8ad9ca31a8372d0c353/custom_csrs";
