@@ -21,7 +21,7 @@ use super::output::{self, Summary, partial_path};
 use super::progress::Progress;
 use super::state::{self, PartialWriter};
 use super::{Api, Budgets};
-use crate::domain::key_material::holds_private_key;
+use crate::domain::key_material::{holds_private_key, json_holds_private_key};
 
 pub struct CertificatePlan {
     pub api: Api,
@@ -99,19 +99,14 @@ pub async fn run(plan: CertificatePlan) -> anyhow::Result<Summary> {
     Ok(summary)
 }
 
-/// Whether a JSONL line holds key material: the line itself, or any string in it once its
-/// JSON escapes are undone (a key's base64 lines are joined by `\n` escapes there).
+/// Whether a JSONL line holds key material: any string in it once its JSON escapes are undone
+/// (a key's base64 lines are joined by `\n` escapes there), or a JWK; a line that is not JSON
+/// is looked at as text.
 fn line_holds_key(line: &str) -> bool {
-    fn any_string(v: &Value) -> bool {
-        match v {
-            Value::String(s) => holds_private_key(s.as_bytes()),
-            Value::Array(a) => a.iter().any(any_string),
-            Value::Object(o) => o.values().any(any_string),
-            _ => false,
-        }
+    match serde_json::from_str::<Value>(line) {
+        Ok(v) => json_holds_private_key(&v),
+        Err(_) => holds_private_key(line.as_bytes()),
     }
-    holds_private_key(line.as_bytes())
-        || serde_json::from_str::<Value>(line).is_ok_and(|v| any_string(&v))
 }
 
 /// One input line per `<custom_csr_id>.pem` file, in name order; other files are skipped. A

@@ -29,6 +29,19 @@ fn pem_private_key(text: &str) -> bool {
     text.contains("PRIVATE KEY-----") || text.contains("PRIVATE KEY BLOCK-----")
 }
 
+/// Whether a JSON value holds key material: a JWK with a private member anywhere in it, or a
+/// string that holds a key in any recognised format.
+pub fn json_holds_private_key(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Object(o) => {
+            (o.contains_key("kty") && o.contains_key("d")) || o.values().any(json_holds_private_key)
+        }
+        serde_json::Value::Array(a) => a.iter().any(json_holds_private_key),
+        serde_json::Value::String(s) => holds_private_key(s.as_bytes()),
+        _ => false,
+    }
+}
+
 /// A JWK (or a JWK set), alone or inside other text, with a private member (`"d"` beside
 /// `"kty"`, however their names are escaped).
 fn jwk_private_key(text: &str) -> bool {
@@ -59,21 +72,25 @@ const MAX_JSON_STARTS: usize = 16;
 /// bare 32-byte scalar in SEC1 form is longer still.
 const MIN_B64_CHARS: usize = 60;
 
-/// Tokens of a run tried as the start of a key (a label or two may come before it).
-const LEADING_TOKENS: usize = 4;
+/// Words before a key on its line that are skipped to find where it starts ("key MIIE…"): at
+/// most this many, each shorter than a line of base64.
+const LEADING_WORDS: usize = 3;
+const WORD_CHARS: usize = 20;
 
 /// The decoded bytes of every stretch of base64 long enough to be a key. A stretch is a run
-/// of base64 characters and whitespace (a key's lines); it is decoded whole, from each of its
-/// first tokens (a word before a key on its line joins the run), and line by line.
+/// of base64 characters and whitespace (a key's lines); it is decoded whole, and once more
+/// without the few short words it may start with (a word before a key on its line joins the
+/// run).
 fn base64_candidates(text: &str) -> impl Iterator<Item = Vec<u8>> + '_ {
     // Not `-` or `_` (base64url): PEM's dashes would join a block's body to its header.
     let is_b64 = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=');
-    let decode = |s: &str| -> Option<Vec<u8>> {
-        let s = s.trim_end_matches('=');
-        (s.len() >= MIN_B64_CHARS)
+    let decode = |tokens: &[&str]| -> Option<Vec<u8>> {
+        let joined: String = tokens.concat();
+        let joined = joined.trim_end_matches('=');
+        (joined.len() >= MIN_B64_CHARS)
             .then(|| {
                 base64::engine::general_purpose::STANDARD_NO_PAD
-                    .decode(s)
+                    .decode(joined)
                     .ok()
             })
             .flatten()
@@ -81,14 +98,16 @@ fn base64_candidates(text: &str) -> impl Iterator<Item = Vec<u8>> + '_ {
     text.split(move |c: char| !(is_b64(c) || c.is_ascii_whitespace()))
         .flat_map(move |run| {
             let tokens: Vec<&str> = run.split_ascii_whitespace().collect();
-            let mut tries: Vec<String> = (0..tokens.len().min(LEADING_TOKENS))
-                .map(|i| tokens[i..].concat())
-                .collect();
-            tries.extend(
-                run.lines()
-                    .map(|l| l.split_ascii_whitespace().collect::<String>()),
-            );
-            tries.into_iter().filter_map(move |t| decode(&t))
+            let words = tokens
+                .iter()
+                .take(LEADING_WORDS)
+                .take_while(|t| t.len() < WORD_CHARS)
+                .count();
+            let whole = decode(&tokens);
+            let after_words = (words > 0 && words < tokens.len())
+                .then(|| decode(&tokens[words..]))
+                .flatten();
+            whole.into_iter().chain(after_words)
         })
 }
 

@@ -441,6 +441,8 @@ impl Certificates {
         let outcome = certificates::store(&tx, owner, rows, self.caps(owner)).await?;
         let ids = refuse_outcome(outcome, rows, at)?;
         tx.commit().await?;
+        // The rows went in one statement: a connection that carried a large one is closed.
+        client.release_sized(rows.iter().map(|r| r.certificate.len()).sum());
         Ok(ids)
     }
 

@@ -38,6 +38,14 @@ impl std::ops::DerefMut for SharedConnection {
     }
 }
 
+impl SharedConnection {
+    /// Gives the connection back, or closes it when it carried about `bytes` in one message
+    /// (see [`crate::db::release_sized`]: its buffers would keep that size for ever).
+    pub fn release_sized(self, bytes: usize) {
+        crate::db::release_sized(self.connection, bytes);
+    }
+}
+
 /// Why no connection was had.
 #[derive(Debug, thiserror::Error)]
 pub enum ShareError {
