@@ -83,6 +83,14 @@ pub fn init() {
 
 fn describe_all() {
     describe_counter!(
+        "csrd_keys_released_total",
+        "Private keys released, each sealed to an approved key recipient (every one audited as key.released)"
+    );
+    describe_counter!(
+        "csrd_key_release_denied_total",
+        "Key releases refused, by reason (pending, revoked, not_found, hosts, seal); each audited as key.release_denied"
+    );
+    describe_counter!(
         "csrd_certificate_check_microseconds_total",
         metrics::Unit::Microseconds,
         "Time spent checking uploaded certificate chains in CPU slots (parsing and signatures)"
@@ -289,6 +297,16 @@ pub fn chunk_handled(_items: usize) {
 }
 
 /// Time to make one key and sign its CSR.
+/// Keys released, sealed to an approved recipient.
+pub fn keys_released(n: u64) {
+    counter!("csrd_keys_released_total").increment(n);
+}
+
+/// A release refused, by why (`pending`, `revoked`, `not_found`, `hosts`, `seal`).
+pub fn key_release_denied(reason: &'static str) {
+    counter!("csrd_key_release_denied_total", "reason" => reason).increment(1);
+}
+
 /// Time one certificate-check task held a CPU slot.
 pub fn certificate_check_seconds(seconds: f64) {
     counter!("csrd_certificate_check_microseconds_total").increment((seconds * 1e6) as u64);

@@ -36,6 +36,15 @@ pub use scope::{AuditScope, current_requester, identify_actor};
 pub use sink::{AuditSink, SinkError};
 pub use writer::{AuditWriter, Auditor};
 
+/// `event` stamped with the current request's address, ids and actor, for a caller that
+/// appends it itself (in the request, before answering) instead of through an [`Auditor`].
+pub fn stamped(event: AuditEvent) -> AuditEvent {
+    match AuditScope::current() {
+        Some(scope) => scope.stamp(event),
+        None => event,
+    }
+}
+
 /// Who acted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {

@@ -4,33 +4,39 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{AccountId, Owner, ZoneId};
 
-/// Cloudflare's "SSL and Certificates Read" / "... Write".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Cloudflare's "SSL and Certificates Read" / "... Write", and csrd's `key-delivery`: a token
+/// that may only enroll key recipients and take their deliveries, and nothing else (a write
+/// token may not take deliveries either).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Permission {
     Read,
     Write,
+    KeyDelivery,
 }
 
 impl Permission {
+    pub const ALL: [Permission; 3] = [Permission::Read, Permission::Write, Permission::KeyDelivery];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Permission::Read => "read",
             Permission::Write => "write",
+            Permission::KeyDelivery => "key-delivery",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "read" => Some(Self::Read),
-            "write" => Some(Self::Write),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
     }
 
-    /// Write implies read.
+    /// Write implies read; key delivery implies nothing, and nothing implies it.
     pub fn covers(self, needed: Permission) -> bool {
-        self >= needed
+        match needed {
+            Permission::Read => matches!(self, Permission::Read | Permission::Write),
+            Permission::Write => self == Permission::Write,
+            Permission::KeyDelivery => self == Permission::KeyDelivery,
+        }
     }
 }
 
@@ -94,5 +100,19 @@ mod tests {
             !p.may(&zone, Permission::Read),
             "an account grant is not a zone grant"
         );
+    }
+
+    #[test]
+    fn key_delivery_is_its_own_permission() {
+        use Permission::*;
+        assert!(!Write.covers(KeyDelivery));
+        assert!(!Read.covers(KeyDelivery));
+        assert!(KeyDelivery.covers(KeyDelivery));
+        assert!(!KeyDelivery.covers(Read));
+        assert!(!KeyDelivery.covers(Write));
+        for p in Permission::ALL {
+            assert_eq!(Permission::parse(p.as_str()), Some(p));
+        }
+        assert_eq!(Permission::parse("key_delivery"), None);
     }
 }

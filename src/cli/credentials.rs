@@ -57,8 +57,9 @@ pub enum TokenCommand {
     Create {
         #[command(flatten)]
         scope: ScopeArgs,
-        /// `read` (list, get) or `write` (everything).
-        #[arg(long, value_parser = ["read", "write"])]
+        /// `read` (list, get), `write` (everything but key delivery) or `key-delivery` (only
+        /// key recipients and their deliveries).
+        #[arg(long, value_parser = ["read", "write", "key-delivery"])]
         permission: String,
         /// A label for the token.
         #[arg(long)]
@@ -160,8 +161,8 @@ impl NewToken {
         now: DateTime<Utc>,
     ) -> anyhow::Result<Self> {
         let scope = scope.parse()?;
-        let permission =
-            Permission::parse(permission).context("permission must be read or write")?;
+        let permission = Permission::parse(permission)
+            .context("permission must be read, write or key-delivery")?;
         if let Some(name) = &name {
             crate::auth::valid_label(name).map_err(|why| anyhow::anyhow!("--name {why}"))?;
         }
@@ -406,7 +407,7 @@ mod tests {
         );
         assert_eq!(
             new(scope(&[ACCOUNT], &[]), "admin", None).unwrap_err(),
-            "permission must be read or write"
+            "permission must be read, write or key-delivery"
         );
         assert!(
             new(scope(&[ACCOUNT], &[]), "read", Some("a\nb"))

@@ -10,6 +10,7 @@ mod certs;
 mod credentials;
 mod kek;
 mod keys;
+mod recipient;
 mod serve;
 mod session;
 mod tenant;
@@ -68,6 +69,9 @@ pub enum Command {
     /// Manage per-tenant limits and fair-share weights.
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
+    /// Key delivery recipients: approve (with the fingerprint), list, revoke.
+    #[command(subcommand)]
+    Recipient(recipient::RecipientCommand),
 }
 
 impl Command {
@@ -106,6 +110,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(args) => audit::query(args).await,
         Command::Certs(command) => certs::run(command).await,
         Command::Tenant(command) => tenant::run(command, &operator).await,
+        Command::Recipient(command) => recipient::run(command, &operator).await,
     }
 }
 

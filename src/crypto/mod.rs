@@ -7,6 +7,8 @@ pub mod csr;
 pub mod envelope;
 pub mod keygen;
 pub mod keyring;
+pub mod pkcs8_pem;
+pub mod seal;
 pub mod secret;
 pub mod verify;
 

@@ -271,7 +271,8 @@ async fn insert_rows(
 
 /// Rewrites the certificate stored as `previous` with `c` (which may carry a new id), within
 /// `caps`, in the transaction `tx`. A unique violation (the new leaf is stored for the CSR as
-/// another certificate) is returned as the error it is.
+/// another certificate) is returned as the error it is. A new leaf takes a new generation (a
+/// key delivery agent installs it); an edit of other fields keeps it.
 pub async fn update(
     tx: &Transaction<'_>,
     previous: CertificateId,
@@ -303,7 +304,9 @@ pub async fn update(
         "UPDATE custom_certificates SET custom_csr_id = $2, certificate = $3, leaf_sha256 = $4,
              hosts = $5, issuer = $6, signature = $7, serial_number = $8, bundle_method = $9,
              geo_label = $10, policy = $11, not_before = $12, expires_on = $13,
-             modified_on = $14, id = $15
+             modified_on = $14, id = $15,
+             generation = CASE WHEN leaf_sha256 = $4 THEN generation
+                               ELSE nextval('custom_certificate_generation') END
          WHERE id = $1",
         &[
             &previous.0,

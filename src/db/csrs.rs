@@ -6,17 +6,17 @@ use tokio_postgres::{GenericClient, Row};
 use super::DbError;
 use crate::crypto::SealedKey;
 use crate::domain::{
-    CreateCsr, CsrId, CustomCsr, Direction, DnsName, KeyType, ListQuery, Owner, OwnerKind,
-    SortField, Subject,
+    CreateCsr, CsrId, CustomCsr, Direction, DnsName, KeyDelivery, KeyType, ListQuery, Owner,
+    OwnerKind, SortField, Subject,
 };
 
 const PUBLIC_COLUMNS: &str = "id, owner_kind, owner_id, key_type, common_name, country, state, locality, \
-     organization, organizational_unit, sans, name, description, csr_pem, created_at";
+     organization, organizational_unit, sans, name, description, csr_pem, created_at, key_delivery";
 
 /// The same columns of a table aliased `c`, for joins.
 pub(super) const PUBLIC_COLUMNS_OF_C: &str = "c.id, c.owner_kind, c.owner_id, c.key_type, c.common_name, \
      c.country, c.state, c.locality, c.organization, c.organizational_unit, c.sans, c.name, \
-     c.description, c.csr_pem, c.created_at";
+     c.description, c.csr_pem, c.created_at, c.key_delivery";
 
 pub(super) fn csr_from_row(row: &Row) -> Result<CustomCsr, DbError> {
     from_row(row)
@@ -36,8 +36,9 @@ pub async fn insert(
         .execute(
             "INSERT INTO custom_csrs (id, owner_kind, owner_id, key_type, common_name, country, state,
                  locality, organization, organizational_unit, sans, name, description, csr_pem,
-                 envelope_version, kek_id, wrapped_dek, dek_nonce, key_nonce, key_ciphertext, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+                 envelope_version, kek_id, wrapped_dek, dek_nonce, key_nonce, key_ciphertext, created_at,
+                 key_delivery)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
              ON CONFLICT (id) DO NOTHING",
             &[
                 &csr.id.0,
@@ -61,6 +62,7 @@ pub async fn insert(
                 &sealed.key_nonce,
                 &sealed.ciphertext,
                 &csr.created_at,
+                &r.key_delivery.stored(),
             ],
         )
         .await?;
@@ -87,20 +89,21 @@ pub async fn insert_chunk(
         .query(
             "INSERT INTO custom_csrs (id, owner_kind, owner_id, key_type, common_name, country, state,
                  locality, organization, organizational_unit, sans, name, description, csr_pem,
-                 envelope_version, kek_id, wrapped_dek, dek_nonce, key_nonce, key_ciphertext, created_at)
+                 envelope_version, kek_id, wrapped_dek, dek_nonce, key_nonce, key_ciphertext, created_at,
+                 key_delivery)
              SELECT u.id, u.owner_kind, u.owner_id, u.key_type, u.common_name, u.country, u.state,
                  u.locality, u.organization, u.organizational_unit,
                  string_to_array(u.sans, chr(31)), u.name, u.description, u.csr_pem,
                  u.envelope_version, u.kek_id, u.wrapped_dek, u.dek_nonce, u.key_nonce,
-                 u.key_ciphertext, u.created_at
+                 u.key_ciphertext, u.created_at, u.key_delivery
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                  $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
                  $13::text[], $14::text[], $15::int2[], $16::text[], $17::bytea[], $18::bytea[],
-                 $19::bytea[], $20::bytea[], $21::timestamptz[])
+                 $19::bytea[], $20::bytea[], $21::timestamptz[], $22::text[])
                  AS u(id, owner_kind, owner_id, key_type, common_name, country, state, locality,
                       organization, organizational_unit, sans, name, description, csr_pem,
                       envelope_version, kek_id, wrapped_dek, dek_nonce, key_nonce, key_ciphertext,
-                      created_at)
+                      created_at, key_delivery)
              ON CONFLICT (id) DO NOTHING
              RETURNING id",
             &[
@@ -125,6 +128,7 @@ pub async fn insert_chunk(
                 &c.key_nonce,
                 &c.ciphertext,
                 &c.created_at,
+                &c.key_delivery,
             ],
         )
         .await?;
@@ -157,6 +161,7 @@ struct ChunkColumns<'a> {
     key_nonce: Vec<&'a [u8]>,
     ciphertext: Vec<&'a [u8]>,
     created_at: Vec<DateTime<Utc>>,
+    key_delivery: Vec<Option<&'static str>>,
 }
 
 impl<'a> ChunkColumns<'a> {
@@ -192,6 +197,7 @@ impl<'a> ChunkColumns<'a> {
         self.key_nonce.push(&sealed.key_nonce);
         self.ciphertext.push(&sealed.ciphertext);
         self.created_at.push(csr.created_at);
+        self.key_delivery.push(r.key_delivery.stored());
     }
 }
 
@@ -263,6 +269,8 @@ fn from_row(row: &Row) -> Result<CustomCsr, DbError> {
     let kind = OwnerKind::parse(row.get("owner_kind")).ok_or_else(|| corrupt("owner_kind"))?;
     let owner = Owner::parse(kind, row.get("owner_id")).ok_or_else(|| corrupt("owner_id"))?;
     let key_type = KeyType::parse(row.get("key_type")).ok_or_else(|| corrupt("key_type"))?;
+    let key_delivery =
+        KeyDelivery::from_stored(row.get("key_delivery")).ok_or_else(|| corrupt("key_delivery"))?;
     let sans: Vec<String> = row.get("sans");
     let created_at: DateTime<Utc> = row.get("created_at");
     Ok(CustomCsr {
@@ -281,6 +289,7 @@ fn from_row(row: &Row) -> Result<CustomCsr, DbError> {
             key_type,
             name: row.get("name"),
             description: row.get("description"),
+            key_delivery,
         },
         csr_pem: row.get("csr_pem"),
         created_at,

@@ -61,6 +61,13 @@ pub enum ErrorCode {
     /// csrd's own: checking the request's chains would take more CPU than one request may
     /// (1 ms per chain, plus 50 ms).
     VerificationBudget = 1448,
+    /// csrd's own (1460–1463), key delivery: a bad key recipient enrollment (the age
+    /// recipient, its name or hosts), a malformed recipient id, an unknown one (or another
+    /// tenant's), and a recipient that may not receive (pending approval, or revoked).
+    InvalidKeyRecipient = 1460,
+    MalformedRecipientId = 1461,
+    RecipientNotFound = 1462,
+    RecipientNotActive = 1463,
     /// csrd's own: an Idempotency-Key reused with a different request.
     IdempotencyKeyReused = 1422,
     /// Anything the client cannot fix (opaque; the cause is in the log).

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{CsrId, CustomCsr, KeyType, Owner};
+use super::{CsrId, CustomCsr, KeyDelivery, KeyType, Owner};
 
 // Made and moved once per request: boxing the large variant would buy nothing.
 #[allow(clippy::large_enum_variant)]
@@ -25,5 +25,6 @@ pub struct PendingCreate {
     pub id: CsrId,
     pub owner: Owner,
     pub key_type: KeyType,
+    pub key_delivery: KeyDelivery,
     pub created_at: DateTime<Utc>,
 }

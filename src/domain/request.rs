@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::country::parse_country;
-use super::{DnsName, ErrorCode, FieldError, KeyType, NamePolicy, OwnerKind, ValidationErrors};
+use super::{
+    DnsName, ErrorCode, FieldError, KeyDelivery, KeyType, NamePolicy, OwnerKind, ValidationErrors,
+};
 
 pub const MAX_SANS: usize = 150;
 /// X.520 upper bounds (RFC 5280 appendix A): CN, O, OU 64; ST, L 128.
@@ -37,6 +39,10 @@ pub struct CreateCsr {
     /// Account CSRs only; always `None` for zones (Cloudflare's zone body has neither).
     pub name: Option<String>,
     pub description: Option<String>,
+    /// csrd's extension: whether the key may ever leave, sealed. Absent from messages and
+    /// records of CSRs whose key never leaves, so those stay as they were.
+    #[serde(default, skip_serializing_if = "KeyDelivery::is_none")]
+    pub key_delivery: KeyDelivery,
 }
 
 impl CreateCsr {
@@ -138,6 +144,7 @@ impl CreateCsr {
         .ok()
         .flatten();
         let key_type = parse_key_type(&obj).map_err(|e| errors.push(e)).ok();
+        let key_delivery = KeyDelivery::parse(&obj).map_err(|e| errors.push(e)).ok();
         let sans = parse_sans(&obj, policy)
             .map_err(|mut e| errors.append(&mut e))
             .ok();
@@ -183,6 +190,7 @@ impl CreateCsr {
             key_type: key_type.unwrap_or_default(),
             name,
             description,
+            key_delivery: key_delivery.unwrap_or_default(),
         })
     }
 }

@@ -115,6 +115,22 @@ impl DnsName {
     }
 }
 
+/// Whether a certificate (or a key recipient) for `host` covers the name `name`: the same name
+/// (case aside), or `host` is a wildcard and `name` is one label more, not itself a wildcard
+/// (`*.example.com` covers `www.example.com`, not `a.b.example.com` nor `example.com`).
+pub fn covers(host: &str, name: &str) -> bool {
+    let (host, name) = (host.to_ascii_lowercase(), name.to_ascii_lowercase());
+    if host == name {
+        return true;
+    }
+    match (host.strip_prefix("*."), name.split_once('.')) {
+        (Some(base), Some((label, rest))) => {
+            !label.is_empty() && !name.starts_with("*.") && base == rest
+        }
+        _ => false,
+    }
+}
+
 /// Whether a final label makes the whole name parse as an IPv4 address in the WHATWG URL
 /// host parser (and in `inet_aton`), which browsers and many tools use: all decimal digits
 /// (`1.2.3.4`, `example.123`), or `0x` followed by hex digits (`0x7f.0x1` is 127.0.0.1).

@@ -24,6 +24,8 @@ pub trait Needs: Send + Sync + 'static {
 pub struct Reads;
 /// Creating and deleting them.
 pub struct Writes;
+/// Enrolling key recipients and taking their deliveries (a `key-delivery` token only).
+pub struct Delivers;
 
 impl Needs for Reads {
     const PERMISSION: Permission = Permission::Read;
@@ -31,6 +33,10 @@ impl Needs for Reads {
 
 impl Needs for Writes {
     const PERMISSION: Permission = Permission::Write;
+}
+
+impl Needs for Delivers {
+    const PERMISSION: Permission = Permission::KeyDelivery;
 }
 
 /// An admitted caller: the owner it may act on, and the rest of the path's ids (not yet

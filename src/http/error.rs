@@ -53,6 +53,12 @@ pub enum ApiError {
     CertificateNotFound,
     #[error("the custom CSR this Idempotency-Key created has been deleted")]
     CsrDeleted,
+    #[error("malformed key recipient id")]
+    MalformedRecipientId,
+    #[error("key recipient not found")]
+    RecipientNotFound,
+    #[error("the key recipient is {0}")]
+    RecipientNotActive(&'static str),
     #[error("malformed batch id")]
     MalformedBatchId,
     #[error("batch not found")]
@@ -111,6 +117,7 @@ impl ApiError {
             | ApiError::MalformedCsrId
             | ApiError::MalformedCertificateId
             | ApiError::MalformedBatchId
+            | ApiError::MalformedRecipientId
             | ApiError::MalformedHead(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
             ApiError::CsrInUse | ApiError::CertificateEditConflict => StatusCode::CONFLICT,
@@ -118,9 +125,12 @@ impl ApiError {
             | ApiError::CsrDeleted
             | ApiError::BatchNotFound
             | ApiError::CertificateCsrNotFound
-            | ApiError::CertificateNotFound => StatusCode::NOT_FOUND,
+            | ApiError::CertificateNotFound
+            | ApiError::RecipientNotFound => StatusCode::NOT_FOUND,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::InvalidCredentials | ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::InvalidCredentials
+            | ApiError::Forbidden
+            | ApiError::RecipientNotActive(_) => StatusCode::FORBIDDEN,
             ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -191,6 +201,18 @@ impl ApiError {
             ApiError::CertificateNotFound => {
                 one(C::InvalidCertificate, "Custom certificate not found")
             }
+            ApiError::MalformedRecipientId => {
+                one(C::MalformedRecipientId, "Invalid key recipient identifier")
+            }
+            ApiError::RecipientNotFound => one(C::RecipientNotFound, "Key recipient not found"),
+            ApiError::RecipientNotActive(status) => one(
+                C::RecipientNotActive,
+                if *status == "pending" {
+                    "The key recipient is pending: an operator must approve it (csrd recipient approve) before it receives keys"
+                } else {
+                    "The key recipient is revoked: it receives nothing"
+                },
+            ),
             ApiError::MalformedBatchId => one(C::MalformedCsrId, "Invalid batch identifier"),
             ApiError::BatchNotFound => one(C::CsrNotFound, "Batch not found"),
             ApiError::CsrDeleted => one(
@@ -362,6 +384,18 @@ impl From<crate::ingress::CertificateError> for ApiError {
             E::CsrNotFound => ApiError::CertificateCsrNotFound,
             E::NotFound => ApiError::CertificateNotFound,
             E::EditConflict => ApiError::CertificateEditConflict,
+            E::Refused(e) => e.into(),
+            E::Service(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::ingress::DeliveryError> for ApiError {
+    fn from(e: crate::ingress::DeliveryError) -> Self {
+        use crate::ingress::DeliveryError as E;
+        match e {
+            E::NotFound => ApiError::RecipientNotFound,
+            E::NotActive(status) => ApiError::RecipientNotActive(status.as_str()),
             E::Refused(e) => e.into(),
             E::Service(e) => e.into(),
         }

@@ -19,6 +19,8 @@ pub mod extract;
 pub mod health;
 mod large_answer;
 pub mod openapi;
+pub mod recipient_routes;
+pub mod recipients;
 pub mod request_scope;
 pub mod result;
 pub mod routes;
@@ -38,7 +40,9 @@ use utoipa_axum::routes;
 pub use error::ApiError;
 
 use crate::domain::NamePolicy;
-use crate::ingress::{Access, BatchService, Catalog, Certificates, CreateService, Readiness};
+use crate::ingress::{
+    Access, BatchService, Catalog, Certificates, CreateService, Deliveries, Readiness,
+};
 
 /// What every request handler is given: the [`Services`], shared (axum clones the state for
 /// each request: one reference count, not one per service).
@@ -68,6 +72,8 @@ pub struct Services {
     pub batches: Option<BatchService>,
     pub catalog: Catalog,
     pub certificates: Certificates,
+    /// Key recipients and the sealed release of keys.
+    pub deliveries: Deliveries,
     /// The tenants' limits (the memory budget request bodies are read within).
     pub limits: crate::ingress::Limits,
     /// The process's CPU slots, where large bodies are parsed.
@@ -118,6 +124,24 @@ fn api_routes() -> OpenApiRouter<AppState> {
             certificate_routes::edit_for_account,
             certificate_routes::delete_for_account
         ))
+        .routes(routes!(
+            recipient_routes::list_for_account,
+            recipient_routes::enroll_for_account
+        ))
+        .routes(routes!(
+            recipient_routes::get_for_account,
+            recipient_routes::revoke_for_account
+        ))
+        .routes(routes!(recipient_routes::deliveries_for_account))
+        .routes(routes!(
+            recipient_routes::list_for_zone,
+            recipient_routes::enroll_for_zone
+        ))
+        .routes(routes!(
+            recipient_routes::get_for_zone,
+            recipient_routes::revoke_for_zone
+        ))
+        .routes(routes!(recipient_routes::deliveries_for_zone))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::openapi_json))

@@ -32,6 +32,10 @@ pub struct AccountCreateBody {
     name: Option<String>,
     #[schema(example = "CSR for example.com")]
     description: Option<String>,
+    /// csrd extension: `none` (default: the key never leaves csrd) or `sealed` (the key may
+    /// be released, sealed to a recipient an operator approved). Fixed at creation.
+    #[schema(example = "none")]
+    key_delivery: Option<String>,
 }
 
 /// Create body for a zone CSR (no `name` or `description`).
@@ -49,6 +53,8 @@ pub struct ZoneCreateBody {
     #[schema(min_items = 1, max_items = 150)]
     sans: Vec<String>,
     key_type: Option<String>,
+    /// csrd extension: `none` (default) or `sealed`.
+    key_delivery: Option<String>,
 }
 
 /// List parameters. `order` and `direction` are Cloudflare's account-list parameters; csrd

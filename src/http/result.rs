@@ -39,6 +39,11 @@ pub struct CsrResult {
     pub organizational_unit: Option<String>,
     pub sans: Vec<String>,
     pub state: String,
+    /// csrd extension, shown only for a CSR created with `"key_delivery": "sealed"` (its key
+    /// may be released sealed to an approved recipient); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "sealed")]
+    pub key_delivery: Option<&'static str>,
 }
 
 pub fn format_time(t: DateTime<Utc>) -> String {
@@ -71,6 +76,7 @@ impl From<CustomCsr> for CsrResult {
             organizational_unit: s.organizational_unit,
             sans: r.sans.into_iter().map(String::from).collect(),
             state: s.state,
+            key_delivery: r.key_delivery.stored(),
         }
     }
 }
@@ -88,6 +94,9 @@ pub struct PendingResult {
     /// Always `pending`.
     #[schema(example = "pending")]
     pub status: &'static str,
+    /// csrd extension: `sealed` for a CSR created so, absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_delivery: Option<&'static str>,
 }
 
 impl From<PendingCreate> for PendingResult {
@@ -98,6 +107,7 @@ impl From<PendingCreate> for PendingResult {
             key_type: p.key_type,
             account_tag: account_tag(&p.owner),
             status: "pending",
+            key_delivery: p.key_delivery.stored(),
         }
     }
 }

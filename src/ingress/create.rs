@@ -132,6 +132,7 @@ mod tests {
             id,
             owner: owner(),
             key_type: crate::domain::KeyType::P256v1,
+            key_delivery: crate::domain::KeyDelivery::None,
             created_at: chrono::Utc::now(),
         }));
         assert!(made_an_item(&pending));

@@ -216,6 +216,7 @@ impl CreatePipeline {
             id: job.id,
             owner: job.owner.clone(),
             key_type: job.request.key_type,
+            key_delivery: job.request.key_delivery,
             created_at: job.created_at,
         }))
     }

@@ -15,7 +15,7 @@ use crate::http::{AppState, Services, router};
 use crate::ingress::batch::BatchSettings;
 use crate::ingress::{
     Access, Authenticator, BatchService, Catalog, Certificates, ChunkSettings, Coalescer,
-    CreatePipeline, CreateService, Limits, Readiness, TenantLimits,
+    CreatePipeline, CreateService, Deliveries, Limits, Readiness, TenantLimits,
 };
 use crate::queue::{Connectivity, JobQueue, Waiters};
 use crate::settings::Settings;
@@ -93,6 +93,12 @@ pub(super) fn app_state(
             fair.cpu.clone(),
             fair.policies.clone(),
             limits.clone(),
+            audit.clone(),
+        ),
+        deliveries: Deliveries::new(
+            crate::ingress::db_share::DbShare::quarter(pool.clone()),
+            foundation.keyring.clone(),
+            fair.cpu.clone(),
             audit,
         ),
         limits: limits.clone(),

@@ -20,6 +20,7 @@ mod custody;
 mod delivery;
 mod fairshare;
 mod hostile;
+mod key_delivery;
 mod keys_verify;
 mod limits;
 mod logs;

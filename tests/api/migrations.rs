@@ -4,7 +4,7 @@
 use csrd::db::{build_pool, migrate};
 use csrd_test_support::*;
 
-const ALL: [&str; 13] = [
+const ALL: [&str; 14] = [
     "V1__init",
     "V2__list_indexes",
     "V3__tenant_counts",
@@ -18,6 +18,7 @@ const ALL: [&str; 13] = [
     "V11__cheaper_appends",
     "V12__custom_certificates",
     "V13__certificate_identity_and_caps",
+    "V14__key_delivery",
 ];
 
 async fn database() -> Isolation {

@@ -113,22 +113,13 @@ pub fn signature_name(leaf: &X509Certificate<'_>) -> String {
 pub fn uncovered_names(csr_sans: &[String], hosts: &[String]) -> Vec<String> {
     csr_sans
         .iter()
-        .filter(|san| !hosts.iter().any(|host| covers(host, san)))
+        .filter(|san| {
+            !hosts
+                .iter()
+                .any(|host| crate::domain::san::covers(host, san))
+        })
         .cloned()
         .collect()
-}
-
-fn covers(host: &str, name: &str) -> bool {
-    let (host, name) = (host.to_ascii_lowercase(), name.to_ascii_lowercase());
-    if host == name {
-        return true;
-    }
-    match (host.strip_prefix("*."), name.split_once('.')) {
-        (Some(base), Some((label, rest))) => {
-            !label.is_empty() && !name.starts_with("*.") && base == rest
-        }
-        _ => false,
-    }
 }
 
 #[cfg(test)]

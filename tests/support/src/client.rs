@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::app::TestApp;
 
+#[derive(Clone, Copy)]
 pub enum Auth<'a> {
     None,
     Bearer(&'a str),

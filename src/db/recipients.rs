@@ -1,0 +1,327 @@
+//! The `key_recipients` table, and the query that finds what a recipient may receive.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::{GenericClient, Row};
+
+use super::DbError;
+use crate::crypto::SealedKey;
+use crate::domain::{
+    CertificateId, CsrId, KeyRecipient, KeyType, NewRecipient, Owner, OwnerKind, RecipientId,
+    RecipientStatus,
+};
+
+const COLUMNS: &str =
+    "id, owner_kind, owner_id, name, recipient, fingerprint, hosts, status, created_at";
+
+fn from_row(row: &Row) -> Result<KeyRecipient, DbError> {
+    let corrupt = |what: &str| DbError::Corrupt(format!("key_recipients.{what}"));
+    let kind = OwnerKind::parse(row.get("owner_kind")).ok_or_else(|| corrupt("owner_kind"))?;
+    Ok(KeyRecipient {
+        id: RecipientId(row.get("id")),
+        owner: Owner::parse(kind, row.get("owner_id")).ok_or_else(|| corrupt("owner_id"))?,
+        name: row.get("name"),
+        recipient: row.get("recipient"),
+        fingerprint: row.get("fingerprint"),
+        hosts: row.get("hosts"),
+        status: RecipientStatus::parse(row.get("status")).ok_or_else(|| corrupt("status"))?,
+        created_at: row.get("created_at"),
+    })
+}
+
+/// Enrolls `new` for `owner`, pending an operator's approval.
+pub async fn insert(
+    client: &impl GenericClient,
+    owner: &Owner,
+    id: RecipientId,
+    new: &NewRecipient,
+    created_at: DateTime<Utc>,
+    enrolled_by: Option<&str>,
+) -> Result<KeyRecipient, DbError> {
+    let row = client
+        .query_one(
+            &format!(
+                "INSERT INTO key_recipients (id, owner_kind, owner_id, name, recipient,
+                     fingerprint, hosts, created_at, enrolled_by)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
+            ),
+            &[
+                &id.0,
+                &owner.kind().as_str(),
+                &owner.id(),
+                &new.name,
+                &new.recipient.as_str(),
+                &new.recipient.fingerprint(),
+                &new.hosts,
+                &created_at,
+                &enrolled_by,
+            ],
+        )
+        .await?;
+    from_row(&row)
+}
+
+/// `owner`'s recipient `id`, if it has one.
+pub async fn get(
+    client: &impl GenericClient,
+    owner: &Owner,
+    id: RecipientId,
+) -> Result<Option<KeyRecipient>, DbError> {
+    client
+        .query_opt(
+            &format!(
+                "SELECT {COLUMNS} FROM key_recipients
+                 WHERE id = $1 AND owner_kind = $2 AND owner_id = $3"
+            ),
+            &[&id.0, &owner.kind().as_str(), &owner.id()],
+        )
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// One page of `owner`'s recipients in enrollment order, and how many it has.
+pub async fn list(
+    client: &impl GenericClient,
+    owner: &Owner,
+    page: u64,
+    per_page: u64,
+) -> Result<(Vec<KeyRecipient>, i64), DbError> {
+    let (kind, id) = (owner.kind().as_str(), owner.id());
+    let total: i64 = client
+        .query_one(
+            "SELECT count(*) FROM key_recipients WHERE owner_kind = $1 AND owner_id = $2",
+            &[&kind, &id],
+        )
+        .await?
+        .get(0);
+    let (limit, offset) = limit_offset(page, per_page);
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM key_recipients WHERE owner_kind = $1 AND owner_id = $2
+                 ORDER BY created_at, id LIMIT $3 OFFSET $4"
+            ),
+            &[&kind, &id, &limit, &offset],
+        )
+        .await?;
+    Ok((rows.iter().map(from_row).collect::<Result<_, _>>()?, total))
+}
+
+fn limit_offset(page: u64, per_page: u64) -> (i64, i64) {
+    let offset = i64::try_from(page.saturating_sub(1).saturating_mul(per_page)).unwrap_or(i64::MAX);
+    (i64::try_from(per_page).unwrap_or(100), offset)
+}
+
+/// Revokes recipient `id` (of `owner`, or of anyone when `owner` is `None`: an operator) at
+/// once, by `by`. Returns it as it now is; `None` when there is no such recipient. Revoking a
+/// revoked recipient changes nothing.
+pub async fn revoke(
+    client: &impl GenericClient,
+    owner: Option<&Owner>,
+    id: RecipientId,
+    by: &str,
+) -> Result<Option<KeyRecipient>, DbError> {
+    let kind = owner.map(|o| o.kind().as_str());
+    let owner_id = owner.map(Owner::id);
+    let updated = client
+        .query_opt(
+            &format!(
+                "UPDATE key_recipients SET status = 'revoked', revoked_at = now(), revoked_by = $4
+                 WHERE id = $1 AND status <> 'revoked'
+                   AND ($2::text IS NULL OR (owner_kind = $2 AND owner_id = $3))
+                 RETURNING {COLUMNS}"
+            ),
+            &[&id.0, &kind, &owner_id, &by],
+        )
+        .await?;
+    if let Some(row) = updated {
+        return Ok(Some(from_row(&row)?));
+    }
+    client
+        .query_opt(
+            &format!(
+                "SELECT {COLUMNS} FROM key_recipients
+                 WHERE id = $1 AND ($2::text IS NULL OR (owner_kind = $2 AND owner_id = $3))"
+            ),
+            &[&id.0, &kind, &owner_id],
+        )
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// What [`approve`] did.
+#[derive(Debug)]
+pub enum Approval {
+    Approved(KeyRecipient),
+    NotFound,
+    /// The fingerprint given is not the recipient's: nothing changed.
+    FingerprintMismatch(KeyRecipient),
+    /// Only a pending recipient can be approved (a revoked one stays revoked).
+    NotPending(KeyRecipient),
+}
+
+/// An operator approves pending recipient `id`, if `fingerprint` is its fingerprint.
+pub async fn approve(
+    client: &impl GenericClient,
+    id: RecipientId,
+    fingerprint: &str,
+    by: &str,
+) -> Result<Approval, DbError> {
+    let updated = client
+        .query_opt(
+            &format!(
+                "UPDATE key_recipients SET status = 'active', approved_at = now(), approved_by = $3
+                 WHERE id = $1 AND status = 'pending' AND fingerprint = $2
+                 RETURNING {COLUMNS}"
+            ),
+            &[&id.0, &fingerprint, &by],
+        )
+        .await?;
+    if let Some(row) = updated {
+        return Ok(Approval::Approved(from_row(&row)?));
+    }
+    let Some(row) = client
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM key_recipients WHERE id = $1"),
+            &[&id.0],
+        )
+        .await?
+    else {
+        return Ok(Approval::NotFound);
+    };
+    let recipient = from_row(&row)?;
+    Ok(if recipient.status != RecipientStatus::Pending {
+        Approval::NotPending(recipient)
+    } else {
+        Approval::FingerprintMismatch(recipient)
+    })
+}
+
+/// Every recipient, or `owner`'s, in enrollment order (operators: `csrd recipient list`), at
+/// most `limit`.
+pub async fn list_all(
+    client: &impl GenericClient,
+    owner: Option<&Owner>,
+    limit: i64,
+) -> Result<Vec<KeyRecipient>, DbError> {
+    let kind = owner.map(|o| o.kind().as_str());
+    let owner_id = owner.map(Owner::id);
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM key_recipients
+                 WHERE $1::text IS NULL OR (owner_kind = $1 AND owner_id = $2)
+                 ORDER BY created_at, id LIMIT $3"
+            ),
+            &[&kind, &owner_id, &limit],
+        )
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// One key a recipient may receive: a CSR created deliverable, its current certificate (the
+/// highest generation, unexpired), and the sealed key. Nothing here is plaintext.
+#[derive(Debug)]
+pub struct Deliverable {
+    pub csr_id: CsrId,
+    pub key_type: KeyType,
+    pub sealed: SealedKey,
+    pub certificate_id: CertificateId,
+    pub certificate: String,
+    pub hosts: Vec<String>,
+    pub serial_number: String,
+    pub expires_on: DateTime<Utc>,
+    pub generation: i64,
+}
+
+/// The deliverable CSRs of `owner` whose current certificate's hosts are all covered by
+/// `hosts` (a recipient's): exact names, and for each `*.base` in `hosts` a name one label
+/// more than `base` that is not itself a wildcard (as `domain::san::covers` decides, which
+/// the caller checks again for each row). In CSR id order.
+const DELIVERABLE: &str = "
+    FROM custom_csrs c
+    CROSS JOIN LATERAL (
+        SELECT k.id, k.certificate, k.hosts, k.serial_number, k.expires_on, k.generation
+        FROM custom_certificates k
+        WHERE k.custom_csr_id = c.id
+        ORDER BY k.generation DESC LIMIT 1
+    ) k
+    WHERE c.owner_kind = $1 AND c.owner_id = $2 AND c.key_delivery = 'sealed'
+      AND k.expires_on > now()
+      AND cardinality(k.hosts) > 0
+      AND NOT EXISTS (
+          SELECT 1 FROM unnest(k.hosts) AS h(name)
+          WHERE NOT (h.name = ANY($3::text[])
+                     OR (h.name NOT LIKE '*.%' AND position('.' IN h.name) > 1
+                         AND substr(h.name, position('.' IN h.name) + 1) = ANY($4::text[]))))";
+
+/// The exact names and the wildcard bases of a recipient's hosts, as [`DELIVERABLE`] takes
+/// them.
+fn host_sets(hosts: &[String]) -> (Vec<String>, Vec<String>) {
+    let exact: Vec<String> = hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+    let bases = exact
+        .iter()
+        .filter_map(|h| h.strip_prefix("*.").map(str::to_owned))
+        .collect();
+    (exact, bases)
+}
+
+/// One page of what `owner`'s recipient with `hosts` may receive, and how many in all.
+pub async fn deliverable(
+    client: &impl GenericClient,
+    owner: &Owner,
+    hosts: &[String],
+    page: u64,
+    per_page: u64,
+) -> Result<(Vec<Deliverable>, i64), DbError> {
+    let (kind, id) = (owner.kind().as_str(), owner.id());
+    let (exact, bases) = host_sets(hosts);
+    let total: i64 = client
+        .query_one(
+            &format!("SELECT count(*) {DELIVERABLE}"),
+            &[&kind, &id, &exact, &bases],
+        )
+        .await?
+        .get(0);
+    let (limit, offset) = limit_offset(page, per_page);
+    let rows = client
+        .query(
+            &format!(
+                "SELECT c.id AS csr_id, c.key_type, c.envelope_version, c.kek_id, c.wrapped_dek,
+                        c.dek_nonce, c.key_nonce, c.key_ciphertext, k.id AS certificate_id,
+                        k.certificate, k.hosts, k.serial_number, k.expires_on, k.generation
+                 {DELIVERABLE}
+                 ORDER BY c.id LIMIT $5 OFFSET $6"
+            ),
+            &[&kind, &id, &exact, &bases, &limit, &offset],
+        )
+        .await?;
+    let items = rows
+        .iter()
+        .map(|r| {
+            Ok(Deliverable {
+                csr_id: CsrId(r.get("csr_id")),
+                key_type: KeyType::parse(r.get("key_type"))
+                    .ok_or_else(|| DbError::Corrupt("custom_csrs.key_type".into()))?,
+                sealed: SealedKey {
+                    version: r.get("envelope_version"),
+                    kek_id: r.get("kek_id"),
+                    wrapped_dek: r.get("wrapped_dek"),
+                    dek_nonce: r.get("dek_nonce"),
+                    key_nonce: r.get("key_nonce"),
+                    ciphertext: r.get("key_ciphertext"),
+                },
+                certificate_id: CertificateId(r.get("certificate_id")),
+                certificate: r.get("certificate"),
+                hosts: r.get("hosts"),
+                serial_number: r.get("serial_number"),
+                expires_on: r.get("expires_on"),
+                generation: r.get("generation"),
+            })
+        })
+        .collect::<Result<_, DbError>>()?;
+    Ok((items, total))
+}
