@@ -288,12 +288,17 @@ pub async fn update(
             "SELECT (SELECT count(*) FROM custom_certificates
                      WHERE custom_csr_id = $2 AND id <> $1),
                     (SELECT csrd_certificate_bytes(certificate, hosts, policy)
-                     FROM custom_certificates WHERE id = $1)",
+                     FROM custom_certificates WHERE id = $1),
+                    (SELECT custom_csr_id FROM custom_certificates WHERE id = $1)",
             &[&previous.0, &c.custom_csr_id.0],
         )
         .await?;
-    let (others, old_bytes): (i64, Option<i64>) = (row.get(0), row.get(1));
-    if others + 1 > caps.per_csr {
+    let (others, old_bytes, old_csr): (i64, Option<i64>, Option<uuid::Uuid>) =
+        (row.get(0), row.get(1), row.get(2));
+    // Only a certificate moving to another CSR adds to that CSR's count: an edit in place
+    // is never refused for a cap an operator lowered since.
+    let moves = old_csr != Some(c.custom_csr_id.0);
+    if moves && others + 1 > caps.per_csr {
         return Ok(StoreOutcome::OverPerCsr {
             csr: c.custom_csr_id.0,
             limit: caps.per_csr,

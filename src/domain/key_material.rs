@@ -6,11 +6,18 @@
 //!   SEC1 `EC`, `DSA`, `OPENSSH`, …) and PGP's `PRIVATE KEY BLOCK`;
 //! - PuTTY key files (`PuTTY-User-Key-File-`);
 //! - a JSON Web Key holding a private member (`"d"`, with `"kty"`);
-//! - bare base64 (with or without line breaks) or raw bytes of a DER PKCS#8 `PrivateKeyInfo`,
-//!   `EncryptedPrivateKeyInfo`, PKCS#1 `RSAPrivateKey` or SEC1 `ECPrivateKey`.
+//! - `openssl … -text` dumps of a private key (`Private-Key: (…`);
+//! - a DER PKCS#8 `PrivateKeyInfo`, `EncryptedPrivateKeyInfo`, PKCS#1 `RSAPrivateKey` or SEC1
+//!   `ECPrivateKey`, as raw bytes, as base64 (with or without line breaks), as base64url, or
+//!   as hex (with or without `:` or blanks between the bytes).
 //!
-//! A false positive only refuses an upload that was not a certificate chain anyway (a chain
-//! is PEM `CERTIFICATE` blocks, and no certificate's DER has a private key's shape).
+//! Not recognised: a bare private scalar (32 random bytes in hex or base64 look like any
+//! digest), and a key deliberately cut up with other characters. A false positive only
+//! refuses an upload that was not a certificate chain anyway (a chain is PEM `CERTIFICATE`
+//! blocks, and no certificate's DER has a private key's shape).
+//!
+//! The work is linear in the text: JSON is parsed from at most a few places, within a budget
+//! of a few times the text's length; text that would take more is treated as holding a key.
 
 use base64::Engine as _;
 
@@ -19,9 +26,12 @@ pub fn holds_private_key(bytes: &[u8]) -> bool {
     let text = String::from_utf8_lossy(bytes);
     pem_private_key(&text)
         || text.contains("PuTTY-User-Key-File-")
+        || text.contains("Private-Key: (")
         || jwk_private_key(&text)
         || der_private_key(bytes)
         || base64_candidates(&text).any(|der| der_private_key(&der))
+        || base64url_candidates(&text).any(|der| der_private_key(&der))
+        || hex_candidates(&text).any(|der| der_private_key(&der))
 }
 
 /// `-----BEGIN … PRIVATE KEY-----` and `-----BEGIN PGP PRIVATE KEY BLOCK-----`.
@@ -45,6 +55,11 @@ pub fn json_holds_private_key(v: &serde_json::Value) -> bool {
 /// A JWK (or a JWK set), alone or inside other text, with a private member (`"d"` beside
 /// `"kty"`, however their names are escaped).
 fn jwk_private_key(text: &str) -> bool {
+    jwk_scan(text).0
+}
+
+/// [`jwk_private_key`], and the most bytes of JSON it may have read to decide.
+fn jwk_scan(text: &str) -> (bool, usize) {
     fn private(v: &serde_json::Value) -> bool {
         match v {
             serde_json::Value::Object(o) => {
@@ -54,19 +69,43 @@ fn jwk_private_key(text: &str) -> bool {
             _ => false,
         }
     }
-    // Each `{` or `[` may start one (a JWK pasted after a certificate); a few are tried.
-    text.match_indices(['{', '['])
-        .take(MAX_JSON_STARTS)
-        .any(|(at, _)| {
-            serde_json::Deserializer::from_str(&text[at..])
-                .into_iter::<serde_json::Value>()
-                .next()
-                .is_some_and(|v| v.is_ok_and(|v| private(&v)))
-        })
+    // No member can be named `d` without one of these (`\u0064` in any case): nothing to
+    // parse.
+    let lower = text.to_ascii_lowercase();
+    if !lower.contains("\"d\"") && !lower.contains("\\u0064") {
+        return (false, 0);
+    }
+    // Each `{` may start one (a JWK pasted after a certificate); a few are tried, each of
+    // which may read the rest of the text. Text whose JSON would take more than the budget to
+    // read is not a certificate chain: it is treated as holding a key.
+    let budget = json_budget(text.len());
+    let mut work = 0;
+    for (tried, (at, _)) in text.match_indices('{').enumerate() {
+        let rest = text.len() - at;
+        if tried == MAX_JSON_STARTS || work + rest > budget {
+            return (true, work);
+        }
+        work += rest;
+        let found = serde_json::Deserializer::from_str(&text[at..])
+            .into_iter::<serde_json::Value>()
+            .next()
+            .is_some_and(|v| v.is_ok_and(|v| private(&v)));
+        if found {
+            return (true, work);
+        }
+    }
+    (false, work)
+}
+
+/// Bytes of JSON read for a text of `len` bytes, at most, however many values it holds.
+fn json_budget(len: usize) -> usize {
+    JSON_WORK_PER_BYTE * len + 4096
 }
 
 /// JSON values tried per text (a certificate chain holds none).
 const MAX_JSON_STARTS: usize = 16;
+/// Bytes of JSON read per byte of text, at most (a few values from the start).
+const JSON_WORK_PER_BYTE: usize = 4;
 
 /// The shortest base64 a key can be: an Ed25519 PKCS#8 key is 48 bytes (64 characters); a
 /// bare 32-byte scalar in SEC1 form is longer still.
@@ -96,6 +135,8 @@ fn base64_candidates(text: &str) -> impl Iterator<Item = Vec<u8>> + '_ {
             .flatten()
     };
     text.split(move |c: char| !(is_b64(c) || c.is_ascii_whitespace()))
+        // Too short to hold a key however it is read (looked at before anything is copied).
+        .filter(|run| run.len() >= MIN_B64_CHARS)
         .flat_map(move |run| {
             let tokens: Vec<&str> = run.split_ascii_whitespace().collect();
             let words = tokens
@@ -110,6 +151,40 @@ fn base64_candidates(text: &str) -> impl Iterator<Item = Vec<u8>> + '_ {
             whole.into_iter().chain(after_words)
         })
 }
+
+/// The decoded bytes of every run of base64url long enough to be a key (a JWK's or a URL's
+/// form: `-` and `_` for `+` and `/`, on one line). PEM's `-----` armour separates runs, so a
+/// block's header never joins its body.
+fn base64url_candidates(text: &str) -> impl Iterator<Item = Vec<u8>> + '_ {
+    // `=` ends a run: padding, or the `key=` before a value.
+    let is_b64url = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_');
+    text.split("-----")
+        .flat_map(move |part| part.split(move |c: char| !is_b64url(c)))
+        .filter(|run| run.len() >= MIN_B64_CHARS && run.contains(['-', '_']))
+        .filter_map(|run| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(run)
+                .ok()
+        })
+}
+
+/// The decoded bytes of every run of hex long enough to be a key: digits, optionally with
+/// `:` or blanks between bytes, across lines (`openssl asn1parse`, `xxd -p`, a hex column).
+fn hex_candidates(text: &str) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let is_run = |c: char| c.is_ascii_hexdigit() || c == ':' || c.is_ascii_whitespace();
+    text.split(move |c: char| !is_run(c)).filter_map(|run| {
+        if run.len() < 2 * MIN_DER_BYTES {
+            return None;
+        }
+        let digits: String = run.chars().filter(char::is_ascii_hexdigit).collect();
+        (digits.len() >= 2 * MIN_DER_BYTES && digits.len().is_multiple_of(2))
+            .then(|| hex::decode(&digits).ok())
+            .flatten()
+    })
+}
+
+/// The shortest DER private key: an Ed25519 PKCS#8 key is 48 bytes.
+const MIN_DER_BYTES: usize = 48;
 
 /// DER whose outer shape is a private key's.
 pub fn der_private_key(der: &[u8]) -> bool {
@@ -264,6 +339,56 @@ mod tests {
     }
 
     #[test]
+    fn hex_base64url_and_openssl_text_dumps_are_keys() {
+        for key_type in [KeyType::P256v1, KeyType::Rsa2048] {
+            let key = generate_key(key_type).unwrap();
+            let der = key.pkcs8_der.expose();
+            let hex = hex::encode(der);
+            let colons: Vec<String> = der.iter().map(|b| format!("{b:02x}")).collect();
+            let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(der);
+            let url = if url.contains(['-', '_']) {
+                url
+            } else {
+                // A key whose base64 has neither character is found by the base64 check.
+                assert!(holds_private_key(url.as_bytes()));
+                continue;
+            };
+            for text in [
+                hex.clone(),
+                hex.to_uppercase(),
+                colons.join(":"),
+                colons
+                    .chunks(15)
+                    .map(|l| format!("    {}", l.join(":")))
+                    .collect::<Vec<_>>()
+                    .join(":\n"),
+                format!("key={url}"),
+                format!("{url}=="),
+            ] {
+                assert!(holds_private_key(text.as_bytes()), "{key_type:?}: {text}");
+            }
+        }
+        let dump =
+            "Private-Key: (256 bit)\npriv:\n    5f:3a\npub:\n    04:1c\nASN1 OID: prime256v1\n";
+        assert!(holds_private_key(dump.as_bytes()));
+    }
+
+    #[test]
+    fn json_in_a_certificate_field_costs_a_bounded_amount_to_look_at() {
+        // 64 KiB of nested or wide JSON, with a "d" to make the look worth it: each of the
+        // sixteen starts would otherwise read the rest of the text.
+        let wide = format!("{{\"d\":1,{}\"z\":1", "\"a\":{\"b\":1},".repeat(6000));
+        let deep = format!("{}\"d\"{}", "{\"a\":".repeat(100), "}".repeat(100)).repeat(300);
+        for text in [wide, deep] {
+            let (found, work) = jwk_scan(&text);
+            assert!(work <= json_budget(text.len()), "{work} for {}", text.len());
+            assert!(found, "JSON past the budget is not a certificate chain");
+        }
+        // Without a "d" member nothing is parsed at all.
+        assert_eq!(jwk_scan(&"{\"a\":1}".repeat(10_000)), (false, 0));
+    }
+
+    #[test]
     fn certificates_and_public_keys_are_not_keys() {
         let ca = rcgen::KeyPair::generate().unwrap();
         let params = rcgen::CertificateParams::new(vec!["a.example.com".to_owned()]).unwrap();
@@ -275,5 +400,15 @@ mod tests {
             r#"{"kty":"EC","crv":"P-256","x":"a","y":"b"}"#.as_bytes()
         ));
         assert!(!holds_private_key(b"hello"));
+        // Digests and fingerprints in hex, as bundles print them beside certificates.
+        let fingerprint = "SHA256 Fingerprint=".to_owned()
+            + &[0xabu8; 32]
+                .iter()
+                .map(|b| format!("{b:02X}"))
+                .collect::<Vec<_>>()
+                .join(":");
+        assert!(!holds_private_key(
+            format!("{fingerprint}\n{}", cert.pem()).as_bytes()
+        ));
     }
 }

@@ -205,7 +205,10 @@ pub(super) async fn upload_bulk(
     let mut admission = batches.admit(&caller.owner)?;
     let body =
         super::extract::json_body_reserving(request, MAX_BATCH_BODY_BYTES, &mut admission).await?;
-    let ids = app.certificates.upload_many(&caller.owner, body).await?;
+    let ids = app
+        .certificates
+        .upload_many(&caller.owner, body, &mut admission.body)
+        .await?;
     drop(admission);
     Ok(Json(CertificateBulk {
         success: true,

@@ -15,8 +15,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio_postgres::error::SqlState;
 
-use super::chain_check::{Candidate, ChainChecker, CheckError};
+use super::chain_check::{Candidate, ChainChecker, CheckError, ParseMemory};
 use super::db_share::{DbShare, ShareError};
+use super::limits::BodyReservation;
 use super::{Limits, Refused, ServiceError};
 use crate::audit::{Actor, AuditEvent, Auditor};
 use crate::crypto::chain::{ChainError, LeafFacts, uncovered_names};
@@ -94,13 +95,6 @@ const CSRS_PER_READ: usize = 256;
 /// Times an edit is checked again when the certificate changed under it meanwhile.
 const EDIT_ATTEMPTS: usize = 3;
 
-/// Locks edits of one certificate take turns on (by its id's hash).
-const EDIT_STRIPES: usize = 64;
-
-fn edit_stripe(id: CertificateId) -> usize {
-    (id.0.as_u128() % EDIT_STRIPES as u128) as usize
-}
-
 /// Where a refusal points: the body itself (a single upload or edit) or one bulk item.
 #[derive(Clone, Copy)]
 enum At {
@@ -125,7 +119,8 @@ pub struct Certificates {
     policies: Policies,
     limits: Limits,
     audit: Auditor,
-    edit_turns: Arc<[tokio::sync::Mutex<()>; EDIT_STRIPES]>,
+    /// Edits of one certificate take turns (edits of others never wait for them).
+    edit_turns: super::turns::Turns<CertificateId>,
 }
 
 impl Certificates {
@@ -143,7 +138,7 @@ impl Certificates {
             policies,
             limits,
             audit,
-            edit_turns: Arc::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
+            edit_turns: super::turns::Turns::default(),
         }
     }
 
@@ -181,8 +176,10 @@ impl Certificates {
         &self,
         owner: &Owner,
         body: impl AsRef<[u8]> + Send + 'static,
+        memory: &mut BodyReservation,
     ) -> Result<Vec<(CertificateId, CsrId)>, CertificateError> {
-        self.limits.charge_body(owner, body.as_ref().len()).await?;
+        let body_len = body.as_ref().len();
+        self.limits.charge_body(owner, body_len).await?;
         let uploads = self
             .cpu
             .run_in_turns(owner, Lane::Bulk, move |turns| {
@@ -214,9 +211,13 @@ impl Certificates {
         if !errors.is_empty() {
             return Err(ValidationErrors(errors).capped().into());
         }
+        let memory = ParseMemory {
+            reservation: memory,
+            covered: body_len,
+        };
         let facts = self
             .checker
-            .check(owner, Lane::Bulk, candidates, Utc::now())
+            .check(owner, Lane::Bulk, candidates, Utc::now(), Some(memory))
             .await
             .map_err(|e| refused_chains(e, At::Item))?;
         let now = stored_now();
@@ -254,7 +255,7 @@ impl Certificates {
     ) -> Result<Stored, CertificateError> {
         // Edits of one certificate take turns in this process (only another process's can
         // still change it between the check and the store).
-        let _turn = self.edit_turns[edit_stripe(id)].lock().await;
+        let _turn = self.edit_turns.take(id).await;
         for _ in 0..EDIT_ATTEMPTS {
             let current = self.get(owner, id).await?;
             // What the chain is checked as: the edit's certificate and CSR, or the stored ones.
@@ -392,7 +393,8 @@ impl Certificates {
         };
         let facts = self
             .checker
-            .check(owner, Lane::Interactive, vec![candidate], Utc::now())
+            // One chain of a body of at most 1 MiB: its parsed form is bounded as it is.
+            .check(owner, Lane::Interactive, vec![candidate], Utc::now(), None)
             .await
             .map_err(|e| refused_chains(e, |_| At::Body))?
             .pop()
@@ -557,6 +559,7 @@ fn refused_chains(e: CheckError, at: impl Fn(usize) -> At) -> CertificateError {
             ))
             .into()
         }
+        CheckError::Refused(e) => e.into(),
         CheckError::Panicked(e) => ServiceError::Internal(Box::new(e)).into(),
     }
 }

@@ -15,6 +15,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use futures_util::StreamExt as _;
+
+use super::Refused;
+use super::limits::BodyReservation;
 use crate::crypto::chain::{self, ChainError, LeafFacts, Link, LinkKey, ParsedChain};
 use crate::domain::Owner;
 use crate::fairshare::{CpuSlots, Lane};
@@ -35,9 +39,26 @@ pub enum CheckError {
         "verifying these chains would take an estimated {estimated_ms} ms of CPU; a request may take {budget_ms} ms (1 ms per chain, plus 50 ms)"
     )]
     OverBudget { estimated_ms: u64, budget_ms: u64 },
+    /// No room in the memory budget for what the chains parse into.
+    #[error(transparent)]
+    Refused(#[from] Refused),
     #[error("a chain check did not finish")]
     Panicked(#[from] tokio::task::JoinError),
 }
+
+/// Where the memory of what a request's chains parse into is reserved: the request body's
+/// reservation, of which `covered` bytes already stand for the parsed chains (a bulk body is
+/// charged three times its bytes: the body, its items and their parsed chains). What parsing
+/// takes beyond that (a leaf of a thousand short names holds fifteen times its bytes) is
+/// reserved as it is found, before more is parsed.
+pub struct ParseMemory<'a> {
+    pub reservation: &'a mut BodyReservation,
+    pub covered: usize,
+}
+
+/// Slot-sized parse groups of one request in flight at once, at most: what is parsed before
+/// its memory is reserved.
+const PARSE_AHEAD: usize = 2;
 
 /// Estimated CPU a request's signature checks may take, in microseconds: 1 ms per chain (a
 /// leaf signed with P-384, the slowest common CA key, takes 0.5 ms; RSA-8192 with the largest
@@ -74,9 +95,10 @@ impl ChainChecker {
         lane: Lane,
         candidates: Vec<Candidate>,
         now: DateTime<Utc>,
+        memory: Option<ParseMemory<'_>>,
     ) -> Result<Vec<LeafFacts>, CheckError> {
         let count = candidates.len();
-        let parsed = self.parse_all(owner, lane, candidates, now).await?;
+        let parsed = self.parse_all(owner, lane, candidates, now, memory).await?;
         let mut refused = Vec::new();
         let mut chains = Vec::with_capacity(count);
         for (i, outcome) in parsed.into_iter().enumerate() {
@@ -121,13 +143,15 @@ impl ChainChecker {
         }
     }
 
-    /// Every chain parsed and given its cheap checks, in slot-sized groups, in order.
+    /// Every chain parsed and given its cheap checks, in slot-sized groups, in order, a few
+    /// groups at a time; what they hold is reserved in `memory` as they come.
     async fn parse_all(
         &self,
         owner: &Owner,
         lane: Lane,
         candidates: Vec<Candidate>,
         now: DateTime<Utc>,
+        mut memory: Option<ParseMemory<'_>>,
     ) -> Result<Vec<Result<ParsedChain, ChainError>>, CheckError> {
         let mut groups: Vec<(u64, Vec<Candidate>)> = Vec::new();
         for candidate in candidates {
@@ -140,16 +164,33 @@ impl ChainChecker {
                 _ => groups.push((cost, vec![candidate])),
             }
         }
-        let tasks = groups.into_iter().map(|(cost, group)| {
+        let count = groups.iter().map(|(_, g)| g.len()).sum();
+        let mut parsed = futures_util::stream::iter(groups.into_iter().map(|(cost, group)| {
             self.in_slot(owner, lane, cost, move || {
                 group
                     .into_iter()
                     .map(|c| chain::parse_chain(&c.certificate, &c.csr_spki, now))
                     .collect::<Vec<_>>()
             })
-        });
-        let parsed = futures_util::future::try_join_all(tasks).await?;
-        Ok(parsed.into_iter().flatten().collect())
+        }))
+        .buffered(PARSE_AHEAD);
+        let mut out = Vec::with_capacity(count);
+        let mut held = 0usize;
+        while let Some(group) = parsed.next().await {
+            let group = group?;
+            if let Some(m) = memory.as_mut() {
+                let before = held.max(m.covered);
+                held += group
+                    .iter()
+                    .map(|c| c.as_ref().map_or(0, ParsedChain::heap_bytes))
+                    .sum::<usize>();
+                if held > before {
+                    m.reservation.reserve_more(held - before).await?;
+                }
+            }
+            out.extend(group);
+        }
+        Ok(out)
     }
 
     /// Each link's signature checked once, in slot-sized groups.

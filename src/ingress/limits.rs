@@ -397,12 +397,26 @@ impl BodyReservation {
     /// Bytes arrived: `body_bytes` read so far. Reserves what they will cost, 64 KiB at a
     /// time, waiting for room in the tenant's turn.
     pub async fn reserve_for_body(&mut self, body_bytes: usize) -> Result<(), Refused> {
-        self.memory.progressed();
+        self.memory.progressed(body_bytes as u64);
         self.memory
             .grow_to(
                 reservation_for(body_bytes, self.per_body_byte, self.step),
                 self.wait,
             )
+            .await
+            .map_err(|_| Refused::BatchMemory)
+    }
+
+    /// Reserves `extra` bytes beyond what is held (what parsing the body turned out to take
+    /// beyond what its bytes were charged for), waiting for room in the tenant's turn; more
+    /// than the whole budget is refused at once.
+    pub async fn reserve_more(&mut self, extra: usize) -> Result<(), Refused> {
+        let total = self.memory.bytes().saturating_add(extra as u64);
+        if total > self.memory.capacity() {
+            return Err(Refused::BatchMemory);
+        }
+        self.memory
+            .grow_to(total, self.wait)
             .await
             .map_err(|_| Refused::BatchMemory)
     }

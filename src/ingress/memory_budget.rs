@@ -8,10 +8,11 @@
 //!   may use the whole budget. Once someone waits, a tenant holding more than its share
 //!   (the budget over the tenants holding or waiting) gets no more until the others are
 //!   served; waiters are served least-holding tenant first. If the budget is full and the
-//!   waiter cannot be served, a *stalled* request (no bytes for [`STALLED`]) of a tenant over
-//!   its share that is still reading its body is stopped (429) to make room: a tenant that
-//!   fills the budget and stalls cannot hold everyone else out until its bodies time out, and
-//!   a body that is arriving is never stopped.
+//!   waiter cannot be served, a *stalled* request (less than [`PROGRESS_BYTES`] in the last
+//!   [`STALLED`]) of a tenant over its share that is still reading its body is stopped (429)
+//!   to make room: a tenant that fills the budget and stalls, or trickles a byte at a time,
+//!   cannot hold everyone else out until its bodies time out, and a body that is arriving at
+//!   a usable rate is never stopped.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,8 +24,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::Owner;
 
-/// A body with no bytes for this long is stalled: it may be stopped to make room.
+/// A body that received less than [`PROGRESS_BYTES`] in this long is stalled: it may be
+/// stopped to make room (a body trickling a byte at a time is stalled too).
 pub const STALLED: Duration = Duration::from_millis(500);
+/// What a body must receive per [`STALLED`] to be arriving: 8 KiB per half second, 16 KiB/s,
+/// far below any link a client uploads 32 MiB over.
+pub const PROGRESS_BYTES: u64 = 8 * 1024;
 
 /// How often a waiter looks again for a stalled request to stop (a request stalls without
 /// telling anyone).
@@ -71,6 +76,8 @@ pub struct Reservation {
     bytes: u64,
     stop: CancellationToken,
     progress: Arc<AtomicU64>,
+    /// The body's length when progress was last recorded.
+    marked: u64,
 }
 
 /// Why a reservation could not grow.
@@ -129,6 +136,7 @@ impl MemoryBudget {
             bytes: 0,
             stop,
             progress,
+            marked: 0,
         }
     }
 
@@ -276,9 +284,13 @@ impl Reservation {
         }
     }
 
-    /// Bytes arrived (the request is not stalled).
-    pub fn progressed(&self) {
-        self.progress.store(self.budget.now_ms(), Ordering::Relaxed);
+    /// The body has `body_bytes` so far: it is arriving (not stalled) each time another
+    /// [`PROGRESS_BYTES`] have come.
+    pub fn progressed(&mut self, body_bytes: u64) {
+        if body_bytes >= self.marked + PROGRESS_BYTES {
+            self.marked = body_bytes;
+            self.progress.store(self.budget.now_ms(), Ordering::Relaxed);
+        }
     }
 
     /// The body is read: from now on this request is never stopped to make room.
@@ -293,6 +305,11 @@ impl Reservation {
 
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// The whole budget's size.
+    pub fn capacity(&self) -> u64 {
+        self.budget.lock().capacity
     }
 }
 
@@ -371,6 +388,30 @@ mod tests {
         let b = waiting.await.unwrap().expect("b got its room");
         assert_eq!(b.bytes(), 30);
         keep_arriving.abort();
+    }
+
+    #[tokio::test]
+    async fn a_body_trickling_a_byte_at_a_time_is_stalled() {
+        let budget = MemoryBudget::new(100);
+        let mut trickle = budget.reserve(&owner('a'));
+        trickle.grow_to(80, WAIT).await.unwrap();
+        let stop = trickle.stop_token();
+        let trickling = tokio::spawn(async move {
+            for n in 1..=40u64 {
+                trickle.progressed(n);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            drop(trickle);
+        });
+        let mut b = budget.reserve(&owner('b'));
+        let waiting =
+            tokio::spawn(async move { b.grow_to(40, Duration::from_secs(5)).await.map(|()| b) });
+        tokio::time::timeout(Duration::from_secs(3), stop.cancelled())
+            .await
+            .expect("a byte every 100 ms is not a body arriving");
+        // Its request sees the stop and ends, giving its room back.
+        trickling.abort();
+        assert_eq!(waiting.await.unwrap().unwrap().bytes(), 40);
     }
 
     #[tokio::test]

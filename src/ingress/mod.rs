@@ -22,6 +22,7 @@ pub mod limits;
 pub mod memory_budget;
 pub mod pipeline;
 pub mod readiness;
+pub mod turns;
 
 pub use access::{Access, AccessError, AccessRequest, CredentialsProblem};
 pub use authenticate::{AuthError, Authenticator};

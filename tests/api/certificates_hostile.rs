@@ -689,3 +689,75 @@ async fn concurrent_edits_of_one_certificate_all_get_answers_none_a_5xx() {
     let statuses = futures_util::future::join_all(edits).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
 }
+
+#[tokio::test]
+async fn an_edit_in_place_is_not_refused_for_a_per_csr_cap_lowered_since() {
+    let app = spawn_in_memory().await;
+    let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let csr = new_csr(&app, &token, "a.example.org").await;
+    let ca = TestCa::new();
+    let first = upload(&app, &token, &csr, &ca.sign(pem(&csr))).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(
+        upload(&app, &token, &csr, &ca.sign(pem(&csr))).await.status,
+        200
+    );
+    run_ok(
+        env!("CARGO_BIN_EXE_csrd"),
+        &app.iso,
+        &[
+            "tenant",
+            "limits",
+            "set",
+            "--account",
+            ACCOUNT_A,
+            "--certificates-per-csr",
+            "1",
+        ],
+    );
+    let id = first.body["result"]["id"].as_str().unwrap();
+    let refused = eventually("the lowered cap to apply", || async {
+        let r = upload(&app, &token, &csr, &ca.sign(pem(&csr))).await;
+        (r.status == 400).then_some(r)
+    })
+    .await;
+    refused.assert_failure(400, 1447);
+    for body in [
+        json!({"bundle_method": "force"}),
+        json!({"certificate": ca.sign(pem(&csr))}),
+    ] {
+        let edited = app
+            .send(
+                Method::PATCH,
+                &format!("{CERTS_A}/{id}"),
+                Auth::Bearer(&token),
+                Some(body.to_string()),
+            )
+            .await;
+        assert_eq!(edited.status, 200, "{}", edited.body);
+    }
+}
+
+#[tokio::test]
+async fn what_a_bulk_upload_parses_into_is_held_within_the_memory_budget() {
+    let app = spawn_in_memory_with(|s| s.tenants.batch_memory_mib = 16).await;
+    let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let csr = new_csr(&app, &token, "a.example.org").await;
+    let ca = TestCa::new();
+    // A leaf of a thousand short names: a few bytes of body each, a string of its own each
+    // once parsed. 400 of them are a 4 MB body (12 MB charged) that parses into 27 MB.
+    let names: Vec<String> = (0..1000).map(|i| format!("h{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let wide = ca.sign_names(pem(&csr), &names);
+    let narrow = ca.sign_names(pem(&csr), &["a.example.org", "www.a.example.org"]);
+    let items = |chain: &str| {
+        (0..400)
+            .map(|_| json!({"custom_csr_id": csr["id"], "certificate": chain}))
+            .collect::<Vec<_>>()
+    };
+    bulk(&app, &token, items(&wide))
+        .await
+        .assert_failure(429, 971);
+    let fits = bulk(&app, &token, items(&narrow)).await;
+    assert_eq!(fits.status, 200, "{}", fits.json());
+}

@@ -31,7 +31,7 @@ pub fn serial(leaf: &X509Certificate<'_>) -> Result<String, ChainError> {
     Ok(leaf.serial.to_string())
 }
 
-/// The leaf's DNS names (lower-case), from its subjectAltName, or its common names when it
+/// The leaf's DNS names (lower-case, each once), from its subjectAltName, or its common names when it
 /// has none. A subjectAltName that does not parse, or that is there twice, is refused rather
 /// than read around; every name must be a DNS name as a CSR's SANs are (ASCII letters, digits,
 /// hyphens and dots, a leading `*.` at most, no spaces, no invisible characters).
@@ -61,6 +61,10 @@ pub fn hosts(leaf: &X509Certificate<'_>) -> Result<Vec<String>, ChainError> {
     if names.len() > MAX_HOSTS || names.iter().any(|n| !is_dns_name(n)) {
         return Err(bad());
     }
+    // Each name once, in the leaf's order: a name a leaf repeats is stored (and counted) once.
+    let mut seen = std::collections::HashSet::with_capacity(names.len());
+    let mut names = names;
+    names.retain(|n| seen.insert(n.clone()));
     Ok(names)
 }
 

@@ -30,6 +30,11 @@ pub struct Link {
 }
 
 impl Link {
+    /// What it holds in memory.
+    pub fn heap_bytes(&self) -> usize {
+        64 + self.public_key.len() + self.message.len() + self.signature.len()
+    }
+
     /// Whether the signature verifies.
     pub fn verify(&self) -> bool {
         signature::UnparsedPublicKey::new(self.algorithm, &self.public_key)
@@ -61,13 +66,7 @@ pub fn link(
     issuer: &SubjectPublicKeyInfo<'_>,
     issuer_digest: [u8; 32],
 ) -> Result<Link, Unverifiable> {
-    // RFC 5280 4.1.1.2: the algorithm outside the signed part must be the one inside it,
-    // or the signature is over a claim the certificate does not make.
-    if cert.signature_algorithm != cert.tbs_certificate.signature {
-        return Err(Unverifiable(
-            "a signature algorithm that differs from the one the certificate names inside".into(),
-        ));
-    }
+    same_algorithm_inside(cert)?;
     let (algorithm, cost_micros) = algorithm(&cert.signature_algorithm, issuer)?;
     Ok(Link {
         key: (cert_digest, issuer_digest),
@@ -85,9 +84,33 @@ pub fn link(
 pub fn known_algorithm(alg: &AlgorithmIdentifier<'_>) -> Result<(), Unverifiable> {
     let oid = alg.algorithm.to_id_string();
     match oid.as_str() {
-        RSA_SHA256 | RSA_SHA384 | RSA_SHA512 | ECDSA_SHA256 | ECDSA_SHA384 | ED25519 => Ok(()),
+        RSA_SHA256 | RSA_SHA384 | RSA_SHA512 | ECDSA_SHA256 | ECDSA_SHA384 => Ok(()),
+        ED25519 => ed25519_parameters(alg),
         RSA_PSS => pss_hash(alg).map(|_| ()),
         _ => Err(unverifiable(&oid)),
+    }
+}
+
+/// RFC 8410: Ed25519's AlgorithmIdentifier has no parameters (not even NULL).
+fn ed25519_parameters(alg: &AlgorithmIdentifier<'_>) -> Result<(), Unverifiable> {
+    match alg.parameters {
+        None => Ok(()),
+        Some(_) => Err(Unverifiable(
+            "Ed25519 with parameters (RFC 8410 allows none)".into(),
+        )),
+    }
+}
+
+/// RFC 5280 4.1.1.2: the algorithm outside the signed part must be the one inside it, or
+/// the signature is over a claim the certificate does not make. Checked for every
+/// certificate, a lone leaf's too (whose signature csrd cannot check).
+pub fn same_algorithm_inside(cert: &X509Certificate<'_>) -> Result<(), Unverifiable> {
+    if cert.signature_algorithm == cert.tbs_certificate.signature {
+        Ok(())
+    } else {
+        Err(Unverifiable(
+            "a signature algorithm that differs from the one the certificate names inside".into(),
+        ))
     }
 }
 
@@ -176,7 +199,10 @@ fn algorithm(
                 ))),
             }
         }
-        ED25519 if key_oid == ED25519 => Ok((&signature::ED25519, COST_ED25519)),
+        ED25519 if key_oid == ED25519 => {
+            ed25519_parameters(sig)?;
+            Ok((&signature::ED25519, COST_ED25519))
+        }
         ED25519 => Err(mismatch()),
         other => Err(unverifiable(other)),
     }

@@ -97,7 +97,29 @@ pub struct PendingChain {
     self_check: Option<LinkKey>,
 }
 
+/// What one host costs in memory beyond its text: the `String` and its allocation.
+const HOST_OVERHEAD: usize = 48;
+
 impl ParsedChain {
+    /// About what this chain holds in memory: its PEM, its hosts (each a string of its own:
+    /// a leaf of a thousand one-letter names holds many times its bytes), its links.
+    pub fn heap_bytes(&self) -> usize {
+        let f = &self.facts;
+        256 + f.chain_pem.len()
+            + f.issuer.len()
+            + f.hosts
+                .iter()
+                .map(|h| h.len() + HOST_OVERHEAD)
+                .sum::<usize>()
+            + self
+                .links
+                .iter()
+                .map(|(_, l)| l)
+                .chain(&self.self_check)
+                .map(Link::heap_bytes)
+                .sum::<usize>()
+    }
+
     /// Estimated CPU time of every signature check, in microseconds.
     pub fn cost_micros(&self) -> u64 {
         self.links
@@ -175,6 +197,9 @@ pub fn parse_chain(
         if pair[0].issuer().as_raw() != pair[1].subject().as_raw() {
             return Err(ChainError::OutOfOrder(i + 1));
         }
+    }
+    for (i, cert) in certs.iter().enumerate() {
+        links::same_algorithm_inside(cert).map_err(|u| ChainError::Unverifiable(i, u.0))?;
     }
     let leaf = &certs[0];
     if leaf.subject().as_raw() == leaf.issuer().as_raw() {

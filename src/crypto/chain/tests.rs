@@ -338,3 +338,65 @@ fn links_shared_by_chains_have_one_key_and_rsa_costs_grow_with_the_modulus() {
     .unwrap();
     assert!(p256_issued.cost_micros() > 0 && rsa2048 > 0);
 }
+
+/// `der` with the first occurrence of `from` replaced by `to` (the algorithm inside the
+/// signed part comes before the one outside it).
+fn patched_first(der: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let at = der
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("pattern not found");
+    let mut out = der.to_vec();
+    out[at..at + from.len()].copy_from_slice(to);
+    out
+}
+
+#[test]
+fn a_lone_leaf_whose_inner_algorithm_differs_from_its_outer_one_is_refused() {
+    let key = KeyPair::generate().unwrap();
+    let (issuer, ca_pem) = ca("Example CA", KeyPair::generate().unwrap());
+    // Inside: ECDSA with SHA-512 (or anything); outside: the ECDSA-SHA256 it was signed with.
+    let inner_only = patched_first(
+        &der_of(&leaf(&key, &issuer)),
+        &ECDSA_SHA256_OID,
+        &ECDSA_SHA512_OID,
+    );
+    for chain in [
+        pem_of(&inner_only),
+        format!("{}{ca_pem}", pem_of(&inner_only)),
+    ] {
+        match parse_chain(&chain, &spki(&key), now()) {
+            Err(ChainError::Unverifiable(0, why)) => assert!(why.contains("differs"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn ed25519_with_parameters_is_not_ed25519() {
+    use x509_parser::prelude::FromDer as _;
+    use x509_parser::x509::AlgorithmIdentifier;
+    let bare = [0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70];
+    let with_null = [0x30, 0x07, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x05, 0x00];
+    let (_, bare) = AlgorithmIdentifier::from_der(&bare).unwrap();
+    let (_, with_null) = AlgorithmIdentifier::from_der(&with_null).unwrap();
+    assert!(links::known_algorithm(&bare).is_ok());
+    let why = links::known_algorithm(&with_null).unwrap_err().0;
+    assert!(why.contains("RFC 8410"), "{why}");
+}
+
+#[test]
+fn a_host_a_leaf_repeats_is_kept_once() {
+    let key = KeyPair::generate().unwrap();
+    let (issuer, ca_pem) = ca("Example CA", KeyPair::generate().unwrap());
+    let pem = leaf_with(&key, &issuer, |p| {
+        p.subject_alt_names = ["shop.example.org", "SHOP.example.org", "www.example.org"]
+            .into_iter()
+            .chain(std::iter::repeat_n("shop.example.org", 500))
+            .map(|n| rcgen::SanType::DnsName(n.try_into().unwrap()))
+            .collect();
+    });
+    let facts = inspect_chain(&format!("{pem}{ca_pem}"), &spki(&key), now()).unwrap();
+    assert_eq!(facts.hosts, ["shop.example.org", "www.example.org"]);
+}
