@@ -7,6 +7,7 @@
 //! `startup` wires a process together.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod amqp;
 pub mod audit;
 pub mod auth;

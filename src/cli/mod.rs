@@ -3,6 +3,7 @@
 //! that scripts, the compose file and operators rely on (README, "Commands"): change them only
 //! deliberately.
 
+mod agent;
 mod audit;
 mod batch;
 mod bench;
@@ -69,6 +70,9 @@ pub enum Command {
     /// Manage per-tenant limits and fair-share weights.
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
+    /// The TLS host's side of key delivery: init (an identity), sync (install what it receives).
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
     /// Key delivery recipients: approve (with the fingerprint), list, revoke.
     #[command(subcommand)]
     Recipient(recipient::RecipientCommand),
@@ -80,7 +84,11 @@ impl Command {
     fn is_operator_command(&self) -> bool {
         !matches!(
             self,
-            Command::Serve(_) | Command::Ingress(_) | Command::Worker(_) | Command::Migrate(_)
+            Command::Serve(_)
+                | Command::Ingress(_)
+                | Command::Worker(_)
+                | Command::Migrate(_)
+                | Command::Agent(_)
         )
     }
 }
@@ -111,6 +119,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Certs(command) => certs::run(command).await,
         Command::Tenant(command) => tenant::run(command, &operator).await,
         Command::Recipient(command) => recipient::run(command, &operator).await,
+        Command::Agent(command) => {
+            if agent::run(command).await? {
+                Ok(())
+            } else {
+                // The summary said what failed; the exit code says that something did.
+                std::process::exit(1)
+            }
+        }
     }
 }
 

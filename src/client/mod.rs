@@ -54,6 +54,21 @@ impl Api {
         })
     }
 
+    /// An API reached through `http` (a client built with its own trust roots).
+    pub fn with_client(
+        http: reqwest::Client,
+        url: &str,
+        token: String,
+        owner_path: String,
+    ) -> Self {
+        Self {
+            http,
+            base: api_base(url),
+            token,
+            owner_path,
+        }
+    }
+
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
@@ -72,6 +87,11 @@ impl Api {
             "{}/{}/custom_certificates{suffix}",
             self.base, self.owner_path
         )
+    }
+
+    /// `…/client/v4/{accounts|zones}/{id}/key_recipients{suffix}`.
+    pub fn recipients_url(&self, suffix: &str) -> String {
+        format!("{}/{}/key_recipients{suffix}", self.base, self.owner_path)
     }
 
     /// `…/client/v4/{accounts|zones}/{id}/custom_csrs{suffix}`.

@@ -31,6 +31,22 @@ pub fn pkcs8_pem(der: &SecretBytes) -> Zeroizing<Vec<u8>> {
     pem
 }
 
+/// The DER of a `-----BEGIN PRIVATE KEY-----` block, decoded into a zeroizing buffer (the
+/// agent's side: what it unsealed). `None` when `pem` is not one such block.
+pub fn pkcs8_der_from_pem(pem: &[u8]) -> Option<SecretBytes> {
+    let text = std::str::from_utf8(pem).ok()?;
+    let begin = std::str::from_utf8(BEGIN).ok()?.trim_end();
+    let end = std::str::from_utf8(END).ok()?.trim_end();
+    let body = text.trim().strip_prefix(begin)?.strip_suffix(end)?;
+    let mut b64 = Zeroizing::new(Vec::with_capacity(body.len()));
+    b64.extend(body.bytes().filter(|b| !b.is_ascii_whitespace()));
+    let mut der = Zeroizing::new(vec![0u8; b64.len() / 4 * 3 + 3]);
+    let n = base64::engine::general_purpose::STANDARD
+        .decode_slice(&b64[..], &mut der[..])
+        .ok()?;
+    Some(SecretBytes::new(der[..n].to_vec()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +64,10 @@ mod tests {
         assert_eq!(parsed.label, "PRIVATE KEY");
         assert_eq!(parsed.contents, der.expose());
         assert_eq!(pem.capacity(), pem.len(), "sized in advance");
+        assert_eq!(pkcs8_der_from_pem(&pem).unwrap().expose(), der.expose());
+        assert!(
+            pkcs8_der_from_pem(b"-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n")
+                .is_none()
+        );
     }
 }

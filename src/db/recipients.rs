@@ -256,7 +256,19 @@ const DELIVERABLE: &str = "
           SELECT 1 FROM unnest(k.hosts) AS h(name)
           WHERE NOT (h.name = ANY($3::text[])
                      OR (h.name NOT LIKE '*.%' AND position('.' IN h.name) > 1
-                         AND substr(h.name, position('.' IN h.name) + 1) = ANY($4::text[]))))";
+                         AND substr(h.name, position('.' IN h.name) + 1) = ANY($4::text[]))))
+      AND ($5::uuid IS NULL OR c.id = $5)
+      AND ($6::text IS NULL OR $6 = ANY(k.hosts)
+           OR ($6 NOT LIKE '*.%' AND position('.' IN $6) > 1
+               AND '*.' || substr($6, position('.' IN $6) + 1) = ANY(k.hosts)))";
+
+/// Which of a recipient's deliveries a request asks for: all, one CSR's, or those whose
+/// certificate covers one host (an agent asks for its targets only).
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub custom_csr_id: Option<CsrId>,
+    pub host: Option<String>,
+}
 
 /// The exact names and the wildcard bases of a recipient's hosts, as [`DELIVERABLE`] takes
 /// them.
@@ -274,15 +286,18 @@ pub async fn deliverable(
     client: &impl GenericClient,
     owner: &Owner,
     hosts: &[String],
+    filter: &DeliveryFilter,
     page: u64,
     per_page: u64,
 ) -> Result<(Vec<Deliverable>, i64), DbError> {
     let (kind, id) = (owner.kind().as_str(), owner.id());
     let (exact, bases) = host_sets(hosts);
+    let csr = filter.custom_csr_id.map(|c| c.0);
+    let host = filter.host.as_deref();
     let total: i64 = client
         .query_one(
             &format!("SELECT count(*) {DELIVERABLE}"),
-            &[&kind, &id, &exact, &bases],
+            &[&kind, &id, &exact, &bases, &csr, &host],
         )
         .await?
         .get(0);
@@ -294,9 +309,9 @@ pub async fn deliverable(
                         c.dek_nonce, c.key_nonce, c.key_ciphertext, k.id AS certificate_id,
                         k.certificate, k.hosts, k.serial_number, k.expires_on, k.generation
                  {DELIVERABLE}
-                 ORDER BY c.id LIMIT $5 OFFSET $6"
+                 ORDER BY c.id LIMIT $7 OFFSET $8"
             ),
-            &[&kind, &id, &exact, &bases, &limit, &offset],
+            &[&kind, &id, &exact, &bases, &csr, &host, &limit, &offset],
         )
         .await?;
     let items = rows

@@ -75,7 +75,9 @@ macro_rules! recipient_routes {
             params(($param = String, Path, description = $about),
                    ("key_recipient_id" = String, Path, description = "Key recipient id (UUID)"),
                    ("page" = Option<u64>, Query, description = "Page number, from 1"),
-                   ("per_page" = Option<u64>, Query, description = "5 to 100, default 20")),
+                   ("per_page" = Option<u64>, Query, description = "5 to 100, default 20"),
+                   ("custom_csr_id" = Option<String>, Query, description = "Only this custom CSR's delivery"),
+                   ("host" = Option<String>, Query, description = "Only deliveries whose certificate covers this host")),
             responses(
                 (status = 200, description = "A page of the keys this recipient may receive, in custom CSR id order: every CSR created with key_delivery \"sealed\" whose current (latest, unexpired) certificate's names the recipient's hosts all cover, each key sealed to the recipient for this answer. Every key released is audited (key.released) before the answer is sent", body = DeliveryCollection),
                 (status = "4XX", description = "Failure (400/1461; 403/1463 for a pending or revoked recipient; 404/1462 for an unknown one or another tenant's; every refusal is audited as key.release_denied)", body = Failure),

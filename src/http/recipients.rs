@@ -16,7 +16,11 @@ use super::extract::{json_body, parse_body, query_pairs};
 use super::large_answer::large_json;
 use super::result::format_time;
 use super::{ApiError, AppState};
-use crate::domain::{ErrorCode, FieldError, KeyRecipient, NewRecipient, RecipientId};
+use crate::db::recipients::DeliveryFilter;
+use crate::domain::{
+    CsrId, DnsName, ErrorCode, FieldError, KeyRecipient, NewRecipient, RecipientId,
+    ValidationErrors,
+};
 use crate::ingress::deliveries::Delivery;
 
 /// A key recipient: an age X25519 recipient a tenant enrolled, which receives nothing until
@@ -193,12 +197,14 @@ pub(super) async fn deliveries(
     raw_query: Option<String>,
 ) -> Result<Response, ApiError> {
     let id = recipient_id(&caller)?;
-    let (page, per_page) = page_query(&query_pairs(raw_query.as_deref()), MAX_DELIVERIES_PER_PAGE)?;
+    let pairs = query_pairs(raw_query.as_deref());
+    let (page, per_page) = page_query(&pairs, MAX_DELIVERIES_PER_PAGE)?;
+    let filter = delivery_filter(&pairs)?;
     // A page of chains and sealed keys may be a few hundred KiB: its place is had first.
     let place = app.limits.admit_large_answer(&caller.owner).await?;
     let page_of = app
         .deliveries
-        .deliveries(&caller.owner, id, page, per_page)
+        .deliveries(&caller.owner, id, &filter, page, per_page)
         .await?;
     let collection = DeliveryCollection {
         success: true,
@@ -208,6 +214,37 @@ pub(super) async fn deliveries(
         result: page_of.items.into_iter().map(Into::into).collect(),
     };
     Ok(large_json(StatusCode::OK, &collection, place))
+}
+
+/// `?custom_csr_id=` (one CSR's delivery) and `?host=` (those whose certificate covers the
+/// host): an agent asks for what its targets need, and nothing else is released.
+fn delivery_filter(pairs: &[(String, String)]) -> Result<DeliveryFilter, ApiError> {
+    let mut filter = DeliveryFilter::default();
+    for (name, value) in pairs {
+        match name.as_str() {
+            "custom_csr_id" => {
+                filter.custom_csr_id = Some(CsrId::parse(value).ok_or_else(|| {
+                    ValidationErrors::single(FieldError::new(
+                        ErrorCode::InvalidRequest,
+                        "?custom_csr_id",
+                        "custom_csr_id must be a custom CSR id",
+                    ))
+                })?);
+            }
+            "host" => {
+                let host = DnsName::parse(&value.to_ascii_lowercase(), "?host").map_err(|e| {
+                    ValidationErrors::single(FieldError::new(
+                        ErrorCode::InvalidRequest,
+                        "?host",
+                        e.message,
+                    ))
+                })?;
+                filter.host = Some(host.as_str().to_owned());
+            }
+            _ => {}
+        }
+    }
+    Ok(filter)
 }
 
 /// Deliveries per page, at most (each a chain and a sealed key: a few KiB).
@@ -251,6 +288,6 @@ fn page_query(pairs: &[(String, String)], max: u64) -> Result<(u64, u64), ApiErr
     if errors.is_empty() {
         Ok((page, per_page))
     } else {
-        Err(crate::domain::ValidationErrors(errors).into())
+        Err(ValidationErrors(errors).into())
     }
 }

@@ -21,7 +21,7 @@ use crate::audit::{Actor, AuditEvent, Auditor};
 use crate::crypto::Keyring;
 use crate::crypto::seal::seal_armored;
 use crate::db::DbError;
-use crate::db::recipients::{self, Deliverable};
+use crate::db::recipients::{self, Deliverable, DeliveryFilter};
 use crate::domain::recipient::AgeRecipient;
 use crate::domain::{
     CertificateId, CsrId, KeyRecipient, NewRecipient, Owner, RecipientId, RecipientStatus,
@@ -173,6 +173,7 @@ impl Deliveries {
         &self,
         owner: &Owner,
         id: RecipientId,
+        filter: &DeliveryFilter,
         page: u64,
         per_page: u64,
     ) -> Result<DeliveryPage, DeliveryError> {
@@ -191,7 +192,8 @@ impl Deliveries {
                 return Err(DeliveryError::NotActive(recipient.status));
             }
             let (found, total) =
-                recipients::deliverable(&**client, owner, &recipient.hosts, page, per_page).await?;
+                recipients::deliverable(&**client, owner, &recipient.hosts, filter, page, per_page)
+                    .await?;
             (recipient, found, total)
         };
         let sealed_to = AgeRecipient::parse(&recipient.recipient)

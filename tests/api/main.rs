@@ -5,6 +5,7 @@
 // Tests make and present throw-away credentials: revealing them is what they are for.
 #![allow(clippy::disallowed_methods)]
 
+mod agent;
 mod audit;
 mod auth;
 mod batch_cli;
