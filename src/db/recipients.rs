@@ -294,26 +294,40 @@ pub async fn deliverable(
     let (exact, bases) = host_sets(hosts);
     let csr = filter.custom_csr_id.map(|c| c.0);
     let host = filter.host.as_deref();
-    let total: i64 = client
-        .query_one(
-            &format!("SELECT count(*) {DELIVERABLE}"),
-            &[&kind, &id, &exact, &bases, &csr, &host],
-        )
-        .await?
-        .get(0);
     let (limit, offset) = limit_offset(page, per_page);
+    // One pass over what the recipient may receive: the page's ids and the count of all of
+    // them, then only the page's rows read whole (a count and an OFFSET query each walked
+    // the tenant's deliverable CSRs: two passes a page).
     let rows = client
         .query(
             &format!(
-                "SELECT c.id AS csr_id, c.key_type, c.envelope_version, c.kek_id, c.wrapped_dek,
-                        c.dek_nonce, c.key_nonce, c.key_ciphertext, k.id AS certificate_id,
-                        k.certificate, k.hosts, k.serial_number, k.expires_on, k.generation
-                 {DELIVERABLE}
-                 ORDER BY c.id LIMIT $7 OFFSET $8"
+                "WITH page AS (
+                     SELECT c.id AS csr_id, k.id AS certificate_id, count(*) OVER () AS total
+                     {DELIVERABLE}
+                     ORDER BY c.id LIMIT $7 OFFSET $8)
+                 SELECT page.total, c.id AS csr_id, c.key_type, c.envelope_version, c.kek_id,
+                        c.wrapped_dek, c.dek_nonce, c.key_nonce, c.key_ciphertext,
+                        k.id AS certificate_id, k.certificate, k.hosts, k.serial_number,
+                        k.expires_on, k.generation
+                 FROM page
+                 JOIN custom_csrs c ON c.id = page.csr_id
+                 JOIN custom_certificates k ON k.id = page.certificate_id
+                 ORDER BY c.id"
             ),
             &[&kind, &id, &exact, &bases, &csr, &host, &limit, &offset],
         )
         .await?;
+    let total: i64 = match rows.first() {
+        Some(r) => r.get("total"),
+        // A page past the end holds no count: asked for on its own.
+        None => client
+            .query_one(
+                &format!("SELECT count(*) {DELIVERABLE}"),
+                &[&kind, &id, &exact, &bases, &csr, &host],
+            )
+            .await?
+            .get(0),
+    };
     let items = rows
         .iter()
         .map(|r| {

@@ -563,6 +563,12 @@ async fn deliveries_page_as_cloudflare_lists_do() {
     sorted.dedup();
     assert_eq!(seen.len(), 7);
     assert_eq!(sorted, seen, "in id order, each once");
+    let past = deliveries(&app, &delivery, &r.id, "?per_page=5&page=3").await;
+    assert_eq!(past.body["result"], json!([]));
+    assert_eq!(
+        past.body["result_info"]["total_count"], 7,
+        "counted past the end too"
+    );
     deliveries(&app, &delivery, &r.id, "?per_page=101")
         .await
         .assert_failure(400, 1400);
