@@ -6,7 +6,7 @@
 //!   SEC1 `EC`, `DSA`, `OPENSSH`, …) and PGP's `PRIVATE KEY BLOCK`;
 //! - PuTTY key files (`PuTTY-User-Key-File-`);
 //! - a JSON Web Key holding a private member (`"d"`, with `"kty"`);
-//! - `openssl … -text` dumps of a private key (`Private-Key: (…`);
+//! - `openssl … -text` dumps of a private key (`Private-Key:`, in any case);
 //! - a DER PKCS#8 `PrivateKeyInfo`, `EncryptedPrivateKeyInfo`, PKCS#1 `RSAPrivateKey` or SEC1
 //!   `ECPrivateKey`, as raw bytes, as base64 (with or without line breaks), as base64url, or
 //!   as hex (with or without `:` or blanks between the bytes).
@@ -26,12 +26,20 @@ pub fn holds_private_key(bytes: &[u8]) -> bool {
     let text = String::from_utf8_lossy(bytes);
     pem_private_key(&text)
         || text.contains("PuTTY-User-Key-File-")
-        || text.contains("Private-Key: (")
+        || openssl_text_dump(&text)
         || jwk_private_key(&text)
         || der_private_key(bytes)
         || base64_candidates(&text).any(|der| der_private_key(&der))
         || base64url_candidates(&text).any(|der| der_private_key(&der))
         || hex_candidates(&text).any(|der| der_private_key(&der))
+}
+
+/// `openssl rsa|ec|pkey -text` output: `RSA Private-Key: (2048 bit …`, `Private-Key: (256 bit)`,
+/// `ED25519 Private-Key:`, in any case.
+fn openssl_text_dump(text: &str) -> bool {
+    text.as_bytes()
+        .windows(b"private-key:".len())
+        .any(|w| w.eq_ignore_ascii_case(b"private-key:"))
 }
 
 /// `-----BEGIN … PRIVATE KEY-----` and `-----BEGIN PGP PRIVATE KEY BLOCK-----`.

@@ -213,7 +213,7 @@ impl Certificates {
         }
         let memory = ParseMemory {
             reservation: memory,
-            covered: body_len,
+            covered: 2 * body_len,
         };
         let facts = self
             .checker
@@ -560,6 +560,15 @@ fn refused_chains(e: CheckError, at: impl Fn(usize) -> At) -> CertificateError {
             .into()
         }
         CheckError::Refused(e) => e.into(),
+        e @ CheckError::TooLarge { .. } => ValidationErrors::single(FieldError::new(
+            ErrorCode::InvalidRequest,
+            match at(0) {
+                At::Body => "/certificate",
+                At::Item(_) => "/items",
+            },
+            e.to_string(),
+        ))
+        .into(),
         CheckError::Panicked(e) => ServiceError::Internal(Box::new(e)).into(),
     }
 }

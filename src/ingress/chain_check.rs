@@ -39,18 +39,25 @@ pub enum CheckError {
         "verifying these chains would take an estimated {estimated_ms} ms of CPU; a request may take {budget_ms} ms (1 ms per chain, plus 50 ms)"
     )]
     OverBudget { estimated_ms: u64, budget_ms: u64 },
-    /// No room in the memory budget for what the chains parse into.
+    /// No room in the memory budget now for what the chains parse into (429: retry).
     #[error(transparent)]
     Refused(#[from] Refused),
+    /// What the chains parse into could never fit in the memory budget.
+    #[error(
+        "these certificates take more than {budget_mib} MiB of memory once parsed, more than a bulk upload may hold: send fewer per request"
+    )]
+    TooLarge { budget_mib: u64 },
     #[error("a chain check did not finish")]
     Panicked(#[from] tokio::task::JoinError),
 }
 
 /// Where the memory of what a request's chains parse into is reserved: the request body's
 /// reservation, of which `covered` bytes already stand for the parsed chains (a bulk body is
-/// charged three times its bytes: the body, its items and their parsed chains). What parsing
+/// charged three times its bytes; by the time its chains are parsed the body itself is gone
+/// and each item's text goes as it is parsed, so two of the three are theirs). What parsing
 /// takes beyond that (a leaf of a thousand short names holds fifteen times its bytes) is
-/// reserved as it is found, before more is parsed.
+/// reserved as it is found, before more is parsed, and only if there is room at once: a
+/// request that holds memory never waits for more (two such would wait for each other).
 pub struct ParseMemory<'a> {
     pub reservation: &'a mut BodyReservation,
     pub covered: usize,
@@ -185,7 +192,15 @@ impl ChainChecker {
                     .map(|c| c.as_ref().map_or(0, ParsedChain::heap_bytes))
                     .sum::<usize>();
                 if held > before {
-                    m.reservation.reserve_more(held - before).await?;
+                    m.reservation.reserve_more(held - before).map_err(|never| {
+                        if never {
+                            CheckError::TooLarge {
+                                budget_mib: m.reservation.capacity() / (1024 * 1024),
+                            }
+                        } else {
+                            CheckError::Refused(Refused::BatchMemory)
+                        }
+                    })?;
                 }
             }
             out.extend(group);

@@ -408,17 +408,20 @@ impl BodyReservation {
     }
 
     /// Reserves `extra` bytes beyond what is held (what parsing the body turned out to take
-    /// beyond what its bytes were charged for), waiting for room in the tenant's turn; more
-    /// than the whole budget is refused at once.
-    pub async fn reserve_more(&mut self, extra: usize) -> Result<(), Refused> {
+    /// beyond what its bytes were charged for), if there is room now: a request holding
+    /// memory never waits for more. `Err(true)`: more than the whole budget (it can never
+    /// fit); `Err(false)`: no room now.
+    pub fn reserve_more(&mut self, extra: usize) -> Result<(), bool> {
         let total = self.memory.bytes().saturating_add(extra as u64);
         if total > self.memory.capacity() {
-            return Err(Refused::BatchMemory);
+            return Err(true);
         }
-        self.memory
-            .grow_to(total, self.wait)
-            .await
-            .map_err(|_| Refused::BatchMemory)
+        self.memory.try_grow_to(total).map_err(|_| false)
+    }
+
+    /// The whole budget's size.
+    pub fn capacity(&self) -> u64 {
+        self.memory.capacity()
     }
 
     /// The whole body is read (and its memory reserved): the request is no longer stopped to

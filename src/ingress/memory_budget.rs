@@ -284,6 +284,31 @@ impl Reservation {
         }
     }
 
+    /// Grows the reservation to `total` bytes if there is room now, without waiting: for a
+    /// request that already holds memory (waiting while holding it is how two requests would
+    /// wait for each other).
+    pub fn try_grow_to(&mut self, total: u64) -> Result<(), NoRoom> {
+        let mut state = self.budget.lock();
+        if total <= self.bytes {
+            return Ok(());
+        }
+        if self.stop.is_cancelled() {
+            return Err(NoRoom::Stopped);
+        }
+        let delta = total - self.bytes;
+        let within_share = state.held(&self.owner) + delta <= state.share(Some(&self.owner));
+        if total <= state.capacity
+            && delta <= state.free
+            && (state.waiting.is_empty() || within_share)
+        {
+            state.take(self.id, &self.owner, delta);
+            self.bytes = total;
+            Ok(())
+        } else {
+            Err(NoRoom::Timeout)
+        }
+    }
+
     /// The body has `body_bytes` so far: it is arriving (not stalled) each time another
     /// [`PROGRESS_BYTES`] have come.
     pub fn progressed(&mut self, body_bytes: u64) {
@@ -388,6 +413,28 @@ mod tests {
         let b = waiting.await.unwrap().expect("b got its room");
         assert_eq!(b.bytes(), 30);
         keep_arriving.abort();
+    }
+
+    #[test]
+    fn growing_without_waiting_takes_room_or_nothing_and_never_queues() {
+        let budget = MemoryBudget::new(100);
+        let mut a = budget.reserve(&owner('a'));
+        let mut b = budget.reserve(&owner('b'));
+        assert_eq!(a.try_grow_to(40), Ok(()));
+        assert_eq!(b.try_grow_to(40), Ok(()));
+        // Each wants more than is left: neither gets it, neither waits, nothing is queued
+        // (two holders waiting for each other's room was a deadlock).
+        assert_eq!(a.try_grow_to(70), Err(NoRoom::Timeout));
+        assert_eq!(b.try_grow_to(70), Err(NoRoom::Timeout));
+        assert!(budget.lock().waiting.is_empty());
+        assert_eq!(budget.free(), 20);
+        drop(b);
+        assert_eq!(a.try_grow_to(70), Ok(()));
+        assert_eq!(
+            a.try_grow_to(101),
+            Err(NoRoom::Timeout),
+            "more than the budget"
+        );
     }
 
     #[tokio::test]

@@ -755,9 +755,59 @@ async fn what_a_bulk_upload_parses_into_is_held_within_the_memory_budget() {
             .map(|_| json!({"custom_csr_id": csr["id"], "certificate": chain}))
             .collect::<Vec<_>>()
     };
-    bulk(&app, &token, items(&wide))
-        .await
-        .assert_failure(429, 971);
+    // More than the whole budget once parsed: it can never fit, and says so (not "retry").
+    let never = bulk(&app, &token, items(&wide)).await;
+    never.assert_failure(400, 1400);
+    assert_eq!(never.json()["errors"][0]["source"]["pointer"], "/items");
     let fits = bulk(&app, &token, items(&narrow)).await;
     assert_eq!(fits.status, 200, "{}", fits.json());
+}
+
+#[tokio::test]
+async fn two_bulk_uploads_that_each_need_more_memory_do_not_wait_for_each_other() {
+    // 12 MiB: room for one of these uploads' parsed chains at a time, not for two.
+    let app = spawn_in_memory_with(|s| s.tenants.batch_memory_mib = 12).await;
+    let token = app
+        .token(&[ACCOUNT_A, ACCOUNT_B], &[], Permission::Write)
+        .await;
+    let ca = TestCa::new();
+    let names: Vec<String> = (0..1000).map(|i| format!("h{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut bodies = Vec::new();
+    for account in [ACCOUNT_A, ACCOUNT_B] {
+        let body = with(p256_body(), "sans", json!(["a.example.org"]));
+        let resp = app
+            .create("accounts", account, Auth::Bearer(&token), &body)
+            .await;
+        assert_eq!(resp.status, 201, "{}", resp.body);
+        let csr = resp.body["result"].clone();
+        let wide = ca.sign_names(pem(&csr), &names);
+        let items: Vec<Value> = (0..100)
+            .map(|_| json!({"custom_csr_id": csr["id"], "certificate": wide}))
+            .collect();
+        bodies.push((account, json!({ "items": items }).to_string()));
+    }
+    let send = |(account, body): &(&str, String)| {
+        app.request(
+            Method::POST,
+            &format!("/client/v4/accounts/{account}/custom_certificates/bulk"),
+        )
+        .bearer(&token)
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+    };
+    let (a, b) = tokio::join!(send(&bodies[0]), send(&bodies[1]));
+    let statuses = [a.status, b.status];
+    // Each holding its body's memory and waiting for the other's was how both ended 429
+    // after the 30 s wait; now the one that finds room goes on, the other is refused at once.
+    assert!(
+        statuses.contains(&200),
+        "{statuses:?}: {} / {}",
+        a.json(),
+        b.json()
+    );
+    for r in [&a, &b] {
+        assert!(r.status == 200 || r.status == 429, "{}", r.json());
+    }
 }

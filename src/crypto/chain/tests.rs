@@ -400,3 +400,30 @@ fn a_host_a_leaf_repeats_is_kept_once() {
     let facts = inspect_chain(&format!("{pem}{ca_pem}"), &spki(&key), now()).unwrap();
     assert_eq!(facts.hosts, ["shop.example.org", "www.example.org"]);
 }
+
+#[test]
+fn a_leaf_naming_anything_but_dns_names_is_refused_and_never_falls_back_to_its_cn() {
+    let key = KeyPair::generate().unwrap();
+    let (issuer, ca_pem) = ca("Example CA", KeyPair::generate().unwrap());
+    let check =
+        |pem: String| parse_chain(&format!("{pem}{ca_pem}"), &spki(&key), now()).map(|_| ());
+    let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+    for sans in [
+        vec![
+            rcgen::SanType::DnsName("shop.example.org".try_into().unwrap()),
+            rcgen::SanType::IpAddress(ip),
+        ],
+        // Only an IP address, with a DNS-looking CN: a client takes it for the address only.
+        vec![rcgen::SanType::IpAddress(ip)],
+        vec![
+            rcgen::SanType::DnsName("shop.example.org".try_into().unwrap()),
+            rcgen::SanType::URI("spiffe://evil/x".try_into().unwrap()),
+        ],
+    ] {
+        let pem = leaf_with(&key, &issuer, |p| p.subject_alt_names = sans);
+        assert_eq!(
+            check(pem),
+            Err(ChainError::BadField("subject alternative names"))
+        );
+    }
+}
