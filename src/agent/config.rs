@@ -15,6 +15,9 @@ struct File {
     api: String,
     /// PEM CA certificates to trust for the API (instead of the public roots).
     ca_file: Option<PathBuf>,
+    /// PEM CA certificates a delivered chain must end at (be one of, or be issued by): a
+    /// server answering as the API cannot hand over a key with a chain of its own making.
+    issuers: Option<PathBuf>,
     /// A `key-delivery` token, or the file holding it.
     token: Option<String>,
     token_file: Option<PathBuf>,
@@ -49,6 +52,7 @@ struct TargetFile {
 pub struct AgentConfig {
     pub api: String,
     pub ca_file: Option<PathBuf>,
+    pub issuers: Option<PathBuf>,
     pub token: TokenSource,
     pub identity: PathBuf,
     pub owner: Owner,
@@ -136,6 +140,7 @@ impl AgentConfig {
         Ok(Self {
             api: file.api,
             ca_file: file.ca_file,
+            issuers: file.issuers,
             token,
             identity: file.identity,
             owner,

@@ -7,7 +7,7 @@
 
 use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use zeroize::Zeroizing;
@@ -15,53 +15,77 @@ use zeroize::Zeroizing;
 /// Files larger than this are not read back (a key and a chain are a few KiB).
 const MAX_FILE: u64 = 1024 * 1024;
 
-/// Refuses a target path the agent must not write.
-pub fn check_target(path: &Path) -> anyhow::Result<()> {
+/// The target's path in its real directory, or why the agent must not write it: the target
+/// is a symlink or not a regular file, or a directory on its way (the directory it is in, or
+/// one that holds a component of its path, as the path is given and as it resolves) belongs
+/// to another user or may be written by others (a group or everyone; a sticky directory such
+/// as `/tmp` is let through on the way, never as the target's own), where someone could swap
+/// it.
+pub fn check_target(path: &Path) -> anyhow::Result<PathBuf> {
     let dir = path
         .parent()
         .with_context(|| format!("{} has no directory", path.display()))?;
-    let meta = std::fs::metadata(dir)
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} has no file name", path.display()))?;
+    let real_dir = std::fs::canonicalize(dir)
         .with_context(|| format!("the directory of {} ({})", path.display(), dir.display()))?;
-    if !meta.is_dir() {
-        bail!("{} is not a directory", dir.display());
-    }
-    let mode = meta.permissions().mode();
-    if mode & 0o002 != 0 {
-        bail!(
-            "{} is writable by everyone (mode {:o}): anyone could swap {} there",
-            dir.display(),
-            mode & 0o7777,
-            path.display()
-        );
-    }
-    // A directory another (non-root) user owns or its group may write is theirs to swap too.
     let me = effective_uid();
-    if meta.uid() != 0 && meta.uid() != me {
-        bail!(
-            "{} belongs to another user (uid {}): refusing to write {} there",
-            dir.display(),
-            meta.uid(),
-            path.display()
-        );
+    let mut checked = std::collections::HashSet::new();
+    for given in dir.ancestors() {
+        let real = std::fs::canonicalize(given)
+            .with_context(|| format!("resolving {}", given.display()))?;
+        for d in real.ancestors() {
+            if checked.insert(d.to_path_buf()) {
+                safe_directory(d, d == real_dir, me, path)?;
+            }
+        }
     }
-    match std::fs::symlink_metadata(path) {
+    let target = real_dir.join(name);
+    match std::fs::symlink_metadata(&target) {
         Ok(m) if m.file_type().is_symlink() => bail!("{} is a symlink: refused", path.display()),
         Ok(m) if !m.is_file() => bail!("{} is not a regular file: refused", path.display()),
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Ok(_) => Ok(target),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(target),
         Err(e) => Err(e).with_context(|| format!("looking at {}", path.display())),
     }
 }
 
 fn effective_uid() -> u32 {
-    // The owner of a file this process creates is its effective uid.
+    // /proc/self belongs to the process's effective uid.
     std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid())
+}
+
+fn safe_directory(dir: &Path, own: bool, me: u32, target: &Path) -> anyhow::Result<()> {
+    let meta = std::fs::metadata(dir).with_context(|| format!("looking at {}", dir.display()))?;
+    if !meta.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    if meta.uid() != 0 && meta.uid() != me {
+        bail!(
+            "{} belongs to another user (uid {}): refusing to write {}",
+            dir.display(),
+            meta.uid(),
+            target.display()
+        );
+    }
+    let mode = meta.permissions().mode();
+    let sticky = mode & 0o1000 != 0;
+    if mode & 0o022 != 0 && (own || !sticky) {
+        bail!(
+            "{} may be written by others (mode {:o}): anyone who can could swap {} there",
+            dir.display(),
+            mode & 0o7777,
+            target.display()
+        );
+    }
+    Ok(())
 }
 
 /// What a target file holds now (`None`: there is none), in a zeroizing buffer: it may be a
 /// private key.
 pub fn read(path: &Path) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
-    check_target(path)?;
+    let path = &check_target(path)?;
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -79,7 +103,7 @@ pub fn read(path: &Path) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
 
 /// Replaces `path` with `bytes` (mode `mode`) atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    check_target(path)?;
+    let path = &check_target(path)?;
     let dir = path.parent().context("no directory")?;
     let name = path.file_name().context("no file name")?.to_string_lossy();
     let tmp = dir.join(format!(
@@ -115,7 +139,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> 
 pub fn restore(path: &Path, previous: Option<&[u8]>, mode: u32) -> anyhow::Result<()> {
     match previous {
         Some(bytes) => write_atomic(path, bytes, mode),
-        None => match std::fs::remove_file(path) {
+        None => match std::fs::remove_file(check_target(path)?) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
@@ -176,11 +200,39 @@ mod tests {
             b"x",
             "nothing written through it"
         );
-        let open = dir(0o777);
-        let e = write_atomic(&open.join("tls.key"), b"key", 0o600)
+        for mode in [0o777, 0o775, 0o1777] {
+            let open = dir(mode);
+            let e = write_atomic(&open.join("tls.key"), b"key", 0o600)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("may be written by others"), "{mode:o}: {e}");
+            assert!(std::fs::read_dir(&open).unwrap().next().is_none());
+        }
+    }
+
+    #[test]
+    fn a_directory_on_the_way_that_others_may_write_is_refused_through_symlinks_too() {
+        // others/tls is safe itself, but others/ (group-writable) lets its group swap tls.
+        let others = dir(0o775);
+        let tls = others.join("tls");
+        std::fs::create_dir(&tls).unwrap();
+        std::fs::set_permissions(&tls, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let e = write_atomic(&tls.join("k"), b"key", 0o600)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("writable by everyone"), "{e}");
-        assert!(std::fs::read_dir(&open).unwrap().next().is_none());
+        assert!(e.contains("may be written by others"), "{e}");
+        // A safe-looking path that resolves into it is refused the same way.
+        let safe = dir(0o755);
+        std::os::unix::fs::symlink(&tls, safe.join("tls")).unwrap();
+        let e = write_atomic(&safe.join("tls/k"), b"key", 0o600)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("may be written by others"), "{e}");
+        // A sticky directory on the way (/tmp) is fine.
+        let sticky = dir(0o1777);
+        let mine = sticky.join("mine");
+        std::fs::create_dir(&mine).unwrap();
+        std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o700)).unwrap();
+        write_atomic(&mine.join("k"), b"key", 0o600).unwrap();
     }
 }

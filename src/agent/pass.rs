@@ -32,10 +32,21 @@ use crate::client::http::{Call, call};
 use crate::client::{Api, Budgets};
 use crate::domain::KeyType;
 
+/// A line on stdout; a closed stdout (`csrd agent sync | head -1`) is not the agent's failure
+/// and must not stop a `--watch` loop.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// One delivery, as the server sends it.
 #[derive(Debug, Deserialize)]
 struct Delivery {
     custom_csr_id: String,
+    #[serde(default)]
+    hosts: Vec<String>,
     certificate_id: String,
     spki_sha256: String,
     generation: i64,
@@ -103,6 +114,8 @@ pub struct Agent {
     config: AgentConfig,
     api: Api,
     identity: age::x25519::Identity,
+    /// The configured issuers' certificates (DER), when a chain must end at one of them.
+    issuers: Option<Vec<Vec<u8>>>,
 }
 
 /// Pages of deliveries read for one target, at most.
@@ -156,10 +169,27 @@ impl Agent {
             token,
             owner_path,
         );
+        let issuers = match &config.issuers {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("reading the issuers {}", path.display()))?;
+                let ders: Vec<Vec<u8>> = x509_parser::pem::Pem::iter_from_buffer(&pem)
+                    .filter_map(Result::ok)
+                    .filter(|p| p.label == "CERTIFICATE")
+                    .map(|p| p.contents)
+                    .collect();
+                if ders.is_empty() {
+                    bail!("{} holds no PEM certificates", path.display());
+                }
+                Some(ders)
+            }
+        };
         Ok(Self {
             config,
             api,
             identity,
+            issuers,
         })
     }
 
@@ -176,26 +206,26 @@ impl Agent {
             match &outcome {
                 Outcome::Installed { generation } => {
                     summary.installed += 1;
-                    println!("{label}: installed generation {generation}");
+                    say!("{label}: installed generation {generation}");
                 }
                 Outcome::Current => {
                     summary.current += 1;
-                    println!("{label}: current");
+                    say!("{label}: current");
                 }
                 Outcome::Gone => {
                     summary.gone += 1;
-                    println!(
+                    say!(
                         "{label}: gone (nothing is delivered for it now; its files are left as they are)"
                     );
                 }
                 Outcome::Failed(why) => {
                     summary.failed += 1;
-                    println!("{label}: failed: {why}");
+                    say!("{label}: failed: {why}");
                 }
             }
             state.save(&self.config.state)?;
         }
-        println!("{}", summary.line());
+        say!("{}", summary.line());
         Ok(summary)
     }
 
@@ -222,8 +252,10 @@ impl Agent {
                 i.generation
             );
         }
-        let key_pem = self.verified_key(target, &delivery)?;
-        let chain = delivery.certificate.as_bytes();
+        let (key_pem, chain) = self.verified_key(target, &delivery)?;
+        // The chain as csrd re-encoded it from the certificates alone: nothing else the server
+        // sent (text between the PEM blocks) reaches the file.
+        let chain = chain.as_bytes();
         let previous_key = files::read(&target.key)?;
         let previous_chain = files::read(&target.fullchain)?;
         let on_disk = previous_key.as_deref().map(|k| &k[..]) == Some(&key_pem[..])
@@ -236,7 +268,12 @@ impl Agent {
         }
         if !on_disk {
             files::write_atomic(&target.key, &key_pem, 0o600)?;
-            files::write_atomic(&target.fullchain, chain, 0o644)?;
+            if let Err(e) = files::write_atomic(&target.fullchain, chain, 0o644) {
+                // Never a new key beside the old chain: the key goes back too.
+                files::restore(&target.key, previous_key.as_deref().map(|v| &v[..]), 0o600)
+                    .context("the chain could not be written, nor the previous key put back")?;
+                return Err(e.context("the chain could not be written; the previous key is back"));
+            }
         }
         if let Some(check) = &target.check
             && let Err(why) = run(check)
@@ -317,7 +354,17 @@ impl Agent {
             }
             let p: Page = answer.parse("reading the deliveries")?;
             for d in p.result {
-                if best.as_ref().is_none_or(|b| d.generation > b.generation) {
+                // A host target takes only a delivery whose names all fit it: another CSR's
+                // certificate that covers this host and more must not block it.
+                let fits = matches!(target.selector, Selector::Csr(_))
+                    || (!d.hosts.is_empty()
+                        && d.hosts.iter().all(|h| {
+                            target
+                                .names
+                                .iter()
+                                .any(|n| crate::domain::san::covers(n, h))
+                        }));
+                if fits && best.as_ref().is_none_or(|b| d.generation > b.generation) {
                     best = Some(d);
                 }
             }
@@ -329,7 +376,12 @@ impl Agent {
     }
 
     /// The delivery's key, unsealed and checked against its certificate; the PEM to write.
-    fn verified_key(&self, target: &Target, d: &Delivery) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    /// The delivery's key (PEM) and chain (re-encoded), checked.
+    fn verified_key(
+        &self,
+        target: &Target,
+        d: &Delivery,
+    ) -> anyhow::Result<(Zeroizing<Vec<u8>>, String)> {
         let pem = crate::crypto::seal::open_armored(&self.identity, &d.sealed_key)
             .context("the sealed key does not open with this agent's identity")?;
         let der = crate::crypto::pkcs8_pem::pkcs8_der_from_pem(&pem)
@@ -343,6 +395,18 @@ impl Agent {
         let facts = crate::crypto::chain::parse_chain(&d.certificate, &spki, Utc::now())
             .and_then(|p| p.finish(crate::crypto::chain::Link::verify))
             .map_err(|e| anyhow::anyhow!("the chain does not check out: {e}"))?;
+        if facts.hosts.is_empty() {
+            bail!("the certificate names no host: refused");
+        }
+        if let Some(anchors) = &self.issuers {
+            let last = facts.chain_pem_last_der().context("the chain is empty")?;
+            if !anchors
+                .iter()
+                .any(|a| crate::crypto::chain::issued_by(&last, a))
+            {
+                bail!("the chain does not end at one of the configured issuers: refused");
+            }
+        }
         let outside: Vec<&String> = facts
             .hosts
             .iter()
@@ -364,7 +428,7 @@ impl Agent {
             );
         }
         drop(der);
-        Ok(pem)
+        Ok((pem, facts.chain_pem))
     }
 }
 

@@ -28,16 +28,36 @@ fn from_row(row: &Row) -> Result<KeyRecipient, DbError> {
     })
 }
 
-/// Enrolls `new` for `owner`, pending an operator's approval.
+/// Enrolls `new` for `owner` in `tx`, pending an operator's approval; `None` when the tenant
+/// has `cap` recipients not revoked already (enrollments of one tenant take turns to count).
+/// The caller commits.
 pub async fn insert(
-    client: &impl GenericClient,
+    tx: &tokio_postgres::Transaction<'_>,
+    cap: i64,
     owner: &Owner,
     id: RecipientId,
     new: &NewRecipient,
     created_at: DateTime<Utc>,
     enrolled_by: Option<&str>,
-) -> Result<KeyRecipient, DbError> {
-    let row = client
+) -> Result<Option<KeyRecipient>, DbError> {
+    let (kind, owner_id) = (owner.kind().as_str(), owner.id());
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('key_recipients/' || $1 || '/' || $2))",
+        &[&kind, &owner_id],
+    )
+    .await?;
+    let held: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM key_recipients
+             WHERE owner_kind = $1 AND owner_id = $2 AND status <> 'revoked'",
+            &[&kind, &owner_id],
+        )
+        .await?
+        .get(0);
+    if held >= cap {
+        return Ok(None);
+    }
+    let row = tx
         .query_one(
             &format!(
                 "INSERT INTO key_recipients (id, owner_kind, owner_id, name, recipient,
@@ -57,7 +77,22 @@ pub async fn insert(
             ],
         )
         .await?;
-    from_row(&row)
+    Ok(Some(from_row(&row)?))
+}
+
+/// Whether recipient `id` is active now, its row held against a revocation until the
+/// transaction `tx` ends (a release is audited and sent only while it is).
+pub async fn lock_active(
+    tx: &tokio_postgres::Transaction<'_>,
+    id: RecipientId,
+) -> Result<bool, DbError> {
+    Ok(tx
+        .query_opt(
+            "SELECT status FROM key_recipients WHERE id = $1 FOR SHARE",
+            &[&id.0],
+        )
+        .await?
+        .is_some_and(|r| r.get::<_, String>(0) == "active"))
 }
 
 /// `owner`'s recipient `id`, if it has one.
@@ -232,15 +267,20 @@ pub struct Deliverable {
     pub certificate_id: CertificateId,
     pub certificate: String,
     pub hosts: Vec<String>,
+    /// The CSR's own names.
+    pub sans: Vec<String>,
     pub serial_number: String,
     pub expires_on: DateTime<Utc>,
     pub generation: i64,
 }
 
-/// The deliverable CSRs of `owner` whose current certificate's hosts are all covered by
-/// `hosts` (a recipient's): exact names, and for each `*.base` in `hosts` a name one label
-/// more than `base` that is not itself a wildcard (as `domain::san::covers` decides, which
-/// the caller checks again for each row). In CSR id order.
+/// The deliverable CSRs of `owner` whose names are all covered by `hosts` (a recipient's):
+/// every host of the current certificate, **and** every SAN of the CSR itself (a certificate
+/// from a CA the tenant made up may name anything; the key is the CSR's, and works with any
+/// certificate for the CSR's names, so those must be the recipient's too). A name is covered
+/// by an exact host, or by a `*.base` host when it is one label more than `base` and not
+/// itself a wildcard, as `domain::san::covers` decides (the caller checks again, row by row).
+/// In CSR id order.
 const DELIVERABLE: &str = "
     FROM custom_csrs c
     CROSS JOIN LATERAL (
@@ -253,7 +293,7 @@ const DELIVERABLE: &str = "
       AND k.expires_on > now()
       AND cardinality(k.hosts) > 0
       AND NOT EXISTS (
-          SELECT 1 FROM unnest(k.hosts) AS h(name)
+          SELECT 1 FROM (SELECT unnest(k.hosts) UNION ALL SELECT lower(unnest(c.sans))) AS h(name)
           WHERE NOT (h.name = ANY($3::text[])
                      OR (h.name NOT LIKE '*.%' AND position('.' IN h.name) > 1
                          AND substr(h.name, position('.' IN h.name) + 1) = ANY($4::text[]))))
@@ -305,7 +345,7 @@ pub async fn deliverable(
                      SELECT c.id AS csr_id, k.id AS certificate_id, count(*) OVER () AS total
                      {DELIVERABLE}
                      ORDER BY c.id LIMIT $7 OFFSET $8)
-                 SELECT page.total, c.id AS csr_id, c.key_type, c.envelope_version, c.kek_id,
+                 SELECT page.total, c.id AS csr_id, c.key_type, c.sans, c.envelope_version, c.kek_id,
                         c.wrapped_dek, c.dek_nonce, c.key_nonce, c.key_ciphertext,
                         k.id AS certificate_id, k.certificate, k.hosts, k.serial_number,
                         k.expires_on, k.generation
@@ -346,6 +386,7 @@ pub async fn deliverable(
                 certificate_id: CertificateId(r.get("certificate_id")),
                 certificate: r.get("certificate"),
                 hosts: r.get("hosts"),
+                sans: r.get("sans"),
                 serial_number: r.get("serial_number"),
                 expires_on: r.get("expires_on"),
                 generation: r.get("generation"),

@@ -250,6 +250,19 @@ fn parse_hosts(obj: &Map<String, Value>) -> Result<Vec<String>, Vec<FieldError>>
             continue;
         }
         match DnsName::parse(&s.to_ascii_lowercase(), &pointer) {
+            Ok(name)
+                if name.as_str().starts_with("*.")
+                    && psl::domain(name.base().as_bytes()).is_none() =>
+            {
+                // `*.com` would cover every name under a public suffix: no tenant's hosts.
+                errors.push(invalid(
+                    &pointer,
+                    format!(
+                        "{} is a wildcard over a public suffix: a wildcard must be under a registrable domain",
+                        name.as_str()
+                    ),
+                ));
+            }
             Ok(name) if !hosts.iter().any(|h| h == name.as_str()) => {
                 hosts.push(name.as_str().to_owned())
             }
@@ -292,13 +305,22 @@ mod tests {
     #[test]
     fn every_bad_field_is_reported_at_its_pointer() {
         let e = parse(serde_json::json!({
-            "name": "", "recipient": "age1nope", "hosts": ["ok.example.com", "a b", 3, "x."]
+            "name": "", "recipient": "age1nope",
+            "hosts": ["ok.example.com", "a b", 3, "x.", "*.com", "*.co.uk", "*.example.co.uk"]
         }))
         .unwrap_err();
         let pointers: Vec<&str> = e.0.iter().map(|e| e.pointer.as_str()).collect();
         assert_eq!(
             pointers,
-            ["/name", "/recipient", "/hosts/1", "/hosts/2", "/hosts/3"]
+            [
+                "/name",
+                "/recipient",
+                "/hosts/1",
+                "/hosts/2",
+                "/hosts/3",
+                "/hosts/4",
+                "/hosts/5"
+            ]
         );
         assert!(e.0.iter().all(|e| e.code == ErrorCode::InvalidKeyRecipient));
         let too_many: Vec<String> = (0..101).map(|i| format!("h{i}.example.com")).collect();

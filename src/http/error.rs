@@ -394,6 +394,16 @@ impl From<crate::ingress::DeliveryError> for ApiError {
     fn from(e: crate::ingress::DeliveryError) -> Self {
         use crate::ingress::DeliveryError as E;
         match e {
+            E::TooManyRecipients => {
+                ApiError::Validation(ValidationErrors::single(crate::domain::FieldError::new(
+                    ErrorCode::InvalidKeyRecipient,
+                    "",
+                    format!(
+                        "a tenant has at most {} key recipients that are not revoked: revoke one first",
+                        crate::ingress::deliveries::MAX_RECIPIENTS
+                    ),
+                )))
+            }
             E::NotFound => ApiError::RecipientNotFound,
             E::NotActive(status) => ApiError::RecipientNotActive(status.as_str()),
             E::Refused(e) => e.into(),

@@ -28,8 +28,15 @@ use crate::domain::{
 };
 use crate::fairshare::{CpuSlots, Lane};
 
+/// Key recipients a tenant may have that are not revoked: far more TLS hosts than a tenant
+/// runs, few enough that a token enrolling in a loop stops soon.
+pub const MAX_RECIPIENTS: i64 = 1_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
+    /// The tenant has [`MAX_RECIPIENTS`] recipients not revoked.
+    #[error("a tenant has at most {MAX_RECIPIENTS} key recipients that are not revoked")]
+    TooManyRecipients,
     /// No such recipient of this owner (another tenant's reads the same).
     #[error("key recipient not found")]
     NotFound,
@@ -107,16 +114,20 @@ impl Deliveries {
         owner: &Owner,
         new: NewRecipient,
     ) -> Result<KeyRecipient, DeliveryError> {
-        let client = self.db.get(owner).await?;
+        let mut client = self.db.get(owner).await?;
+        let tx = client.transaction().await.map_err(DbError::from)?;
         let recipient = recipients::insert(
-            &**client,
+            &tx,
+            MAX_RECIPIENTS,
             owner,
             RecipientId::new(),
             &new,
             crate::domain::CreateJob::now(),
             Some(&requester_label()),
         )
-        .await?;
+        .await?
+        .ok_or(DeliveryError::TooManyRecipients)?;
+        tx.commit().await.map_err(DbError::from)?;
         self.audit.record(
             AuditEvent::new("key_recipient.enroll", "ok", Actor::Anonymous)
                 .owner(owner)
@@ -203,7 +214,11 @@ impl Deliveries {
             self.denied(owner, id, Some(&recipient.fingerprint), reason);
             tracing::warn!(custom_csr_id = %csr, reason, "a key was not released");
         }
-        self.audit_releases(owner, &recipient, &items).await?;
+        if !self.audit_releases(owner, &recipient, &items).await? {
+            // Revoked while the page was being sealed: nothing of it is sent.
+            self.denied(owner, id, Some(&recipient.fingerprint), "revoked");
+            return Err(DeliveryError::NotActive(RecipientStatus::Revoked));
+        }
         crate::metrics::keys_released(items.len() as u64);
         Ok(DeliveryPage {
             items,
@@ -258,16 +273,15 @@ impl Deliveries {
         Ok((items, refused))
     }
 
-    /// Every release of the page as `key.released`, in one statement, before any is sent.
+    /// Every release of the page as `key.released`, in one statement, before any is sent,
+    /// while the recipient is still active (its row held against a revocation until they are
+    /// written): false, and nothing written, when it was revoked meanwhile.
     async fn audit_releases(
         &self,
         owner: &Owner,
         recipient: &KeyRecipient,
         items: &[Delivery],
-    ) -> Result<(), DeliveryError> {
-        if items.is_empty() {
-            return Ok(());
-        }
+    ) -> Result<bool, DeliveryError> {
         let events: Vec<AuditEvent> = items
             .iter()
             .map(|d| {
@@ -286,9 +300,16 @@ impl Deliveries {
                 )
             })
             .collect();
-        let client = self.db.get(owner).await?;
-        crate::audit::append(&**client, &events).await?;
-        Ok(())
+        let mut client = self.db.get(owner).await?;
+        let tx = client.transaction().await.map_err(DbError::from)?;
+        if !recipients::lock_active(&tx, recipient.id).await? {
+            return Ok(false);
+        }
+        if !events.is_empty() {
+            crate::audit::append(&*tx, &events).await?;
+        }
+        tx.commit().await.map_err(DbError::from)?;
+        Ok(true)
     }
 
     fn denied(&self, owner: &Owner, id: RecipientId, fingerprint: Option<&str>, why: &'static str) {
@@ -323,7 +344,7 @@ fn release(
     to: &AgeRecipient,
     d: Deliverable,
 ) -> Result<Delivery, (CsrId, &'static str)> {
-    if !recipient.covers_all(&d.hosts) {
+    if !recipient.covers_all(&d.hosts) || !recipient.covers_all(&d.sans) {
         return Err((d.csr_id, "hosts"));
     }
     let spki_sha256 = leaf_spki_sha256(&d.certificate).ok_or((d.csr_id, "certificate"))?;

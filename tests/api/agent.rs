@@ -321,9 +321,13 @@ async fn nginx_serves_keys_csrd_made_installed_by_the_agent_from_sealed_deliveri
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let toml_argv = |argv: Vec<String>| serde_json::to_string(&argv).unwrap();
+    // The chains must end at the local CA: a server answering as the API with a chain of its
+    // own making is refused.
+    let issuers = std::cell::RefCell::new(dir.s("ca.pem"));
     let config_with = |check: Vec<String>, shop_key: &str| {
         format!(
             "api = \"{api}\"\ntoken_file = \"{token}\"\nidentity = \"{identity}\"\n\
+             issuers = \"{issuers}\"\n\
              zone = \"{ZONE_A}\"\nrecipient_id = \"{rid}\"\nstate = \"{state}\"\n\
              [[target]]\nhost = \"shop.example.com\"\nkey = \"{shop_key}\"\n\
              fullchain = \"{tls}/shop.pem\"\ncheck = {check}\nreload = {reload}\n\
@@ -333,6 +337,7 @@ async fn nginx_serves_keys_csrd_made_installed_by_the_agent_from_sealed_deliveri
             api = app.url(""),
             token = token_file.display(),
             identity = identity.display(),
+            issuers = issuers.borrow(),
             state = dir.s("state.json"),
             tls = dir.s("tls"),
             www = csrs[1]["id"].as_str().unwrap(),

@@ -573,3 +573,70 @@ async fn deliveries_page_as_cloudflare_lists_do() {
         .await
         .assert_failure(400, 1400);
 }
+
+#[tokio::test]
+async fn a_certificate_naming_the_recipients_host_does_not_take_another_names_key_to_it() {
+    let app = spawn_in_memory().await;
+    let write = app.token(&[], &[ZONE_A], Permission::Write).await;
+    let delivery = app.token(&[], &[ZONE_A], Permission::KeyDelivery).await;
+    // The tenant's own CA issues, for a.example.com's key, a leaf naming only b.example.com.
+    let csr = create(&app, &write, sealed("a.example.com", "p256v1")).await;
+    certify(&app, &write, &TestCa::new(), &csr, &["b.example.com"]).await;
+    let r = enroll(&app, &delivery, json!(["b.example.com"])).await;
+    approve(&app, &r);
+    let page = deliveries(&app, &delivery, &r.id, "").await;
+    assert_eq!(page.body["result_info"]["total_count"], 0, "{}", page.body);
+    // A recipient covering the CSR's names too receives it.
+    let both = enroll(&app, &delivery, json!(["a.example.com", "b.example.com"])).await;
+    approve(&app, &both);
+    let page = deliveries(&app, &delivery, &both.id, "").await;
+    assert_eq!(page.body["result_info"]["total_count"], 1, "{}", page.body);
+}
+
+#[tokio::test]
+async fn a_tenant_holds_a_bounded_number_of_recipients() {
+    let app = spawn_in_memory().await;
+    let delivery = app.token(&[], &[ZONE_A], Permission::KeyDelivery).await;
+    let recipient = csrd::crypto::seal::new_identity().1;
+    let body = json!({"name": "n", "recipient": recipient, "hosts": ["a.example.com"]}).to_string();
+    let max = csrd::ingress::deliveries::MAX_RECIPIENTS;
+    let mut last = None;
+    for _ in 0..max {
+        let r = app
+            .send(
+                Method::POST,
+                &recipients(""),
+                Auth::Bearer(&delivery),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(r.status, 201);
+        last = Some(r.body["result"]["id"].as_str().unwrap().to_owned());
+    }
+    app.send(
+        Method::POST,
+        &recipients(""),
+        Auth::Bearer(&delivery),
+        Some(body.clone()),
+    )
+    .await
+    .assert_failure(400, 1460);
+    // A revoked one makes room.
+    let id = last.unwrap();
+    app.send(
+        Method::DELETE,
+        &recipients(&format!("/{id}")),
+        Auth::Bearer(&delivery),
+        None,
+    )
+    .await;
+    let r = app
+        .send(
+            Method::POST,
+            &recipients(""),
+            Auth::Bearer(&delivery),
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+}

@@ -276,6 +276,32 @@ fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>, ChainError> {
     Ok(ders)
 }
 
+impl LeafFacts {
+    /// The DER of the chain's last certificate (the one closest to its root).
+    pub fn chain_pem_last_der(&self) -> Option<Vec<u8>> {
+        x509_parser::pem::Pem::iter_from_buffer(self.chain_pem.as_bytes())
+            .filter_map(Result::ok)
+            .last()
+            .map(|p| p.contents)
+    }
+}
+
+/// Whether `cert` (DER) is `anchor` (DER), or was issued by it: named by it and signed with
+/// its key (a trust anchor an agent is configured with).
+pub fn issued_by(cert: &[u8], anchor: &[u8]) -> bool {
+    if cert == anchor {
+        return true;
+    }
+    let (Ok(([], cert)), Ok(([], anchor))) = (
+        X509Certificate::from_der(cert),
+        X509Certificate::from_der(anchor),
+    ) else {
+        return false;
+    };
+    cert.issuer().as_raw() == anchor.subject().as_raw()
+        && links::link(&cert, [0; 32], anchor.public_key(), [0; 32]).is_ok_and(|l| l.verify())
+}
+
 /// The SubjectPublicKeyInfo (DER) of a CSR csrd made.
 pub fn csr_public_key(csr_pem: &str) -> Result<Vec<u8>, ChainError> {
     // A stored CSR that does not parse is csrd's bug, not the client's; the caller only

@@ -427,3 +427,21 @@ fn a_leaf_naming_anything_but_dns_names_is_refused_and_never_falls_back_to_its_c
         );
     }
 }
+
+#[test]
+fn a_chain_ends_at_a_trust_anchor_only_when_the_anchor_signed_it() {
+    let key = KeyPair::generate().unwrap();
+    let (issuer, ca_pem) = ca("Example CA", KeyPair::generate().unwrap());
+    let (_, impostor) = ca("Example CA", KeyPair::generate().unwrap());
+    let leaf = der_of(&leaf(&key, &issuer));
+    assert!(issued_by(&leaf, &der_of(&ca_pem)));
+    assert!(
+        issued_by(&der_of(&ca_pem), &der_of(&ca_pem)),
+        "the anchor itself"
+    );
+    assert!(
+        !issued_by(&leaf, &der_of(&impostor)),
+        "same name, another key"
+    );
+    assert!(!issued_by(&leaf, b"junk"));
+}
