@@ -22,6 +22,9 @@ const MAX_FILE: u64 = 1024 * 1024;
 /// as `/tmp` is let through on the way, never as the target's own), where someone could swap
 /// it.
 pub fn check_target(path: &Path) -> anyhow::Result<PathBuf> {
+    // A relative path's last ancestor is the empty path, which names no directory.
+    let path =
+        &std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?;
     let dir = path
         .parent()
         .with_context(|| format!("{} has no directory", path.display()))?;

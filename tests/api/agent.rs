@@ -112,8 +112,8 @@ impl<'a> Nginx<'a> {
 impl Drop for Nginx<'_> {
     fn drop(&mut self) {
         let argv = self.argv(&["-s", "stop"]);
-        let args: Vec<&str> = argv[1..].iter().map(String::as_str).collect();
-        let _ = sh("nginx", &args);
+        // Never `sh` here: a panic while unwinding (nginx missing) would abort the run.
+        let _ = Command::new("nginx").args(&argv[1..]).output();
     }
 }
 
@@ -187,9 +187,13 @@ fn placeholder(dir: &Dir, name: &str) {
     );
 }
 
+/// Runs a pass from the config's directory with the config named relatively (as an operator
+/// on the host would): the state file beside it is then a relative path too.
 async fn sync(config: &Path) -> (bool, String) {
     let out = Command::new(CSRD)
-        .args(["agent", "sync", "--config", &config.to_string_lossy()])
+        .current_dir(config.parent().unwrap())
+        .args(["agent", "sync", "--config"])
+        .arg(config.file_name().unwrap())
         .output()
         .unwrap();
     let said = format!(
@@ -328,7 +332,7 @@ async fn nginx_serves_keys_csrd_made_installed_by_the_agent_from_sealed_deliveri
         format!(
             "api = \"{api}\"\ntoken_file = \"{token}\"\nidentity = \"{identity}\"\n\
              issuers = \"{issuers}\"\n\
-             zone = \"{ZONE_A}\"\nrecipient_id = \"{rid}\"\nstate = \"{state}\"\n\
+             zone = \"{ZONE_A}\"\nrecipient_id = \"{rid}\"\n\
              [[target]]\nhost = \"shop.example.com\"\nkey = \"{shop_key}\"\n\
              fullchain = \"{tls}/shop.pem\"\ncheck = {check}\nreload = {reload}\n\
              [[target]]\ncustom_csr_id = \"{www}\"\nnames = [\"www.example.com\"]\n\
@@ -338,7 +342,6 @@ async fn nginx_serves_keys_csrd_made_installed_by_the_agent_from_sealed_deliveri
             token = token_file.display(),
             identity = identity.display(),
             issuers = issuers.borrow(),
-            state = dir.s("state.json"),
             tls = dir.s("tls"),
             www = csrs[1]["id"].as_str().unwrap(),
             check = toml_argv(check),
