@@ -132,6 +132,15 @@ pub struct WorkerSettings {
     /// P-256 keys each worker keeps generated ahead of time (0 disables the pool).
     #[arg(long, env = "CSRD_KEY_POOL_P256", default_value_t = 1024)]
     pub key_pool_p256: usize,
+    /// RSA-3072 keys each worker keeps generated ahead of time (0 disables the pool).
+    #[arg(long, env = "CSRD_KEY_POOL_RSA3072", default_value_t = 16)]
+    pub key_pool_rsa3072: usize,
+    /// RSA-4096 keys each worker keeps generated ahead of time (0 disables the pool).
+    #[arg(long, env = "CSRD_KEY_POOL_RSA4096", default_value_t = 8)]
+    pub key_pool_rsa4096: usize,
+    /// P-384 keys each worker keeps generated ahead of time (0 disables the pool).
+    #[arg(long, env = "CSRD_KEY_POOL_P384", default_value_t = 256)]
+    pub key_pool_p384: usize,
     /// How long Idempotency-Key records are kept (hours).
     #[arg(long, env = "CSRD_IDEMPOTENCY_TTL_HOURS", default_value_t = 24)]
     pub idempotency_ttl_hours: u32,

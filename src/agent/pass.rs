@@ -439,11 +439,8 @@ fn leaf_key(chain: &str) -> anyhow::Result<(Vec<u8>, KeyType)> {
     let cert = pem
         .parse_x509()
         .map_err(|_| anyhow::anyhow!("the leaf does not parse"))?;
-    let key_type = match cert.public_key().parsed() {
-        Ok(x509_parser::public_key::PublicKey::EC(_)) => KeyType::P256v1,
-        Ok(x509_parser::public_key::PublicKey::RSA(_)) => KeyType::Rsa2048,
-        _ => bail!("the leaf's key is of a type the agent does not install"),
-    };
+    let key_type = crate::crypto::verify::key_type_of(cert.public_key())
+        .context("the leaf's key is of a type the agent does not install")?;
     Ok((cert.public_key().raw.to_vec(), key_type))
 }
 

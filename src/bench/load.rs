@@ -33,8 +33,9 @@ pub fn parse_mix(spec: &str) -> anyhow::Result<Vec<(KeyType, u32)>> {
     let mut mix = Vec::new();
     for part in spec.split(',') {
         let (name, weight) = part.split_once('=').unwrap_or((part, "1"));
-        let key_type = KeyType::parse(name.trim())
-            .with_context(|| format!("unknown key type {name:?}: use rsa2048 or p256v1"))?;
+        let key_type = KeyType::parse(name.trim()).with_context(|| {
+            format!("unknown key type {name:?}: use rsa2048, p256v1, rsa3072, rsa4096 or p384")
+        })?;
         let weight: u32 = weight
             .trim()
             .parse()

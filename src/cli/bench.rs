@@ -11,7 +11,7 @@ use crate::settings::DbSettings;
 pub enum BenchCommand {
     /// Key generation + CSR signing throughput, one core per thread.
     Keygen {
-        /// `rsa2048`, `p256v1`, or `all`.
+        /// `rsa2048`, `p256v1`, `rsa3072`, `rsa4096`, `p384`, or `all`.
         #[arg(long, default_value = "all")]
         key_type: String,
         /// Seconds to run each key type.
@@ -53,7 +53,8 @@ pub enum BenchCommand {
         account: Option<String>,
         #[arg(long)]
         zone: Option<String>,
-        /// `rsa2048`, `p256v1`, or a weighted mix such as `p256v1=3,rsa2048=1`.
+        /// A key type (`rsa2048`, `p256v1`, `rsa3072`, `rsa4096`, `p384`), or a weighted mix
+        /// such as `p256v1=3,rsa2048=1`.
         #[arg(long, default_value = "rsa2048")]
         key_type: String,
         /// Total CSRs (the load stops after these).
@@ -113,7 +114,10 @@ pub(super) async fn run(command: BenchCommand) -> anyhow::Result<()> {
 fn key_types(flag: &str) -> anyhow::Result<Vec<KeyType>> {
     Ok(match flag {
         "all" => KeyType::ALL.to_vec(),
-        k => vec![KeyType::parse(k).context("key type must be rsa2048, p256v1 or all")?],
+        k => vec![
+            KeyType::parse(k)
+                .context("key type must be rsa2048, p256v1, rsa3072, rsa4096, p384 or all")?,
+        ],
     })
 }
 
@@ -137,7 +141,7 @@ mod tests {
         assert_eq!(key_types("p256v1").unwrap(), vec![KeyType::P256v1]);
         assert_eq!(
             key_types("ed25519").unwrap_err().to_string(),
-            "key type must be rsa2048, p256v1 or all"
+            "key type must be rsa2048, p256v1, rsa3072, rsa4096, p384 or all"
         );
     }
 

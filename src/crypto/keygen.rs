@@ -4,17 +4,16 @@
 //! (see README, "Performance"). RUSTSEC-2023-0071 (Marvin) is a timing side channel in the
 //! `rsa` crate's *decryption and signing*; csrd uses `rsa` only to generate the key and does
 //! every signature with ring (constant-time) through rcgen, so the advisory does not reach us.
-//! P-256 keys come from ring through rcgen.
+//! P-256 and P-384 keys come from ring through rcgen. Every RSA size (2048, 3072, 4096) is
+//! made the same way and its CSR signed with SHA-256; P-384's with ECDSA-SHA384.
 
 use std::fmt;
 
-use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256};
+use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_RSA_SHA256};
 use rsa::pkcs8::EncodePrivateKey;
 
 use super::SecretBytes;
 use crate::domain::KeyType;
-
-pub const RSA_BITS: usize = 2048;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeygenError {
@@ -44,34 +43,32 @@ impl fmt::Debug for PrivateKey {
 
 /// Generates a new key of the requested type. CPU-bound: RSA takes tens of milliseconds.
 pub fn generate_key(key_type: KeyType) -> Result<PrivateKey, KeygenError> {
-    match key_type {
-        KeyType::Rsa2048 => {
-            let key = rsa::PrivateKey::new(&mut getrandom::SysRng, RSA_BITS)
-                .map_err(|e| KeygenError::Rsa(e.to_string()))?;
-            let der = key
-                .to_pkcs8_der()
-                .map_err(|e| KeygenError::Encoding(e.to_string()))?;
-            let pkcs8_der = SecretBytes::new(der.as_bytes().to_vec());
-            let signer = KeyPair::from_pkcs8_der_and_sign_algo(
-                &pkcs8_der.expose().into(),
-                &PKCS_RSA_SHA256,
-            )?;
-            Ok(PrivateKey {
-                key_type,
-                pkcs8_der,
-                signer,
-            })
-        }
-        KeyType::P256v1 => {
-            let signer = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-            let pkcs8_der = SecretBytes::new(signer.serialize_der());
-            Ok(PrivateKey {
-                key_type,
-                pkcs8_der,
-                signer,
-            })
-        }
+    if let Some(bits) = key_type.rsa_bits() {
+        let key = rsa::PrivateKey::new(&mut getrandom::SysRng, bits)
+            .map_err(|e| KeygenError::Rsa(e.to_string()))?;
+        let der = key
+            .to_pkcs8_der()
+            .map_err(|e| KeygenError::Encoding(e.to_string()))?;
+        let pkcs8_der = SecretBytes::new(der.as_bytes().to_vec());
+        let signer =
+            KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8_der.expose().into(), &PKCS_RSA_SHA256)?;
+        return Ok(PrivateKey {
+            key_type,
+            pkcs8_der,
+            signer,
+        });
     }
+    let algorithm = match key_type {
+        KeyType::P384 => &PKCS_ECDSA_P384_SHA384,
+        _ => &PKCS_ECDSA_P256_SHA256,
+    };
+    let signer = KeyPair::generate_for(algorithm)?;
+    let pkcs8_der = SecretBytes::new(signer.serialize_der());
+    Ok(PrivateKey {
+        key_type,
+        pkcs8_der,
+        signer,
+    })
 }
 
 #[cfg(test)]

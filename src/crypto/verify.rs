@@ -58,6 +58,30 @@ pub fn key_matches_certificate(
     key_matches_public(key_type, pkcs8_der, in_cert)
 }
 
+/// The csrd key type a SubjectPublicKeyInfo holds (the curve from its parameters, the RSA
+/// size from its modulus), or `None` for any other key.
+pub fn key_type_of(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Option<KeyType> {
+    const P256: &str = "1.2.840.10045.3.1.7";
+    const P384: &str = "1.3.132.0.34";
+    match spki.parsed().ok()? {
+        PublicKey::EC(_) => {
+            let curve = spki.algorithm.parameters.as_ref()?.as_oid().ok()?;
+            match curve.to_id_string().as_str() {
+                P256 => Some(KeyType::P256v1),
+                P384 => Some(KeyType::P384),
+                _ => None,
+            }
+        }
+        PublicKey::RSA(rsa) => {
+            let bits = strip(rsa.modulus).len() * 8;
+            KeyType::ALL
+                .into_iter()
+                .find(|k| k.rsa_bits() == Some(bits))
+        }
+        _ => None,
+    }
+}
+
 /// The public half derived from the private key, compared with `public`.
 fn key_matches_public(
     key_type: KeyType,
@@ -72,14 +96,28 @@ fn key_matches_public(
             let derived = secret.public_key().to_sec1_point(false);
             derived.as_bytes() == point.data()
         }
-        (KeyType::Rsa2048, PublicKey::RSA(public)) => {
+        (KeyType::P384, PublicKey::EC(point)) => {
+            // ring derives the public point from the private scalar (and checks they agree
+            // when the PKCS#8 carries the public key too).
+            let key = ring::signature::EcdsaKeyPair::from_pkcs8(
+                &ring::signature::ECDSA_P384_SHA384_ASN1_SIGNING,
+                pkcs8_der.expose(),
+                &ring::rand::SystemRandom::new(),
+            )
+            .map_err(|_| KeyCheckError::PrivateKey("P-384"))?;
+            use ring::signature::KeyPair as _;
+            key.public_key().as_ref() == point.data()
+        }
+        (KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096, PublicKey::RSA(public)) => {
             let private = rsa::PrivateKey::from_pkcs8_der(pkcs8_der.expose())
                 .map_err(|_| KeyCheckError::PrivateKey("RSA"))?;
             // The primes and exponents must make up the modulus the key claims.
             private
                 .validate()
                 .map_err(|_| KeyCheckError::PrivateKey("RSA"))?;
-            strip(&private.n().to_be_bytes()) == strip(public.modulus)
+            let bits = key_type.rsa_bits().unwrap_or(0);
+            private.n().bit_width() as usize == bits
+                && strip(&private.n().to_be_bytes()) == strip(public.modulus)
                 && strip(&private.e().to_be_bytes()) == strip(public.exponent)
         }
         _ => false,
@@ -124,6 +162,12 @@ mod tests {
             let other = generate_key(key_type).unwrap();
             let csr = build_csr(&request(key_type), &key).unwrap();
             assert_eq!(key_matches_csr(key_type, &key.pkcs8_der, &csr), Ok(()));
+            let (_, pem) = x509_parser::pem::parse_x509_pem(csr.as_bytes()).unwrap();
+            let (_, parsed) = X509CertificationRequest::from_der(&pem.contents).unwrap();
+            assert_eq!(
+                key_type_of(&parsed.certification_request_info.subject_pki),
+                Some(key_type)
+            );
             assert_eq!(
                 key_matches_csr(key_type, &other.pkcs8_der, &csr),
                 Err(KeyCheckError::Mismatch)
@@ -138,6 +182,21 @@ mod tests {
         assert_eq!(
             key_matches_csr(KeyType::Rsa2048, &p256.pkcs8_der, &rsa_csr),
             Err(KeyCheckError::PrivateKey("RSA"))
+        );
+        // A key of another size or curve is not the key type's, even of the same family.
+        let rsa3072 = generate_key(KeyType::Rsa3072).unwrap();
+        assert_eq!(
+            key_matches_csr(KeyType::Rsa2048, &rsa3072.pkcs8_der, &rsa_csr),
+            Err(KeyCheckError::Mismatch)
+        );
+        let p384_csr = build_csr(
+            &request(KeyType::P384),
+            &generate_key(KeyType::P384).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            key_matches_csr(KeyType::P384, &p256.pkcs8_der, &p384_csr),
+            Err(KeyCheckError::PrivateKey("P-384"))
         );
         assert_eq!(
             key_matches_csr(KeyType::P256v1, &p256.pkcs8_der, "not a CSR"),

@@ -311,7 +311,8 @@ fn parse_key_type(obj: &Map<String, Value>) -> Result<KeyType, FieldError> {
                 ErrorCode::UnknownKeyType,
                 "/key_type",
                 format!(
-                    "key_type {:?} is not supported; use \"rsa2048\" or \"p256v1\"",
+                    "key_type {:?} is not supported; use \"rsa2048\" or \"p256v1\" (or csrd's \
+                     \"rsa3072\", \"rsa4096\", \"p384\")",
                     super::validation::echo(s)
                 ),
             )
@@ -319,7 +320,7 @@ fn parse_key_type(obj: &Map<String, Value>) -> Result<KeyType, FieldError> {
         Some(_) => Err(FieldError::new(
             ErrorCode::UnknownKeyType,
             "/key_type",
-            "key_type must be the string \"rsa2048\" or \"p256v1\"",
+            "key_type must be one of the strings \"rsa2048\", \"p256v1\", \"rsa3072\", \"rsa4096\", \"p384\"",
         )),
     }
 }
@@ -570,7 +571,7 @@ mod tests {
         assert_eq!(codes_with("sans", json!([])), vec![1411]);
         assert_eq!(codes_with("sans", json!("example.com")), vec![1411]);
         assert_eq!(codes_with("sans", json!(vec!["a.com"; 151])), vec![1412]);
-        assert_eq!(codes_with("key_type", json!("rsa4096")), vec![1417]);
+        assert_eq!(codes_with("key_type", json!("rsa8192")), vec![1417]);
         assert_eq!(codes_with("country", json!("XX")), vec![1405]);
         assert_eq!(codes_with("name", json!(5)), vec![1400]);
         assert_eq!(codes_with("state", json!("Cali\u{0}fornia")), vec![1406]);

@@ -25,7 +25,8 @@ pub struct AccountCreateBody {
     /// 1–150 DNS names; a wildcard only as the whole leftmost label.
     #[schema(example = json!(["example.com", "www.example.com"]), min_items = 1, max_items = 150)]
     sans: Vec<String>,
-    /// `rsa2048` (default) or `p256v1`.
+    /// `rsa2048` (default) or `p256v1`; csrd extension: `rsa3072`, `rsa4096` (RSA, signed
+    /// with SHA-256) and `p384` (ECDSA P-384 with SHA-384).
     #[schema(example = "rsa2048")]
     key_type: Option<String>,
     #[schema(example = "My Custom CSR")]
@@ -52,6 +53,7 @@ pub struct ZoneCreateBody {
     organizational_unit: Option<String>,
     #[schema(min_items = 1, max_items = 150)]
     sans: Vec<String>,
+    /// `rsa2048` (default) or `p256v1`; csrd extension: `rsa3072`, `rsa4096`, `p384`.
     key_type: Option<String>,
     /// csrd extension: `none` (default) or `sealed`.
     key_delivery: Option<String>,

@@ -18,6 +18,7 @@ pub struct CsrResult {
     pub id: String,
     #[schema(format = DateTime, example = "2024-01-15T10:30:00Z")]
     pub created_at: String,
+    /// `rsa2048` or `p256v1`; csrd extension: `rsa3072`, `rsa4096`, `p384`.
     #[schema(value_type = String, example = "rsa2048")]
     pub key_type: KeyType,
     #[serde(skip_serializing_if = "Option::is_none")]

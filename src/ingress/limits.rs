@@ -198,7 +198,10 @@ impl Limits {
         let ask = Ask {
             tenant: owner.clone(),
             lane: Lane::Interactive,
-            size: cost,
+            // At most a quarter of the window each, so a key type that costs more than the
+            // window can hold twice (RSA-4096) still has a few in flight for the workers to
+            // make side by side; fair share still charges its whole cost.
+            size: cost.min((self.settings.window / 4).max(1)),
             cost: f64::from(cost),
             weight: policy.weight,
         };
@@ -571,18 +574,40 @@ mod tests {
 
     #[tokio::test]
     async fn a_create_that_finds_no_room_in_the_window_is_refused_after_its_wait() {
-        // A window of one RSA key: a second RSA create of the same tenant waits, then 429.
+        // A window of one P-256 create: a second create of the same tenant waits, then 429.
         let limits = limits(TenantLimits {
-            window: KeyType::Rsa2048.cost(),
+            window: KeyType::P256v1.cost(),
             ..TenantLimits::default()
         });
         let wait = Duration::from_millis(50);
         let _held = limits
-            .admit_create(&owner('a'), KeyType::Rsa2048, wait)
+            .admit_create(&owner('a'), KeyType::P256v1, wait)
             .await
             .unwrap();
         let refused = limits
-            .admit_create(&owner('a'), KeyType::Rsa2048, wait)
+            .admit_create(&owner('a'), KeyType::P256v1, wait)
+            .await;
+        assert_eq!(refused.err(), Some(Refused::QueueWait));
+    }
+
+    #[tokio::test]
+    async fn a_key_type_dearer_than_half_the_window_still_has_four_in_flight() {
+        // RSA-4096 costs more than half the default window: whole, one would fill it and the
+        // workers would make a lone tenant's keys one at a time.
+        let limits = limits(TenantLimits::default());
+        assert!(KeyType::Rsa4096.cost() > TenantLimits::default().window / 2);
+        let wait = Duration::from_millis(50);
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(
+                limits
+                    .admit_create(&owner('a'), KeyType::Rsa4096, wait)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let refused = limits
+            .admit_create(&owner('a'), KeyType::Rsa4096, wait)
             .await;
         assert_eq!(refused.err(), Some(Refused::QueueWait));
     }

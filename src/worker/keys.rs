@@ -19,8 +19,25 @@ use crate::domain::KeyType;
 
 /// How long the refiller rests when the pools are full or every keygen slot is busy.
 const REFILL_PAUSE: Duration = Duration::from_millis(20);
-/// P-256 keys made per refill step (one RSA key per step): a step holds a keygen slot briefly.
-const P256_REFILL_STEP: usize = 64;
+/// Keys made per refill step: a step holds a keygen slot for a few milliseconds (one RSA key
+/// of any size, 64 P-256 keys or 16 P-384 keys), so a live create waits at most that long
+/// for the slot (RSA-4096: a few hundred milliseconds, in one slot of several).
+fn refill_step_keys(key_type: KeyType) -> usize {
+    match key_type {
+        KeyType::P256v1 => 64,
+        KeyType::P384 => 16,
+        KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => 1,
+    }
+}
+
+/// The order pools are topped up in: the slowest keys first, where a pooled key saves most.
+const REFILL_ORDER: [KeyType; 5] = [
+    KeyType::Rsa4096,
+    KeyType::Rsa3072,
+    KeyType::Rsa2048,
+    KeyType::P384,
+    KeyType::P256v1,
+];
 
 struct Pool {
     capacity: usize,
@@ -50,6 +67,21 @@ impl Pool {
 pub struct KeyPoolSizes {
     pub rsa2048: usize,
     pub p256: usize,
+    pub rsa3072: usize,
+    pub rsa4096: usize,
+    pub p384: usize,
+}
+
+impl KeyPoolSizes {
+    fn of(&self, key_type: KeyType) -> usize {
+        match key_type {
+            KeyType::Rsa2048 => self.rsa2048,
+            KeyType::P256v1 => self.p256,
+            KeyType::Rsa3072 => self.rsa3072,
+            KeyType::Rsa4096 => self.rsa4096,
+            KeyType::P384 => self.p384,
+        }
+    }
 }
 
 impl From<&crate::settings::WorkerSettings> for KeyPoolSizes {
@@ -57,29 +89,31 @@ impl From<&crate::settings::WorkerSettings> for KeyPoolSizes {
         Self {
             rsa2048: s.key_pool_rsa2048,
             p256: s.key_pool_p256,
+            rsa3072: s.key_pool_rsa3072,
+            rsa4096: s.key_pool_rsa4096,
+            p384: s.key_pool_p384,
         }
     }
 }
 
-/// Keys for the jobs of one worker process.
+/// Keys for the jobs of one worker process: a pool per key type, in `KeyType::ALL` order.
 pub struct KeySource {
-    rsa2048: Pool,
-    p256: Pool,
+    pools: [Pool; KeyType::ALL.len()],
 }
 
 impl KeySource {
     pub fn new(sizes: KeyPoolSizes) -> Arc<Self> {
         Arc::new(Self {
-            rsa2048: Pool::new(sizes.rsa2048),
-            p256: Pool::new(sizes.p256),
+            pools: KeyType::ALL.map(|k| Pool::new(sizes.of(k))),
         })
     }
 
     fn pool(&self, key_type: KeyType) -> &Pool {
-        match key_type {
-            KeyType::Rsa2048 => &self.rsa2048,
-            KeyType::P256v1 => &self.p256,
-        }
+        let at = KeyType::ALL
+            .iter()
+            .position(|k| *k == key_type)
+            .unwrap_or_default();
+        &self.pools[at]
     }
 
     /// A key nobody else has or will have: taken out of the pool, or made now. Blocking.
@@ -106,15 +140,12 @@ impl KeySource {
         self.pool(key_type).lock().len()
     }
 
-    /// Tops the pools up one step (one RSA key, or a few P-256 keys), RSA first. Blocking.
+    /// Tops the pools up one step (one RSA key, or a few EC keys), slowest first. Blocking.
     /// Returns whether there was anything to do.
     fn refill_step(&self) -> bool {
-        for key_type in [KeyType::Rsa2048, KeyType::P256v1] {
+        for key_type in REFILL_ORDER {
             let pool = self.pool(key_type);
-            let wanted = match key_type {
-                KeyType::Rsa2048 => pool.missing().min(1),
-                KeyType::P256v1 => pool.missing().min(P256_REFILL_STEP),
-            };
+            let wanted = pool.missing().min(refill_step_keys(key_type));
             if wanted == 0 {
                 continue;
             }
@@ -137,7 +168,7 @@ impl KeySource {
     /// only in a keygen slot nobody is waiting for (`try_acquire_idle` never jumps the queue of
     /// jobs waiting for a slot), one slot at a time.
     pub async fn refill(self: Arc<Self>, keygen_slots: FairGate, stop: CancellationToken) {
-        if self.rsa2048.capacity == 0 && self.p256.capacity == 0 {
+        if self.pools.iter().all(|p| p.capacity == 0) {
             return;
         }
         while !stop.is_cancelled() {
@@ -170,8 +201,8 @@ mod tests {
     #[test]
     fn a_pooled_key_is_handed_out_once() {
         let keys = KeySource::new(KeyPoolSizes {
-            rsa2048: 0,
             p256: 3,
+            ..Default::default()
         });
         while keys.refill_step() {}
         assert_eq!(keys.depth(KeyType::P256v1), 3);
@@ -204,6 +235,8 @@ mod tests {
         let keys = KeySource::new(KeyPoolSizes {
             rsa2048: 1,
             p256: 2,
+            p384: 2,
+            ..Default::default()
         });
         let slots = FairGate::new(1);
         let stop = CancellationToken::new();
@@ -223,13 +256,22 @@ mod tests {
         assert_eq!(keys.depth(KeyType::P256v1), 0, "no free slot, no refill");
         drop(held);
         for _ in 0..200 {
-            if keys.depth(KeyType::Rsa2048) == 1 && keys.depth(KeyType::P256v1) == 2 {
+            if keys.depth(KeyType::Rsa2048) == 1
+                && keys.depth(KeyType::P256v1) == 2
+                && keys.depth(KeyType::P384) == 2
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(keys.depth(KeyType::Rsa2048), 1);
         assert_eq!(keys.depth(KeyType::P256v1), 2);
+        assert_eq!(keys.depth(KeyType::P384), 2);
+        assert_eq!(
+            keys.depth(KeyType::Rsa4096),
+            0,
+            "a pool of size 0 stays empty"
+        );
         stop.cancel();
         refiller.await.unwrap();
     }

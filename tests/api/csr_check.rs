@@ -3,8 +3,9 @@
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::oid_registry::{
-    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_PKCS1_RSAENCRYPTION, OID_PKCS1_SHA256WITHRSA,
-    OID_SIG_ECDSA_WITH_SHA256, OID_X509_COMMON_NAME, OID_X509_COUNTRY_NAME, OID_X509_LOCALITY_NAME,
+    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
+    OID_PKCS1_SHA256WITHRSA, OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ECDSA_WITH_SHA384,
+    OID_X509_COMMON_NAME, OID_X509_COUNTRY_NAME, OID_X509_LOCALITY_NAME,
     OID_X509_ORGANIZATION_NAME, OID_X509_ORGANIZATIONAL_UNIT, OID_X509_STATE_OR_PROVINCE_NAME,
 };
 use x509_parser::prelude::FromDer;
@@ -91,8 +92,14 @@ pub fn parse_csr(pem: &str) -> ParsedCsr {
         PublicKey::RSA(rsa) => {
             assert_eq!(spki.algorithm.algorithm, OID_PKCS1_RSAENCRYPTION);
             assert_eq!(csr.signature_algorithm.algorithm, OID_PKCS1_SHA256WITHRSA);
+            let key_type = match rsa.key_size() {
+                2048 => "rsa2048",
+                3072 => "rsa3072",
+                4096 => "rsa4096",
+                other => panic!("unexpected RSA size {other}"),
+            };
             (
-                "rsa2048",
+                key_type,
                 Some(rsa.key_size()),
                 Some(
                     rsa.exponent
@@ -112,9 +119,14 @@ pub fn parse_csr(pem: &str) -> ParsedCsr {
                 .unwrap()
                 .as_oid()
                 .unwrap();
-            assert_eq!(curve, OID_EC_P256, "P-256 curve");
-            assert_eq!(csr.signature_algorithm.algorithm, OID_SIG_ECDSA_WITH_SHA256);
-            ("p256v1", None, None)
+            if curve == OID_EC_P256 {
+                assert_eq!(csr.signature_algorithm.algorithm, OID_SIG_ECDSA_WITH_SHA256);
+                ("p256v1", None, None)
+            } else {
+                assert_eq!(curve, OID_NIST_EC_P384, "P-256 or P-384 curve");
+                assert_eq!(csr.signature_algorithm.algorithm, OID_SIG_ECDSA_WITH_SHA384);
+                ("p384", None, None)
+            }
         }
         other => panic!("unexpected key {other:?}"),
     };
@@ -126,6 +138,33 @@ pub fn parse_csr(pem: &str) -> ParsedCsr {
         rsa_bits,
         rsa_exponent,
     }
+}
+
+/// What `openssl req -noout -text` says of a CSR's key and signature: `(key line, curve
+/// line or "", signature algorithm)`, e.g. `("Public-Key: (3072 bit)", "", "sha256WithRSAEncryption")`.
+pub fn openssl_key_facts(pem: &str) -> (String, String, String) {
+    let path = std::env::temp_dir().join(format!("csrd-test-{}.csr", uuid::Uuid::new_v4()));
+    std::fs::write(&path, pem).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-noout", "-text", "-verify", "-in"])
+        .arg(&path)
+        .output()
+        .expect("openssl is installed");
+    let _ = std::fs::remove_file(&path);
+    assert!(out.status.success(), "openssl req -verify failed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = |prefix: &str| {
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let signature = line("Signature Algorithm:")
+        .trim_start_matches("Signature Algorithm:")
+        .trim()
+        .to_owned();
+    (line("Public-Key:"), line("NIST CURVE:"), signature)
 }
 
 /// `openssl req -noout -verify`, the check users run themselves.

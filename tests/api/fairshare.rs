@@ -184,6 +184,40 @@ async fn one_tenants_single_creates_do_not_stall_anothers_batch() {
     wait_finished(&app, &batch_a, &a).await;
 }
 
+/// The dearest key type does not buy a tenant the machine: while A's batch of RSA-4096 keys
+/// (each about ten RSA-2048 keys of CPU) runs at the defaults, B's P-256 single creates are
+/// made between A's keys, not after them.
+#[tokio::test]
+async fn anothers_rsa4096_batch_does_not_hold_back_p256_single_creates() {
+    let app = spawn_app().await;
+    let a = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let b = app.token(&[ACCOUNT_B], &[], Permission::Write).await;
+    let items = (0..24)
+        .map(|_| with(example_body(), "key_type", serde_json::json!("rsa4096")))
+        .collect();
+    let batch_a = submit(&app, ACCOUNT_A, &a, items).await;
+    eventually("A's batch to start", || async {
+        (progress(&app, &batch_a, &a).await.0 > 0).then_some(())
+    })
+    .await;
+    let (before, _) = progress(&app, &batch_a, &a).await;
+    let body = p256_body();
+    let creates = (0..16).map(|_| app.create("accounts", ACCOUNT_B, Auth::Bearer(&b), &body));
+    for created in futures_util::future::join_all(creates).await {
+        assert_eq!(created.status, 201, "{}", created.body);
+        assert_eq!(created.body["result"]["key_type"], "p256v1");
+    }
+    let (after, finished) = progress(&app, &batch_a, &a).await;
+    // Behind A's batch, B's creates would have waited for its remaining keys.
+    assert!(
+        !finished && after - before <= 8,
+        "A's batch made {} of its remaining {} RSA-4096 keys while B's 16 P-256 creates were made",
+        after - before,
+        24 - before
+    );
+    wait_finished(&app, &batch_a, &a).await;
+}
+
 /// Requests answered 200 and refused 429 in `run_for`, sent one after another to `urls` in
 /// turn.
 async fn hammer(

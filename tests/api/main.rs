@@ -22,6 +22,7 @@ mod delivery;
 mod fairshare;
 mod hostile;
 mod key_delivery;
+mod key_types;
 mod keys_verify;
 mod limits;
 mod logs;

@@ -4,7 +4,7 @@
 use csrd::db::{build_pool, migrate};
 use csrd_test_support::*;
 
-const ALL: [&str; 14] = [
+const ALL: [&str; 15] = [
     "V1__init",
     "V2__list_indexes",
     "V3__tenant_counts",
@@ -19,6 +19,7 @@ const ALL: [&str; 14] = [
     "V12__custom_certificates",
     "V13__certificate_identity_and_caps",
     "V14__key_delivery",
+    "V15__more_key_types",
 ];
 
 async fn database() -> Isolation {

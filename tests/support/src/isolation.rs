@@ -75,6 +75,9 @@ impl Isolation {
         // test asks for a pool.
         s.worker.key_pool_rsa2048 = 0;
         s.worker.key_pool_p256 = 0;
+        s.worker.key_pool_rsa3072 = 0;
+        s.worker.key_pool_rsa4096 = 0;
+        s.worker.key_pool_p384 = 0;
         s.http.listen = "127.0.0.1:0".parse().unwrap();
         s.http.admin_listen = "127.0.0.1:0".parse().unwrap();
         // Many tests create quickly from one account; the rate limit has its own tests.
@@ -93,6 +96,9 @@ impl Isolation {
             ("CSRD_KEY_POOL_RSA2048", "0".into()),
             ("CSRD_ADMIN_LISTEN", "127.0.0.1:0".into()),
             ("CSRD_KEY_POOL_P256", "0".into()),
+            ("CSRD_KEY_POOL_RSA3072", "0".into()),
+            ("CSRD_KEY_POOL_RSA4096", "0".into()),
+            ("CSRD_KEY_POOL_P384", "0".into()),
             ("CSRD_TENANT_RATE", "0".into()),
             ("RUST_LOG", "warn".into()),
         ]
