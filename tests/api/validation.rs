@@ -146,7 +146,7 @@ async fn every_validation_failure_answers_400_with_its_cloudflare_code_and_point
         ),
         (
             "unknown key_type",
-            with(b(), "key_type", json!("rsa4096")),
+            with(b(), "key_type", json!("rsa8192")),
             1417,
             Some("/key_type"),
         ),
