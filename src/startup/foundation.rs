@@ -93,8 +93,9 @@ fn dev_kek(path: &Path) -> anyhow::Result<String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
 
+    let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     if let Ok(spec) = std::fs::read_to_string(path) {
-        tracing::warn!(path = %path.display(), "CSRD_KEKS is not set: using the DEVELOPMENT key-encryption key from this file. Do not use it in production.");
+        tracing::warn!(path = %shown.display(), "CSRD_KEKS is not set: using the DEVELOPMENT key-encryption key from this file. Do not use it in production.");
         return Ok(spec.trim().to_owned());
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -108,6 +109,6 @@ fn dev_kek(path: &Path) -> anyhow::Result<String> {
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
     file.write_all(entry.as_bytes())?;
-    tracing::warn!(path = %path.display(), "CSRD_KEKS is not set: CREATED a DEVELOPMENT key-encryption key in this file. Keys sealed with it are only as safe as that file. Do not use it in production.");
+    tracing::warn!(path = %shown.display(), "CSRD_KEKS is not set: CREATED a DEVELOPMENT key-encryption key in this file. Keys sealed with it are only as safe as that file. Do not use it in production.");
     Ok(entry.to_string())
 }

@@ -210,5 +210,22 @@ pub async fn start(
         http_addr = Some(addr);
         tasks.http = Some((http, settings.ingress.create_wait() + HTTP_DRAIN_MARGIN));
     }
+    announce(role, http_addr, admin_addr);
     Ok(Running::new(http_addr, Some(admin_addr), stages, tasks))
+}
+
+/// What a newcomer needs from the first screen of logs: where the API and the metrics are, and
+/// the command that makes a first token (the development KEK's file is logged when it is read).
+fn announce(role: Role, http_addr: Option<SocketAddr>, admin_addr: SocketAddr) {
+    let metrics = format!("http://{admin_addr}/metrics");
+    match http_addr {
+        Some(addr) => tracing::info!(
+            role = role.name(),
+            api = %format!("http://{addr}/client/v4"),
+            %metrics,
+            first_token = "csrd token create --account <32 hex digits> --permission write",
+            "csrd is ready"
+        ),
+        None => tracing::info!(role = role.name(), %metrics, "csrd is ready"),
+    }
 }

@@ -304,3 +304,39 @@ async fn bench_create_with_nothing_listening_or_no_url_fails_with_a_reason() {
     assert!(!no_url.status.success());
     assert!(String::from_utf8_lossy(&no_url.stderr).contains("--base-url"));
 }
+
+#[tokio::test]
+async fn serve_says_on_start_where_the_api_is_the_development_kek_and_how_to_make_a_token() {
+    let iso = Isolation::new().await;
+    assert!(run(&iso, &["migrate"]).status.success());
+    let dir = std::env::temp_dir().join(format!("csrd-serve-start-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir(&dir).unwrap();
+    let log = dir.join("serve.log");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut cmd = csrd_command(CSRD, &iso, &["serve"]);
+    cmd.env_remove("CSRD_KEKS")
+        .env("CSRD_DEV_KEK_FILE", dir.join("dev-kek"))
+        .env("CSRD_LISTEN", &listen)
+        .env("CSRD_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let serve = Proc(cmd.spawn().expect("csrd binary runs"));
+    client_once_ready(&listen).await;
+    let said = eventually("serve to say it is ready", || async {
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        said.contains("csrd is ready").then_some(said)
+    })
+    .await;
+    drop(serve);
+    let _ = std::fs::remove_dir_all(&dir);
+    for expected in [
+        format!("http://{listen}/client/v4"),
+        "/metrics".to_owned(),
+        "csrd token create --account".to_owned(),
+        dir.join("dev-kek").display().to_string(),
+        "DEVELOPMENT key-encryption key".to_owned(),
+    ] {
+        assert!(said.contains(&expected), "no {expected:?} in: {said}");
+    }
+}
