@@ -75,21 +75,10 @@ fn assert_csr_of(result: &Value, key_type: &str) {
     );
 }
 
+/// `csrd keys verify` over every stored key: whether it passed, its last line, its stderr.
 async fn keys_verify(app: &TestApp) -> (bool, String, String) {
-    let out = Command::new(CSRD)
-        .args(["keys", "verify"])
-        .env("DATABASE_URL", &app.iso.database_url)
-        .env("CSRD_KEKS", &app.iso.keks)
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    (
-        out.status.success(),
-        stdout.lines().last().unwrap_or_default().to_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let v = super::keys_verify::verify(app, &app.iso.keks, &[]).await;
+    (v.success, v.last_line, v.stderr)
 }
 
 #[tokio::test]

@@ -10,13 +10,13 @@ use csrd_test_support::*;
 
 const CSRD: &str = env!("CARGO_BIN_EXE_csrd");
 
-struct Verified {
-    success: bool,
-    last_line: String,
-    stderr: String,
+pub(crate) struct Verified {
+    pub(crate) success: bool,
+    pub(crate) last_line: String,
+    pub(crate) stderr: String,
 }
 
-async fn verify(app: &TestApp, keks: &str, extra: &[&str]) -> Verified {
+pub(crate) async fn verify(app: &TestApp, keks: &str, extra: &[&str]) -> Verified {
     let out = Command::new(CSRD)
         .args(["keys", "verify"])
         .args(extra)
