@@ -2,14 +2,14 @@
 //! meet, so `db` knows nothing of events and the writer nothing of Postgres.
 
 use futures_util::future::BoxFuture;
-use tokio_postgres::GenericClient;
 
 use super::{AuditEvent, AuditSink, SinkError};
 use crate::db::audit::AuditRow;
+use crate::db::prepared::Prepared;
 use crate::db::{DbError, Pool};
 
 /// Appends `events` in one statement on `client` (the CLI's own connection).
-pub async fn append(client: &impl GenericClient, events: &[AuditEvent]) -> Result<u64, DbError> {
+pub async fn append(client: &impl Prepared, events: &[AuditEvent]) -> Result<u64, DbError> {
     let rows: Vec<AuditRow<'_>> = events.iter().map(row).collect();
     crate::db::audit::append(client, &rows).await
 }
@@ -35,7 +35,7 @@ impl AuditSink for Pool {
         Box::pin(async move {
             let appended = async {
                 let client = self.get().await?;
-                append(&**client, events).await
+                append(&*client, events).await
             };
             appended.await.map(drop).map_err(|e: DbError| SinkError {
                 transient: e.is_transient(),

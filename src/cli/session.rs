@@ -38,7 +38,7 @@ fn unmigrated_message(applied: i32, needed: i32) -> String {
 
 /// Appends one operator event to the audit log.
 pub(super) async fn operator_event(
-    client: &impl tokio_postgres::GenericClient,
+    client: &impl crate::db::prepared::Prepared,
     event: AuditEvent,
 ) -> anyhow::Result<()> {
     crate::audit::append(client, &[event])

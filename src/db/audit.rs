@@ -7,6 +7,7 @@ use serde::Serialize;
 use tokio_postgres::GenericClient;
 
 use super::DbError;
+use super::prepared::Prepared;
 use crate::domain::Owner;
 
 /// One row to append, borrowed from the event it records.
@@ -43,10 +44,7 @@ pub struct AuditRecord {
 }
 
 /// Appends `rows` in one statement.
-pub async fn append<'a>(
-    client: &impl GenericClient,
-    rows: &[AuditRow<'a>],
-) -> Result<u64, DbError> {
+pub async fn append<'a>(client: &impl Prepared, rows: &[AuditRow<'a>]) -> Result<u64, DbError> {
     if rows.is_empty() {
         return Ok(0);
     }
@@ -64,12 +62,13 @@ pub async fn append<'a>(
     let trace_id = column(|r| r.trace_id);
     let detail: Vec<Option<&serde_json::Value>> = rows.iter().map(|r| r.detail).collect();
     Ok(client
+        .client()
         .execute(
-            "INSERT INTO audit_log (at, action, outcome, actor_kind, actor, owner_kind, owner_id,
+            &client.statement("INSERT INTO audit_log (at, action, outcome, actor_kind, actor, owner_kind, owner_id,
                  target, remote_addr, request_id, trace_id, detail)
              SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[],
                  $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
-                 $12::jsonb[])",
+                 $12::jsonb[])").await?,
             &[
                 &at,
                 &action,

@@ -5,6 +5,7 @@ use tokio_postgres::{GenericClient, Row};
 
 use super::DbError;
 use super::csrs::{PUBLIC_COLUMNS_OF_C, csr_from_row};
+use super::prepared::Prepared;
 use crate::domain::{Batch, BatchEntry, BatchId, CreateCsr, CsrId, ItemState, Owner, OwnerKind};
 
 /// An earlier submission under the same Idempotency-Key.
@@ -53,7 +54,7 @@ pub enum Stored {
 /// the batch would take it over its allowance. A tenant's submissions take turns (an advisory
 /// lock per tenant), so concurrent ones on several ingresses cannot both slip under a limit.
 pub async fn insert(
-    client: &mut tokio_postgres::Client,
+    client: &mut deadpool_postgres::ClientWrapper,
     batch: &NewBatch<'_>,
     allowance: Allowance,
 ) -> Result<Stored, DbError> {
@@ -70,7 +71,7 @@ pub async fn insert(
     )
     .await?;
     if let Some((key, _)) = batch.key
-        && let Some(earlier) = earlier(&tx, owner, key).await?
+        && let Some(earlier) = earlier(&*tx, owner, key).await?
     {
         return Ok(Stored::Earlier(earlier));
     }
@@ -88,7 +89,7 @@ pub async fn insert(
         }
     }
     if let Some(limit) = allowance.items_per_hour
-        && !super::tenant_limits::count_hourly_items(&tx, owner, i64::from(total), limit).await?
+        && !super::tenant_limits::count_hourly_items(&*tx, owner, i64::from(total), limit).await?
     {
         return Ok(Stored::OverHourlyQuota { limit });
     }
@@ -160,20 +161,21 @@ async fn earlier(
 /// whose items are all settled (its stored chunks are then of no more use: deleted). Called in
 /// the transaction that settled them.
 pub async fn record_progress(
-    client: &impl GenericClient,
+    client: &impl Prepared,
     progress: &[(BatchId, i32, i32)],
 ) -> Result<(), DbError> {
     for (id, created, failed) in progress {
         client
-            .execute(
-                "WITH progress AS (
+        .client()
+        .execute(
+            &client.statement("WITH progress AS (
                      UPDATE batches SET done = done + $2, failed = failed + $3,
                          finished_at = CASE WHEN done + $2 + failed + $3 >= total THEN now() END
                      WHERE id = $1
                      RETURNING finished_at
                  )
                  DELETE FROM batch_chunks
-                 WHERE batch_id = $1 AND EXISTS (SELECT 1 FROM progress WHERE finished_at IS NOT NULL)",
+                 WHERE batch_id = $1 AND EXISTS (SELECT 1 FROM progress WHERE finished_at IS NOT NULL)").await?,
                 &[&id.0, created, failed],
             )
             .await?;
@@ -244,7 +246,7 @@ pub async fn list(
 /// Entries `offset..offset+limit` of a batch, in item order. A missing row means deleted once
 /// the batch is finished, not made yet before.
 pub async fn results(
-    client: &impl GenericClient,
+    client: &impl Prepared,
     batch: &Batch,
     offset: i64,
     limit: i64,
@@ -266,7 +268,10 @@ pub async fn results(
          LEFT JOIN failed_jobs f ON f.id = o.id
          ORDER BY o.n"
     );
-    let rows = client.query(&sql, &[&ids]).await?;
+    let rows = client
+        .client()
+        .query(&client.statement(&sql).await?, &[&ids])
+        .await?;
     let finished = batch.finished_at.is_some();
     rows.iter()
         .zip(indexes)

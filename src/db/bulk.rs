@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::GenericClient;
 
 use super::DbError;
+use super::prepared::Prepared;
 use crate::domain::{BatchId, CreateChunk, CreateCsr, Owner, OwnerKind};
 
 /// Serialises dispatchers (in every process) on one database: one message is picked, published
@@ -23,7 +24,7 @@ pub struct NewChunk {
 
 /// Stores a batch's chunks, not yet dispatched.
 pub async fn insert_chunks(
-    client: &impl GenericClient,
+    client: &impl Prepared,
     batch: BatchId,
     owner: &Owner,
     created_at: DateTime<Utc>,
@@ -35,12 +36,13 @@ pub async fn insert_chunks(
     let costs: Vec<i32> = chunks.iter().map(|c| c.cost).collect();
     let items: Vec<&[u8]> = chunks.iter().map(|c| c.items.as_slice()).collect();
     client
+        .client()
         .execute(
-            "INSERT INTO batch_chunks (batch_id, seq, owner_kind, owner_id, batch_created_at,
+            &client.statement("INSERT INTO batch_chunks (batch_id, seq, owner_kind, owner_id, batch_created_at,
                  first_index, item_count, cost, items)
              SELECT $1, s, $2, $3, $4, f, n, c, i
              FROM unnest($5::int4[], $6::int4[], $7::int4[], $8::int4[], $9::bytea[])
-                 AS u (s, f, n, c, i)",
+                 AS u (s, f, n, c, i)").await?,
             &[
                 &batch.0,
                 &owner.kind().as_str(),
@@ -90,14 +92,17 @@ pub struct NextDispatch {
 /// `max_cost`, so a tenant's small batches travel together. Call it holding
 /// [`DISPATCH_LOCK`].
 pub async fn next_dispatch(
-    client: &impl GenericClient,
+    client: &impl Prepared,
     max_cost: u32,
 ) -> Result<Option<NextDispatch>, DbError> {
     // The tenants are found by skipping through the index (a recursive query), never by
     // reading every waiting chunk.
     let Some(pick) = client
+        .client()
         .query_opt(
-            "WITH RECURSIVE tenants (owner_kind, owner_id) AS (
+            &client
+                .statement(
+                    "WITH RECURSIVE tenants (owner_kind, owner_id) AS (
                  (SELECT owner_kind, owner_id FROM batch_chunks WHERE dispatched_at IS NULL
                   ORDER BY owner_kind, owner_id LIMIT 1)
                  UNION ALL
@@ -125,6 +130,8 @@ pub async fn next_dispatch(
              LEFT JOIN tenant_limits l USING (owner_kind, owner_id)
              ORDER BY in_flight, start, h.batch_created_at, h.batch_id
              LIMIT 1",
+                )
+                .await?,
             &[],
         )
         .await?
@@ -138,8 +145,11 @@ pub async fn next_dispatch(
         .ok_or_else(|| DbError::Corrupt("chunk owner".into()))?;
     // The tenant's next chunks within one message's cost (the first always).
     let rows = client
+        .client()
         .query(
-            "SELECT c.batch_id, c.seq, c.first_index, c.item_count, c.cost, c.items,
+            &client
+                .statement(
+                    "SELECT c.batch_id, c.seq, c.first_index, c.item_count, c.cost, c.items,
                     b.created_at, b.trace_context
              FROM (SELECT batch_id, seq,
                           sum(cost) OVER (ORDER BY batch_created_at, batch_id, seq) AS running,
@@ -152,6 +162,8 @@ pub async fn next_dispatch(
              JOIN batches b ON b.id = c.batch_id
              WHERE w.n = 1 OR w.running <= $3
              ORDER BY w.n",
+                )
+                .await?,
             &[&kind, &owner_id, &i64::from(max_cost)],
         )
         .await?;
@@ -193,7 +205,7 @@ pub async fn next_dispatch(
 /// `finish`, the clock to `next.start`. A part whose items could not be read is settled at
 /// once (its items were recorded as failed).
 pub async fn mark_dispatched(
-    client: &impl GenericClient,
+    client: &impl Prepared,
     next: &NextDispatch,
     finish: f64,
 ) -> Result<(), DbError> {
@@ -201,8 +213,11 @@ pub async fn mark_dispatched(
     let seqs: Vec<i32> = next.parts.iter().map(|p| p.seq).collect();
     let unreadable: Vec<bool> = next.parts.iter().map(|p| p.items.is_err()).collect();
     client
+        .client()
         .execute(
-            "WITH chunk AS (
+            &client
+                .statement(
+                    "WITH chunk AS (
                  UPDATE batch_chunks c SET dispatched_at = now(),
                      settled_at = CASE WHEN u.unreadable THEN now() END
                  FROM unnest($1::uuid[], $2::int4[], $3::bool[]) AS u (b, s, unreadable)
@@ -212,6 +227,8 @@ pub async fn mark_dispatched(
                  ON CONFLICT (owner_kind, owner_id) DO UPDATE SET finish = excluded.finish
              )
              UPDATE bulk_clock SET now = $7",
+                )
+                .await?,
             &[
                 &batches,
                 &seqs,
@@ -228,10 +245,7 @@ pub async fn mark_dispatched(
 
 /// Records the stored chunks `chunk` carried as settled (their items made or failed), in the
 /// transaction that settled them: a chunk is known by its first item.
-pub async fn settle_chunks(
-    client: &impl GenericClient,
-    chunk: &CreateChunk,
-) -> Result<(), DbError> {
+pub async fn settle_chunks(client: &impl Prepared, chunk: &CreateChunk) -> Result<(), DbError> {
     let (batches, indexes): (Vec<uuid::Uuid>, Vec<i32>) = chunk
         .jobs
         .iter()
@@ -242,10 +256,15 @@ pub async fn settle_chunks(
         return Ok(());
     }
     client
+        .client()
         .execute(
-            "UPDATE batch_chunks c SET settled_at = now()
+            &client
+                .statement(
+                    "UPDATE batch_chunks c SET settled_at = now()
              FROM unnest($1::uuid[], $2::int4[]) AS m (b, i)
              WHERE c.batch_id = m.b AND c.first_index = m.i AND c.settled_at IS NULL",
+                )
+                .await?,
             &[&batches, &indexes],
         )
         .await?;

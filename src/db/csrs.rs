@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::{GenericClient, Row};
 
 use super::DbError;
+use super::prepared::Prepared;
 use crate::crypto::SealedKey;
 use crate::domain::{
     CreateCsr, CsrId, CustomCsr, Direction, DnsName, KeyDelivery, KeyType, ListQuery, Owner,
@@ -72,7 +73,7 @@ pub async fn insert(
 /// Inserts a chunk's CSRs and sealed keys with one statement. Idempotent on the id: returns the
 /// ids this call inserted; a row that already existed (a redelivered chunk) is left untouched.
 pub async fn insert_chunk(
-    client: &impl GenericClient,
+    client: &impl Prepared,
     rows: &[(&CustomCsr, &SealedKey)],
 ) -> Result<Vec<CsrId>, DbError> {
     if rows.is_empty() {
@@ -86,8 +87,9 @@ pub async fn insert_chunk(
     // SANs travel joined by the ASCII unit separator (a text[][] must be rectangular); validated
     // DNS names are printable ASCII, so the separator never occurs in one.
     let inserted = client
+        .client()
         .query(
-            "INSERT INTO custom_csrs (id, owner_kind, owner_id, key_type, common_name, country, state,
+            &client.statement("INSERT INTO custom_csrs (id, owner_kind, owner_id, key_type, common_name, country, state,
                  locality, organization, organizational_unit, sans, name, description, csr_pem,
                  envelope_version, kek_id, wrapped_dek, dek_nonce, key_nonce, key_ciphertext, created_at,
                  key_delivery)
@@ -105,7 +107,7 @@ pub async fn insert_chunk(
                       envelope_version, kek_id, wrapped_dek, dek_nonce, key_nonce, key_ciphertext,
                       created_at, key_delivery)
              ON CONFLICT (id) DO NOTHING
-             RETURNING id",
+             RETURNING id").await?,
             &[
                 &c.id,
                 &c.owner_kind,
@@ -202,14 +204,14 @@ impl<'a> ChunkColumns<'a> {
 }
 
 /// The stored CSR PEM of each of `ids` that exists.
-pub async fn pems(
-    client: &impl GenericClient,
-    ids: &[CsrId],
-) -> Result<Vec<(CsrId, String)>, DbError> {
+pub async fn pems(client: &impl Prepared, ids: &[CsrId]) -> Result<Vec<(CsrId, String)>, DbError> {
     let ids: Vec<uuid::Uuid> = ids.iter().map(|i| i.0).collect();
     let rows = client
+        .client()
         .query(
-            "SELECT id, csr_pem FROM custom_csrs WHERE id = ANY($1)",
+            &client
+                .statement("SELECT id, csr_pem FROM custom_csrs WHERE id = ANY($1)")
+                .await?,
             &[&ids],
         )
         .await?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio_postgres::GenericClient;
 
 use super::DbError;
+use super::prepared::Prepared;
 use crate::domain::{CreateJob, CsrId, IdempotencyKey, IdempotencyRecord, Owner};
 
 /// Claims `key` for `job`. Returns None when this call claimed it, or the earlier record.
@@ -122,7 +123,7 @@ pub async fn record_failure(
 /// Records failures for many creates with one statement (`(id, owner, reason)`). Returns the
 /// ids recorded by this call (not those recorded before).
 pub async fn record_failures(
-    client: &impl GenericClient,
+    client: &impl Prepared,
     failures: &[(CsrId, &Owner, &str)],
 ) -> Result<Vec<CsrId>, DbError> {
     if failures.is_empty() {
@@ -133,10 +134,15 @@ pub async fn record_failures(
     let owners: Vec<&str> = failures.iter().map(|f| f.1.id()).collect();
     let reasons: Vec<&str> = failures.iter().map(|f| f.2).collect();
     let rows = client
+        .client()
         .query(
-            "INSERT INTO failed_jobs (id, owner_kind, owner_id, reason)
+            &client
+                .statement(
+                    "INSERT INTO failed_jobs (id, owner_kind, owner_id, reason)
              SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])
              ON CONFLICT (id) DO NOTHING RETURNING id",
+                )
+                .await?,
             &[&ids, &kinds, &owners, &reasons],
         )
         .await?;

@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod keks;
 pub mod migrate;
 pub mod pool;
+pub mod prepared;
 pub mod recipients;
 pub mod rewrap;
 pub mod tenant_limits;

@@ -153,8 +153,7 @@ impl BulkDispatcher {
             return Ok(0);
         }
         let mut pooled = self.pool.get().await?;
-        let client: &mut tokio_postgres::Client = &mut pooled;
-        let tx = client.transaction().await?;
+        let tx = pooled.transaction().await?;
         // A dispatcher that died holding the lock must not hold it long.
         tx.batch_execute("SET LOCAL idle_in_transaction_session_timeout = '30s'")
             .await?;
@@ -207,7 +206,7 @@ impl BulkDispatcher {
 /// Records the items of stored chunks that cannot be read as failed (with their batches'
 /// progress), so one bad chunk never stops the lane.
 async fn fail_unreadable(
-    client: &impl tokio_postgres::GenericClient,
+    client: &impl crate::db::prepared::Prepared,
     next: &NextDispatch,
 ) -> Result<(), DbError> {
     for part in &next.parts {

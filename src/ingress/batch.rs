@@ -156,8 +156,7 @@ impl BatchService {
         };
         let stored = {
             let mut pooled = self.pool.get().await?;
-            let client: &mut tokio_postgres::Client = &mut pooled;
-            let stored = batches::insert(client, &batch, allowance).await?;
+            let stored = batches::insert(&mut pooled, &batch, allowance).await?;
             let bytes = requests.iter().map(CreateCsr::approx_bytes).sum();
             crate::db::release_sized(pooled, bytes);
             stored
@@ -266,7 +265,7 @@ impl ResultPage {
         let len = RESULTS_PER_PART.min(self.end - self.next);
         let read = async {
             let client = self.pool.get().await.map_err(DbError::from)?;
-            batches::results(&**client, &self.batch, self.next, len).await
+            batches::results(&*client, &self.batch, self.next, len).await
         };
         match read.await {
             Ok(entries) => {

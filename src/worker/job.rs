@@ -186,7 +186,7 @@ async fn process(
         let ids: Vec<CsrId> = chunk.jobs.iter().map(|j| j.id).collect();
         with_db_retry(ctx, || async {
             let client = ctx.pool.get().await?;
-            csrs::pems(&**client, &ids).await
+            csrs::pems(&*client, &ids).await
         })
         .await?
         .into_iter()
@@ -224,8 +224,7 @@ async fn process(
         .sum();
     let inserted: HashSet<CsrId> = with_db_retry(ctx, || async {
         let mut pooled = ctx.pool.get().await?;
-        let client: &mut tokio_postgres::Client = &mut pooled;
-        let tx = client.transaction().await?;
+        let tx = pooled.transaction().await?;
         let inserted = csrs::insert_chunk(&tx, &rows)
             .instrument(tracing::info_span!("db_insert_chunk", rows = rows.len()))
             .await?;
@@ -255,7 +254,7 @@ async fn process(
     } else {
         with_db_retry(ctx, || async {
             let client = ctx.pool.get().await?;
-            csrs::pems(&**client, &lost).await
+            csrs::pems(&*client, &lost).await
         })
         .await?
         .into_iter()
