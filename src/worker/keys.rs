@@ -7,11 +7,13 @@
 //! message) until a create takes it, so the pool is bounded and small by default; a key is
 //! moved out of the pool when taken, so it is used exactly once.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::spare_cpu::SpareCpu;
 use crate::fairshare::FairGate;
 
 use crate::crypto::{KeygenError, PrivateKey, generate_key};
@@ -19,6 +21,14 @@ use crate::domain::KeyType;
 
 /// How long the refiller rests when the pools are full or every keygen slot is busy.
 const REFILL_PAUSE: Duration = Duration::from_millis(20);
+/// Beside live jobs, the refiller runs only on spare cores: under a steady load (a batch, a
+/// stream of P-256 creates) a free keygen slot between two chunks is not idleness. An RSA
+/// refill step there took a core from the load for up to half a second (RSA-4096); a P-256
+/// batch after an RSA burst ran beside 32 RSA-2048 refills. A lone client making RSA keys one
+/// at a time leaves a core idle, and the refill keeps using it.
+const REFILL_SPARE_CORES: f64 = 0.75;
+/// With no live job taking a key for this long, the refiller runs whatever the CPU says.
+const REFILL_QUIET: Duration = Duration::from_millis(250);
 /// Keys made per refill step: a step holds a keygen slot for a few milliseconds (one RSA key
 /// of any size, 64 P-256 keys or 16 P-384 keys), so a live create waits at most that long
 /// for the slot (RSA-4096: a few hundred milliseconds, in one slot of several).
@@ -99,12 +109,17 @@ impl From<&crate::settings::WorkerSettings> for KeyPoolSizes {
 /// Keys for the jobs of one worker process: a pool per key type, in `KeyType::ALL` order.
 pub struct KeySource {
     pools: [Pool; KeyType::ALL.len()],
+    /// When a live job last took a key, in milliseconds after `epoch`.
+    last_take_ms: AtomicU64,
+    epoch: Instant,
 }
 
 impl KeySource {
     pub fn new(sizes: KeyPoolSizes) -> Arc<Self> {
         Arc::new(Self {
             pools: KeyType::ALL.map(|k| Pool::new(sizes.of(k))),
+            last_take_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
         })
     }
 
@@ -118,6 +133,8 @@ impl KeySource {
 
     /// A key nobody else has or will have: taken out of the pool, or made now. Blocking.
     pub fn take(&self, key_type: KeyType) -> Result<PrivateKey, KeygenError> {
+        self.last_take_ms
+            .store(self.now_ms().max(1), Ordering::Relaxed);
         let pooled = {
             let mut keys = self.pool(key_type).lock();
             let key = keys.pop();
@@ -133,6 +150,16 @@ impl KeySource {
             }
             None => generate_key(key_type),
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// True when no live job took a key in the last [`REFILL_QUIET`].
+    fn quiet(&self) -> bool {
+        let last = self.last_take_ms.load(Ordering::Relaxed);
+        last == 0 || self.now_ms().saturating_sub(last) >= REFILL_QUIET.as_millis() as u64
     }
 
     /// Keys waiting in the pool.
@@ -165,22 +192,36 @@ impl KeySource {
     }
 
     /// Keeps the pools full until shutdown, at a lower priority than live jobs: a step runs
-    /// only in a keygen slot nobody is waiting for (`try_acquire_idle` never jumps the queue of
-    /// jobs waiting for a slot), one slot at a time.
+    /// only on spare cores ([`REFILL_SPARE_CORES`], or no live job for [`REFILL_QUIET`]), in a
+    /// keygen slot nobody is waiting for (`try_acquire_idle` never jumps the queue of jobs
+    /// waiting for a slot), one slot at a time.
     pub async fn refill(self: Arc<Self>, keygen_slots: FairGate, stop: CancellationToken) {
         if self.pools.iter().all(|p| p.capacity == 0) {
             return;
         }
+        let mut cpu = SpareCpu::new();
         while !stop.is_cancelled() {
-            let worked = match keygen_slots.try_acquire_idle(1) {
+            let allowed = self.quiet()
+                || cpu
+                    .spare_cores()
+                    .is_some_and(|spare| spare >= REFILL_SPARE_CORES);
+            let idle = if allowed {
+                keygen_slots.try_acquire_idle(1)
+            } else {
+                None
+            };
+            let worked = match idle {
                 Some(permit) => {
                     let this = self.clone();
-                    tokio::task::spawn_blocking(move || {
+                    let started = Instant::now();
+                    let worked = tokio::task::spawn_blocking(move || {
                         let _permit = permit;
                         this.refill_step()
                     })
                     .await
-                    .unwrap_or(false)
+                    .unwrap_or(false);
+                    cpu.note_own_work(started.elapsed());
+                    worked
                 }
                 None => false,
             };
@@ -228,6 +269,39 @@ mod tests {
         assert!(!keys.refill_step());
         assert_eq!(keys.depth(KeyType::Rsa2048), 0);
         assert!(keys.take(KeyType::P256v1).is_ok(), "generated on demand");
+    }
+
+    #[tokio::test]
+    async fn the_refiller_waits_after_a_live_take() {
+        let keys = KeySource::new(KeyPoolSizes {
+            p256: 2,
+            ..Default::default()
+        });
+        let slots = FairGate::new(2);
+        let stop = CancellationToken::new();
+        keys.take(KeyType::P256v1).unwrap();
+        let refiller = tokio::spawn(keys.clone().refill(slots.clone(), stop.clone()));
+        // A job took a key just now: every slot is free, but the refiller leaves them alone until
+        // the load pauses or the CPU is measured spare (no figure before its first interval).
+        tokio::time::sleep(REFILL_QUIET / 3).await;
+        assert_eq!(
+            keys.depth(KeyType::P256v1),
+            0,
+            "refilled beside a live load"
+        );
+        for _ in 0..200 {
+            if keys.depth(KeyType::P256v1) == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(
+            keys.depth(KeyType::P256v1),
+            2,
+            "refilled once the load paused"
+        );
+        stop.cancel();
+        refiller.await.unwrap();
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ pub mod dead;
 pub mod housekeeping;
 pub mod job;
 pub mod keys;
+mod spare_cpu;
 
 use std::future::Future;
 use std::sync::Arc;
