@@ -57,7 +57,13 @@ pub async fn run(
     // hyper's own limits sit above ours (`head_within_limits`), as a backstop: its refusals
     // come without a body, and `Io` has to rewrite them.
     let mut builder = hyper::server::conn::http1::Builder::new();
+    // half_close: hyper does not read ahead while a request is in progress (it would do so
+    // only to notice a client that hung up). That read-ahead grew a second 8 KiB read buffer
+    // for every open request: 376 MB of a 10,000-open-creates heap profile. A client that
+    // hangs up is still noticed when its answer is written, and an accepted create goes on
+    // either way.
     builder
+        .half_close(true)
         .max_buf_size((2 * limits.max_head_bytes).max(16 * 1024))
         .max_headers(limits.max_headers + 16)
         .header_read_timeout(None);
