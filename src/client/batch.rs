@@ -33,6 +33,7 @@ use super::input::{self, Format};
 use super::item::{Item, derive_key, errors_or};
 use super::output::{self, partial_path};
 use super::progress::Progress;
+use super::record::Output;
 use super::state::{self, PartialWriter};
 use super::{Api, Budgets, follow, singles};
 
@@ -211,7 +212,7 @@ async fn run_group(
     api: &Api,
     budgets: &Budgets,
     group: Vec<Item>,
-) -> Result<Vec<Value>, GroupError> {
+) -> Result<Vec<Output>, GroupError> {
     let url = api.csrs_url("/batches");
     let mut outputs = Vec::new();
     // Submissions still to make, the next one last.
@@ -244,10 +245,12 @@ async fn run_group(
                 pending.push(second);
                 pending.push(items);
             }
-            413 => outputs.push(json!({"line": items[0].line, "errors": errors_or(
-                &answer.json()["errors"],
-                "the API refused this line as too large (413)",
-            )})),
+            413 => outputs.push(Output::from_value(
+                json!({"line": items[0].line, "errors": errors_or(
+                    &answer.json()["errors"],
+                    "the API refused this line as too large (413)",
+                )}),
+            )),
             400 => settle_refused(&answer.json(), items, &mut outputs, &mut pending),
             422 => {
                 return Err(CallFailed(
@@ -275,7 +278,7 @@ async fn run_group(
 pub(super) fn settle_refused(
     answer: &Value,
     items: Vec<Item>,
-    outputs: &mut Vec<Value>,
+    outputs: &mut Vec<Output>,
     pending: &mut Vec<Vec<Item>>,
 ) {
     match rejected_items(answer, items.len()) {
@@ -283,7 +286,9 @@ pub(super) fn settle_refused(
             let mut kept = Vec::new();
             for (index, item) in items.into_iter().enumerate() {
                 match rejected.get(&index) {
-                    Some(errors) => outputs.push(json!({"line": item.line, "errors": errors})),
+                    Some(errors) => outputs.push(Output::from_value(
+                        json!({"line": item.line, "errors": errors}),
+                    )),
                     None => kept.push(item),
                 }
             }
@@ -294,7 +299,7 @@ pub(super) fn settle_refused(
             outputs.extend(
                 items
                     .iter()
-                    .map(|item| json!({"line": item.line, "errors": errors})),
+                    .map(|item| Output::from_value(json!({"line": item.line, "errors": errors}))),
             );
         }
     }

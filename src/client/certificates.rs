@@ -19,6 +19,7 @@ use super::input::{self, Format, InputLine};
 use super::item::Item;
 use super::output::{self, Summary, partial_path};
 use super::progress::Progress;
+use super::record::Output;
 use super::state::{self, PartialWriter};
 use super::{Api, Budgets};
 use crate::domain::key_material::{holds_private_key, json_holds_private_key};
@@ -175,7 +176,7 @@ async fn upload_group(
     api: &Api,
     budgets: &Budgets,
     group: Vec<Item>,
-) -> Result<Vec<Value>, CallFailed> {
+) -> Result<Vec<Output>, CallFailed> {
     let url = api.certificates_url("/bulk");
     let mut outputs = Vec::new();
     let mut pending = vec![group];
@@ -208,7 +209,9 @@ async fn upload_group(
                     )));
                 }
                 for (item, r) in items.iter().zip(stored) {
-                    outputs.push(json!({"line": item.line, "id": r["id"], "custom_csr_id": r["custom_csr_id"]}));
+                    outputs.push(Output::from_value(
+                        json!({"line": item.line, "id": r["id"], "custom_csr_id": r["custom_csr_id"]}),
+                    ));
                 }
             }
             413 if items.len() > 1 => {
@@ -219,7 +222,7 @@ async fn upload_group(
             // One item alone is too large: it fails as its line, and the run goes on (sent
             // again, it would stop every run here for ever).
             413 => outputs.extend(items.iter().map(|item| {
-                json!({"line": item.line, "errors": [{"code": 1400, "message": "too large for the bulk route: not stored"}]})
+                Output::from_value(json!({"line": item.line, "errors": [{"code": 1400, "message": "too large for the bulk route: not stored"}]}))
             })),
             400 => settle_refused(&answer.json(), items, &mut outputs, &mut pending),
             status => {

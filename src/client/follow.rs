@@ -6,10 +6,12 @@
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::http::{self, Answer, Call, CallFailed, limits};
 use super::item::{Item, errors_or};
+use super::record::Output;
 use super::{Api, Budgets};
 
 /// Results asked for per page. A result is at most ~95 KB (150 SANs of 253 characters, in
@@ -41,8 +43,9 @@ struct ResultEntry {
     #[serde(default)]
     id: Value,
     status: String,
+    /// Passed on as the API wrote it (see `record`).
     #[serde(default)]
-    result: Value,
+    result: Option<Box<RawValue>>,
     #[serde(default)]
     errors: Value,
 }
@@ -53,7 +56,7 @@ pub async fn collect(
     budgets: &Budgets,
     accepted: &Answer,
     items: &[Item],
-) -> Result<Vec<Value>, CallFailed> {
+) -> Result<Vec<Output>, CallFailed> {
     let mut state = accepted
         .parse::<Envelope<BatchState>>("submitting a batch")?
         .result;
@@ -106,8 +109,8 @@ async fn results(
     id: &str,
     url: &str,
     items: &[Item],
-) -> Result<Vec<Value>, CallFailed> {
-    let mut outputs: Vec<Option<Value>> = vec![None; items.len()];
+) -> Result<Vec<Output>, CallFailed> {
+    let mut outputs: Vec<Option<Output>> = vec![None; items.len()];
     let mut found = 0;
     for page in 1..=items.len().div_ceil(PER_PAGE) {
         let answer = get(
@@ -147,26 +150,26 @@ async fn results(
     Ok(outputs.into_iter().flatten().collect())
 }
 
-fn output(batch: &str, entry: ResultEntry, items: &[Item]) -> Result<Value, CallFailed> {
+fn output(batch: &str, entry: ResultEntry, items: &[Item]) -> Result<Output, CallFailed> {
     let line = items[entry.index].line;
     Ok(match entry.status.as_str() {
-        "created" => {
-            let Value::Object(mut csr) = entry.result else {
-                return Err(CallFailed(format!(
+        "created" => entry
+            .result
+            .as_deref()
+            .and_then(|csr| Output::created(line, csr))
+            .ok_or_else(|| {
+                CallFailed(format!(
                     "batch {batch}: item {} is created but its result is not a CSR",
                     entry.index
-                )));
-            };
-            csr.insert("line".into(), json!(line));
-            Value::Object(csr)
-        }
-        "deleted" => {
-            json!({"line": line, "id": entry.id, "errors": [{"code": 1419, "message": "created, then deleted"}]})
-        }
-        status => json!({"line": line, "id": entry.id, "errors": errors_or(
+                ))
+            })?,
+        "deleted" => Output::from_value(
+            json!({"line": line, "id": entry.id, "errors": [{"code": 1419, "message": "created, then deleted"}]}),
+        ),
+        status => Output::from_value(json!({"line": line, "id": entry.id, "errors": errors_or(
             &entry.errors,
             &format!("the item ended {status:?} without errors"),
-        )}),
+        )})),
     })
 }
 

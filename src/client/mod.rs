@@ -8,6 +8,7 @@ pub mod input;
 mod item;
 pub mod output;
 pub mod progress;
+pub mod record;
 mod singles;
 pub mod state;
 

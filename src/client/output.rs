@@ -9,9 +9,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::input::InputLine;
+use super::record::Output;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
@@ -77,7 +78,7 @@ fn same_file(input_real: &Path, input_meta: &std::fs::Metadata, other: &Path) ->
 pub fn write(
     output: &Path,
     lines: &[InputLine],
-    settled: &mut HashMap<usize, Value>,
+    settled: &mut HashMap<usize, Output>,
 ) -> anyhow::Result<Summary> {
     let (tmp_path, file) = create_temporary(output)?;
     let written = write_lines(file, lines, settled)
@@ -114,7 +115,7 @@ fn create_temporary(output: &Path) -> anyhow::Result<(PathBuf, std::fs::File)> {
 fn write_lines(
     file: std::fs::File,
     lines: &[InputLine],
-    settled: &mut HashMap<usize, Value>,
+    settled: &mut HashMap<usize, Output>,
 ) -> anyhow::Result<Summary> {
     let mut summary = Summary {
         created: 0,
@@ -123,19 +124,21 @@ fn write_lines(
     let mut out = std::io::BufWriter::new(file);
     for l in lines {
         let entry = match &l.body {
-            Err(reason) => {
-                json!({"line": l.line, "errors": [{"code": 1400, "message": format!("line {}: {reason}", l.line)}]})
-            }
-            Ok(_) => settled.remove(&l.line).unwrap_or_else(
-                || json!({"line": l.line, "errors": [{"code": 1500, "message": "no result"}]}),
+            Err(reason) => Output::from_value(
+                json!({"line": l.line, "errors": [{"code": 1400, "message": format!("line {}: {reason}", l.line)}]}),
             ),
+            Ok(_) => settled.remove(&l.line).unwrap_or_else(|| {
+                Output::from_value(
+                    json!({"line": l.line, "errors": [{"code": 1500, "message": "no result"}]}),
+                )
+            }),
         };
-        if entry.get("errors").is_some() {
+        if entry.failed() {
             summary.failed += 1;
         } else {
             summary.created += 1;
         }
-        serde_json::to_writer(&mut out, &entry)?;
+        out.write_all(entry.json().as_bytes())?;
         out.write_all(b"\n")?;
     }
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;

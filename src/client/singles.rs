@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::http::{self, Call, CallFailed, limits};
 use super::item::{Item, derive_key, errors_or};
 use super::progress::Progress;
+use super::record::Output;
 use super::state::PartialWriter;
 use super::{Api, Budgets};
 
@@ -32,7 +33,7 @@ pub async fn run(
         tasks.spawn(async move {
             let _permit = semaphore.acquire_owned().await;
             let output = create_one(&api, &budgets, &item).await?;
-            writer.append(std::slice::from_ref(&output))?;
+            writer.append(&[Output::from_value(output)])?;
             progress.advance(1);
             anyhow::Ok(())
         });

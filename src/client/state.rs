@@ -15,9 +15,11 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::input::InputLine;
+use super::record::Output;
 
 /// Appends settled output lines to the state file, whole lines at a time.
 pub struct PartialWriter {
@@ -39,18 +41,19 @@ impl PartialWriter {
         })
     }
 
-    /// Records the outputs (each carries its `line`).
-    pub fn append(&self, outputs: &[Value]) -> anyhow::Result<()> {
-        let mut text = String::new();
+    /// Records the outputs, each as the text it is (never parsed again here).
+    pub fn append(&self, outputs: &[Output]) -> anyhow::Result<()> {
+        use std::fmt::Write as _;
+        let mut text = String::with_capacity(outputs.iter().map(|o| o.json().len() + 120).sum());
         for output in outputs {
-            let line = output["line"].as_u64().unwrap_or(0) as usize;
-            let entry = json!({
-                "line": line,
-                "line_sha256": self.digests.get(&line).map_or("", String::as_str),
-                "output": output,
-            });
-            text.push_str(&entry.to_string());
-            text.push('\n');
+            let digest = self.digests.get(&output.line).map_or("", String::as_str);
+            // The digest is hex: nothing in it needs escaping.
+            let _ = writeln!(
+                text,
+                r#"{{"line":{},"line_sha256":"{digest}","output":{}}}"#,
+                output.line,
+                output.json()
+            );
         }
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
         file.write_all(text.as_bytes())?;
@@ -65,7 +68,7 @@ pub fn load(
     path: &Path,
     input: &Path,
     lines: &[InputLine],
-) -> anyhow::Result<HashMap<usize, Value>> {
+) -> anyhow::Result<HashMap<usize, Output>> {
     let text = match std::fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
@@ -78,14 +81,21 @@ pub fn load(
         path.display()
     );
     let mut settled = HashMap::new();
+    #[derive(Deserialize)]
+    struct Entry<'a> {
+        line: Option<usize>,
+        line_sha256: Option<String>,
+        #[serde(borrow)]
+        output: Option<&'a RawValue>,
+    }
     for entry in text
         .split(|&b| b == b'\n')
-        .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
+        .filter_map(|l| serde_json::from_slice::<Entry<'_>>(l).ok())
     {
-        let Some(line) = entry["line"].as_u64().map(|n| n as usize) else {
+        let Some(line) = entry.line else {
             continue;
         };
-        let Some(recorded) = entry["line_sha256"].as_str() else {
+        let Some(recorded) = entry.line_sha256.as_deref() else {
             bail!(
                 "{} was written by an earlier csrd that did not record what each input line \
                  was, so it cannot tell whether {} changed since: finish the run with that \
@@ -101,7 +111,10 @@ pub fn load(
                 path.display()
             );
         }
-        settled.insert(line, entry["output"].clone());
+        let Some(output) = entry.output else {
+            continue;
+        };
+        settled.insert(line, Output::recorded(line, output));
     }
     Ok(settled)
 }
@@ -110,6 +123,7 @@ pub fn load(
 mod tests {
     use super::*;
     use crate::client::input::{Format, parse};
+    use serde_json::json;
 
     fn scratch() -> std::path::PathBuf {
         let dir =
@@ -125,7 +139,10 @@ mod tests {
         let before = parse(&b"{\"a\":1}\n{\"a\":2}\n"[..], Format::Jsonl).unwrap();
         let writer = PartialWriter::open(&partial, &before).unwrap();
         writer
-            .append(&[json!({"line": 1, "id": "x"}), json!({"line": 2, "id": "y"})])
+            .append(&[
+                Output::from_value(json!({"line": 1, "id": "x"})),
+                Output::from_value(json!({"line": 2, "id": "y"})),
+            ])
             .unwrap();
         std::fs::OpenOptions::new()
             .append(true)
@@ -136,7 +153,7 @@ mod tests {
         let input = Path::new("in.jsonl");
         let settled = load(&partial, input, &before).unwrap();
         assert_eq!(settled.len(), 2, "the entry cut short is ignored");
-        assert_eq!(settled[&2], json!({"line": 2, "id": "y"}));
+        assert_eq!(settled[&2].to_value(), json!({"line": 2, "id": "y"}));
 
         let after = parse(&b"{\"a\":1}\n{\"a\":3}\n"[..], Format::Jsonl).unwrap();
         let err = load(&partial, input, &after).unwrap_err().to_string();
