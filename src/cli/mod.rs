@@ -1,6 +1,6 @@
 //! Command-line interface: the top-level clap definitions and the dispatcher that hands each
 //! subcommand to the module owning it. Subcommand names, flags and output lines are contracts
-//! that scripts, the compose file and operators rely on (README, "Commands"): change them only
+//! that scripts, the compose file and operators rely on (docs/operations.md, "Commands"): change them only
 //! deliberately.
 
 mod agent;
@@ -9,6 +9,7 @@ mod batch;
 mod bench;
 mod certs;
 mod credentials;
+pub mod examples;
 mod kek;
 mod keys;
 mod recipient;
@@ -17,7 +18,7 @@ mod session;
 mod tenant;
 mod text;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::audit::Actor;
 use crate::settings::{DbSettings, OperatorSettings, Settings};
@@ -32,6 +33,14 @@ use crate::startup::Role;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The command line, parsed by clap with each command's example in its `--help`.
+    pub fn parse_with_examples() -> Self {
+        let matches = examples::with_examples(Self::command()).get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
 }
 
 #[derive(Debug, Subcommand)]
