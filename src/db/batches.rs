@@ -260,12 +260,19 @@ pub async fn results(
         .iter()
         .map(|i| CsrId::for_batch_item(batch.id.0, *i).0)
         .collect();
+    // A batch with no failed item (as read when the request began) skips the failures'
+    // index: one probe less per item, most batches' case.
+    let (failure, failures_join) = if batch.failed > 0 {
+        ("f.reason", "LEFT JOIN failed_jobs f ON f.id = o.id")
+    } else {
+        ("NULL::text", "")
+    };
     let sql = format!(
-        "SELECT o.id AS item_csr_id, f.reason AS failure, c.id IS NOT NULL AS created,
+        "SELECT o.id AS item_csr_id, {failure} AS failure, c.id IS NOT NULL AS created,
                 {PUBLIC_COLUMNS_OF_C}
          FROM unnest($1::uuid[]) WITH ORDINALITY AS o(id, n)
          LEFT JOIN custom_csrs c ON c.id = o.id
-         LEFT JOIN failed_jobs f ON f.id = o.id
+         {failures_join}
          ORDER BY o.n"
     );
     let rows = client

@@ -21,13 +21,17 @@ use crate::domain::KeyType;
 
 /// How long the refiller rests when the pools are full or every keygen slot is busy.
 const REFILL_PAUSE: Duration = Duration::from_millis(20);
-/// Beside live jobs, the refiller runs only on spare cores: under a steady load (a batch, a
-/// stream of P-256 creates) a free keygen slot between two chunks is not idleness. An RSA
-/// refill step there took a core from the load for up to half a second (RSA-4096); a P-256
-/// batch after an RSA burst ran beside 32 RSA-2048 refills. A lone client making RSA keys one
-/// at a time leaves a core idle, and the refill keeps using it.
+/// Beside live jobs, the refiller tops up the RSA pools only, and only on spare cores: under a
+/// steady load (a batch, a stream of P-256 creates) a free keygen slot between two chunks is
+/// not idleness. An RSA refill step there took a core from the load for up to half a second
+/// (RSA-4096); a P-256 batch after an RSA burst ran beside 32 RSA-2048 refills. A lone client
+/// making RSA keys one at a time leaves a core idle, and the refill uses it (every other
+/// interval: its own steps count as busy, so a machine it saturates stops it).
 const REFILL_SPARE_CORES: f64 = 0.75;
-/// With no live job taking a key for this long, the refiller runs whatever the CPU says.
+/// With no live job taking a key for this long, the refiller tops up every pool. The EC pools
+/// wait for it: their keys take microseconds to make inline, and refilling them beside a
+/// stream of P-256 creates cost more than it saved (0.29 against 0.21 ms of csrd CPU per
+/// create, `scripts/bench --only p256`).
 const REFILL_QUIET: Duration = Duration::from_millis(250);
 /// Keys made per refill step: a step holds a keygen slot for a few milliseconds (one RSA key
 /// of any size, 64 P-256 keys or 16 P-384 keys), so a live create waits at most that long
@@ -167,10 +171,13 @@ impl KeySource {
         self.pool(key_type).lock().len()
     }
 
-    /// Tops the pools up one step (one RSA key, or a few EC keys), slowest first. Blocking.
-    /// Returns whether there was anything to do.
-    fn refill_step(&self) -> bool {
+    /// Tops the pools up one step (one RSA key, or a few EC keys), slowest first; the RSA
+    /// pools only when `rsa_only`. Blocking. Returns whether there was anything to do.
+    fn refill_step(&self, rsa_only: bool) -> bool {
         for key_type in REFILL_ORDER {
+            if rsa_only && key_type.rsa_bits().is_none() {
+                continue;
+            }
             let pool = self.pool(key_type);
             let wanted = pool.missing().min(refill_step_keys(key_type));
             if wanted == 0 {
@@ -201,7 +208,8 @@ impl KeySource {
         }
         let mut cpu = SpareCpu::new();
         while !stop.is_cancelled() {
-            let allowed = self.quiet()
+            let quiet = self.quiet();
+            let allowed = quiet
                 || cpu
                     .spare_cores()
                     .is_some_and(|spare| spare >= REFILL_SPARE_CORES);
@@ -213,15 +221,12 @@ impl KeySource {
             let worked = match idle {
                 Some(permit) => {
                     let this = self.clone();
-                    let started = Instant::now();
-                    let worked = tokio::task::spawn_blocking(move || {
+                    tokio::task::spawn_blocking(move || {
                         let _permit = permit;
-                        this.refill_step()
+                        this.refill_step(!quiet)
                     })
                     .await
-                    .unwrap_or(false);
-                    cpu.note_own_work(started.elapsed());
-                    worked
+                    .unwrap_or(false)
                 }
                 None => false,
             };
@@ -245,7 +250,7 @@ mod tests {
             p256: 3,
             ..Default::default()
         });
-        while keys.refill_step() {}
+        while keys.refill_step(false) {}
         assert_eq!(keys.depth(KeyType::P256v1), 3);
         let taken: Vec<Vec<u8>> = (0..5)
             .map(|_| {
@@ -266,7 +271,7 @@ mod tests {
     #[test]
     fn size_zero_disables_the_pool() {
         let keys = KeySource::new(KeyPoolSizes::default());
-        assert!(!keys.refill_step());
+        assert!(!keys.refill_step(false));
         assert_eq!(keys.depth(KeyType::Rsa2048), 0);
         assert!(keys.take(KeyType::P256v1).is_ok(), "generated on demand");
     }
@@ -302,6 +307,21 @@ mod tests {
         );
         stop.cancel();
         refiller.await.unwrap();
+    }
+
+    #[test]
+    fn a_step_beside_live_jobs_tops_up_rsa_pools_only() {
+        let keys = KeySource::new(KeyPoolSizes {
+            rsa2048: 1,
+            p256: 2,
+            ..Default::default()
+        });
+        assert!(keys.refill_step(true));
+        assert_eq!(keys.depth(KeyType::Rsa2048), 1);
+        assert!(!keys.refill_step(true), "the P-256 pool waits for a pause");
+        assert_eq!(keys.depth(KeyType::P256v1), 0);
+        assert!(keys.refill_step(false));
+        assert_eq!(keys.depth(KeyType::P256v1), 2);
     }
 
     #[tokio::test]

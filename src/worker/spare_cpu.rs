@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 /// Samples closer together than this say little (the kernel counts in 10 ms ticks).
 const MIN_INTERVAL: Duration = Duration::from_millis(200);
 
+/// The caller's own work counts as busy like any other: counting it as spare (it would yield)
+/// kept a refill running on a saturated machine, since whatever it took from the load showed
+/// up as its own.
 pub struct SpareCpu {
     last: Option<(Instant, Ticks)>,
     spare_cores: Option<f64>,
-    /// Core time spent by the caller's own deferrable work since the last sample: counted as
-    /// spare, since that work stops as soon as someone else needs the cores.
-    own: Duration,
 }
 
 #[derive(Clone, Copy)]
@@ -29,13 +29,7 @@ impl SpareCpu {
         Self {
             last: read().map(|t| (Instant::now(), t)),
             spare_cores: None,
-            own: Duration::ZERO,
         }
-    }
-
-    /// Records `busy` of the caller's own deferrable work (one core for that long).
-    pub fn note_own_work(&mut self, busy: Duration) {
-        self.own += busy;
     }
 
     /// Idle cores over the last interval of at least [`MIN_INTERVAL`]; `None` where the
@@ -46,12 +40,10 @@ impl SpareCpu {
             .last
             .is_none_or(|(at, _)| now.duration_since(at) >= MIN_INTERVAL);
         if due && let Some(ticks) = read() {
-            if let Some((at, before)) = self.last {
-                let own = self.own.as_secs_f64() / now.duration_since(at).as_secs_f64().max(1e-3);
-                self.spare_cores = spare(before, ticks, cores()).map(|idle| idle + own);
+            if let Some((_, before)) = self.last {
+                self.spare_cores = spare(before, ticks, cores());
             }
             self.last = Some((now, ticks));
-            self.own = Duration::ZERO;
         }
         self.spare_cores
     }
