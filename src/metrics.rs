@@ -1,9 +1,9 @@
 //! Process-wide Prometheus metrics, served at `/metrics` on the admin listener.
 //!
-//! Recorded with the `metrics` facade and rendered by `metrics-exporter-prometheus`, so
-//! histograms (request latency, key generation time, items per chunk) come with buckets. Every
-//! metric csrd exports is named here, once, with its help text; the README's metrics table and
-//! the Grafana dashboard (checked against a real scrape by `tests/api/metrics.rs`) follow it.
+//! Recorded with the `metrics` facade and rendered by `metrics-exporter-prometheus`, so histograms
+//! (request latency, key generation time, items per chunk) come with buckets. Every metric csrd
+//! exports is named here, once, with its help text; the metrics table of docs/operations.md and the
+//! Grafana dashboard (checked against a real scrape by `tests/api/metrics.rs`) follow it.
 //!
 //! Gauges that are cheaper to read than to maintain (the Postgres pool) are sampled just
 //! before each scrape; the broker's queue depths are sampled every few seconds by

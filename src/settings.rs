@@ -1,6 +1,7 @@
-//! Runtime settings, from flags or the environment. The variable names are contracts (README,
-//! "Configuration"): the compose file and operators' scripts set them. This is the one place
-//! the service reads its environment (`csrd batch`, a client, reads its token variables itself).
+//! Runtime settings, from flags or the environment. The variable names are contracts
+//! (docs/operations.md, "Configuration"): the compose file and operators' scripts set them. This is
+//! the one place the service reads its environment (`csrd batch`, a client, reads its token
+//! variables itself).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -146,7 +147,7 @@ pub struct WorkerSettings {
     pub idempotency_ttl_hours: u32,
 }
 
-/// Per-tenant limits (README, "Limits and abuse", gives each default's reason).
+/// Per-tenant limits (docs/operations.md, "Limits and abuse", gives each default's reason).
 #[derive(Debug, Clone, Args)]
 pub struct TenantSettings {
     /// Requests per second per account or zone, across every ingress (a batch counts one per
@@ -196,7 +197,7 @@ pub struct TenantSettings {
     pub tenant_certificate_bytes: i64,
 }
 
-/// The listeners, and the public one's connection limits (README, "Limits and abuse").
+/// The listeners, and the public one's connection limits (docs/operations.md, "Limits and abuse").
 #[derive(Debug, Clone, Args)]
 pub struct HttpSettings {
     /// HTTP listen address (ingress).

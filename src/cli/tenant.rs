@@ -39,7 +39,7 @@ impl TenantFilter {
 
 #[derive(Debug, Subcommand)]
 pub enum TenantCommand {
-    /// Per-tenant overrides of the defaults (README, "Limits and abuse").
+    /// Per-tenant overrides of the defaults (docs/operations.md, "Limits and abuse").
     #[command(subcommand)]
     Limits(LimitsCommand),
 }

@@ -1,11 +1,11 @@
 //! Private key generation: the one place that decides which crate makes keys.
 //!
-//! RSA-2048 comes from the `rsa` crate (0.10), the fastest keygen measured on our hardware
-//! (see README, "Performance"). RUSTSEC-2023-0071 (Marvin) is a timing side channel in the
-//! `rsa` crate's *decryption and signing*; csrd uses `rsa` only to generate the key and does
+//! RSA-2048 comes from the `rsa` crate (0.10), the fastest keygen measured on our hardware (see
+//! docs/performance.md, "Key generation"). RUSTSEC-2023-0071 (Marvin) is a timing side channel in
+//! the `rsa` crate's *decryption and signing*; csrd uses `rsa` only to generate the key and does
 //! every signature with ring (constant-time) through rcgen, so the advisory does not reach us.
-//! P-256 and P-384 keys come from ring through rcgen. Every RSA size (2048, 3072, 4096) is
-//! made the same way and its CSR signed with SHA-256; P-384's with ECDSA-SHA384.
+//! P-256 and P-384 keys come from ring through rcgen. Every RSA size (2048, 3072, 4096) is made the
+//! same way and its CSR signed with SHA-256; P-384's with ECDSA-SHA384.
 
 use std::fmt;
 

@@ -4,7 +4,7 @@
 //! csrd never accepts key material: the key is the CSR's, so `custom_csr_id` is required and
 //! `private_key` is refused. Fields that mean nothing here (`geo_restrictions`, `policy`,
 //! `deploy`, `type`) are validated as Cloudflare validates them and stored or ignored; the
-//! README says which.
+//! docs/certificates.md says which.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};

@@ -58,14 +58,14 @@ impl KeyType {
         matches!(self, KeyType::Rsa2048 | KeyType::P256v1)
     }
 
-    /// What one create of this key type costs, in the unit csrd's scheduling counts in: the
-    /// machine time of one P-256 create. A P-256 create takes about 0.22 ms of the whole
-    /// 2-core machine (keygen, signing, sealing, its share of the row, the message and the
-    /// commit). The others are their keygen time over P-256's, measured with `csrd bench
-    /// keygen --threads 2` (README, "Performance"): RSA-2048 about 60 ms (the search for two
-    /// primes, 20 to 200 ms), RSA-3072 about four times that, RSA-4096 about ten times, P-384
-    /// about four times P-256. Fair share, batch chunks and the ingress window all count in
-    /// these units; the worker's own scheduler charges measured time instead.
+    /// What one create of this key type costs, in the unit csrd's scheduling counts in: the machine
+    /// time of one P-256 create. A P-256 create takes about 0.22 ms of the whole 2-core machine
+    /// (keygen, signing, sealing, its share of the row, the message and the commit). The others are
+    /// their keygen time over P-256's, measured with `csrd bench keygen --threads 2`
+    /// (docs/performance.md, "Key generation"): RSA-2048 about 60 ms (the search for two primes, 20
+    /// to 200 ms), RSA-3072 about four times that, RSA-4096 about ten times, P-384 about four times
+    /// P-256. Fair share, batch chunks and the ingress window all count in these units; the
+    /// worker's own scheduler charges measured time instead.
     pub fn cost(self) -> u32 {
         match self {
             KeyType::Rsa2048 => 256,

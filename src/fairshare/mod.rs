@@ -1,4 +1,4 @@
-//! Sharing the machine between tenants by scheduling, not by caps (README, "Limits and
+//! Sharing the machine between tenants by scheduling, not by caps (docs/operations.md, "Limits and
 //! abuse"). One rule everywhere, start-time fair queuing over per-tenant lines ([`clock`]):
 //! with one tenant active it gets everything; with several, each freed unit goes to the
 //! tenant furthest behind its weighted share.

@@ -1,7 +1,7 @@
-//! Per-tenant limits at the ingress. They stop abuse; they do not ration throughput: a lone
-//! tenant at the defaults gets the whole machine, and tenants share it by scheduling
-//! ([`crate::fairshare`]), not by caps (README, "Limits and abuse", says why each default is
-//! what it is).
+//! Per-tenant limits at the ingress. They stop abuse; they do not ration throughput: a lone tenant
+//! at the defaults gets the whole machine, and tenants share it by scheduling
+//! ([`crate::fairshare`]), not by caps (docs/operations.md, "Limits and abuse", says why each
+//! default is what it is).
 //!
 //! - **Rate**: requests per second per tenant, shared by every ingress (see
 //!   [`crate::fairshare::rate`]). A request costs 1; a batch costs one per MiB it carries.

@@ -44,11 +44,11 @@ fn refill_step_keys(key_type: KeyType) -> usize {
     }
 }
 
-/// The order pools are topped up in: the slowest keys first, where a pooled key saves most.
+/// Ties between pools equally full go to the first here: the default type, then by size.
 const REFILL_ORDER: [KeyType; 5] = [
-    KeyType::Rsa4096,
-    KeyType::Rsa3072,
     KeyType::Rsa2048,
+    KeyType::Rsa3072,
+    KeyType::Rsa4096,
     KeyType::P384,
     KeyType::P256v1,
 ];
@@ -73,6 +73,14 @@ impl Pool {
 
     fn missing(&self) -> usize {
         self.capacity.saturating_sub(self.lock().len())
+    }
+
+    /// The share of the pool that holds keys, 0 to 1 (1 for a disabled pool).
+    fn filled(&self) -> f64 {
+        if self.capacity == 0 {
+            return 1.0;
+        }
+        self.lock().len() as f64 / self.capacity as f64
     }
 }
 
@@ -171,31 +179,36 @@ impl KeySource {
         self.pool(key_type).lock().len()
     }
 
-    /// Tops the pools up one step (one RSA key, or a few EC keys), slowest first; the RSA
-    /// pools only when `rsa_only`. Blocking. Returns whether there was anything to do.
+    /// Tops the pools up one step (one RSA key, or a few EC keys), the emptiest pool (by the
+    /// share of its size) first; the RSA pools only when `rsa_only`. Blocking. Returns whether
+    /// there was anything to do.
+    ///
+    /// Emptiest first, not slowest first: slowest first kept the default type's pool empty for
+    /// as long as the RSA-4096 and RSA-3072 pools took to fill (about 14 s of a core here), so
+    /// RSA-2048 creates soon after a start or a burst waited for keygen (`scripts/bench`, the
+    /// warm-pool row: p50 106 ms).
     fn refill_step(&self, rsa_only: bool) -> bool {
-        for key_type in REFILL_ORDER {
-            if rsa_only && key_type.rsa_bits().is_none() {
-                continue;
+        let emptiest = REFILL_ORDER
+            .into_iter()
+            .filter(|k| !rsa_only || k.rsa_bits().is_some())
+            .map(|k| (k, self.pool(k)))
+            .filter(|(_, pool)| pool.missing() > 0)
+            .min_by(|(_, a), (_, b)| a.filled().total_cmp(&b.filled()));
+        let Some((key_type, pool)) = emptiest else {
+            return false;
+        };
+        let wanted = pool.missing().min(refill_step_keys(key_type));
+        let made: Vec<PrivateKey> = (0..wanted)
+            .filter_map(|_| generate_key(key_type).ok())
+            .collect();
+        let mut keys = pool.lock();
+        for key in made {
+            if keys.len() < pool.capacity {
+                keys.push(key);
             }
-            let pool = self.pool(key_type);
-            let wanted = pool.missing().min(refill_step_keys(key_type));
-            if wanted == 0 {
-                continue;
-            }
-            let made: Vec<PrivateKey> = (0..wanted)
-                .filter_map(|_| generate_key(key_type).ok())
-                .collect();
-            let mut keys = pool.lock();
-            for key in made {
-                if keys.len() < pool.capacity {
-                    keys.push(key);
-                }
-            }
-            crate::metrics::key_pool_depth(key_type.as_str(), keys.len());
-            return true;
         }
-        false
+        crate::metrics::key_pool_depth(key_type.as_str(), keys.len());
+        true
     }
 
     /// Keeps the pools full until shutdown, at a lower priority than live jobs: a step runs
@@ -307,6 +320,26 @@ mod tests {
         );
         stop.cancel();
         refiller.await.unwrap();
+    }
+
+    #[test]
+    fn the_emptiest_pool_fills_first_and_the_default_type_wins_a_tie() {
+        let keys = KeySource::new(KeyPoolSizes {
+            rsa2048: 2,
+            rsa3072: 1,
+            ..Default::default()
+        });
+        assert!(keys.refill_step(true));
+        assert_eq!(
+            keys.depth(KeyType::Rsa2048),
+            1,
+            "both empty: the default type first"
+        );
+        assert!(keys.refill_step(true));
+        assert_eq!(keys.depth(KeyType::Rsa3072), 1, "half full against empty");
+        assert!(keys.refill_step(true));
+        assert_eq!(keys.depth(KeyType::Rsa2048), 2);
+        assert!(!keys.refill_step(false));
     }
 
     #[test]

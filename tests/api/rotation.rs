@@ -1,4 +1,4 @@
-//! The KEK rotation walkthrough of the README, run for real against the `csrd` binary: add a
+//! The KEK rotation walkthrough of docs/custody.md, run for real against the `csrd` binary: add a
 //! KEK (it decrypts), promote it (it encrypts), `kek rewrap` while the service keeps creating,
 //! `keys verify` with the new KEK alone, remove the old one.
 
