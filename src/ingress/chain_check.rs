@@ -192,15 +192,17 @@ impl ChainChecker {
                     .map(|c| c.as_ref().map_or(0, ParsedChain::heap_bytes))
                     .sum::<usize>();
                 if held > before {
-                    m.reservation.reserve_more(held - before).map_err(|never| {
-                        if never {
-                            CheckError::TooLarge {
-                                budget_mib: m.reservation.capacity() / (1024 * 1024),
+                    let budget_mib = m.reservation.capacity() / (1024 * 1024);
+                    m.reservation
+                        .reserve_more(held - before)
+                        .await
+                        .map_err(|never| {
+                            if never {
+                                CheckError::TooLarge { budget_mib }
+                            } else {
+                                CheckError::Refused(Refused::BatchMemory)
                             }
-                        } else {
-                            CheckError::Refused(Refused::BatchMemory)
-                        }
-                    })?;
+                        })?;
                 }
             }
             out.extend(group);

@@ -411,15 +411,18 @@ impl BodyReservation {
     }
 
     /// Reserves `extra` bytes beyond what is held (what parsing the body turned out to take
-    /// beyond what its bytes were charged for), if there is room now: a request holding
-    /// memory never waits for more. `Err(true)`: more than the whole budget (it can never
-    /// fit); `Err(false)`: no room now.
-    pub fn reserve_more(&mut self, extra: usize) -> Result<(), bool> {
+    /// beyond what its bytes were charged for): at once if there is room, else waiting only
+    /// if no other request holding memory waits ([`Reservation::grow_holding`]).
+    /// `Err(true)`: more than the whole budget (it can never fit); `Err(false)`: no room.
+    pub async fn reserve_more(&mut self, extra: usize) -> Result<(), bool> {
         let total = self.memory.bytes().saturating_add(extra as u64);
         if total > self.memory.capacity() {
             return Err(true);
         }
-        self.memory.try_grow_to(total).map_err(|_| false)
+        self.memory
+            .grow_holding(total, self.wait)
+            .await
+            .map_err(|_| false)
     }
 
     /// The whole budget's size.

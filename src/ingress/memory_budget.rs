@@ -50,6 +50,9 @@ struct State {
     reading: HashMap<u64, Reading>,
     /// Asks waiting, in arrival order.
     waiting: Vec<Waiter>,
+    /// The one request that may wait for more while it already holds what it needs beyond
+    /// its body ([`Reservation::grow_holding`]).
+    holder_waiting: Option<u64>,
     next_id: u64,
 }
 
@@ -98,6 +101,7 @@ impl MemoryBudget {
                 held: HashMap::new(),
                 reading: HashMap::new(),
                 waiting: Vec::new(),
+                holder_waiting: None,
                 next_id: 0,
             })),
             epoch: Instant::now(),
@@ -309,6 +313,31 @@ impl Reservation {
         }
     }
 
+    /// Grows the reservation to `total` bytes for a request whose body is read and that
+    /// needs more (what parsing it turned out to take). Room free now is taken at once.
+    /// Otherwise one such request at a time may wait, up to `wait`; the others are refused at
+    /// once. Two requests that each hold what the other needs would otherwise either wait for
+    /// each other or, refusing each other at once, both fail; this way the one that waits gets
+    /// what the refused ones give back.
+    pub async fn grow_holding(&mut self, total: u64, wait: Duration) -> Result<(), NoRoom> {
+        match self.try_grow_to(total) {
+            Err(NoRoom::Timeout) if total <= self.capacity() => {}
+            other => return other,
+        }
+        {
+            let mut state = self.budget.lock();
+            if state.holder_waiting.is_some_and(|id| id != self.id) {
+                return Err(NoRoom::Timeout);
+            }
+            state.holder_waiting = Some(self.id);
+        }
+        let _turn = HolderTurn {
+            budget: self.budget.clone(),
+            id: self.id,
+        };
+        self.grow_to(total, wait).await
+    }
+
     /// The body has `body_bytes` so far: it is arriving (not stalled) each time another
     /// [`PROGRESS_BYTES`] have come.
     pub fn progressed(&mut self, body_bytes: u64) {
@@ -335,6 +364,21 @@ impl Reservation {
     /// The whole budget's size.
     pub fn capacity(&self) -> u64 {
         self.budget.lock().capacity
+    }
+}
+
+/// The turn to wait while holding memory, given up when the wait ends or is abandoned.
+struct HolderTurn {
+    budget: MemoryBudget,
+    id: u64,
+}
+
+impl Drop for HolderTurn {
+    fn drop(&mut self) {
+        let mut state = self.budget.lock();
+        if state.holder_waiting == Some(self.id) {
+            state.holder_waiting = None;
+        }
     }
 }
 
@@ -435,6 +479,35 @@ mod tests {
             Err(NoRoom::Timeout),
             "more than the budget"
         );
+    }
+
+    #[tokio::test]
+    async fn of_two_holders_that_each_need_the_others_room_one_waits_and_gets_it() {
+        let budget = MemoryBudget::new(100);
+        let mut a = budget.reserve(&owner('a'));
+        let mut b = budget.reserve(&owner('b'));
+        a.grow_to(40, WAIT).await.unwrap();
+        b.grow_to(40, WAIT).await.unwrap();
+        a.done_reading();
+        b.done_reading();
+        let waiting =
+            tokio::spawn(
+                async move { a.grow_holding(70, Duration::from_secs(5)).await.map(|()| a) },
+            );
+        while budget.lock().holder_waiting.is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // a waits; b, holding what a needs, is refused at once instead of waiting too (or
+        // both being refused, as when neither could wait).
+        assert_eq!(b.grow_holding(70, WAIT).await, Err(NoRoom::Timeout));
+        drop(b);
+        let a = waiting.await.unwrap().expect("a got b's room");
+        assert_eq!(a.bytes(), 70);
+        assert_eq!(budget.lock().holder_waiting, None, "the turn is given back");
+        // More than the whole budget never waits.
+        let mut c = budget.reserve(&owner('c'));
+        assert_eq!(c.grow_holding(101, WAIT).await, Err(NoRoom::Timeout));
+        assert_eq!(budget.lock().holder_waiting, None);
     }
 
     #[tokio::test]

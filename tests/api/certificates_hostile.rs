@@ -800,7 +800,9 @@ async fn two_bulk_uploads_that_each_need_more_memory_do_not_wait_for_each_other(
     let (a, b) = tokio::join!(send(&bodies[0]), send(&bodies[1]));
     let statuses = [a.status, b.status];
     // Each holding its body's memory and waiting for the other's was how both ended 429
-    // after the 30 s wait; now the one that finds room goes on, the other is refused at once.
+    // after the 30 s wait; both refused at once when their parses interleaved was the next
+    // way. Now one of them may wait for room while it holds some, the other is refused at
+    // once (or finds room first), and the one waiting gets what that gives back.
     assert!(
         statuses.contains(&200),
         "{statuses:?}: {} / {}",
