@@ -60,7 +60,7 @@ pub async fn verify_keys(
             None => stored_keys_after(&**client, plan.owner.as_ref(), after, PAGE).await?,
         };
         let Some(last) = page.last() else { break };
-        after = Some(last.id);
+        after = Some(last.cursor());
         let full_page = page.len() as i64 == PAGE;
         let ids: Vec<uuid::Uuid> = page.iter().map(|k| k.id.0).collect();
         let chains = crate::db::certificates::chains_of(&**client, &ids).await?;

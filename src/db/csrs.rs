@@ -387,16 +387,16 @@ impl PageWalk {
 }
 
 /// The ORDER BY of a list. Every order ends with id, so ties never reorder between pages.
-/// `account_tag` is the same for every row of one tenant, which leaves id alone.
+/// `account_tag` is the same for every row of one tenant, which leaves the creation order
+/// (the tenant's (owner, created_at, id) index, so no index is kept for it alone).
 fn order_by(field: SortField, direction: Direction) -> String {
     let dir = match direction {
         Direction::Asc => "ASC",
         Direction::Desc => "DESC",
     };
     match field {
-        SortField::CreatedAt => format!("created_at {dir}, id {dir}"),
+        SortField::CreatedAt | SortField::AccountTag => format!("created_at {dir}, id {dir}"),
         SortField::Name => format!("name {dir}, id {dir}"),
-        SortField::AccountTag => format!("id {dir}"),
     }
 }
 
@@ -458,33 +458,57 @@ pub struct StoredKey {
     pub key_type: KeyType,
     pub csr_pem: String,
     pub sealed: SealedKey,
+    pub created_at: DateTime<Utc>,
 }
 
 pub(super) const STORED_KEY_COLUMNS: &str = "id, owner_kind, owner_id, key_type, csr_pem, envelope_version, \
-     kek_id, wrapped_dek, dek_nonce, key_nonce, key_ciphertext";
+     kek_id, wrapped_dek, dek_nonce, key_nonce, key_ciphertext, created_at";
 
-/// Up to `limit` stored keys after `after` in id order (of `owner`, or of everyone).
+/// Where a walk over stored keys is: the last key's creation time and id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyCursor {
+    pub created_at: DateTime<Utc>,
+    pub id: CsrId,
+}
+
+impl StoredKey {
+    /// Where a walk continues after this key.
+    pub fn cursor(&self) -> KeyCursor {
+        KeyCursor {
+            created_at: self.created_at,
+            id: self.id,
+        }
+    }
+}
+
+/// Up to `limit` stored keys after `after`: one tenant's in creation order (its
+/// (owner, created_at, id) index), everyone's in id order (the primary key).
 pub async fn stored_keys_after(
     client: &impl GenericClient,
     owner: Option<&Owner>,
-    after: Option<CsrId>,
+    after: Option<KeyCursor>,
     limit: i64,
 ) -> Result<Vec<StoredKey>, DbError> {
-    let after = after.map(|id| id.0).unwrap_or(uuid::Uuid::nil());
     let rows = match owner {
         Some(o) => {
+            let (created_at, id) = match after {
+                Some(c) => (Some(c.created_at), c.id.0),
+                None => (None, uuid::Uuid::nil()),
+            };
             client
                 .query(
                     &format!(
                         "SELECT {STORED_KEY_COLUMNS} FROM custom_csrs
-                         WHERE owner_kind = $1 AND owner_id = $2 AND id > $3
-                         ORDER BY id LIMIT $4"
+                         WHERE owner_kind = $1 AND owner_id = $2
+                           AND ($3::timestamptz IS NULL OR (created_at, id) > ($3, $4))
+                         ORDER BY created_at, id LIMIT $5"
                     ),
-                    &[&o.kind().as_str(), &o.id(), &after, &limit],
+                    &[&o.kind().as_str(), &o.id(), &created_at, &id, &limit],
                 )
                 .await?
         }
         None => {
+            let after = after.map_or(uuid::Uuid::nil(), |c| c.id.0);
             client
                 .query(
                     &format!(
@@ -537,6 +561,7 @@ pub(super) fn stored_key(row: &Row) -> Result<StoredKey, DbError> {
             key_nonce: row.get("key_nonce"),
             ciphertext: row.get("key_ciphertext"),
         },
+        created_at: row.get("created_at"),
     })
 }
 
@@ -591,6 +616,9 @@ mod tests {
             order_by(SortField::Name, Direction::Desc),
             "name DESC, id DESC"
         );
-        assert_eq!(order_by(SortField::AccountTag, Direction::Asc), "id ASC");
+        assert_eq!(
+            order_by(SortField::AccountTag, Direction::Asc),
+            "created_at ASC, id ASC"
+        );
     }
 }

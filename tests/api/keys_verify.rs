@@ -305,3 +305,59 @@ async fn keys_verify_checks_each_custom_certificate_against_the_decrypted_key() 
         swapped.stderr
     );
 }
+
+#[tokio::test]
+async fn one_tenants_keys_are_walked_a_page_at_a_time_each_once_in_creation_order() {
+    let app = spawn_app().await;
+    let a = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let b = app.token(&[ACCOUNT_B], &[], Permission::Write).await;
+    let mut mine = Vec::new();
+    for i in 0..7 {
+        let (owner, token) = if i % 3 == 2 {
+            (ACCOUNT_B, &b)
+        } else {
+            (ACCOUNT_A, &a)
+        };
+        let created = app
+            .create("accounts", owner, Auth::Bearer(token), &p256_body())
+            .await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        if owner == ACCOUNT_A {
+            mine.push(created.body["result"]["id"].as_str().unwrap().to_owned());
+        }
+    }
+    // Rows created in one batch chunk share a creation time: the walk must not skip or repeat
+    // them at a page boundary.
+    sql(
+        &app,
+        &format!(
+            "UPDATE custom_csrs SET created_at = '2026-01-01T00:00:00Z' WHERE id IN
+                 (SELECT id FROM custom_csrs WHERE owner_id = '{ACCOUNT_A}'
+                  ORDER BY created_at, id LIMIT 3)"
+        ),
+    )
+    .await;
+    let owner = csrd::domain::Owner::parse(csrd::domain::OwnerKind::Account, ACCOUNT_A).unwrap();
+    let client = app.pool.get().await.unwrap();
+    let (mut walked, mut after) = (Vec::new(), None);
+    loop {
+        let page = csrd::db::csrs::stored_keys_after(&**client, Some(&owner), after, 2)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.cursor());
+        walked.extend(page.iter().map(|k| k.id.0.to_string()));
+    }
+    let mut expected = mine.clone();
+    expected.sort();
+    let mut got = walked.clone();
+    got.sort();
+    assert_eq!(got, expected, "each of A's keys once, none of B's");
+    let in_order = csrd::db::csrs::stored_keys_after(&**client, Some(&owner), None, 100)
+        .await
+        .unwrap();
+    let order: Vec<String> = in_order.iter().map(|k| k.id.0.to_string()).collect();
+    assert_eq!(walked, order, "pages join into the creation order");
+    let one_tenant = verify(&app, &app.iso.keks.clone(), &["--account", ACCOUNT_A]).await;
+    assert_eq!(one_tenant.last_line, "5 verified, 0 failed");
+}

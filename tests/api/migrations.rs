@@ -4,7 +4,7 @@
 use csrd::db::{build_pool, migrate};
 use csrd_test_support::*;
 
-const ALL: [&str; 15] = [
+const ALL: [&str; 16] = [
     "V1__init",
     "V2__list_indexes",
     "V3__tenant_counts",
@@ -20,6 +20,7 @@ const ALL: [&str; 15] = [
     "V13__certificate_identity_and_caps",
     "V14__key_delivery",
     "V15__more_key_types",
+    "V16__one_index_fewer",
 ];
 
 async fn database() -> Isolation {
