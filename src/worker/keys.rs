@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::spare_cpu::SpareCpu;
+use super::spare_cpu::{SpareCpu, thread_cpu};
 use crate::fairshare::FairGate;
 
 use crate::crypto::{KeygenError, PrivateKey, generate_key};
@@ -25,8 +25,9 @@ const REFILL_PAUSE: Duration = Duration::from_millis(20);
 /// steady load (a batch, a stream of P-256 creates) a free keygen slot between two chunks is
 /// not idleness. An RSA refill step there took a core from the load for up to half a second
 /// (RSA-4096); a P-256 batch after an RSA burst ran beside 32 RSA-2048 refills. A lone client
-/// making RSA keys one at a time leaves a core idle, and the refill uses it (every other
-/// interval: its own steps count as busy, so a machine it saturates stops it).
+/// making RSA keys one at a time leaves a core idle, and the refill uses it (its own steps
+/// count as spare by the CPU they got, so a refill competing for the cores gets less than
+/// this and stops: [`SpareCpu`]).
 const REFILL_SPARE_CORES: f64 = 0.75;
 /// With no live job taking a key for this long, the refiller tops up every pool. The EC pools
 /// wait for it: their keys take microseconds to make inline, and refilling them beside a
@@ -234,12 +235,17 @@ impl KeySource {
             let worked = match idle {
                 Some(permit) => {
                     let this = self.clone();
-                    tokio::task::spawn_blocking(move || {
+                    let (worked, used) = tokio::task::spawn_blocking(move || {
                         let _permit = permit;
-                        this.refill_step(!quiet)
+                        let before = thread_cpu();
+                        let worked = this.refill_step(!quiet);
+                        let used = before.zip(thread_cpu()).map(|(b, a)| a.saturating_sub(b));
+                        (worked, used)
                     })
                     .await
-                    .unwrap_or(false)
+                    .unwrap_or((false, None));
+                    cpu.ran(used.unwrap_or_default());
+                    worked
                 }
                 None => false,
             };
