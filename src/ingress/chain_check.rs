@@ -15,8 +15,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use futures_util::StreamExt as _;
-
 use super::Refused;
 use super::limits::BodyReservation;
 use crate::crypto::chain::{self, ChainError, LeafFacts, Link, LinkKey, ParsedChain};
@@ -56,11 +54,22 @@ pub enum CheckError {
 /// charged three times its bytes; by the time its chains are parsed the body itself is gone
 /// and each item's text goes as it is parsed, so two of the three are theirs). What parsing
 /// takes beyond that (a leaf of a thousand short names holds fifteen times its bytes) is
-/// reserved as it is found, before more is parsed, and only if there is room at once: a
-/// request that holds memory never waits for more (two such would wait for each other).
+/// reserved as it is found, before more is parsed: at once if there is room, else by waiting
+/// only if no other request is waiting for memory
+/// ([`Reservation::grow_holding`](super::memory_budget::Reservation::grow_holding)): two
+/// requests that hold memory never wait for each other.
 pub struct ParseMemory<'a> {
     pub reservation: &'a mut BodyReservation,
     pub covered: usize,
+}
+
+/// A request's parse tasks in flight, stopped when the request ends first.
+struct Parsing<T>(std::collections::VecDeque<tokio::task::JoinHandle<T>>);
+
+impl<T> Drop for Parsing<T> {
+    fn drop(&mut self) {
+        self.0.iter().for_each(tokio::task::JoinHandle::abort);
+    }
 }
 
 /// Slot-sized parse groups of one request in flight at once, at most: what is parsed before
@@ -172,19 +181,34 @@ impl ChainChecker {
             }
         }
         let count = groups.iter().map(|(_, g)| g.len()).sum();
-        let mut parsed = futures_util::stream::iter(groups.into_iter().map(|(cost, group)| {
-            self.in_slot(owner, lane, cost, move || {
-                group
-                    .into_iter()
-                    .map(|c| chain::parse_chain(&c.certificate, &c.csr_spki, now))
-                    .collect::<Vec<_>>()
-            })
-        }))
-        .buffered(PARSE_AHEAD);
+        // Each group parses in a task of its own: it takes a CPU slot, parses and gives the
+        // slot back whether or not this loop is polling, so a wait for memory below never
+        // holds a slot (with a stream of futures, the next group's slot stayed taken, and its
+        // time charged, for as long as the wait).
+        let mut groups = groups.into_iter();
+        let mut in_flight = Parsing(std::collections::VecDeque::new());
         let mut out = Vec::with_capacity(count);
         let mut held = 0usize;
-        while let Some(group) = parsed.next().await {
-            let group = group?;
+        loop {
+            while in_flight.0.len() < PARSE_AHEAD
+                && let Some((cost, group)) = groups.next()
+            {
+                let (checker, owner) = (self.clone(), owner.clone());
+                in_flight.0.push_back(tokio::spawn(async move {
+                    checker
+                        .in_slot(&owner, lane, cost, move || {
+                            group
+                                .into_iter()
+                                .map(|c| chain::parse_chain(&c.certificate, &c.csr_spki, now))
+                                .collect::<Vec<_>>()
+                        })
+                        .await
+                }));
+            }
+            let Some(next) = in_flight.0.pop_front() else {
+                break;
+            };
+            let group = next.await??;
             if let Some(m) = memory.as_mut() {
                 let before = held.max(m.covered);
                 held += group

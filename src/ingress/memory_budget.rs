@@ -46,6 +46,10 @@ struct State {
     free: u64,
     /// Bytes each tenant holds.
     held: HashMap<Owner, u64>,
+    /// Bytes each reservation holds, by id, as granted here: what goes back when it is
+    /// dropped, even if a grant was sent that it never saw (it stopped waiting, or its future
+    /// was dropped, between the grant and its next poll).
+    holds: HashMap<u64, u64>,
     /// Reservations whose request is still reading its body (the ones that may be stopped).
     reading: HashMap<u64, Reading>,
     /// Asks waiting, in arrival order.
@@ -99,6 +103,7 @@ impl MemoryBudget {
                 capacity: capacity_bytes.max(1),
                 free: capacity_bytes.max(1),
                 held: HashMap::new(),
+                holds: HashMap::new(),
                 reading: HashMap::new(),
                 waiting: Vec::new(),
                 holder_waiting: None,
@@ -166,6 +171,7 @@ impl State {
     fn take(&mut self, id: u64, owner: &Owner, bytes: u64) {
         self.free -= bytes;
         *self.held.entry(owner.clone()).or_default() += bytes;
+        *self.holds.entry(id).or_default() += bytes;
         if let Some(r) = self.reading.get_mut(&id) {
             r.bytes += bytes;
         }
@@ -188,9 +194,16 @@ impl State {
     fn dispatch(&mut self, now_ms: u64) {
         loop {
             self.waiting.retain(|w| !w.granted.is_closed());
-            let Some(best) =
+            // A request waiting while it holds memory goes first when it fits: it has its
+            // body and is the one that may wait, and what it finishes with comes back.
+            let holder = self.holder_waiting.and_then(|h| {
+                self.waiting
+                    .iter()
+                    .position(|w| w.id == h && w.bytes <= self.free)
+            });
+            let Some(best) = holder.or_else(|| {
                 (0..self.waiting.len()).min_by_key(|&i| (self.held(&self.waiting[i].owner), i))
-            else {
+            }) else {
                 return;
             };
             let bytes = self.waiting[best].bytes;
@@ -202,6 +215,9 @@ impl State {
                     self.free += w.bytes;
                     if let Some(held) = self.held.get_mut(&w.owner) {
                         *held = held.saturating_sub(w.bytes);
+                    }
+                    if let Some(holds) = self.holds.get_mut(&w.id) {
+                        *holds = holds.saturating_sub(w.bytes);
                     }
                     if let Some(r) = self.reading.get_mut(&w.id) {
                         r.bytes = r.bytes.saturating_sub(w.bytes);
@@ -315,8 +331,9 @@ impl Reservation {
 
     /// Grows the reservation to `total` bytes for a request whose body is read and that
     /// needs more (what parsing it turned out to take). Room free now is taken at once.
-    /// Otherwise one such request at a time may wait, up to `wait`; the others are refused at
-    /// once. Two requests that each hold what the other needs would otherwise either wait for
+    /// Otherwise one such request at a time may wait, up to `wait`, and only while no other
+    /// request waits for memory; the others are refused at once. While it waits it is served
+    /// first whenever it fits. Two requests that each hold what the other needs would otherwise either wait for
     /// each other or, refusing each other at once, both fail; this way the one that waits gets
     /// what the refused ones give back.
     pub async fn grow_holding(&mut self, total: u64, wait: Duration) -> Result<(), NoRoom> {
@@ -326,7 +343,9 @@ impl Reservation {
         }
         {
             let mut state = self.budget.lock();
-            if state.holder_waiting.is_some_and(|id| id != self.id) {
+            // Another holder waiting, or any request waiting for room to read its body: this
+            // one would wait on what they hold while they wait on it.
+            if state.holder_waiting.is_some_and(|id| id != self.id) || !state.waiting.is_empty() {
                 return Err(NoRoom::Timeout);
             }
             state.holder_waiting = Some(self.id);
@@ -387,10 +406,7 @@ impl Drop for Reservation {
         let mut state = self.budget.lock();
         // A grant may have been sent that this reservation never saw (it stopped waiting):
         // what the state says it holds is what goes back.
-        let held = state
-            .reading
-            .get(&self.id)
-            .map_or(self.bytes, |r| r.bytes.max(self.bytes));
+        let held = state.holds.remove(&self.id).unwrap_or(0).max(self.bytes);
         state.waiting.retain(|w| w.id != self.id);
         state.give_back(self.id, &self.owner, held);
         state.dispatch(self.budget.now_ms());
@@ -508,6 +524,56 @@ mod tests {
         let mut c = budget.reserve(&owner('c'));
         assert_eq!(c.grow_holding(101, WAIT).await, Err(NoRoom::Timeout));
         assert_eq!(budget.lock().holder_waiting, None);
+    }
+
+    #[test]
+    fn a_grant_the_reservation_never_saw_still_goes_back() {
+        let budget = MemoryBudget::new(100);
+        let mut b = budget.reserve(&owner('b'));
+        b.done_reading();
+        // Granted while b waits; b's future is dropped before it sees the grant.
+        let (granted, _never_read) = oneshot::channel();
+        {
+            let mut state = budget.lock();
+            state.waiting.push(Waiter {
+                id: b.id,
+                owner: b.owner.clone(),
+                bytes: 40,
+                granted,
+            });
+            state.dispatch(0);
+        }
+        assert_eq!(budget.free(), 60);
+        drop(b);
+        assert_eq!(budget.free(), 100, "the unseen grant came back");
+        assert!(
+            budget.lock().held.is_empty(),
+            "and b's tenant holds nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_holder_does_not_wait_while_a_body_waits_for_room() {
+        let budget = MemoryBudget::new(100);
+        let mut a = budget.reserve(&owner('a'));
+        a.grow_to(60, WAIT).await.unwrap();
+        a.done_reading();
+        let mut b = budget.reserve(&owner('b'));
+        b.grow_to(30, WAIT).await.unwrap();
+        let reading =
+            tokio::spawn(async move { b.grow_to(50, Duration::from_secs(5)).await.map(|()| b) });
+        while budget.lock().waiting.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // a waiting for b's room while b waits for a's would hold both for the whole wait (an
+        // hour here): a is refused at once, while b still waits.
+        assert_eq!(
+            a.grow_holding(80, Duration::from_secs(3600)).await,
+            Err(NoRoom::Timeout)
+        );
+        assert!(!reading.is_finished());
+        drop(a);
+        assert_eq!(reading.await.unwrap().unwrap().bytes(), 50);
     }
 
     #[tokio::test]
