@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::spare_cpu::{SpareCpu, thread_cpu};
+use super::spare_cpu::{SpareCpu, Step};
 use crate::fairshare::FairGate;
 
 use crate::crypto::{KeygenError, PrivateKey, generate_key};
@@ -26,8 +26,8 @@ const REFILL_PAUSE: Duration = Duration::from_millis(20);
 /// not idleness. An RSA refill step there took a core from the load for up to half a second
 /// (RSA-4096); a P-256 batch after an RSA burst ran beside 32 RSA-2048 refills. A lone client
 /// making RSA keys one at a time leaves a core idle, and the refill uses it (its own steps
-/// count as spare by the CPU they got, so a refill competing for the cores gets less than
-/// this and stops: [`SpareCpu`]).
+/// count as spare when they ran without waiting for a core, so a refill competing for the
+/// cores stops: [`SpareCpu`]).
 const REFILL_SPARE_CORES: f64 = 0.75;
 /// With no live job taking a key for this long, the refiller tops up every pool. The EC pools
 /// wait for it: their keys take microseconds to make inline, and refilling them beside a
@@ -235,16 +235,16 @@ impl KeySource {
             let worked = match idle {
                 Some(permit) => {
                     let this = self.clone();
-                    let (worked, used) = tokio::task::spawn_blocking(move || {
+                    let (worked, step) = tokio::task::spawn_blocking(move || {
                         let _permit = permit;
-                        let before = thread_cpu();
+                        let before = Step::now();
                         let worked = this.refill_step(!quiet);
-                        let used = before.zip(thread_cpu()).map(|(b, a)| a.saturating_sub(b));
-                        (worked, used)
+                        let step = before.zip(Step::now()).map(|(b, a)| a.since(b));
+                        (worked, step)
                     })
                     .await
                     .unwrap_or((false, None));
-                    cpu.ran(used.unwrap_or_default());
+                    cpu.ran(step.unwrap_or_default());
                     worked
                 }
                 None => false,

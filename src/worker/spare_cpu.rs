@@ -10,13 +10,15 @@ use std::time::{Duration, Instant};
 /// Samples closer together than this say little (the kernel counts in 10 ms ticks).
 const MIN_INTERVAL: Duration = Duration::from_millis(200);
 
-/// The caller's own work ([`SpareCpu::ran`]) counts as spare, by the CPU time its thread got,
-/// not by how long it took: a refill thread competing with two busy threads on two cores gets
-/// two thirds of a core, under the refiller's threshold (0.75 of a core), and stops, while one
-/// beside a lone RSA create gets its whole idle core and goes on. Counting its steps as busy
-/// instead let it run only every other interval there (17.3 → 13.9 RSA-2048 creates/s at one
-/// connection, 8e4e345); counting their wall time as spare kept it running on a saturated
-/// machine, where a step takes long because it waits.
+/// The caller's own work ([`SpareCpu::ran`]) counts as spare when it ran on a core nobody
+/// else wanted: its thread waited on the run queue for less than a core's share of its run
+/// time ([`Step::spare`]). A refill step beside a lone RSA create has the idle core to itself
+/// and counts as spare, so the refill goes on; one competing with busy threads waits its turn
+/// on every core (with N busy threads on N cores, a third of its run time on two cores, a
+/// ninth on eight) and counts as busy, so it stops. Counting every step as busy let the refill
+/// run only every other interval beside a lone client (17.3 → 13.9 RSA-2048 creates/s at one
+/// connection, 8e4e345); counting a step's wall time, or even its CPU time, as spare kept it
+/// running on a saturated machine, where a thread still gets its fair share of the cores.
 pub struct SpareCpu {
     last: Option<(Instant, Ticks)>,
     spare_cores: Option<f64>,
@@ -39,9 +41,9 @@ impl SpareCpu {
         }
     }
 
-    /// The caller's own work used `cpu` of a core since it last asked: spare for others.
-    pub fn ran(&mut self, cpu: Duration) {
-        self.own += cpu;
+    /// The caller's own work ran `step` since it last asked.
+    pub fn ran(&mut self, step: Step) {
+        self.own += step.spare(cores());
     }
 
     /// Idle cores over the last interval of at least [`MIN_INTERVAL`]; `None` where the
@@ -64,21 +66,47 @@ impl SpareCpu {
     }
 }
 
-/// CPU time the calling thread has used (`/proc/thread-self/stat`, in 10 ms ticks); `None`
-/// where the machine does not say.
-pub fn thread_cpu() -> Option<Duration> {
-    thread_ticks(&std::fs::read_to_string("/proc/thread-self/stat").ok()?)
-        .map(|ticks| Duration::from_millis(ticks * 10))
+/// What the calling thread did over some work: time on a core and time runnable but waiting
+/// for one (`/proc/thread-self/schedstat`, nanoseconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Step {
+    pub ran: Duration,
+    pub waited: Duration,
 }
 
-/// utime + stime: fields 14 and 15, counted after the command name's closing parenthesis
-/// (the name itself may hold spaces and parentheses).
-fn thread_ticks(stat: &str) -> Option<u64> {
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+impl Step {
+    /// The calling thread's totals so far; `None` where the machine does not say.
+    pub fn now() -> Option<Self> {
+        schedstat(&std::fs::read_to_string("/proc/thread-self/schedstat").ok()?)
+    }
+
+    /// From `before` to `self`.
+    pub fn since(self, before: Self) -> Self {
+        Self {
+            ran: self.ran.saturating_sub(before.ran),
+            waited: self.waited.saturating_sub(before.waited),
+        }
+    }
+
+    /// The run time that was spare on a machine of `cores`: all of it when the thread waited
+    /// for a core less than half of what it would wait competing with a busy thread per core
+    /// (1/cores of its run time), none otherwise.
+    fn spare(self, cores: f64) -> Duration {
+        if self.waited.as_secs_f64() * 2.0 * cores <= self.ran.as_secs_f64() {
+            self.ran
+        } else {
+            Duration::ZERO
+        }
+    }
+}
+
+/// "run_ns wait_ns timeslices".
+fn schedstat(text: &str) -> Option<Step> {
+    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+    Some(Step {
+        ran: Duration::from_nanos(fields.next()??),
+        waited: Duration::from_nanos(fields.next()??),
+    })
 }
 
 fn cores() -> f64 {
@@ -128,29 +156,47 @@ mod tests {
     }
 
     #[test]
-    fn a_threads_cpu_is_read_past_a_name_with_spaces_and_parentheses() {
-        let stat = "4242 (tokio (blk) 1) R 1 2 3 4 5 6 7 8 9 10 37 5 0 0 20 0 1 0 100";
-        assert_eq!(thread_ticks(stat), Some(42));
-        assert_eq!(thread_ticks("4242 (x) R 1 2"), None);
-        let before = thread_cpu();
-        let spin = Instant::now();
-        while spin.elapsed() < Duration::from_millis(60) {
-            std::hint::black_box(spin.elapsed());
-        }
-        if let (Some(before), Some(after)) = (before, thread_cpu()) {
-            assert!(after > before, "{before:?} → {after:?}");
+    fn a_step_is_spare_only_when_it_hardly_waited_for_a_core() {
+        assert_eq!(
+            schedstat("76804 97565 2\n"),
+            Some(Step {
+                ran: Duration::from_nanos(76804),
+                waited: Duration::from_nanos(97565)
+            })
+        );
+        assert_eq!(schedstat("12"), None);
+        let ms = Duration::from_millis;
+        let step = |ran, waited| Step {
+            ran: ms(ran),
+            waited: ms(waited),
+        };
+        // Beside a lone RSA create: the idle core, a few wake-ups of other threads.
+        assert_eq!(step(60, 3).spare(2.0), ms(60));
+        // Competing with two busy threads on two cores: a third of its time waiting.
+        assert_eq!(step(60, 30).spare(2.0), Duration::ZERO);
+        // Eight busy threads on eight cores leave it waiting a ninth of its run time.
+        assert_eq!(step(80, 10).spare(8.0), Duration::ZERO);
+        assert_eq!(step(80, 4).spare(8.0), ms(80));
+        if let Some(before) = Step::now() {
+            let spin = Instant::now();
+            while spin.elapsed() < ms(20) {
+                std::hint::black_box(spin.elapsed());
+            }
+            assert!(Step::now().unwrap().since(before).ran > Duration::ZERO);
         }
     }
 
     #[test]
     fn the_callers_own_work_counts_as_spare() {
         let mut cpu = SpareCpu::new();
-        cpu.ran(Duration::from_secs(100));
+        cpu.ran(Step {
+            ran: Duration::from_secs(100),
+            waited: Duration::ZERO,
+        });
         std::thread::sleep(MIN_INTERVAL + Duration::from_millis(50));
         if std::path::Path::new("/proc/stat").exists() {
             // 100 s of its own in a quarter of a second: every core, and no more.
             assert_eq!(cpu.spare_cores(), Some(cores()));
-            cpu.ran(Duration::ZERO);
             std::thread::sleep(MIN_INTERVAL + Duration::from_millis(50));
             assert!(cpu.spare_cores().unwrap() <= cores() + 0.01, "taken once");
         }
