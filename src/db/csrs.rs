@@ -70,11 +70,25 @@ pub async fn insert(
     Ok(n == 1)
 }
 
-/// Inserts a chunk's CSRs and sealed keys with one statement. Idempotent on the id: returns the
-/// ids this call inserted; a row that already existed (a redelivered chunk) is left untouched.
+/// What a chunk's insert does about a row whose id exists already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExistingRows {
+    /// None is expected: a plain INSERT, which fails with [`DbError::is_duplicate_csr`] if one
+    /// exists (the caller then tries again with `Skip`). Cheaper by about a sixth of the
+    /// insert: `ON CONFLICT` makes each row a speculative insertion, confirmed by a WAL record
+    /// of its own.
+    Fail,
+    /// Left untouched (`ON CONFLICT (id) DO NOTHING`): a redelivery, or a race with one.
+    Skip,
+}
+
+/// Inserts a chunk's CSRs and sealed keys with one statement. Returns the ids this call
+/// inserted; with [`ExistingRows::Skip`] a row that already existed (a redelivered chunk) is
+/// left untouched and not returned.
 pub async fn insert_chunk(
     client: &impl Prepared,
     rows: &[(&CustomCsr, &SealedKey)],
+    existing: ExistingRows,
 ) -> Result<Vec<CsrId>, DbError> {
     if rows.is_empty() {
         return Ok(Vec::new());
@@ -83,31 +97,14 @@ pub async fn insert_chunk(
     for (csr, sealed) in rows {
         c.push(csr, sealed);
     }
-    // One array per column, unnested into rows: one prepared statement for any chunk size.
-    // SANs travel joined by the ASCII unit separator (a text[][] must be rectangular); validated
-    // DNS names are printable ASCII, so the separator never occurs in one.
+    let sql = match existing {
+        ExistingRows::Fail => INSERT_CHUNK,
+        ExistingRows::Skip => INSERT_CHUNK_SKIPPING_EXISTING,
+    };
     let inserted = client
         .client()
         .query(
-            &client.statement("INSERT INTO custom_csrs (id, owner_kind, owner_id, key_type, common_name, country, state,
-                 locality, organization, organizational_unit, sans, name, description, csr_pem,
-                 envelope_version, kek_id, wrapped_dek, dek_nonce, key_nonce, key_ciphertext, created_at,
-                 key_delivery)
-             SELECT u.id, u.owner_kind, u.owner_id, u.key_type, u.common_name, u.country, u.state,
-                 u.locality, u.organization, u.organizational_unit,
-                 string_to_array(u.sans, chr(31)), u.name, u.description, u.csr_pem,
-                 u.envelope_version, u.kek_id, u.wrapped_dek, u.dek_nonce, u.key_nonce,
-                 u.key_ciphertext, u.created_at, u.key_delivery
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                 $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
-                 $13::text[], $14::text[], $15::int2[], $16::text[], $17::bytea[], $18::bytea[],
-                 $19::bytea[], $20::bytea[], $21::timestamptz[], $22::text[])
-                 AS u(id, owner_kind, owner_id, key_type, common_name, country, state, locality,
-                      organization, organizational_unit, sans, name, description, csr_pem,
-                      envelope_version, kek_id, wrapped_dek, dek_nonce, key_nonce, key_ciphertext,
-                      created_at, key_delivery)
-             ON CONFLICT (id) DO NOTHING
-             RETURNING id").await?,
+            &client.statement(sql).await?,
             &[
                 &c.id,
                 &c.owner_kind,
@@ -136,6 +133,38 @@ pub async fn insert_chunk(
         .await?;
     Ok(inserted.iter().map(|r| CsrId(r.get(0))).collect())
 }
+
+/// A macro rather than a const so `concat!` can take it.
+macro_rules! insert_chunk_rows {
+    () => {
+        "INSERT INTO custom_csrs (id, owner_kind, owner_id, key_type, common_name, country, state,
+             locality, organization, organizational_unit, sans, name, description, csr_pem,
+             envelope_version, kek_id, wrapped_dek, dek_nonce, key_nonce, key_ciphertext, created_at,
+             key_delivery)
+         SELECT u.id, u.owner_kind, u.owner_id, u.key_type, u.common_name, u.country, u.state,
+             u.locality, u.organization, u.organizational_unit,
+             string_to_array(u.sans, chr(31)), u.name, u.description, u.csr_pem,
+             u.envelope_version, u.kek_id, u.wrapped_dek, u.dek_nonce, u.key_nonce,
+             u.key_ciphertext, u.created_at, u.key_delivery
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+             $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+             $13::text[], $14::text[], $15::int2[], $16::text[], $17::bytea[], $18::bytea[],
+             $19::bytea[], $20::bytea[], $21::timestamptz[], $22::text[])
+             AS u(id, owner_kind, owner_id, key_type, common_name, country, state, locality,
+                  organization, organizational_unit, sans, name, description, csr_pem,
+                  envelope_version, kek_id, wrapped_dek, dek_nonce, key_nonce, key_ciphertext,
+                  created_at, key_delivery)"
+    };
+}
+
+/// The chunk insert. One array per column, unnested into rows: one prepared statement for any
+/// chunk size. SANs travel joined by the ASCII unit separator (a text[][] must be rectangular);
+/// validated DNS names are printable ASCII, so the separator never occurs in one.
+const INSERT_CHUNK: &str = concat!(insert_chunk_rows!(), " RETURNING id");
+const INSERT_CHUNK_SKIPPING_EXISTING: &str = concat!(
+    insert_chunk_rows!(),
+    " ON CONFLICT (id) DO NOTHING RETURNING id"
+);
 
 const SAN_SEPARATOR: &str = "\u{1f}";
 

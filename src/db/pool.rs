@@ -42,6 +42,18 @@ fn describe(e: &tokio_postgres::Error) -> String {
 }
 
 impl DbError {
+    /// True when a CSR row with the same id exists already (a plain insert met a redelivery's
+    /// row).
+    pub fn is_duplicate_csr(&self) -> bool {
+        match self {
+            DbError::Query(e) => e.as_db_error().is_some_and(|db| {
+                *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+                    && db.constraint() == Some("custom_csrs_pkey")
+            }),
+            _ => false,
+        }
+    }
+
     /// True when retrying later may succeed (connection trouble rather than a bad query).
     pub fn is_transient(&self) -> bool {
         match self {

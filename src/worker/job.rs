@@ -13,6 +13,7 @@ use tracing::Instrument;
 use super::WorkerContext;
 use crate::audit::AuditEvent;
 use crate::crypto::{Keyring, SealedKey, build_csr, seal};
+use crate::db::csrs::ExistingRows;
 use crate::db::{DbError, batches, bulk, csrs, jobs};
 use crate::domain::{
     Completion, CreateChunk, CreateCsr, CreateJob, CsrId, CustomCsr, JobOutcome, KeyType, Owner,
@@ -77,8 +78,8 @@ pub async fn handle(ctx: WorkerContext, delivery: JobDelivery) {
     async move {
         // Each tenant's part of the chunk is made, written and announced on its own: a light
         // tenant's create coalesced with a heavy tenant's flood is answered when its own keys
-        // are made, not when the flood's turn comes.
-        let parts = tenant_parts(&delivery.chunk);
+        // are made, not when the flood's turn comes. So is each RSA key.
+        let parts = chunk_parts(&delivery.chunk);
         let may_exist = rows_may_exist(&delivery);
         let outcomes = futures_util::future::join_all(
             parts.iter().map(|part| settle_part(&ctx, part, may_exist)),
@@ -146,21 +147,38 @@ async fn settle_part(ctx: &WorkerContext, part: &CreateChunk, may_exist: bool) -
     }
 }
 
-/// The chunk split by tenant, in order of first appearance (a chunk of one tenant, the
-/// common case, as it is).
-fn tenant_parts(chunk: &CreateChunk) -> Vec<std::borrow::Cow<'_, CreateChunk>> {
+/// The chunk split into the parts made, written and announced on their own: one per tenant, in
+/// order of first appearance, and every slow key (an RSA prime search) alone, so its create is
+/// answered when its own key is made. A part waits for its slowest key: eight RSA creates
+/// answered together left a keygen slot idle while the last prime search ran, and their
+/// clients sent nothing new meanwhile. A chunk of one tenant's fast keys, the common case, stays
+/// whole.
+fn chunk_parts(chunk: &CreateChunk) -> Vec<std::borrow::Cow<'_, CreateChunk>> {
     use std::borrow::Cow;
     let Some(first) = chunk.jobs.first() else {
         return Vec::new();
     };
-    if chunk.jobs.iter().all(|j| j.owner == first.owner) {
+    let alone = |job: &CreateJob| job.request.key_type.cost() >= GROUP_COST;
+    if chunk
+        .jobs
+        .iter()
+        .all(|j| j.owner == first.owner && !alone(j))
+    {
         return vec![Cow::Borrowed(chunk)];
     }
-    let mut parts: Vec<(&Owner, Vec<CreateJob>)> = Vec::new();
+    // `None`: a part that takes no other job.
+    let mut parts: Vec<(Option<&Owner>, Vec<CreateJob>)> = Vec::new();
     for job in &chunk.jobs {
-        match parts.iter_mut().find(|(owner, _)| **owner == job.owner) {
+        if alone(job) {
+            parts.push((None, vec![job.clone()]));
+            continue;
+        }
+        match parts
+            .iter_mut()
+            .find(|(owner, _)| *owner == Some(&job.owner))
+        {
             Some((_, jobs)) => jobs.push(job.clone()),
-            None => parts.push((&job.owner, vec![job.clone()])),
+            None => parts.push((Some(&job.owner), vec![job.clone()])),
         }
     }
     parts
@@ -217,29 +235,15 @@ async fn process(
         })
         .collect();
 
-    // The rows' CSRs repeat their SANs: about twice the requests' size goes in one message.
-    let insert_bytes: usize = rows
-        .iter()
-        .map(|(csr, _)| 2 * csr.request.approx_bytes())
-        .sum();
-    let inserted: HashSet<CsrId> = with_db_retry(ctx, || async {
-        let mut pooled = ctx.pool.get().await?;
-        let tx = pooled.transaction().await?;
-        let inserted = csrs::insert_chunk(&tx, &rows)
-            .instrument(tracing::info_span!("db_insert_chunk", rows = rows.len()))
-            .await?;
-        audit_created(&tx, chunk, &inserted).await?;
-        let failed = jobs::record_failures(&tx, &failures).await?;
-        bulk::settle_chunks(&tx, chunk).await?;
-        // Last, so the batch row is locked only for the commit.
-        batches::record_progress(&tx, &super::batch_progress(chunk, &inserted, &failed)).await?;
-        tx.commit().await?;
-        crate::db::release_sized(pooled, insert_bytes);
-        Ok(inserted)
-    })
-    .await?
-    .into_iter()
-    .collect();
+    // A plain insert first: the rows looked up above (or, on a first delivery, none) are the
+    // only ones that can exist. A race with another delivery of the same jobs shows as a
+    // duplicate id, and the chunk is written again keeping the rows that won.
+    let inserted = match write_rows(ctx, chunk, &rows, &failures, ExistingRows::Fail).await {
+        Err(e) if e.is_duplicate_csr() => {
+            write_rows(ctx, chunk, &rows, &failures, ExistingRows::Skip).await?
+        }
+        written => written?,
+    };
 
     // A row we built but did not insert: a concurrent delivery of the same job won, and its
     // key is the only one kept. Its CSR is read back, never ours announced.
@@ -303,6 +307,39 @@ async fn process(
     metrics::jobs("replayed", replayed_n);
     metrics::jobs("failed", failed_n);
     Ok(completions)
+}
+
+/// Writes a chunk's rows, its audit events, its failures and its batch's progress in one
+/// transaction; the ids it inserted.
+async fn write_rows(
+    ctx: &WorkerContext,
+    chunk: &CreateChunk,
+    rows: &[(&CustomCsr, &SealedKey)],
+    failures: &[(CsrId, &Owner, &str)],
+    existing: ExistingRows,
+) -> Result<HashSet<CsrId>, DbError> {
+    // The rows' CSRs repeat their SANs: about twice the requests' size goes in one message.
+    let insert_bytes: usize = rows
+        .iter()
+        .map(|(csr, _)| 2 * csr.request.approx_bytes())
+        .sum();
+    let inserted = with_db_retry(ctx, || async {
+        let mut pooled = ctx.pool.get().await?;
+        let tx = pooled.transaction().await?;
+        let inserted = csrs::insert_chunk(&tx, rows, existing)
+            .instrument(tracing::info_span!("db_insert_chunk", rows = rows.len()))
+            .await?;
+        audit_created(&tx, chunk, &inserted).await?;
+        let failed = jobs::record_failures(&tx, failures).await?;
+        bulk::settle_chunks(&tx, chunk).await?;
+        // Last, so the batch row is locked only for the commit.
+        batches::record_progress(&tx, &super::batch_progress(chunk, &inserted, &failed)).await?;
+        tx.commit().await?;
+        crate::db::release_sized(pooled, insert_bytes);
+        Ok(inserted)
+    })
+    .await?;
+    Ok(inserted.into_iter().collect())
 }
 
 /// Writes the `csr.create` event of every single create whose row `tx` just inserted, in the
@@ -508,25 +545,51 @@ mod tests {
         job
     }
 
+    fn part_ids(chunk: &CreateChunk) -> Vec<Vec<CsrId>> {
+        chunk_parts(chunk)
+            .iter()
+            .map(|p| p.jobs.iter().map(|j| j.id).collect())
+            .collect()
+    }
+
     #[test]
     fn a_chunk_of_several_tenants_is_handled_tenant_by_tenant() {
         let jobs = vec![
             job('a', "p256v1", false),
-            job('b', "rsa2048", false),
-            job('a', "p256v1", false),
+            job('b', "p256v1", false),
+            job('a', "p384", false),
         ];
         let mixed = CreateChunk::new(jobs.clone());
-        let parts = tenant_parts(&mixed);
-        let ids: Vec<Vec<CsrId>> = parts
-            .iter()
-            .map(|p| p.jobs.iter().map(|j| j.id).collect())
-            .collect();
-        assert_eq!(ids, [vec![jobs[0].id, jobs[2].id], vec![jobs[1].id]]);
-        let single = CreateChunk::new(vec![job('a', "p256v1", false)]);
+        assert_eq!(
+            part_ids(&mixed),
+            [vec![jobs[0].id, jobs[2].id], vec![jobs[1].id]]
+        );
+        let single = CreateChunk::new(vec![job('a', "p256v1", false), job('a', "p384", false)]);
         assert!(matches!(
-            tenant_parts(&single)[..],
+            chunk_parts(&single)[..],
             [std::borrow::Cow::Borrowed(_)]
         ));
+    }
+
+    #[test]
+    fn each_rsa_key_is_a_part_of_its_own() {
+        let jobs = vec![
+            job('a', "rsa3072", false),
+            job('a', "p256v1", false),
+            job('a', "rsa2048", false),
+            job('a', "rsa2048", true),
+            job('a', "p256v1", false),
+        ];
+        let chunk = CreateChunk::new(jobs.clone());
+        assert_eq!(
+            part_ids(&chunk),
+            [
+                vec![jobs[0].id],
+                vec![jobs[1].id, jobs[4].id],
+                vec![jobs[2].id],
+                vec![jobs[3].id]
+            ]
+        );
     }
 
     #[test]

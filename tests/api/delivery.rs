@@ -290,6 +290,18 @@ async fn a_redelivered_job_whose_row_exists_makes_no_new_key() {
     let after = key_ciphertext(&client, id).await;
     assert_eq!(before, after, "the stored key is untouched");
     assert_eq!(app.row_count().await, 1);
+    // The job came back as a new message, not flagged redelivered: the worker's plain insert
+    // met the row, and the chunk was written again keeping it. Nothing of the failed attempt
+    // stayed: still one create event.
+    let events: i64 = client
+        .query_one(
+            "SELECT count(*) FROM audit_log WHERE action = 'csr.create' AND target = $1",
+            &[&id.to_string()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(events, 1);
 }
 
 /// The connections RabbitMQ sees for this test's csrd (names carry the test's prefix).
