@@ -148,17 +148,18 @@ async fn settle_part(ctx: &WorkerContext, part: &CreateChunk, may_exist: bool) -
 }
 
 /// The chunk split into the parts made, written and announced on their own: one per tenant, in
-/// order of first appearance, and every slow key (an RSA prime search) alone, so its create is
-/// answered when its own key is made. A part waits for its slowest key: eight RSA creates
-/// answered together left a keygen slot idle while the last prime search ran, and their
-/// clients sent nothing new meanwhile. A chunk of one tenant's fast keys, the common case, stays
-/// whole.
+/// order of first appearance, and every single create of a slow key (an RSA prime search)
+/// alone, so it is answered when its own key is made. A part waits for its slowest key: eight
+/// RSA creates answered together left a keygen slot idle while the last prime search ran, and
+/// their clients sent nothing new meanwhile. Batch items stay in their tenant's part: nobody
+/// waits on one, and a stored chunk is settled by the part that writes its items. A chunk of
+/// one tenant's fast keys, the common case, stays whole.
 fn chunk_parts(chunk: &CreateChunk) -> Vec<std::borrow::Cow<'_, CreateChunk>> {
     use std::borrow::Cow;
     let Some(first) = chunk.jobs.first() else {
         return Vec::new();
     };
-    let alone = |job: &CreateJob| job.request.key_type.cost() >= GROUP_COST;
+    let alone = |job: &CreateJob| job.batch.is_none() && job.request.key_type.cost() >= GROUP_COST;
     if chunk
         .jobs
         .iter()
@@ -572,7 +573,7 @@ mod tests {
     }
 
     #[test]
-    fn each_rsa_key_is_a_part_of_its_own() {
+    fn each_single_rsa_create_is_a_part_of_its_own() {
         let jobs = vec![
             job('a', "rsa3072", false),
             job('a', "p256v1", false),
@@ -585,9 +586,8 @@ mod tests {
             part_ids(&chunk),
             [
                 vec![jobs[0].id],
-                vec![jobs[1].id, jobs[4].id],
-                vec![jobs[2].id],
-                vec![jobs[3].id]
+                vec![jobs[1].id, jobs[3].id, jobs[4].id],
+                vec![jobs[2].id]
             ]
         );
     }
