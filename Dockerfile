@@ -8,6 +8,8 @@ COPY Cargo.toml Cargo.lock ./
 COPY .cargo ./.cargo
 # The workspace's test-support crate: cargo reads every member's manifest to resolve the lockfile.
 COPY tests/support ./tests/support
+# hyper with smaller per-connection buffers (Cargo.toml, [patch.crates-io]).
+COPY vendor ./vendor
 COPY src ./src
 COPY migrations ./migrations
 # BuildKit cache mounts keep the registry and the compiled dependencies between builds: a

@@ -27,7 +27,13 @@ pub(super) async fn create(
     request: Request,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(request.headers())?;
-    let body = json_body(request, &mut app.limits.body_reservation(&caller.owner)).await?;
+    // Boxed, as the create's other steps before its wait are: the body's read (2 KB of
+    // future) would otherwise stay part of every open create's memory while it waits.
+    let body = Box::pin(json_body(
+        request,
+        &mut app.limits.body_reservation(&caller.owner),
+    ))
+    .await?;
     let (kind, policy) = (caller.kind(), app.name_policy);
     let csr_request = parse_body(&app.cpu, &caller.owner, body, move |b| {
         CreateCsr::parse(b, kind, policy)

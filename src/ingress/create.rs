@@ -68,7 +68,9 @@ impl CreateService {
             .create(owner.clone(), request, key, requested_by)
             .await;
         if !made_an_item(&outcome) {
-            admitted.uncount().await;
+            // Boxed: inline, this cold path's database query was 4 KB of every open create's
+            // future (6.4 KB in all; 10,000 creates may be waiting at once).
+            Box::pin(admitted.uncount()).await;
         }
         let outcome = outcome?;
         // A CSR this request made is audited by the worker, in the transaction that stored it.

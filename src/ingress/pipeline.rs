@@ -80,8 +80,18 @@ impl CreatePipeline {
             return self.wait(&job, waiter, false).await;
         };
         // The cold paths' futures (a key's claim, a poll of Postgres) are boxed: inline, their
-        // database queries would make every open create's future kilobytes larger, and
-        // 10,000 creates may be waiting at once.
+        // database queries and the second job they hold would make every open create's future
+        // kilobytes larger, and 10,000 creates may be waiting at once.
+        Box::pin(self.create_with_key(job, key)).await
+    }
+
+    /// A create under an Idempotency-Key: claim the key, or resume, republish or replay the
+    /// earlier create that claimed it.
+    async fn create_with_key(
+        &self,
+        job: CreateJob,
+        key: &IdempotencyKey,
+    ) -> Result<CreateOutcome, CreateError> {
         let (job, decision) = Box::pin(self.decide(job, key)).await?;
         let waiter = match decision {
             IdempotencyDecision::Start => self.publish(&job, Some((key, Claim::New))).await?,

@@ -2,7 +2,7 @@
 //! arriving; writes replace the empty-bodied error responses hyper composes itself (400, 414,
 //! 431 for heads it cannot parse) with the failure envelope.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -44,6 +44,20 @@ impl Io {
     }
 }
 
+fn poll_write_vectored_on(
+    stream: &TcpStream,
+    cx: &mut Context<'_>,
+    bufs: &[IoSlice<'_>],
+) -> Poll<io::Result<usize>> {
+    loop {
+        ready!(stream.poll_write_ready(cx))?;
+        match stream.try_write_vectored(bufs) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            other => return Poll::Ready(other),
+        }
+    }
+}
+
 fn poll_write_on(stream: &TcpStream, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
     loop {
         ready!(stream.poll_write_ready(cx))?;
@@ -79,31 +93,79 @@ impl AsyncRead for Io {
     }
 }
 
-impl AsyncWrite for Io {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
+impl Io {
+    /// What every write does first: the replacement still owed goes out, hyper's bytes for a
+    /// replaced response are dropped, and one of hyper's own empty-bodied refusals (its head
+    /// is the first bytes hyper writes for it) is replaced. `Some` answers the write.
+    fn before_write(
+        &mut self,
         cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        ready!(self.flush_replacement(cx))?;
+        head: &[u8],
+        len: usize,
+    ) -> Option<Poll<io::Result<usize>>> {
+        match self.flush_replacement(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Some(Poll::Ready(Err(e))),
+            Poll::Pending => return Some(Poll::Pending),
+        }
         if self.swallowing {
-            return Poll::Ready(Ok(buf.len()));
+            return Some(Poll::Ready(Ok(len)));
         }
         if !self.state.is_busy()
-            && let Some(status) = canned::automatic_status(buf)
+            && let Some(status) = canned::automatic_status(head)
         {
             self.replacement = canned::response(&canned::for_parse_error(status));
             self.swallowing = true;
-            ready!(self.flush_replacement(cx))?;
-            return Poll::Ready(Ok(buf.len()));
+            return Some(self.flush_replacement(cx).map_ok(|()| len));
         }
-        let written = poll_write_on(&self.stream, cx, buf);
+        None
+    }
+
+    fn after_write(&self, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
         if written.is_pending() {
             self.state.write_blocked();
         } else {
             self.state.write_progressed();
         }
         written
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if let Some(answered) = self.before_write(cx, buf, buf.len()) {
+            return answered;
+        }
+        let written = poll_write_on(&self.stream, cx, buf);
+        self.after_write(written)
+    }
+
+    /// Vectored, so hyper queues a response's body behind its head instead of copying both
+    /// into a buffer of the connection's own, which then stays at that size for as long as the
+    /// connection is open (2.5 KB per connection for a CSR: 25 MB with 10,000 open).
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        let head = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        if let Some(answered) = self.before_write(cx, head, len) {
+            return answered;
+        }
+        let written = poll_write_vectored_on(&self.stream, cx, bufs);
+        self.after_write(written)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
