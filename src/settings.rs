@@ -91,7 +91,8 @@ pub struct IngressSettings {
     /// Concurrent single creates coalesced into one chunk, at most (1 disables coalescing).
     #[arg(long, env = "CSRD_CHUNK_MAX_ITEMS", default_value_t = 256)]
     pub chunk_max_items: usize,
-    /// How long a chunk of single creates waits for more after its first (microseconds).
+    /// How long a chunk of single creates waits for more after its first (microseconds), while
+    /// another chunk waits for its confirm; with none in flight a chunk goes at once.
     #[arg(long, env = "CSRD_CHUNK_LINGER_US", default_value_t = 1000)]
     pub chunk_linger_us: u64,
     /// Serve the batch API (`…/custom_csrs/batches`); `false` makes its routes answer 404, as
