@@ -31,7 +31,7 @@ use chrono::{DateTime, Utc};
 use crate::domain::{CreateJob, Owner};
 use crate::settings::OperatorSettings;
 
-pub use postgres::append;
+pub use postgres::{append, row};
 pub use scope::{AuditScope, current_requester, identify_actor};
 pub use sink::{AuditSink, SinkError};
 pub use writer::{AuditWriter, Auditor};

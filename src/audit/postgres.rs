@@ -14,7 +14,8 @@ pub async fn append(client: &impl Prepared, events: &[AuditEvent]) -> Result<u64
     crate::db::audit::append(client, &rows).await
 }
 
-fn row(event: &AuditEvent) -> AuditRow<'_> {
+/// The row that stores `event`, for a statement that writes it beside other rows.
+pub fn row(event: &AuditEvent) -> AuditRow<'_> {
     AuditRow {
         at: event.at,
         action: event.action,

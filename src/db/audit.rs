@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::GenericClient;
+use tokio_postgres::types::ToSql;
 
 use super::DbError;
 use super::prepared::Prepared;
@@ -48,43 +49,97 @@ pub async fn append<'a>(client: &impl Prepared, rows: &[AuditRow<'a>]) -> Result
     if rows.is_empty() {
         return Ok(0);
     }
-    let column = |f: fn(&AuditRow<'a>) -> Option<&'a str>| rows.iter().map(f).collect::<Vec<_>>();
-    let at: Vec<DateTime<Utc>> = rows.iter().map(|r| r.at).collect();
-    let action: Vec<&str> = rows.iter().map(|r| r.action).collect();
-    let outcome: Vec<&str> = rows.iter().map(|r| r.outcome).collect();
-    let actor_kind: Vec<&str> = rows.iter().map(|r| r.actor_kind).collect();
-    let actor = column(|r| r.actor);
-    let owner_kind = column(|r| r.owner.map(|o| o.kind().as_str()));
-    let owner_id = column(|r| r.owner.map(|o| o.id()));
-    let target = column(|r| r.target);
-    let remote_addr = column(|r| r.remote_addr);
-    let request_id = column(|r| r.request_id);
-    let trace_id = column(|r| r.trace_id);
-    let detail: Vec<Option<&serde_json::Value>> = rows.iter().map(|r| r.detail).collect();
+    let columns = AuditColumns::new(rows);
     Ok(client
         .client()
-        .execute(
-            &client.statement("INSERT INTO audit_log (at, action, outcome, actor_kind, actor, owner_kind, owner_id,
-                 target, remote_addr, request_id, trace_id, detail)
-             SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[],
-                 $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
-                 $12::jsonb[])").await?,
-            &[
-                &at,
-                &action,
-                &outcome,
-                &actor_kind,
-                &actor,
-                &owner_kind,
-                &owner_id,
-                &target,
-                &remote_addr,
-                &request_id,
-                &trace_id,
-                &detail,
-            ],
-        )
+        .execute(&client.statement(&APPEND).await?, &columns.params())
         .await?)
+}
+
+static APPEND: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| append_sql(1, ""));
+
+/// The append, its 12 arrays bound from parameter `$first` on, each row `e` kept where
+/// `filter` (`WHERE …` or empty) says: also a part of statements that write other rows in the
+/// same breath (a chunk's CSRs and their events).
+pub(super) fn append_sql(first: usize, filter: &str) -> String {
+    let types = [
+        "timestamptz",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "jsonb",
+    ];
+    let arrays: Vec<String> = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("${}::{t}[]", first + i))
+        .collect();
+    let columns = "at, action, outcome, actor_kind, actor, owner_kind, owner_id, target, \
+                   remote_addr, request_id, trace_id, detail";
+    format!(
+        "INSERT INTO audit_log ({columns}) SELECT e.* FROM unnest({}) AS e({columns}) {filter}",
+        arrays.join(", ")
+    )
+}
+
+/// Rows as one array per column, in [`append_sql`]'s order.
+pub(super) struct AuditColumns<'a> {
+    at: Vec<DateTime<Utc>>,
+    action: Vec<&'a str>,
+    outcome: Vec<&'a str>,
+    actor_kind: Vec<&'a str>,
+    actor: Vec<Option<&'a str>>,
+    owner_kind: Vec<Option<&'a str>>,
+    owner_id: Vec<Option<&'a str>>,
+    target: Vec<Option<&'a str>>,
+    remote_addr: Vec<Option<&'a str>>,
+    request_id: Vec<Option<&'a str>>,
+    trace_id: Vec<Option<&'a str>>,
+    detail: Vec<Option<&'a serde_json::Value>>,
+}
+
+impl<'a> AuditColumns<'a> {
+    pub(super) fn new(rows: &[AuditRow<'a>]) -> Self {
+        let column = |f: fn(&AuditRow<'a>) -> Option<&'a str>| rows.iter().map(f).collect();
+        Self {
+            at: rows.iter().map(|r| r.at).collect(),
+            action: rows.iter().map(|r| r.action).collect(),
+            outcome: rows.iter().map(|r| r.outcome).collect(),
+            actor_kind: rows.iter().map(|r| r.actor_kind).collect(),
+            actor: column(|r| r.actor),
+            owner_kind: column(|r| r.owner.map(|o| o.kind().as_str())),
+            owner_id: column(|r| r.owner.map(|o| o.id())),
+            target: column(|r| r.target),
+            remote_addr: column(|r| r.remote_addr),
+            request_id: column(|r| r.request_id),
+            trace_id: column(|r| r.trace_id),
+            detail: rows.iter().map(|r| r.detail).collect(),
+        }
+    }
+
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 12] {
+        [
+            &self.at,
+            &self.action,
+            &self.outcome,
+            &self.actor_kind,
+            &self.actor,
+            &self.owner_kind,
+            &self.owner_id,
+            &self.target,
+            &self.remote_addr,
+            &self.request_id,
+            &self.trace_id,
+            &self.detail,
+        ]
+    }
 }
 
 /// What `csrd audit` asks for.

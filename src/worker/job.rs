@@ -124,7 +124,11 @@ async fn settle_part(ctx: &WorkerContext, part: &CreateChunk, may_exist: bool) -
             metrics::chunk_handled(completions.len());
             // Announce before acking: if an announcement fails the chunk is delivered again,
             // and that delivery (finding the rows) announces again.
-            match super::announce(ctx, part, &completions).await {
+            let announcing = tracing::info_span!("announce", completions = completions.len());
+            match super::announce(ctx, part, &completions)
+                .instrument(announcing)
+                .await
+            {
                 Ok(()) => Settlement::Ack,
                 Err(e) => {
                     tracing::warn!(error = %ErrorChain(&e), "completions not announced; the chunk goes back to the queue");
@@ -324,13 +328,23 @@ async fn write_rows(
         .iter()
         .map(|(csr, _)| 2 * csr.request.approx_bytes())
         .sum();
+    // The `csr.create` event of every single create whose row is inserted goes in with it: a
+    // CSR exists with its event or not at all, and a redelivery (inserting nothing) writes none
+    // again.
+    let events: Vec<AuditEvent> = chunk.jobs.iter().filter_map(AuditEvent::created).collect();
+    let events: Vec<_> = events.iter().map(crate::audit::row).collect();
+    // Single creates that all made their keys have nothing else to settle: their one statement
+    // commits on its own (one round trip, not four).
+    let alone = failures.is_empty() && chunk.jobs.iter().all(|j| j.batch.is_none());
     let inserted = with_db_retry(ctx, || async {
         let mut pooled = ctx.pool.get().await?;
+        if alone {
+            let inserted = insert_chunk(&*pooled, rows, existing, &events).await?;
+            crate::db::release_sized(pooled, insert_bytes);
+            return Ok(inserted);
+        }
         let tx = pooled.transaction().await?;
-        let inserted = csrs::insert_chunk(&tx, rows, existing)
-            .instrument(tracing::info_span!("db_insert_chunk", rows = rows.len()))
-            .await?;
-        audit_created(&tx, chunk, &inserted).await?;
+        let inserted = insert_chunk(&tx, rows, existing, &events).await?;
         let failed = jobs::record_failures(&tx, failures).await?;
         bulk::settle_chunks(&tx, chunk).await?;
         // Last, so the batch row is locked only for the commit.
@@ -343,25 +357,15 @@ async fn write_rows(
     Ok(inserted.into_iter().collect())
 }
 
-/// Writes the `csr.create` event of every single create whose row `tx` just inserted, in the
-/// same transaction: a CSR exists with its event or not at all, and a redelivery (inserting
-/// nothing) writes none again.
-async fn audit_created(
-    tx: &tokio_postgres::Transaction<'_>,
-    chunk: &CreateChunk,
-    inserted: &[CsrId],
-) -> Result<(), DbError> {
-    if chunk.jobs.iter().all(|j| j.requested_by.is_none()) {
-        return Ok(());
-    }
-    let inserted: HashSet<&CsrId> = inserted.iter().collect();
-    let events: Vec<AuditEvent> = chunk
-        .jobs
-        .iter()
-        .filter(|j| inserted.contains(&j.id))
-        .filter_map(AuditEvent::created)
-        .collect();
-    crate::audit::append(tx, &events).await.map(drop)
+async fn insert_chunk(
+    client: &impl crate::db::prepared::Prepared,
+    rows: &[(&CustomCsr, &SealedKey)],
+    existing: ExistingRows,
+    events: &[crate::db::audit::AuditRow<'_>],
+) -> Result<Vec<CsrId>, DbError> {
+    csrs::insert_chunk(client, rows, existing, events)
+        .instrument(tracing::info_span!("db_insert_chunk", rows = rows.len()))
+        .await
 }
 
 fn created(csr_pem: Option<String>) -> JobOutcome {

@@ -69,7 +69,12 @@ async fn a_create_and_a_batch_chunk_are_each_one_trace_from_ingress_to_worker() 
 
     let create_path = format!("/client/v4/accounts/{ACCOUNT_A}/custom_csrs");
     let batch_path = format!("{create_path}/batches");
-    let worker_spans = ["create_chunk", "keygen_and_sign", "db_insert_chunk"];
+    let worker_spans = [
+        "create_chunk",
+        "keygen_and_sign",
+        "db_insert_chunk",
+        "announce",
+    ];
     for path in [&create_path, &batch_path] {
         let names = eventually("the worker's spans to be exported", || async {
             let spans = exporter.get_finished_spans().unwrap();
@@ -82,6 +87,11 @@ async fn a_create_and_a_batch_chunk_are_each_one_trace_from_ingress_to_worker() 
         })
         .await;
         assert!(names.contains("http_request"), "{path}: {names:?}");
+        // A single create's chunk is published in its request's trace (a batch's by the
+        // dispatcher, in the batch's).
+        if path == &create_path {
+            assert!(names.contains("publish_chunk"), "{path}: {names:?}");
+        }
     }
     // Two different traces: the batch's chunk did not join the create's.
     let spans = exporter.get_finished_spans().unwrap();
