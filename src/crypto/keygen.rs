@@ -1,9 +1,12 @@
 //! Private key generation: the one place that decides which crate makes keys.
 //!
-//! RSA-2048 comes from the `rsa` crate (0.10), the fastest keygen measured on our hardware (see
+//! RSA keys come from the `rsa` crate (0.10), the fastest keygen measured on our hardware (see
 //! docs/performance.md, "Key generation"). RUSTSEC-2023-0071 (Marvin) is a timing side channel in
 //! the `rsa` crate's *decryption and signing*; csrd uses `rsa` only to generate the key and does
-//! every signature with ring (constant-time) through rcgen, so the advisory does not reach us.
+//! every signature with ring or aws-lc (both constant-time), so the advisory does not reach us.
+//! An RSA-2048 CSR is signed by ring (through rcgen), RSA-3072 and RSA-4096 ones by aws-lc, whose
+//! AVX-512 modular arithmetic signs with a 4096-bit key in about a third of ring's time: that
+//! signature is paid at request time even on a warm key pool.
 //! P-256 and P-384 keys come from aws-lc (aws-lc-rs), which also signs their CSRs: ring can
 //! only make an EC key as PKCS#8 and sign after parsing it back, which derives the public point
 //! a second time, and its P-384 has no assembly. aws-lc makes a P-256 key + CSR in about 0.8×
@@ -44,10 +47,11 @@ pub struct PrivateKey {
     pub signer: Signer,
 }
 
-/// What signs a key's CSR: ring (through rcgen) for RSA, aws-lc for the EC types.
+/// What signs a key's CSR: ring (through rcgen) for RSA-2048, aws-lc for the others.
 pub enum Signer {
     // Boxed: rcgen's key pair is ten times the size of aws-lc's handle.
     Rsa(Box<KeyPair>),
+    LargeRsa(aws_lc_rs::rsa::KeyPair),
     Ec {
         key: EcdsaKeyPair,
         algorithm: &'static SignatureAlgorithm,
@@ -58,6 +62,8 @@ impl PublicKeyData for Signer {
     fn der_bytes(&self) -> &[u8] {
         match self {
             Signer::Rsa(key) => key.der_bytes(),
+            // Both are the PKCS#1 RSAPublicKey, as rcgen's RSA keys give it.
+            Signer::LargeRsa(key) => key.public_key().as_ref(),
             Signer::Ec { key, .. } => key.public_key().as_ref(),
         }
     }
@@ -65,6 +71,7 @@ impl PublicKeyData for Signer {
     fn algorithm(&self) -> &'static SignatureAlgorithm {
         match self {
             Signer::Rsa(key) => key.algorithm(),
+            Signer::LargeRsa(_) => &PKCS_RSA_SHA256,
             Signer::Ec { algorithm, .. } => algorithm,
         }
     }
@@ -74,6 +81,17 @@ impl SigningKey for Signer {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
         match self {
             Signer::Rsa(key) => key.sign(msg),
+            Signer::LargeRsa(key) => {
+                let mut signature = vec![0; key.public_modulus_len()];
+                key.sign(
+                    &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                    &aws_lc_rs::rand::SystemRandom::new(),
+                    msg,
+                    &mut signature,
+                )
+                .map_err(|_| rcgen::Error::RingUnspecified)?;
+                Ok(signature)
+            }
             Signer::Ec { key, .. } => key
                 .sign(&aws_lc_rs::rand::SystemRandom::new(), msg)
                 .map(|signature| signature.as_ref().to_vec())
@@ -100,12 +118,21 @@ pub fn generate_key(key_type: KeyType) -> Result<PrivateKey, KeygenError> {
             .to_pkcs8_der()
             .map_err(|e| KeygenError::Encoding(e.to_string()))?;
         let pkcs8_der = SecretBytes::new(der.as_bytes().to_vec());
-        let signer =
-            KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8_der.expose().into(), &PKCS_RSA_SHA256)?;
+        let signer = if bits > 2048 {
+            Signer::LargeRsa(
+                aws_lc_rs::rsa::KeyPair::from_pkcs8(pkcs8_der.expose())
+                    .map_err(|e| KeygenError::Encoding(e.to_string()))?,
+            )
+        } else {
+            Signer::Rsa(Box::new(KeyPair::from_pkcs8_der_and_sign_algo(
+                &pkcs8_der.expose().into(),
+                &PKCS_RSA_SHA256,
+            )?))
+        };
         return Ok(PrivateKey {
             key_type,
             pkcs8_der,
-            signer: Signer::Rsa(Box::new(signer)),
+            signer,
         });
     }
     let (curve, algorithm) = match key_type {
@@ -147,6 +174,32 @@ mod tests {
                 KeyPair::from_pkcs8_der_and_sign_algo(&key.pkcs8_der.expose().into(), algorithm)
                     .unwrap();
             assert_eq!(back.der_bytes(), key.signer.der_bytes(), "{kt:?}");
+        }
+    }
+
+    /// Each signer's signature checks out under the public key it reports, with the algorithm
+    /// the CSR names (RSA-2048 is ring's, the larger RSA keys and the curves aws-lc's).
+    #[test]
+    fn every_signature_verifies_under_the_signers_public_key() {
+        use aws_lc_rs::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
+        for kt in KeyType::ALL {
+            let key = generate_key(kt).unwrap();
+            let verifier: &dyn VerificationAlgorithm = match kt {
+                KeyType::P256v1 => &signature::ECDSA_P256_SHA256_ASN1,
+                KeyType::P384 => &signature::ECDSA_P384_SHA384_ASN1,
+                _ => &signature::RSA_PKCS1_2048_8192_SHA256,
+            };
+            let message = b"a certification request's info";
+            let signed = key.signer.sign(message).unwrap();
+            UnparsedPublicKey::new(verifier, key.signer.der_bytes())
+                .verify(message, &signed)
+                .unwrap_or_else(|_| panic!("{kt:?}"));
+            assert!(
+                UnparsedPublicKey::new(verifier, key.signer.der_bytes())
+                    .verify(b"another message", &signed)
+                    .is_err(),
+                "{kt:?}"
+            );
         }
     }
 
