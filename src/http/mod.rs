@@ -149,47 +149,28 @@ fn api_routes() -> OpenApiRouter<AppState> {
 
 pub fn router(state: AppState) -> Router {
     let (api, doc) = api_routes().split_for_parts();
-    api.route_layer(axum::middleware::from_fn(count_responses))
-        .route_layer(axum::middleware::from_fn(
-            request_scope::request_scope_middleware,
-        ))
-        .fallback(no_route)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::Extension(Arc::new(doc)))
-        .layer(DefaultBodyLimit::max(error::MAX_BODY_BYTES))
-        .with_state(state)
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                // `ApiError` logs every 5xx once, with its cause; the trace layer's own line
-                // for the same response would only repeat the status.
-                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
-        )
-        .layer(CatchPanicLayer::custom(panic_response))
+    // One middleware for both (each layer is a boxed future per open request).
+    api.route_layer(axum::middleware::from_fn(
+        request_scope::request_scope_middleware,
+    ))
+    .fallback(no_route)
+    .method_not_allowed_fallback(method_not_allowed)
+    .layer(axum::Extension(Arc::new(doc)))
+    .layer(DefaultBodyLimit::max(error::MAX_BODY_BYTES))
+    .with_state(state)
+    .layer(
+        TraceLayer::new_for_http()
+            .make_span_with(request_span)
+            // `ApiError` logs every 5xx once, with its cause; the trace layer's own line
+            // for the same response would only repeat the status.
+            .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+    )
+    .layer(CatchPanicLayer::custom(panic_response))
 }
 
 /// The OpenAPI document `GET /openapi.json` serves.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
     api_routes().split_for_parts().1
-}
-
-/// Counts responses and times them by route template (never by raw path: ids would explode
-/// the label set), and counts the requests in flight.
-async fn count_responses(
-    matched: Option<axum::extract::MatchedPath>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let route = matched.map(|m| m.as_str().to_owned());
-    let _in_flight = crate::metrics::request_started();
-    let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    crate::metrics::http_response(
-        route.as_deref().unwrap_or("unmatched"),
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    response
 }
 
 /// 404 for an unknown path, counted like every other response (the route layer above does

@@ -1,7 +1,10 @@
 //! Each request runs inside its audit scope: the client's address, a request id (the client's
 //! own when it is short and plain, else a fresh one, echoed as `x-request-id`) and its trace.
+//! The same middleware counts the responses and times them by route template (never by raw
+//! path: ids would explode the label set), and counts the requests in flight: one layer, so one
+//! boxed future per open request instead of two.
 
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -9,14 +12,25 @@ use axum::response::Response;
 use super::server::PeerAddr;
 use crate::audit::AuditScope;
 
-/// Runs the request inside its scope and answers with its `x-request-id`.
-pub async fn request_scope_middleware(request: Request, next: Next) -> Response {
+/// Runs the request inside its scope, answers with its `x-request-id`, and counts it.
+pub async fn request_scope_middleware(
+    matched: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let _in_flight = crate::metrics::request_started();
+    let started = std::time::Instant::now();
     let scope = scope_of(&request);
     let request_id = scope.request_id.clone();
     let mut response = scope.within(next.run(request)).await;
     if let Some(value) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
         response.headers_mut().insert("x-request-id", value);
     }
+    crate::metrics::http_response(
+        matched.as_ref().map_or("unmatched", |m| m.as_str()),
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }
 
