@@ -73,7 +73,7 @@ impl CreateService {
             Box::pin(admitted.uncount()).await;
         }
         let outcome = outcome?;
-        // A CSR this request made is audited by the worker, in the transaction that stored it.
+        // A CSR this request made is audited by the worker, in the statement that stored it.
         if !is_newly_created(&outcome) {
             self.audit.record(create_event(&owner, &outcome));
         }
