@@ -17,6 +17,13 @@ use crate::telemetry::spawn_blocking_in_current_span;
 /// How long one turn holds a slot before a checkpoint gives it back.
 pub const TURN: Duration = Duration::from_millis(4);
 
+/// Cost units of an ask that a tenant holding no slot is granted at once, beyond the cores if
+/// need be: a few P-256 or P-384 keys (about 2 ms of work at most; well under a [`TURN`], so
+/// work cut into turns still waits for a slot at each one). Without it, a tenant's single
+/// create waited up to an RSA-4096 key's time (0.6 s) whenever another tenant's RSA keys held
+/// every slot. The overdraft is one such ask per tenant at a time.
+pub const CHEAP_OVERDRAFT: f64 = 8.0;
+
 #[derive(Clone)]
 pub struct CpuSlots {
     gate: FairGate,
@@ -26,7 +33,10 @@ pub struct CpuSlots {
 impl CpuSlots {
     pub fn new(slots: usize, policies: Policies) -> Self {
         Self {
-            gate: FairGate::new(u32::try_from(slots).unwrap_or(u32::MAX)),
+            gate: FairGate::with_cheap_newcomers_overdrawing(
+                u32::try_from(slots).unwrap_or(u32::MAX),
+                CHEAP_OVERDRAFT,
+            ),
             policies,
         }
     }

@@ -111,10 +111,11 @@ struct State {
     free: i64,
     /// An ask larger than the whole capacity takes all of it (it would never fit otherwise).
     capacity: u32,
-    /// A tenant holding nothing is granted at once, even beyond the capacity (the ingress:
-    /// a light tenant never waits behind a heavy one's backlog; the overdraft is at most one
-    /// ask per tenant).
-    newcomers_overdraw: bool,
+    /// A tenant holding nothing is granted an ask costing at most this at once, even beyond
+    /// the capacity (the ingress: a light tenant never waits behind a heavy one's backlog; the
+    /// CPU slots: a few milliseconds of work never wait for another tenant's RSA key). The
+    /// overdraft is at most one ask per tenant. `None`: never.
+    newcomer_max_cost: Option<f64>,
     clock: VirtualClock<Owner>,
     /// Tenants with asks waiting (a line whose asks all gave up is removed by `dispatch`).
     lines: HashMap<Owner, Line>,
@@ -153,6 +154,36 @@ impl State {
             if *held == 0 {
                 self.held.remove(tenant);
             }
+        }
+    }
+
+    /// A tenant that just gave back all it held, with an ask at the head of its line that a
+    /// newcomer would be granted, is a newcomer again: that ask is granted now, as it would
+    /// have been had it arrived now (a client with two requests open alternates between them:
+    /// its second would otherwise wait behind other tenants' dear work).
+    fn regrant_newcomer(&mut self, gate: &FairGate, tenant: &Owner) {
+        let Some(max_cost) = self.newcomer_max_cost else {
+            return;
+        };
+        if self.held.contains_key(tenant) {
+            return;
+        }
+        let Some(line) = self.lines.get_mut(tenant) else {
+            return;
+        };
+        if line.head().is_none_or(|w| w.cost > max_cost) {
+            return;
+        }
+        let weight = line.weight;
+        let waiter = line.pop().expect("the head exists");
+        if line.len() == 0 {
+            self.lines.remove(tenant);
+        }
+        let permit = self.take(gate, tenant, waiter.size, waiter.cost, weight);
+        if let Err(mut permit) = waiter.tx.send(permit) {
+            // It gave up meanwhile: defuse the permit (its drop would re-enter this lock).
+            permit.gate = None;
+            self.give_back(Some(tenant), waiter.size);
         }
     }
 
@@ -214,6 +245,9 @@ impl Drop for Permit {
         if let Some(gate) = self.gate.take() {
             let mut state = gate.lock();
             state.give_back(self.tenant.as_ref(), self.size);
+            if let Some(tenant) = &self.tenant {
+                state.regrant_newcomer(&gate, tenant);
+            }
             state.dispatch(&gate);
         }
     }
@@ -221,21 +255,28 @@ impl Drop for Permit {
 
 impl FairGate {
     pub fn new(capacity: u32) -> Self {
-        Self::build(capacity, false)
+        Self::build(capacity, None)
     }
 
     /// A gate where a tenant holding nothing is granted at once, beyond the capacity if need
     /// be.
     pub fn with_newcomers_overdrawing(capacity: u32) -> Self {
-        Self::build(capacity, true)
+        Self::build(capacity, Some(f64::INFINITY))
     }
 
-    fn build(capacity: u32, newcomers_overdraw: bool) -> Self {
+    /// A gate where a tenant holding nothing is granted an ask of at most `max_cost` at once,
+    /// beyond the capacity if need be; dearer asks, and a tenant's further ones, wait their
+    /// turn.
+    pub fn with_cheap_newcomers_overdrawing(capacity: u32, max_cost: f64) -> Self {
+        Self::build(capacity, Some(max_cost))
+    }
+
+    fn build(capacity: u32, newcomer_max_cost: Option<f64>) -> Self {
         Self {
             state: Arc::new(Mutex::new(State {
                 free: i64::from(capacity.max(1)),
                 capacity: capacity.max(1),
-                newcomers_overdraw,
+                newcomer_max_cost,
                 clock: VirtualClock::default(),
                 lines: HashMap::new(),
                 held: HashMap::new(),
@@ -255,7 +296,8 @@ impl FairGate {
                 let mut state = self.lock();
                 ask.size = ask.size.min(state.capacity);
                 let at_once = (state.lines.is_empty() && i64::from(ask.size) <= state.free)
-                    || (state.newcomers_overdraw && state.holds_nothing(&ask.tenant));
+                    || (state.newcomer_max_cost.is_some_and(|max| ask.cost <= max)
+                        && state.holds_nothing(&ask.tenant));
                 if at_once {
                     return state.take(self, &ask.tenant, ask.size, ask.cost, ask.weight);
                 }
@@ -494,6 +536,44 @@ mod tests {
         drop(b);
         drop(_a);
         waiting_a.await.unwrap();
+    }
+
+    /// The CPU slots: while another tenant's dear work holds every slot, a tenant holding
+    /// nothing gets one cheap ask at once; its dear asks wait, and so does its second cheap
+    /// one until the first is given back (then it is a newcomer again).
+    #[tokio::test]
+    async fn only_a_cheap_ask_of_a_tenant_holding_nothing_overdraws() {
+        let gate = FairGate::with_cheap_newcomers_overdrawing(1, 8.0);
+        let rsa = gate.acquire(ask('a', Lane::Bulk, 2560.0)).await;
+        let dear = {
+            let gate = gate.clone();
+            tokio::spawn(async move { gate.acquire(ask('b', Lane::Interactive, 256.0)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(gate.waiting(), 1, "b's dear ask waits for the slot");
+        dear.abort();
+        let _ = dear.await;
+        let cheap = tokio::time::timeout(
+            Duration::from_secs(5),
+            gate.acquire(ask('c', Lane::Interactive, 1.0)),
+        )
+        .await
+        .expect("c holds nothing and asks little: granted at once");
+        let second = {
+            let gate = gate.clone();
+            tokio::spawn(async move { gate.acquire(ask('c', Lane::Interactive, 1.0)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !second.is_finished(),
+            "c holds a slot now: its next ask waits"
+        );
+        drop(cheap);
+        tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("c's second ask is granted when its first is given back")
+            .unwrap();
+        drop(rsa);
     }
 
     #[tokio::test]
