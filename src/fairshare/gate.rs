@@ -157,10 +157,12 @@ impl State {
         }
     }
 
-    /// A tenant that just gave back all it held, with an ask at the head of its line that a
-    /// newcomer would be granted, is a newcomer again: that ask is granted now, as it would
-    /// have been had it arrived now (a client with two requests open alternates between them:
-    /// its second would otherwise wait behind other tenants' dear work).
+    /// A tenant that just gave back all it held (and was not granted the freed capacity by
+    /// start tag), with an ask at the head of its line that a newcomer would be granted, is a
+    /// newcomer again: that ask is granted now by overdraft, as it would have been had it
+    /// arrived now (a client with two requests open alternates between them: its second would
+    /// otherwise wait behind other tenants' dear work). The freed capacity itself is never
+    /// taken this way, so the tenants waiting for it keep their order.
     fn regrant_newcomer(&mut self, gate: &FairGate, tenant: &Owner) {
         let Some(max_cost) = self.newcomer_max_cost else {
             return;
@@ -245,10 +247,11 @@ impl Drop for Permit {
         if let Some(gate) = self.gate.take() {
             let mut state = gate.lock();
             state.give_back(self.tenant.as_ref(), self.size);
+            // The freed capacity goes by start tag first; a newcomer again only overdraws.
+            state.dispatch(&gate);
             if let Some(tenant) = &self.tenant {
                 state.regrant_newcomer(&gate, tenant);
             }
-            state.dispatch(&gate);
         }
     }
 }
@@ -574,6 +577,37 @@ mod tests {
             .expect("c's second ask is granted when its first is given back")
             .unwrap();
         drop(rsa);
+    }
+
+    /// A tenant that gives back its last slot while it waits with a cheap ask is regranted by
+    /// overdraft only: the freed slot still goes to the tenant waiting for it.
+    #[tokio::test]
+    async fn a_regranted_newcomer_does_not_take_the_freed_slot() {
+        let gate = FairGate::with_cheap_newcomers_overdrawing(1, 8.0);
+        let first = gate.acquire(ask('c', Lane::Interactive, 1.0)).await;
+        let spawn = |t: char, cost: f64| {
+            let gate = gate.clone();
+            tokio::spawn(async move { gate.acquire(ask(t, Lane::Interactive, cost)).await })
+        };
+        let dear = spawn('d', 256.0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let second = spawn('c', 1.0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            gate.waiting(),
+            2,
+            "d waits for the slot, c for its second ask"
+        );
+        drop(first);
+        let d = tokio::time::timeout(Duration::from_secs(5), dear)
+            .await
+            .expect("the freed slot goes to d, who waited for it")
+            .unwrap();
+        let c = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("c holds nothing again: its cheap ask is granted by overdraft")
+            .unwrap();
+        drop((c, d));
     }
 
     #[tokio::test]
