@@ -1,7 +1,8 @@
 //! The `custom_csrs` table.
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::types::ToSql;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{GenericClient, Row};
 
 use super::DbError;
@@ -85,7 +86,8 @@ pub enum ExistingRows {
 }
 
 /// Inserts a chunk's CSRs and sealed keys, and the audit events of those it inserts, with one
-/// statement: outside a transaction a single create's chunk is written and committed in one
+/// statement (a binary `COPY` for a chunk without events that expects no existing row, such as a
+/// batch's): outside a transaction a single create's chunk is written and committed in one
 /// round trip instead of four (begin, insert, audit, commit), and a CSR exists with its event
 /// or not at all either way. An event is kept when its target is an inserted row's id. Returns
 /// the ids this call inserted; with [`ExistingRows::Skip`] a row that already existed (a
@@ -98,6 +100,9 @@ pub async fn insert_chunk(
 ) -> Result<Vec<CsrId>, DbError> {
     if rows.is_empty() {
         return Ok(Vec::new());
+    }
+    if existing == ExistingRows::Fail && audit.is_empty() {
+        return copy_chunk(client, rows).await;
     }
     let mut c = ChunkColumns::with_capacity(rows.len());
     for (csr, sealed) in rows {
@@ -145,6 +150,87 @@ pub async fn insert_chunk(
         .query(&client.statement(sql).await?, &params)
         .await?;
     Ok(inserted.iter().map(|r| CsrId(r.get(0))).collect())
+}
+
+/// The columns [`copy_chunk`] writes, in order, with their types.
+const COPY_CHUNK: &str =
+    "COPY custom_csrs (id, owner_kind, owner_id, key_type, common_name, country,
+     state, locality, organization, organizational_unit, sans, name, description, csr_pem,
+     envelope_version, kek_id, wrapped_dek, dek_nonce, key_nonce, key_ciphertext, created_at,
+     key_delivery) FROM STDIN (FORMAT binary)";
+const COPY_CHUNK_TYPES: [Type; 22] = [
+    Type::UUID,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT_ARRAY,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT2,
+    Type::TEXT,
+    Type::BYTEA,
+    Type::BYTEA,
+    Type::BYTEA,
+    Type::BYTEA,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+];
+
+/// Inserts a chunk's rows with binary `COPY`, which fails as the plain insert does if one of
+/// the ids exists. Postgres then stores the rows a page at a time (one WAL record per page of
+/// tuples) and decodes no arrays: measured with 512-row chunks, about two thirds of the plain
+/// insert's CPU in the Postgres backend. Every row is inserted, or the statement fails.
+async fn copy_chunk(
+    client: &impl Prepared,
+    rows: &[(&CustomCsr, &SealedKey)],
+) -> Result<Vec<CsrId>, DbError> {
+    let statement = client.statement(COPY_CHUNK).await?;
+    // Transactions and pooled connections share the connection's client: a COPY runs inside
+    // whatever transaction the connection is in.
+    let sink = client.client().client().copy_in(&statement).await?;
+    let writer = BinaryCopyInWriter::new(sink, &COPY_CHUNK_TYPES);
+    let mut writer = std::pin::pin!(writer);
+    for (csr, sealed) in rows {
+        let r = &csr.request;
+        let s = &r.subject;
+        let sans: Vec<&str> = r.sans.iter().map(DnsName::as_str).collect();
+        writer
+            .as_mut()
+            .write(&[
+                &csr.id.0,
+                &csr.owner.kind().as_str(),
+                &csr.owner.id(),
+                &r.key_type.as_str(),
+                &s.common_name,
+                &s.country,
+                &s.state,
+                &s.locality,
+                &s.organization,
+                &s.organizational_unit,
+                &sans,
+                &r.name,
+                &r.description,
+                &csr.csr_pem,
+                &sealed.version,
+                &sealed.kek_id,
+                &sealed.wrapped_dek,
+                &sealed.dek_nonce,
+                &sealed.key_nonce,
+                &sealed.ciphertext,
+                &csr.created_at,
+                &r.key_delivery.stored(),
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+    Ok(rows.iter().map(|(csr, _)| csr.id).collect())
 }
 
 /// A macro rather than a const so `concat!` can take it.

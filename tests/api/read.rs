@@ -303,3 +303,63 @@ async fn total_count_stays_exact_across_deletes_and_replayed_inserts() {
     let after = list(&app, &token, "accounts", ACCOUNT_A, "").await;
     assert_eq!(total(after), json!(2));
 }
+
+#[tokio::test]
+async fn a_chunk_without_events_is_copied_in_whole_or_refused_as_a_duplicate() {
+    use csrd::db::csrs::{ExistingRows, insert_chunk};
+    let app = spawn_in_memory().await;
+    let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
+    let a = create_named(&app, &token, "a").await;
+    let owner = csrd::domain::Owner::Account(csrd::domain::AccountId::parse(ACCOUNT_A).unwrap());
+    let id = csrd::domain::CsrId::parse(a["id"].as_str().unwrap()).unwrap();
+    let client = app.pool.get().await.unwrap();
+    let model = csrd::db::csrs::get(&**client, &owner, id)
+        .await
+        .unwrap()
+        .unwrap();
+    let sealed = csrd::db::csrs::get_sealed_key(&**client, &owner, id)
+        .await
+        .unwrap()
+        .unwrap();
+    // Two new rows like a batch chunk's: no audit events, no existing row expected.
+    let rows: Vec<_> = (0..2)
+        .map(|i| {
+            let mut csr = model.clone();
+            csr.id = csrd::domain::CsrId::new();
+            csr.request.name = Some(format!("copied-{i}"));
+            csr
+        })
+        .collect();
+    let chunk: Vec<_> = rows.iter().map(|c| (c, &sealed)).collect();
+    let inserted = insert_chunk(&*client, &chunk, ExistingRows::Fail, &[])
+        .await
+        .unwrap();
+    assert_eq!(inserted, vec![rows[0].id, rows[1].id]);
+    let total = |r: Response| r.body["result_info"]["total_count"].clone();
+    assert_eq!(
+        total(list(&app, &token, "accounts", ACCOUNT_A, "").await),
+        json!(3),
+        "the counts trigger saw the copied rows"
+    );
+    let copied = csrd::db::csrs::get(&**client, &owner, rows[1].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(copied, rows[1], "every column as written");
+    let wraps: i64 = client
+        .query_one("SELECT sum(wraps)::int8 FROM kek_usage", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(wraps, 3, "the KEK's nonce budget counts the copied rows");
+
+    // The same chunk again (a redelivery) is refused as a duplicate, so the worker writes it
+    // again keeping the existing rows, which inserts nothing.
+    let again = insert_chunk(&*client, &chunk, ExistingRows::Fail, &[]).await;
+    assert!(again.is_err_and(|e| e.is_duplicate_csr()));
+    let skipped = insert_chunk(&*client, &chunk, ExistingRows::Skip, &[])
+        .await
+        .unwrap();
+    assert!(skipped.is_empty());
+    assert_eq!(app.row_count().await, 3);
+}
