@@ -4,7 +4,7 @@
 use csrd::db::{build_pool, migrate};
 use csrd_test_support::*;
 
-const ALL: [&str; 16] = [
+const ALL: [&str; 17] = [
     "V1__init",
     "V2__list_indexes",
     "V3__tenant_counts",
@@ -21,6 +21,7 @@ const ALL: [&str; 16] = [
     "V14__key_delivery",
     "V15__more_key_types",
     "V16__one_index_fewer",
+    "V17__lz4_batch_chunks",
 ];
 
 async fn database() -> Isolation {
@@ -37,6 +38,17 @@ async fn a_fresh_database_gets_every_migration_once() {
     let applied = migrate::migrate(&mut client).await.unwrap();
     assert_eq!(applied, ALL);
     assert!(migrate::migrate(&mut client).await.unwrap().is_empty());
+    // The machine's PostgreSQL has lz4, so the batch chunks' items are written with it.
+    let method: i8 = client
+        .query_one(
+            "SELECT attcompression::\"char\" FROM pg_attribute
+             WHERE attrelid = 'batch_chunks'::regclass AND attname = 'items'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(method as u8, b'l');
 }
 
 #[tokio::test]
