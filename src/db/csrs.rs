@@ -33,9 +33,7 @@ pub async fn insert(
     csr: &CustomCsr,
     sealed: &SealedKey,
 ) -> Result<bool, DbError> {
-    let r = &csr.request;
-    let s = &r.subject;
-    let sans: Vec<&str> = r.sans.iter().map(DnsName::as_str).collect();
+    let values = RowValues::of(csr, sealed);
     let n = client
         .execute(
             "INSERT INTO custom_csrs (id, owner_kind, owner_id, key_type, common_name, country, state,
@@ -44,30 +42,7 @@ pub async fn insert(
                  key_delivery)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
              ON CONFLICT (id) DO NOTHING",
-            &[
-                &csr.id.0,
-                &csr.owner.kind().as_str(),
-                &csr.owner.id(),
-                &r.key_type.as_str(),
-                &s.common_name,
-                &s.country,
-                &s.state,
-                &s.locality,
-                &s.organization,
-                &s.organizational_unit,
-                &sans,
-                &r.name,
-                &r.description,
-                &csr.csr_pem,
-                &sealed.version,
-                &sealed.kek_id,
-                &sealed.wrapped_dek,
-                &sealed.dek_nonce,
-                &sealed.key_nonce,
-                &sealed.ciphertext,
-                &csr.created_at,
-                &r.key_delivery.stored(),
-            ],
+            &values.params(),
         )
         .await?;
     Ok(n == 1)
@@ -198,39 +173,69 @@ async fn copy_chunk(
     let writer = BinaryCopyInWriter::new(sink, &COPY_CHUNK_TYPES);
     let mut writer = std::pin::pin!(writer);
     for (csr, sealed) in rows {
-        let r = &csr.request;
-        let s = &r.subject;
-        let sans: Vec<&str> = r.sans.iter().map(DnsName::as_str).collect();
         writer
             .as_mut()
-            .write(&[
-                &csr.id.0,
-                &csr.owner.kind().as_str(),
-                &csr.owner.id(),
-                &r.key_type.as_str(),
-                &s.common_name,
-                &s.country,
-                &s.state,
-                &s.locality,
-                &s.organization,
-                &s.organizational_unit,
-                &sans,
-                &r.name,
-                &r.description,
-                &csr.csr_pem,
-                &sealed.version,
-                &sealed.kek_id,
-                &sealed.wrapped_dek,
-                &sealed.dek_nonce,
-                &sealed.key_nonce,
-                &sealed.ciphertext,
-                &csr.created_at,
-                &r.key_delivery.stored(),
-            ])
+            .write(&RowValues::of(csr, sealed).params())
             .await?;
     }
     writer.finish().await?;
     Ok(rows.iter().map(|(csr, _)| csr.id).collect())
+}
+
+/// One row's values in the table's column order, as `insert` and `copy_chunk` bind them.
+struct RowValues<'a> {
+    csr: &'a CustomCsr,
+    sealed: &'a SealedKey,
+    owner_kind: &'static str,
+    owner_id: &'a str,
+    key_type: &'static str,
+    sans: Vec<&'a str>,
+    key_delivery: Option<&'static str>,
+}
+
+impl<'a> RowValues<'a> {
+    fn of(csr: &'a CustomCsr, sealed: &'a SealedKey) -> Self {
+        let r = &csr.request;
+        Self {
+            csr,
+            sealed,
+            owner_kind: csr.owner.kind().as_str(),
+            owner_id: csr.owner.id(),
+            key_type: r.key_type.as_str(),
+            sans: r.sans.iter().map(DnsName::as_str).collect(),
+            key_delivery: r.key_delivery.stored(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 22] {
+        let (csr, sealed) = (self.csr, self.sealed);
+        let r = &csr.request;
+        let s = &r.subject;
+        [
+            &csr.id.0,
+            &self.owner_kind,
+            &self.owner_id,
+            &self.key_type,
+            &s.common_name,
+            &s.country,
+            &s.state,
+            &s.locality,
+            &s.organization,
+            &s.organizational_unit,
+            &self.sans,
+            &r.name,
+            &r.description,
+            &csr.csr_pem,
+            &sealed.version,
+            &sealed.kek_id,
+            &sealed.wrapped_dek,
+            &sealed.dek_nonce,
+            &sealed.key_nonce,
+            &sealed.ciphertext,
+            &csr.created_at,
+            &self.key_delivery,
+        ]
+    }
 }
 
 /// A macro rather than a const so `concat!` can take it.

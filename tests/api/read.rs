@@ -17,6 +17,27 @@ async fn create_named(app: &TestApp, token: &str, name: &str) -> Value {
     resp.body["result"].clone()
 }
 
+fn account_a() -> csrd::domain::Owner {
+    csrd::domain::Owner::Account(csrd::domain::AccountId::parse(ACCOUNT_A).unwrap())
+}
+
+/// The stored row and sealed key of `created` (a CSR of account A, as the API answered it).
+async fn stored_row(
+    client: &tokio_postgres::Client,
+    created: &Value,
+) -> (csrd::domain::CustomCsr, csrd::crypto::SealedKey) {
+    let id = csrd::domain::CsrId::parse(created["id"].as_str().unwrap()).unwrap();
+    let csr = csrd::db::csrs::get(client, &account_a(), id)
+        .await
+        .unwrap()
+        .unwrap();
+    let sealed = csrd::db::csrs::get_sealed_key(client, &account_a(), id)
+        .await
+        .unwrap()
+        .unwrap();
+    (csr, sealed)
+}
+
 async fn list(app: &TestApp, token: &str, kind: &str, owner: &str, query: &str) -> Response {
     app.send(
         Method::GET,
@@ -269,17 +290,8 @@ async fn total_count_stays_exact_across_deletes_and_replayed_inserts() {
     );
 
     // A replayed insert of an existing id (a redelivered job) changes nothing.
-    let owner = csrd::domain::Owner::Account(csrd::domain::AccountId::parse(ACCOUNT_A).unwrap());
-    let id = csrd::domain::CsrId::parse(a["id"].as_str().unwrap()).unwrap();
     let client = app.pool.get().await.unwrap();
-    let existing = csrd::db::csrs::get(&**client, &owner, id)
-        .await
-        .unwrap()
-        .unwrap();
-    let sealed = csrd::db::csrs::get_sealed_key(&**client, &owner, id)
-        .await
-        .unwrap()
-        .unwrap();
+    let (existing, sealed) = stored_row(&client, &a).await;
     assert!(
         !csrd::db::csrs::insert(&**client, &existing, &sealed)
             .await
@@ -310,17 +322,9 @@ async fn a_chunk_without_events_is_copied_in_whole_or_refused_as_a_duplicate() {
     let app = spawn_in_memory().await;
     let token = app.token(&[ACCOUNT_A], &[], Permission::Write).await;
     let a = create_named(&app, &token, "a").await;
-    let owner = csrd::domain::Owner::Account(csrd::domain::AccountId::parse(ACCOUNT_A).unwrap());
-    let id = csrd::domain::CsrId::parse(a["id"].as_str().unwrap()).unwrap();
+    let owner = account_a();
     let client = app.pool.get().await.unwrap();
-    let model = csrd::db::csrs::get(&**client, &owner, id)
-        .await
-        .unwrap()
-        .unwrap();
-    let sealed = csrd::db::csrs::get_sealed_key(&**client, &owner, id)
-        .await
-        .unwrap()
-        .unwrap();
+    let (model, sealed) = stored_row(&client, &a).await;
     // Two new rows like a batch chunk's: no audit events, no existing row expected.
     let rows: Vec<_> = (0..2)
         .map(|i| {
